@@ -1,0 +1,114 @@
+//! `inception import`: a PyTorch state_dict (safetensors) becomes a checkpoint.
+
+use std::fs;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use tch::Device;
+
+use crate::checkpoint::{self, Meta};
+use crate::cli::ImportArgs;
+use crate::data::transform::Normalization;
+use crate::model::{check_image_size, Arch, Model, NetConfig};
+
+/// A validated import.
+#[derive(Debug)]
+pub struct ImportConfig {
+    pub arch: Arch,
+    pub weights: PathBuf,
+    pub classes: Vec<String>,
+    pub image_size: i64,
+    pub normalization: Normalization,
+    pub transform_input: bool,
+    pub out: PathBuf,
+}
+
+impl ImportConfig {
+    pub fn from_args(args: &ImportArgs) -> Result<ImportConfig> {
+        let classes: Vec<String> = match &args.classes_file {
+            Some(path) => fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .lines()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect(),
+            None => args.classes.iter().map(|c| c.trim().to_string()).collect(),
+        };
+        if classes.len() < 2 {
+            bail!("--classes: at least 2 class names are needed, got {}", classes.len());
+        }
+        if let Some(i) = classes.iter().position(String::is_empty) {
+            bail!("--classes: class {i} has an empty name");
+        }
+        let mut sorted = classes.clone();
+        sorted.sort();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            bail!("--classes: {:?} is named twice", w[0]);
+        }
+        check_image_size(args.arch, args.image_size)?;
+        if args.transform_input && args.arch != Arch::Googlenet {
+            bail!("--transform-input exists only for --arch googlenet");
+        }
+        let default = Normalization::IMAGENET;
+        let three = |v: &Option<Vec<f64>>, d: [f64; 3]| match v.as_deref() {
+            Some([a, b, c]) => [*a, *b, *c],
+            _ => d,
+        };
+        let normalization =
+            Normalization { mean: three(&args.mean, default.mean), std: three(&args.std, default.std) };
+        normalization.validate()?;
+        if args.out.exists() && !args.force {
+            bail!("{} exists; choose another --out or add --force to replace it", args.out.display());
+        }
+        Ok(ImportConfig {
+            arch: args.arch,
+            weights: args.weights.clone(),
+            classes,
+            image_size: args.image_size,
+            normalization,
+            transform_input: args.transform_input,
+            out: args.out.clone(),
+        })
+    }
+}
+
+pub fn run(args: &ImportArgs) -> Result<()> {
+    let cfg = ImportConfig::from_args(args)?;
+    let meta = import(&cfg)?;
+    println!(
+        "wrote {}: {}, {} classes ({}), image size {}, transform_input {}, auxiliary heads {}",
+        cfg.out.display(),
+        meta.arch,
+        meta.classes.len(),
+        meta.classes.join(", "),
+        meta.image_size,
+        if meta.transform_input { "on" } else { "off" },
+        if meta.aux_logits { "kept" } else { "absent" },
+    );
+    Ok(())
+}
+
+/// Loads the state_dict into the network it names and writes the checkpoint.
+pub fn import(cfg: &ImportConfig) -> Result<Meta> {
+    let file = checkpoint::read_safetensors(&cfg.weights)?;
+    let aux_logits = cfg.arch == Arch::Googlenet
+        && file.tensors.keys().any(|k| k.starts_with("aux1.") || k.starts_with("aux2."));
+    let config = NetConfig {
+        aux_logits,
+        transform_input: cfg.transform_input,
+        ..NetConfig::new(cfg.arch, cfg.classes.len() as i64)
+    };
+    let mut model = Model::new(config, Device::Cpu)?;
+    model
+        .load_state_dict(&file.tensors)
+        .with_context(|| format!("{}", cfg.weights.display()))?;
+    let meta = Meta::new(
+        config,
+        cfg.classes.clone(),
+        cfg.image_size,
+        cfg.normalization,
+        format!("imported from {}", cfg.weights.display()),
+    );
+    checkpoint::save(&cfg.out, &model, &meta)?;
+    Ok(meta)
+}

@@ -1,0 +1,61 @@
+//! Decoding an image file into 8-bit RGB, whatever its format and colour type.
+//!
+//! Formats: JPEG, PNG, BMP, GIF (first frame), WebP, TIFF, recognised by content, not by name.
+//! JPEG EXIF orientation is applied. Alpha is composited onto [`BACKGROUND`]. Headers that
+//! claim more than [`MAX_SIDE`] pixels a side, or images that need more than [`MAX_ALLOC`]
+//! bytes, are refused before their pixels are allocated.
+
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
+
+/// The colour transparent pixels are composited onto: white.
+pub const BACKGROUND: [u8; 3] = [255, 255, 255];
+/// Largest width or height accepted.
+pub const MAX_SIDE: u32 = 16_384;
+/// Largest decoding allocation accepted, in bytes.
+pub const MAX_ALLOC: u64 = 1 << 30;
+
+/// Decodes `path` into RGB. The error names the file and the reason.
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    decode(path).with_context(|| format!("{}", path.display()))
+}
+
+fn decode(path: &Path) -> Result<RgbImage> {
+    let mut reader = ImageReader::open(path)
+        .map_err(|e| anyhow!("cannot open: {e}"))?
+        .with_guessed_format()
+        .map_err(|e| anyhow!("cannot read: {e}"))?;
+    if reader.format().is_none() {
+        return Err(anyhow!("not an image in a known format"));
+    }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_ALLOC);
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(|e| anyhow!("cannot decode: {e}"))?;
+    let orientation = decoder.orientation().map_err(|e| anyhow!("cannot decode: {e}"))?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| anyhow!("cannot decode: {e}"))?;
+    img.apply_orientation(orientation);
+    Ok(to_rgb(img))
+}
+
+/// Converts any colour type to 8-bit RGB, compositing alpha onto [`BACKGROUND`].
+pub fn to_rgb(img: DynamicImage) -> RgbImage {
+    if !img.color().has_alpha() {
+        return img.into_rgb8();
+    }
+    let rgba = img.into_rgba8();
+    let (w, h) = rgba.dimensions();
+    let mut out = RgbImage::new(w, h);
+    for (o, p) in out.pixels_mut().zip(rgba.pixels()) {
+        let a = p[3] as u32;
+        for c in 0..3 {
+            let v = p[c] as u32 * a + BACKGROUND[c] as u32 * (255 - a);
+            o[c] = ((v + 127) / 255) as u8;
+        }
+    }
+    out
+}

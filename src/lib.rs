@@ -1,0 +1,14 @@
+//! inception: train, evaluate and run InceptionV1 (GoogLeNet) image classifiers on libtorch.
+//!
+//! - [`cli`]: the command line; [`cmd`]: one module per subcommand.
+//! - [`model`]: the networks, their layers and cost account.
+//! - [`data`]: image decoding and the shared preprocessing.
+//! - [`checkpoint`]: the one-file checkpoint format.
+//! - [`device`]: `--device` resolution.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod cmd;
+pub mod data;
+pub mod device;
+pub mod model;

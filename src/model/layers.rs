@@ -1,0 +1,279 @@
+//! The building blocks both networks are made of: convolution, BatchNorm, max-pool, linear.
+//!
+//! Each layer owns its tensors under the var-store path PyTorch would give it (`torch.nn.Conv2d`,
+//! `BatchNorm2d`, `MaxPool2d`, `Linear` semantics and state_dict names), so a state_dict moves
+//! between PyTorch and this crate without renaming. Each layer also knows its own cost
+//! ([`Cost`]) and output shape, which is what `inception summary` prints.
+
+use tch::nn::{Init, Path};
+use tch::{Kind, TchError, Tensor};
+
+/// Output shape of one image, `[channels, height, width]`.
+pub type Shape = [i64; 3];
+
+/// Parameters and multiply-accumulates of one layer for one image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cost {
+    /// Trainable parameters (weights, biases, BatchNorm scale and shift).
+    pub params: i64,
+    /// Multiply-accumulates of the convolution or matrix product for one image.
+    pub macs: i64,
+}
+
+impl std::ops::Add for Cost {
+    type Output = Cost;
+    fn add(self, o: Cost) -> Cost {
+        Cost { params: self.params + o.params, macs: self.macs + o.macs }
+    }
+}
+
+impl std::ops::Sub for Cost {
+    type Output = Cost;
+    fn sub(self, o: Cost) -> Cost {
+        Cost { params: self.params - o.params, macs: self.macs - o.macs }
+    }
+}
+
+impl std::iter::Sum for Cost {
+    fn sum<I: Iterator<Item = Cost>>(iter: I) -> Cost {
+        iter.fold(Cost::default(), |a, b| a + b)
+    }
+}
+
+/// How weights are initialised, after the reference each network follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightInit {
+    /// PyTorch's default for `Conv2d`/`Linear`: weight and bias uniform in ±1/√fan_in.
+    TorchDefault,
+    /// torchvision's `GoogLeNet._initialize_weights`: weight ~ N(0, 0.01²) truncated at ±2
+    /// (200 σ, so a plain normal), bias PyTorch's default.
+    TruncNormal001,
+}
+
+impl WeightInit {
+    fn weight(self, fan_in: i64) -> Init {
+        match self {
+            WeightInit::TorchDefault => uniform_fan_in(fan_in),
+            WeightInit::TruncNormal001 => Init::Randn { mean: 0.0, stdev: 0.01 },
+        }
+    }
+}
+
+fn uniform_fan_in(fan_in: i64) -> Init {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    Init::Uniform { lo: -bound, up: bound }
+}
+
+/// The var-store path of `p` as PyTorch would print a module's name: `inception3a.branch1.0`.
+pub fn path_name(p: &Path) -> String {
+    p.components().collect::<Vec<_>>().join(".")
+}
+
+/// Output length of a pooling or convolution window along one axis, exactly as PyTorch's
+/// `pooling_output_shape` computes it (ceil mode included). `None` when nothing fits.
+pub fn window_out(input: i64, kernel: i64, stride: i64, padding: i64, ceil: bool) -> Option<i64> {
+    let span = input + 2 * padding - (kernel - 1) - 1 + if ceil { stride - 1 } else { 0 };
+    if span < 0 {
+        return None;
+    }
+    let mut out = span.div_euclid(stride) + 1;
+    if ceil && (out - 1) * stride >= input + padding {
+        out -= 1;
+    }
+    (out >= 1).then_some(out)
+}
+
+/// A 2-D convolution with square kernel (`torch.nn.Conv2d`): `weight`, optional `bias`.
+#[derive(Debug)]
+pub struct Conv2d {
+    /// Var-store path of the layer (`inception3a.branch2.3`).
+    pub name: String,
+    weight: Tensor,
+    bias: Option<Tensor>,
+    pub in_channels: i64,
+    pub out_channels: i64,
+    pub kernel: i64,
+    pub stride: i64,
+    pub padding: i64,
+}
+
+impl Conv2d {
+    /// Registers `weight` (and `bias` when `bias` is true) under `p`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        p: Path,
+        in_channels: i64,
+        out_channels: i64,
+        kernel: i64,
+        stride: i64,
+        padding: i64,
+        bias: bool,
+        init: WeightInit,
+    ) -> Conv2d {
+        let fan_in = in_channels * kernel * kernel;
+        let weight =
+            p.var("weight", &[out_channels, in_channels, kernel, kernel], init.weight(fan_in));
+        let bias = bias.then(|| p.var("bias", &[out_channels], uniform_fan_in(fan_in)));
+        Conv2d { name: path_name(&p), weight, bias, in_channels, out_channels, kernel, stride, padding }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
+        x.f_conv2d(
+            &self.weight,
+            self.bias.as_ref(),
+            [self.stride, self.stride],
+            [self.padding, self.padding],
+            [1, 1],
+            1,
+        )
+    }
+
+    pub fn has_bias(&self) -> bool {
+        self.bias.is_some()
+    }
+
+    /// Output shape for an input of shape `s`, `None` when the input is too small.
+    pub fn out_shape(&self, s: Shape) -> Option<Shape> {
+        let h = window_out(s[1], self.kernel, self.stride, self.padding, false)?;
+        let w = window_out(s[2], self.kernel, self.stride, self.padding, false)?;
+        Some([self.out_channels, h, w])
+    }
+
+    /// Cost of this convolution producing an output of shape `out`.
+    pub fn cost(&self, out: Shape) -> Cost {
+        conv_cost(self.in_channels, self.out_channels, self.kernel, self.bias.is_some(), out)
+    }
+}
+
+/// Parameters and MACs of a k×k convolution from `cin` to `cout` channels producing `out`.
+pub fn conv_cost(cin: i64, cout: i64, k: i64, bias: bool, out: Shape) -> Cost {
+    let weights = cout * cin * k * k;
+    Cost { params: weights + if bias { cout } else { 0 }, macs: weights * out[1] * out[2] }
+}
+
+/// `torch.nn.BatchNorm2d`: `weight`, `bias`, `running_mean`, `running_var`, `num_batches_tracked`.
+#[derive(Debug)]
+pub struct BatchNorm2d {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    num_batches_tracked: Tensor,
+    eps: f64,
+    pub channels: i64,
+}
+
+impl BatchNorm2d {
+    /// Momentum of the running statistics, PyTorch's default.
+    pub const MOMENTUM: f64 = 0.1;
+
+    pub fn new(p: Path, channels: i64, eps: f64) -> BatchNorm2d {
+        let weight = p.var("weight", &[channels], Init::Const(1.0));
+        let bias = p.var("bias", &[channels], Init::Const(0.0));
+        let running_mean = p.zeros_no_train("running_mean", &[channels]);
+        let running_var = p.ones_no_train("running_var", &[channels]);
+        let num_batches_tracked = p.add(
+            "num_batches_tracked",
+            Tensor::zeros([], (Kind::Int64, p.device())),
+            false,
+        );
+        BatchNorm2d { weight, bias, running_mean, running_var, num_batches_tracked, eps, channels }
+    }
+
+    /// In training mode, normalises with the batch statistics and updates the running ones.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+        if train {
+            let _ = tch::no_grad(|| self.num_batches_tracked.shallow_clone().f_add_scalar_(1))?;
+        }
+        x.f_batch_norm(
+            Some(&self.weight),
+            Some(&self.bias),
+            Some(&self.running_mean),
+            Some(&self.running_var),
+            train,
+            Self::MOMENTUM,
+            self.eps,
+            true,
+        )
+    }
+
+    pub fn cost(&self) -> Cost {
+        Cost { params: 2 * self.channels, macs: 0 }
+    }
+}
+
+/// A convolution followed by BatchNorm and ReLU, the unit every inception branch is made of.
+#[derive(Debug)]
+pub struct ConvBnRelu {
+    pub conv: Conv2d,
+    pub bn: BatchNorm2d,
+}
+
+impl ConvBnRelu {
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+        self.bn.forward_t(&self.conv.forward(x)?, train)?.f_relu()
+    }
+
+    pub fn out_shape(&self, s: Shape) -> Option<Shape> {
+        self.conv.out_shape(s)
+    }
+
+    pub fn cost(&self, out: Shape) -> Cost {
+        self.conv.cost(out) + self.bn.cost()
+    }
+}
+
+/// `torch.nn.MaxPool2d` with square window.
+#[derive(Debug, Clone, Copy)]
+pub struct MaxPool {
+    pub kernel: i64,
+    pub stride: i64,
+    pub padding: i64,
+    pub ceil: bool,
+}
+
+impl MaxPool {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
+        x.f_max_pool2d(
+            [self.kernel, self.kernel],
+            [self.stride, self.stride],
+            [self.padding, self.padding],
+            [1, 1],
+            self.ceil,
+        )
+    }
+
+    pub fn out_shape(&self, s: Shape) -> Option<Shape> {
+        let h = window_out(s[1], self.kernel, self.stride, self.padding, self.ceil)?;
+        let w = window_out(s[2], self.kernel, self.stride, self.padding, self.ceil)?;
+        Some([s[0], h, w])
+    }
+}
+
+/// `torch.nn.Linear`: `weight` `[out, in]` and `bias`.
+#[derive(Debug)]
+pub struct Linear {
+    /// Var-store path of the layer (`classifier.2`).
+    pub name: String,
+    weight: Tensor,
+    bias: Tensor,
+    pub in_features: i64,
+    pub out_features: i64,
+}
+
+impl Linear {
+    pub fn new(p: Path, in_features: i64, out_features: i64, init: WeightInit) -> Linear {
+        let weight = p.var("weight", &[out_features, in_features], init.weight(in_features));
+        let bias = p.var("bias", &[out_features], uniform_fan_in(in_features));
+        Linear { name: path_name(&p), weight, bias, in_features, out_features }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
+        x.f_linear(&self.weight, Some(&self.bias))
+    }
+
+    pub fn cost(&self) -> Cost {
+        let w = self.in_features * self.out_features;
+        Cost { params: w + self.out_features, macs: w }
+    }
+}

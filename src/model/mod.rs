@@ -1,0 +1,226 @@
+//! The networks: the seed's InceptionV1 ([`seed`]) and torchvision's GoogLeNet ([`googlenet`]),
+//! built from one inception block ([`inception`]) and a few layers ([`layers`]), plus the
+//! layer-by-layer cost account ([`summary`]).
+//!
+//! A [`Model`] owns its var store; var-store paths are the PyTorch state_dict keys of the network
+//! it mirrors, so [`Model::load_state_dict`] takes a PyTorch state_dict as it is.
+
+pub mod googlenet;
+pub mod inception;
+pub mod layers;
+pub mod seed;
+pub mod summary;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::nn::VarStore;
+use tch::{Device, Tensor};
+
+use googlenet::GoogLeNet;
+use seed::Seed;
+use summary::{Summary, Walker};
+
+/// Which network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// The seed tutorial's InceptionV1 (../shared/MODEL.md), logits and adaptive pool.
+    Seed,
+    /// torchvision's GoogLeNet (BatchNorm, ceil-mode pools, optional auxiliary heads).
+    Googlenet,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Seed => "seed",
+            Arch::Googlenet => "googlenet",
+        }
+    }
+
+    /// The smallest input side (pixels) the network accepts.
+    pub fn min_image_size(self) -> i64 {
+        match self {
+            Arch::Seed => seed::MIN_IMAGE_SIZE,
+            Arch::Googlenet => googlenet::MIN_IMAGE_SIZE,
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Everything that decides the network's structure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetConfig {
+    pub arch: Arch,
+    pub num_classes: i64,
+    /// GoogLeNet's auxiliary heads after 4a and 4d (training only).
+    pub aux_logits: bool,
+    /// GoogLeNet's torchvision `transform_input` re-normalisation.
+    pub transform_input: bool,
+}
+
+impl NetConfig {
+    pub fn new(arch: Arch, num_classes: i64) -> NetConfig {
+        NetConfig { arch, num_classes, aux_logits: false, transform_input: false }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.num_classes < 2 {
+            bail!("a classifier needs at least 2 classes, got {}", self.num_classes);
+        }
+        if self.arch == Arch::Seed && (self.aux_logits || self.transform_input) {
+            bail!("auxiliary heads and transform_input exist only for --arch googlenet");
+        }
+        Ok(())
+    }
+}
+
+/// What a forward pass returns: logits `[N, classes]`, and in training with auxiliary heads
+/// their logits too.
+#[derive(Debug)]
+pub struct Output {
+    pub logits: Tensor,
+    pub aux_logits: Vec<Tensor>,
+}
+
+#[derive(Debug)]
+enum Network {
+    Seed(Seed),
+    GoogLeNet(GoogLeNet),
+}
+
+/// A network and the var store that holds its weights.
+#[derive(Debug)]
+pub struct Model {
+    pub vs: VarStore,
+    pub config: NetConfig,
+    net: Network,
+}
+
+impl Model {
+    /// Builds a freshly initialised network on `device`.
+    pub fn new(config: NetConfig, device: Device) -> Result<Model> {
+        config.validate()?;
+        let vs = VarStore::new(device);
+        let root = vs.root();
+        let net = match config.arch {
+            Arch::Seed => Network::Seed(Seed::new(&root, config.num_classes)),
+            Arch::Googlenet => Network::GoogLeNet(GoogLeNet::new(
+                &root,
+                config.num_classes,
+                config.aux_logits,
+                config.transform_input,
+            )),
+        };
+        Ok(Model { vs, config, net })
+    }
+
+    /// Runs the network on `x` (`[N, 3, H, W]`, normalised).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Output> {
+        let size = x.size();
+        match size.as_slice() {
+            [_, 3, h, w] => {
+                check_image_size(self.config.arch, *h.min(w))?;
+            }
+            _ => bail!("input: expected shape [N, 3, H, W], got {size:?}"),
+        }
+        let (logits, aux_logits) = match &self.net {
+            Network::Seed(n) => (n.forward_t(x, train)?, vec![]),
+            Network::GoogLeNet(n) => n.forward_t(x, train)?,
+        };
+        Ok(Output { logits, aux_logits })
+    }
+
+    /// The layer-by-layer account for square inputs of side `image_size`.
+    pub fn summary(&self, image_size: i64) -> Result<Summary> {
+        check_image_size(self.config.arch, image_size)?;
+        let mut w = Walker::new([3, image_size, image_size]);
+        self.describe(&mut w)?;
+        let arch = self.config.arch.name();
+        Ok(w.finish(arch, self.config.num_classes, image_size, &["aux1", "aux2"]))
+    }
+
+    /// Walks every layer in forward order; fails where an input is too small for a window.
+    pub fn describe(&self, w: &mut Walker) -> Result<()> {
+        match &self.net {
+            Network::Seed(n) => n.describe(w),
+            Network::GoogLeNet(n) => n.describe(w),
+        }
+    }
+
+    /// Number of trainable parameters in the var store.
+    pub fn num_params(&self) -> i64 {
+        self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+    }
+
+    /// The state_dict: every variable (running statistics included) by its PyTorch name.
+    pub fn state_dict(&self) -> BTreeMap<String, Tensor> {
+        self.vs.variables().into_iter().collect()
+    }
+
+    /// Copies a PyTorch state_dict into the network. Every key must be known and of the right
+    /// shape, and every variable present, except `num_batches_tracked`, which PyTorch itself
+    /// treats as optional. All problems are listed in one error.
+    pub fn load_state_dict(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        let vars = self.state_dict();
+        let optional = |k: &str| k.ends_with(".num_batches_tracked");
+        let missing: Vec<&str> = vars
+            .keys()
+            .filter(|k| !tensors.contains_key(*k) && !optional(k))
+            .map(String::as_str)
+            .collect();
+        let unexpected: Vec<&str> =
+            tensors.keys().filter(|k| !vars.contains_key(*k)).map(String::as_str).collect();
+        let misshaped: Vec<String> = tensors
+            .iter()
+            .filter_map(|(k, t)| {
+                let v = vars.get(k)?;
+                (v.size() != t.size())
+                    .then(|| format!("{k} (expected {:?}, got {:?})", v.size(), t.size()))
+            })
+            .collect();
+        let mut problems = vec![];
+        for (what, list) in [
+            ("missing", missing.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+            ("unexpected", unexpected.iter().map(|s| s.to_string()).collect()),
+            ("mis-shaped", misshaped),
+        ] {
+            if !list.is_empty() {
+                problems.push(format!("{} {what}: {}", list.len(), list.join(", ")));
+            }
+        }
+        if !problems.is_empty() {
+            bail!(
+                "the weights do not fit a {} network with {} classes: {}",
+                self.config.arch,
+                self.config.num_classes,
+                problems.join("; ")
+            );
+        }
+        tch::no_grad(|| -> Result<()> {
+            for (k, t) in tensors {
+                let var = &vars[k];
+                let src = t.f_to_kind(var.kind())?.f_to_device(var.device())?;
+                var.shallow_clone().f_copy_(&src).with_context(|| format!("copying {k}"))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Errors when `size` is below what `arch` accepts.
+pub fn check_image_size(arch: Arch, size: i64) -> Result<()> {
+    let min = arch.min_image_size();
+    if size < min {
+        bail!("image size {size} is too small for {arch}: the smallest it accepts is {min}");
+    }
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! Helpers shared by the integration tests: the PyTorch reference fixtures, the binary, files.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use inception::checkpoint::read_safetensors;
+use serde::Deserialize;
+use tch::Tensor;
+
+/// One reference case written by scripts/parity.py.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Case {
+    pub name: String,
+    pub arch: String,
+    pub classes: i64,
+    pub image_size: i64,
+    pub transform_input: bool,
+    pub keys: Vec<String>,
+    pub params: i64,
+    pub aux_params: i64,
+    pub macs: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Cases {
+    cases: Vec<Case>,
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `python3` with the project's Python dependencies (scripts/deps.sh) on its path.
+pub fn python() -> Command {
+    let mut cmd = Command::new("python3");
+    let deps = repo().join(".deps/py");
+    let mut path = std::env::var("PYTHONPATH").unwrap_or_default();
+    if deps.exists() {
+        path = if path.is_empty() {
+            deps.display().to_string()
+        } else {
+            format!("{}:{path}", deps.display())
+        };
+    }
+    cmd.env("PYTHONPATH", path);
+    cmd
+}
+
+/// The folder of PyTorch reference fixtures, made once per test binary.
+pub fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "parity-{}",
+            std::process::id()
+        ));
+        let out = python()
+            .arg(repo().join("scripts/parity.py"))
+            .arg("--out")
+            .arg(&dir)
+            .output()
+            .expect("running python3 scripts/parity.py");
+        assert!(
+            out.status.success(),
+            "scripts/parity.py failed (are the Python deps installed? `make deps`):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+pub fn cases() -> Vec<Case> {
+    let text = std::fs::read_to_string(fixtures().join("cases.json")).expect("cases.json");
+    serde_json::from_str::<Cases>(&text).expect("parsing cases.json").cases
+}
+
+pub fn case(name: &str) -> Case {
+    cases().into_iter().find(|c| c.name == name).expect("no such case")
+}
+
+/// The state_dict of a case.
+pub fn state_dict(name: &str) -> BTreeMap<String, Tensor> {
+    read_safetensors(&fixtures().join(format!("{name}.safetensors"))).expect("state_dict").tensors
+}
+
+/// The case's input and PyTorch's eval-mode logits for it.
+pub fn io(name: &str) -> (Tensor, Tensor) {
+    let mut t =
+        read_safetensors(&fixtures().join(format!("{name}.io.safetensors"))).expect("io").tensors;
+    (t.remove("input").expect("input"), t.remove("logits").expect("logits"))
+}
+
+/// max |a − b| / max |b|.
+pub fn relative_error(a: &Tensor, b: &Tensor) -> f64 {
+    let diff = (a - b).abs().max().double_value(&[]);
+    diff / b.abs().max().double_value(&[])
+}
+
+/// Runs the inception binary with `args` in `dir`.
+pub fn inception(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_inception"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running inception")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts a clean failure: exit code 1, an `error:` line, no panic or backtrace.
+pub fn assert_clean_failure(o: &Output) -> String {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "expected exit code 1; stderr: {err}");
+    assert!(err.contains("error: "), "no error line: {err}");
+    assert!(!err.contains("panicked") && !err.contains("stack backtrace"), "panic: {err}");
+    assert!(!err.contains("frame #"), "C++ backtrace leaked: {err}");
+    err
+}
