@@ -11,8 +11,10 @@ and BatchNorm statistics, and writes for each case into OUT:
                         trainable parameters, and the MACs of one image counted independently
                         (forward hooks on every Conv2d and Linear)
 
-Optionally, `--predict` also runs the torchvision eval transform (Resize, CenterCrop, ToTensor,
-Normalize) on images and writes each image's probabilities under one case's weights.
+Optionally, `--predict CASE IMAGE...` runs torchvision's eval transform (Resize, CenterCrop,
+ToTensor, Normalize) on images and the case's network on them: it writes the transformed batch
+(`input`) and the `logits` to a safetensors file and prints its path and each image's
+probabilities as JSON.
 
 Usage: python3 scripts/parity.py --out DIR [--predict CASE IMAGE...]
 """
@@ -196,8 +198,13 @@ def predict(out, case_name, images):
     ])
     x = torch.stack([tf(Image.open(p).convert("RGB")) for p in images])
     with torch.no_grad():
-        probs = torch.softmax(model(x), dim=1)
-    return {p: row.tolist() for p, row in zip(images, probs)}
+        logits = model(x)
+    save_file({"input": x, "logits": logits}, os.path.join(out, f"predict-{os.getpid()}.safetensors"))
+    probs = torch.softmax(logits, dim=1)
+    return {
+        "tensors": os.path.join(out, f"predict-{os.getpid()}.safetensors"),
+        "probabilities": {p: row.tolist() for p, row in zip(images, probs)},
+    }
 
 
 def main():

@@ -107,14 +107,22 @@ impl HostTensor {
     fn from_tensor(name: &str, t: &Tensor) -> Result<HostTensor> {
         let (t, dtype) = match t.kind() {
             Kind::Int64 => (t.f_to_device(Device::Cpu)?, Dtype::I64),
-            _ => (t.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?, Dtype::F32),
+            _ => (
+                t.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?,
+                Dtype::F32,
+            ),
         };
         let t = t.f_contiguous()?;
         let numel = t.numel();
         let mut bytes = vec![0u8; numel * dtype.size()];
-        t.f_copy_data_u8(&mut bytes, numel).with_context(|| format!("reading tensor {name}"))?;
+        t.f_copy_data_u8(&mut bytes, numel)
+            .with_context(|| format!("reading tensor {name}"))?;
         let shape = t.size().iter().map(|&d| d as usize).collect();
-        Ok(HostTensor { dtype, shape, bytes })
+        Ok(HostTensor {
+            dtype,
+            shape,
+            bytes,
+        })
     }
 }
 
@@ -138,11 +146,17 @@ pub fn save(path: &Path, model: &Model, meta: &Meta) -> Result<()> {
         .collect::<Result<_>>()?;
     let mut meta = meta.clone();
     meta.checksum = checksum(
-        host.iter().map(|(k, h)| (k.as_str(), h.dtype, h.shape.as_slice(), h.bytes.as_slice())),
+        host.iter()
+            .map(|(k, h)| (k.as_str(), h.dtype, h.shape.as_slice(), h.bytes.as_slice())),
     );
     let views = host
         .iter()
-        .map(|(k, h)| Ok((k.clone(), TensorView::new(h.dtype, h.shape.clone(), &h.bytes)?)))
+        .map(|(k, h)| {
+            Ok((
+                k.clone(),
+                TensorView::new(h.dtype, h.shape.clone(), &h.bytes)?,
+            ))
+        })
         .collect::<Result<Vec<_>>>()?;
     let info = HashMap::from([(META_KEY.to_string(), serde_json::to_string(&meta)?)]);
     let bytes = safetensors::serialize(views, &Some(info))?;
@@ -156,13 +170,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().ok_or_else(|| anyhow!("{}: not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("{}: not a file path", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| -> Result<()> {
-        let mut f = fs::File::create(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+        let mut f =
+            fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(bytes)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.sync_all()
+            .with_context(|| format!("syncing {}", tmp.display()))?;
         fs::rename(&tmp, path)
             .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
     })();
@@ -190,14 +212,17 @@ pub fn read_safetensors(path: &Path) -> Result<SafetensorsFile> {
 }
 
 fn parse_safetensors(bytes: &[u8]) -> Result<SafetensorsFile> {
-    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| {
-        anyhow!("not a safetensors file, or a truncated or corrupted one ({e:?})")
-    })?;
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| anyhow!("not a safetensors file, or a truncated or corrupted one ({e:?})"))?;
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| anyhow!("not a valid safetensors file ({e:?})"))?;
     let mut views = st.tensors();
     views.sort_by(|a, b| a.0.cmp(&b.0));
-    let sum = checksum(views.iter().map(|(k, v)| (k.as_str(), v.dtype(), v.shape(), v.data())));
+    let sum = checksum(
+        views
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.dtype(), v.shape(), v.data())),
+    );
     let mut tensors = BTreeMap::new();
     for (name, view) in views {
         let kind = match view.dtype() {
@@ -214,7 +239,11 @@ fn parse_safetensors(bytes: &[u8]) -> Result<SafetensorsFile> {
             .with_context(|| format!("tensor {name}"))?;
         tensors.insert(name, t);
     }
-    Ok(SafetensorsFile { tensors, metadata: header.metadata().clone(), checksum: sum })
+    Ok(SafetensorsFile {
+        tensors,
+        metadata: header.metadata().clone(),
+        checksum: sum,
+    })
 }
 
 /// Loads a checkpoint onto `device`, checking that it is one, that it is intact, and that its
@@ -223,12 +252,16 @@ pub fn load(path: &Path, device: Device) -> Result<Checkpoint> {
     let ctx = || format!("checkpoint {}", path.display());
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let file = parse_safetensors(&bytes).with_context(ctx)?;
-    let raw = file.metadata.as_ref().and_then(|m| m.get(META_KEY)).ok_or_else(|| {
-        anyhow!(
-            "a safetensors file without inception metadata (a bare state_dict? \
+    let raw = file
+        .metadata
+        .as_ref()
+        .and_then(|m| m.get(META_KEY))
+        .ok_or_else(|| {
+            anyhow!(
+                "a safetensors file without inception metadata (a bare state_dict? \
              `inception import` turns one into a checkpoint)"
-        )
-    });
+            )
+        });
     let meta: Meta = serde_json::from_str(raw.with_context(ctx)?)
         .map_err(|e| anyhow!("unreadable inception metadata: {e}"))
         .with_context(ctx)?;
@@ -258,7 +291,10 @@ fn check_meta(meta: &Meta) -> Result<()> {
         );
     }
     if meta.classes.len() < 2 {
-        bail!("{} class names recorded; at least 2 are needed", meta.classes.len());
+        bail!(
+            "{} class names recorded; at least 2 are needed",
+            meta.classes.len()
+        );
     }
     crate::model::check_image_size(meta.arch, meta.image_size)?;
     meta.normalization.validate()

@@ -9,8 +9,16 @@ pub fn resolve(spec: &str) -> Result<Device> {
     let count = Cuda::device_count();
     let device = match spec.trim().to_ascii_lowercase().as_str() {
         "auto" => {
-            let device = if count > 0 { Device::Cuda(0) } else { Device::Cpu };
-            let why = if count > 0 { "first CUDA device" } else { "no CUDA device found" };
+            let device = if count > 0 {
+                Device::Cuda(0)
+            } else {
+                Device::Cpu
+            };
+            let why = if count > 0 {
+                "first CUDA device"
+            } else {
+                "no CUDA device found"
+            };
             eprintln!("device: {} ({why})", describe(device));
             return Ok(device);
         }

@@ -29,7 +29,11 @@ fn var_store_paths_equal_pytorch_state_dict_keys() {
     for c in cases() {
         let model = model_for(&c);
         let ours: Vec<String> = model.state_dict().into_keys().collect();
-        assert_eq!(ours, c.keys, "{}: var-store paths differ from the state_dict keys", c.name);
+        assert_eq!(
+            ours, c.keys,
+            "{}: var-store paths differ from the state_dict keys",
+            c.name
+        );
     }
 }
 
@@ -91,7 +95,10 @@ fn seed_with_two_classes_has_6_658_194_parameters() {
 
 #[test]
 fn reductions_save_parameters_and_macs_in_every_block() {
-    let s = Model::new(NetConfig::new(Arch::Seed, 2), Device::Cpu).unwrap().summary(224).unwrap();
+    let s = Model::new(NetConfig::new(Arch::Seed, 2), Device::Cpu)
+        .unwrap()
+        .summary(224)
+        .unwrap();
     assert_eq!(s.blocks.len(), 9);
     for b in &s.blocks {
         assert!(b.params < b.params_without_reductions, "{}", b.block);
@@ -119,8 +126,13 @@ fn minimum_image_size_is_exact_for_both_networks() {
         let err = model.summary(min - 1).unwrap_err().to_string();
         assert!(err.contains("too small"), "{err}");
         let x = Tensor::zeros([1, 3, min - 1, min - 1], (Kind::Float, Device::Cpu));
-        let err = tch::no_grad(|| model.forward_t(&x, false)).unwrap_err().to_string();
-        assert!(err.contains(&format!("smallest it accepts is {min}")), "{err}");
+        let err = tch::no_grad(|| model.forward_t(&x, false))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("smallest it accepts is {min}")),
+            "{err}"
+        );
     }
 }
 
@@ -144,7 +156,10 @@ fn shape_walk_below_the_minimum_fails_in_the_layer_walk_itself() {
 
 #[test]
 fn googlenet_aux_heads_run_in_training_only() {
-    let config = NetConfig { aux_logits: true, ..NetConfig::new(Arch::Googlenet, 4) };
+    let config = NetConfig {
+        aux_logits: true,
+        ..NetConfig::new(Arch::Googlenet, 4)
+    };
     let model = Model::new(config, Device::Cpu).unwrap();
     let x = Tensor::randn([2, 3, 96, 96], (Kind::Float, Device::Cpu));
     let train = model.forward_t(&x, true).unwrap();
@@ -163,10 +178,16 @@ fn load_state_dict_lists_missing_unexpected_and_misshaped_tensors() {
     let mut sd = state_dict("seed_10");
     sd.remove("conv1.weight");
     sd.remove("inception3a.branch1.1.num_batches_tracked"); // optional, as in PyTorch
-    sd.insert("extra.weight".into(), Tensor::zeros([1], (Kind::Float, Device::Cpu)));
+    sd.insert(
+        "extra.weight".into(),
+        Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+    );
     let err = model.load_state_dict(&sd).unwrap_err().to_string();
     assert!(err.contains("1 missing: conv1.weight"), "{err}");
     assert!(err.contains("1 unexpected: extra.weight"), "{err}");
-    assert!(err.contains("classifier.2.weight (expected [2, 1024], got [10, 1024])"), "{err}");
+    assert!(
+        err.contains("classifier.2.weight (expected [2, 1024], got [10, 1024])"),
+        "{err}"
+    );
     assert!(!err.contains("num_batches_tracked"), "{err}");
 }

@@ -35,7 +35,10 @@ impl ImportConfig {
             None => args.classes.iter().map(|c| c.trim().to_string()).collect(),
         };
         if classes.len() < 2 {
-            bail!("--classes: at least 2 class names are needed, got {}", classes.len());
+            bail!(
+                "--classes: at least 2 class names are needed, got {}",
+                classes.len()
+            );
         }
         if let Some(i) = classes.iter().position(String::is_empty) {
             bail!("--classes: class {i} has an empty name");
@@ -54,11 +57,16 @@ impl ImportConfig {
             Some([a, b, c]) => [*a, *b, *c],
             _ => d,
         };
-        let normalization =
-            Normalization { mean: three(&args.mean, default.mean), std: three(&args.std, default.std) };
+        let normalization = Normalization {
+            mean: three(&args.mean, default.mean),
+            std: three(&args.std, default.std),
+        };
         normalization.validate()?;
         if args.out.exists() && !args.force {
-            bail!("{} exists; choose another --out or add --force to replace it", args.out.display());
+            bail!(
+                "{} exists; choose another --out or add --force to replace it",
+                args.out.display()
+            );
         }
         Ok(ImportConfig {
             arch: args.arch,
@@ -92,7 +100,10 @@ pub fn run(args: &ImportArgs) -> Result<()> {
 pub fn import(cfg: &ImportConfig) -> Result<Meta> {
     let file = checkpoint::read_safetensors(&cfg.weights)?;
     let aux_logits = cfg.arch == Arch::Googlenet
-        && file.tensors.keys().any(|k| k.starts_with("aux1.") || k.starts_with("aux2."));
+        && file
+            .tensors
+            .keys()
+            .any(|k| k.starts_with("aux1.") || k.starts_with("aux2."));
     let config = NetConfig {
         aux_logits,
         transform_input: cfg.transform_input,

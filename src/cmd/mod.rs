@@ -13,5 +13,9 @@ pub fn error_line(e: &anyhow::Error) -> String {
         Some(i) => text[..i].trim_end().to_string(),
         None => text,
     };
-    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -66,14 +66,25 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&predictions)?);
     } else {
         for p in &predictions {
-            let rest: Vec<String> =
-                p.top_k.iter().skip(1).map(|s| format!("{} {:.4}", s.class, s.probability)).collect();
-            let rest = if rest.is_empty() { String::new() } else { format!("  ({})", rest.join(", ")) };
+            let rest: Vec<String> = p
+                .top_k
+                .iter()
+                .skip(1)
+                .map(|s| format!("{} {:.4}", s.class, s.probability))
+                .collect();
+            let rest = if rest.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", rest.join(", "))
+            };
             println!("{}: {} {:.4}{rest}", p.path, p.class, p.probability);
         }
     }
     if failures > 0 {
-        bail!("{failures} of {} images could not be read (listed above)", cfg.images.len());
+        bail!(
+            "{failures} of {} images could not be read (listed above)",
+            cfg.images.len()
+        );
     }
     Ok(())
 }
@@ -109,7 +120,9 @@ pub fn predict(ckpt: &Checkpoint, cfg: &PredictConfig) -> Result<(Vec<Prediction
         }
         let x = transform.batch(&images)?.f_to_device(cfg.device)?;
         let logits = ckpt.model.forward_t(&x, false)?.logits;
-        let probs = logits.f_softmax(-1, Kind::Float)?.f_to_device(Device::Cpu)?;
+        let probs = logits
+            .f_softmax(-1, Kind::Float)?
+            .f_to_device(Device::Cpu)?;
         let (values, indices) = probs.f_topk(k as i64, -1, true, true)?;
         let values = Vec::<Vec<f32>>::try_from(&values)?;
         let indices = Vec::<Vec<i64>>::try_from(&indices)?;
@@ -117,7 +130,10 @@ pub fn predict(ckpt: &Checkpoint, cfg: &PredictConfig) -> Result<(Vec<Prediction
             let top_k: Vec<Scored> = v
                 .iter()
                 .zip(&i)
-                .map(|(p, &c)| Scored { class: meta.classes[c as usize].clone(), probability: *p as f64 })
+                .map(|(p, &c)| Scored {
+                    class: meta.classes[c as usize].clone(),
+                    probability: *p as f64,
+                })
                 .collect();
             predictions.push(Prediction {
                 path: path.display().to_string(),

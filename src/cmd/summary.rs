@@ -26,7 +26,7 @@ pub fn thousands(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -39,7 +39,10 @@ pub fn thousands(n: i64) -> String {
 }
 
 fn shape(s: &[i64]) -> String {
-    s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×")
+    s.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("×")
 }
 
 /// The table as printed.
@@ -50,7 +53,11 @@ pub fn render(s: &Summary) -> String {
         s.num_classes,
         s.image_size,
         s.image_size,
-        if s.aux_logits { ", with auxiliary heads" } else { "" }
+        if s.aux_logits {
+            ", with auxiliary heads"
+        } else {
+            ""
+        }
     );
     out += &format!(
         "{:<34} {:<32} {:>12} {:>12} {:>15}\n",
@@ -93,7 +100,8 @@ pub fn render(s: &Summary) -> String {
             thousands(s.aux_macs)
         );
     }
-    out += "\nWhat the 1×1 reductions save: each block as built, and the same block with branches 2 \
+    out +=
+        "\nWhat the 1×1 reductions save: each block as built, and the same block with branches 2 \
             and 3\nconvolving the block's input directly (no 1×1 reduction first).\n";
     out += &format!(
         "{:<6} {:>12} {:>11} {:>11} {:>7} {:>14} {:>14} {:>7}\n",
@@ -113,7 +121,8 @@ pub fn render(s: &Summary) -> String {
             pct(b.macs, b.macs_without_reductions)
         );
     }
-    let sum = |f: fn(&crate::model::summary::BlockSaving) -> i64| s.blocks.iter().map(f).sum::<i64>();
+    let sum =
+        |f: fn(&crate::model::summary::BlockSaving) -> i64| s.blocks.iter().map(f).sum::<i64>();
     let (p, pw) = (sum(|b| b.params), sum(|b| b.params_without_reductions));
     let (m, mw) = (sum(|b| b.macs), sum(|b| b.macs_without_reductions));
     out += &format!(

@@ -35,8 +35,12 @@ fn decode(path: &Path) -> Result<RgbImage> {
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_ALLOC);
     reader.limits(limits);
-    let mut decoder = reader.into_decoder().map_err(|e| anyhow!("cannot decode: {e}"))?;
-    let orientation = decoder.orientation().map_err(|e| anyhow!("cannot decode: {e}"))?;
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| anyhow!("cannot decode: {e}"))?;
+    let orientation = decoder
+        .orientation()
+        .map_err(|e| anyhow!("cannot decode: {e}"))?;
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| anyhow!("cannot decode: {e}"))?;
     img.apply_orientation(orientation);
     Ok(to_rgb(img))

@@ -24,8 +24,10 @@ pub struct Normalization {
 
 impl Normalization {
     /// ImageNet's statistics, the default.
-    pub const IMAGENET: Normalization =
-        Normalization { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+    pub const IMAGENET: Normalization = Normalization {
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+    };
 
     pub fn validate(&self) -> Result<()> {
         if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
@@ -106,6 +108,10 @@ pub fn to_chw(img: &RgbImage, norm: &Normalization, out: &mut Vec<f32>) {
 /// Python's `round` for the crop offsets: halves go to the even neighbour.
 fn round_half_even(x: f64) -> u32 {
     let r = x.round();
-    let r = if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 { r - x.signum() } else { r };
+    let r = if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - x.signum()
+    } else {
+        r
+    };
     r.max(0.0) as u32
 }

@@ -20,8 +20,18 @@ use super::summary::Walker;
 /// (checked against the shape walk and a real forward pass in tests/model.rs).
 pub const MIN_IMAGE_SIZE: i64 = 15;
 
-const POOL3: MaxPool = MaxPool { kernel: 3, stride: 2, padding: 0, ceil: true };
-const POOL4: MaxPool = MaxPool { kernel: 2, stride: 2, padding: 0, ceil: true };
+const POOL3: MaxPool = MaxPool {
+    kernel: 3,
+    stride: 2,
+    padding: 0,
+    ceil: true,
+};
+const POOL4: MaxPool = MaxPool {
+    kernel: 2,
+    stride: 2,
+    padding: 0,
+    ceil: true,
+};
 const DROPOUT: f64 = 0.2;
 const AUX_DROPOUT: f64 = 0.7;
 
@@ -51,7 +61,11 @@ impl InceptionAux {
         // x: [N, 512 or 528, 14, 14] at 224
         let x = x.f_adaptive_avg_pool2d([4, 4])?; // [N, C, 4, 4]
         let x = self.conv.forward_t(&x, train)?.f_flatten(1, -1)?; // [N, 2048]
-        let x = self.fc1.forward(&x)?.f_relu()?.f_dropout(AUX_DROPOUT, train)?; // [N, 1024]
+        let x = self
+            .fc1
+            .forward(&x)?
+            .f_relu()?
+            .f_dropout(AUX_DROPOUT, train)?; // [N, 1024]
         self.fc2.forward(&x) // [N, num_classes]
     }
 
@@ -98,7 +112,9 @@ impl GoogLeNet {
         let style = Style::TorchVision;
         let blocks = BLOCKS
             .iter()
-            .map(|(name, config)| Inception::new(&(root / format!("inception{name}")), *config, style))
+            .map(|(name, config)| {
+                Inception::new(&(root / format!("inception{name}")), *config, style)
+            })
             .collect();
         let aux = aux_logits.then(|| {
             [
@@ -120,7 +136,11 @@ impl GoogLeNet {
     /// Logits, and in training with auxiliary heads also their logits (aux1, aux2).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<(Tensor, Vec<Tensor>), TchError> {
         // x: [N, 3, S, S]; sizes below are for S = 224
-        let x = if self.transform_input { transform_input(x)? } else { x.shallow_clone() };
+        let x = if self.transform_input {
+            transform_input(x)?
+        } else {
+            x.shallow_clone()
+        };
         let x = self.conv1.forward_t(&x, train)?; // [N, 64, 112, 112]
         let x = POOL3.forward(&x)?; // [N, 64, 56, 56]
         let x = self.conv2.forward_t(&x, train)?; // [N, 64, 56, 56]

@@ -8,7 +8,9 @@
 use tch::nn::Path;
 use tch::{TchError, Tensor};
 
-use super::layers::{conv_cost, path_name, BatchNorm2d, Conv2d, ConvBnRelu, Cost, MaxPool, Shape, WeightInit};
+use super::layers::{
+    conv_cost, path_name, BatchNorm2d, Conv2d, ConvBnRelu, Cost, MaxPool, Shape, WeightInit,
+};
 use super::summary::Walker;
 
 /// The channel counts of one block, as in the paper's Table 1.
@@ -154,7 +156,12 @@ impl Inception {
                 style.unit(&b3, 0, Some(0), c.in_channels, c.c5_reduce, 1, 1, 0),
                 style.unit(&b3, 3, Some(1), c.c5_reduce, c.c5, k5, 1, k5 / 2),
             ],
-            pool: MaxPool { kernel: 3, stride: 1, padding: 1, ceil: style == Style::TorchVision },
+            pool: MaxPool {
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+                ceil: style == Style::TorchVision,
+            },
             branch4: style.unit(&b4, 1, Some(1), c.in_channels, c.pool_proj, 1, 1, 0),
         }
     }
@@ -175,8 +182,12 @@ impl Inception {
         let before = w.total();
         let outputs = [
             w.branch(group, "branch1", |w| w.unit(&self.branch1))?,
-            w.branch(group, "branch2", |w| self.branch2.iter().try_for_each(|u| w.unit(u)))?,
-            w.branch(group, "branch3", |w| self.branch3.iter().try_for_each(|u| w.unit(u)))?,
+            w.branch(group, "branch2", |w| {
+                self.branch2.iter().try_for_each(|u| w.unit(u))
+            })?,
+            w.branch(group, "branch3", |w| {
+                self.branch3.iter().try_for_each(|u| w.unit(u))
+            })?,
             w.branch(group, "branch4", |w| {
                 w.pool(&self.pool, &format!("{}.branch4.0", self.name))?;
                 w.unit(&self.branch4)
@@ -192,7 +203,10 @@ impl Inception {
         let c = &self.config;
         let out = |ch: i64| [ch, input[1], input[2]];
         let bias = self.style.conv_bias();
-        let bn = |ch: i64| Cost { params: 2 * ch, macs: 0 };
+        let bn = |ch: i64| Cost {
+            params: 2 * ch,
+            macs: 0,
+        };
         conv_cost(c.in_channels, c.c1, 1, bias, out(c.c1))
             + bn(c.c1)
             + conv_cost(c.in_channels, c.c3, 3, bias, out(c.c3))

@@ -23,14 +23,20 @@ pub struct Cost {
 impl std::ops::Add for Cost {
     type Output = Cost;
     fn add(self, o: Cost) -> Cost {
-        Cost { params: self.params + o.params, macs: self.macs + o.macs }
+        Cost {
+            params: self.params + o.params,
+            macs: self.macs + o.macs,
+        }
     }
 }
 
 impl std::ops::Sub for Cost {
     type Output = Cost;
     fn sub(self, o: Cost) -> Cost {
-        Cost { params: self.params - o.params, macs: self.macs - o.macs }
+        Cost {
+            params: self.params - o.params,
+            macs: self.macs - o.macs,
+        }
     }
 }
 
@@ -54,14 +60,20 @@ impl WeightInit {
     fn weight(self, fan_in: i64) -> Init {
         match self {
             WeightInit::TorchDefault => uniform_fan_in(fan_in),
-            WeightInit::TruncNormal001 => Init::Randn { mean: 0.0, stdev: 0.01 },
+            WeightInit::TruncNormal001 => Init::Randn {
+                mean: 0.0,
+                stdev: 0.01,
+            },
         }
     }
 }
 
 fn uniform_fan_in(fan_in: i64) -> Init {
     let bound = 1.0 / (fan_in as f64).sqrt();
-    Init::Uniform { lo: -bound, up: bound }
+    Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
 }
 
 /// The var-store path of `p` as PyTorch would print a module's name: `inception3a.branch1.0`.
@@ -111,10 +123,22 @@ impl Conv2d {
         init: WeightInit,
     ) -> Conv2d {
         let fan_in = in_channels * kernel * kernel;
-        let weight =
-            p.var("weight", &[out_channels, in_channels, kernel, kernel], init.weight(fan_in));
+        let weight = p.var(
+            "weight",
+            &[out_channels, in_channels, kernel, kernel],
+            init.weight(fan_in),
+        );
         let bias = bias.then(|| p.var("bias", &[out_channels], uniform_fan_in(fan_in)));
-        Conv2d { name: path_name(&p), weight, bias, in_channels, out_channels, kernel, stride, padding }
+        Conv2d {
+            name: path_name(&p),
+            weight,
+            bias,
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            padding,
+        }
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
@@ -141,14 +165,23 @@ impl Conv2d {
 
     /// Cost of this convolution producing an output of shape `out`.
     pub fn cost(&self, out: Shape) -> Cost {
-        conv_cost(self.in_channels, self.out_channels, self.kernel, self.bias.is_some(), out)
+        conv_cost(
+            self.in_channels,
+            self.out_channels,
+            self.kernel,
+            self.bias.is_some(),
+            out,
+        )
     }
 }
 
 /// Parameters and MACs of a k×k convolution from `cin` to `cout` channels producing `out`.
 pub fn conv_cost(cin: i64, cout: i64, k: i64, bias: bool, out: Shape) -> Cost {
     let weights = cout * cin * k * k;
-    Cost { params: weights + if bias { cout } else { 0 }, macs: weights * out[1] * out[2] }
+    Cost {
+        params: weights + if bias { cout } else { 0 },
+        macs: weights * out[1] * out[2],
+    }
 }
 
 /// `torch.nn.BatchNorm2d`: `weight`, `bias`, `running_mean`, `running_var`, `num_batches_tracked`.
@@ -177,7 +210,15 @@ impl BatchNorm2d {
             Tensor::zeros([], (Kind::Int64, p.device())),
             false,
         );
-        BatchNorm2d { weight, bias, running_mean, running_var, num_batches_tracked, eps, channels }
+        BatchNorm2d {
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            num_batches_tracked,
+            eps,
+            channels,
+        }
     }
 
     /// In training mode, normalises with the batch statistics and updates the running ones.
@@ -198,7 +239,10 @@ impl BatchNorm2d {
     }
 
     pub fn cost(&self) -> Cost {
-        Cost { params: 2 * self.channels, macs: 0 }
+        Cost {
+            params: 2 * self.channels,
+            macs: 0,
+        }
     }
 }
 
@@ -263,9 +307,19 @@ pub struct Linear {
 
 impl Linear {
     pub fn new(p: Path, in_features: i64, out_features: i64, init: WeightInit) -> Linear {
-        let weight = p.var("weight", &[out_features, in_features], init.weight(in_features));
+        let weight = p.var(
+            "weight",
+            &[out_features, in_features],
+            init.weight(in_features),
+        );
         let bias = p.var("bias", &[out_features], uniform_fan_in(in_features));
-        Linear { name: path_name(&p), weight, bias, in_features, out_features }
+        Linear {
+            name: path_name(&p),
+            weight,
+            bias,
+            in_features,
+            out_features,
+        }
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
@@ -274,6 +328,9 @@ impl Linear {
 
     pub fn cost(&self) -> Cost {
         let w = self.in_features * self.out_features;
-        Cost { params: w + self.out_features, macs: w }
+        Cost {
+            params: w + self.out_features,
+            macs: w,
+        }
     }
 }

@@ -69,12 +69,20 @@ pub struct NetConfig {
 
 impl NetConfig {
     pub fn new(arch: Arch, num_classes: i64) -> NetConfig {
-        NetConfig { arch, num_classes, aux_logits: false, transform_input: false }
+        NetConfig {
+            arch,
+            num_classes,
+            aux_logits: false,
+            transform_input: false,
+        }
     }
 
     fn validate(&self) -> Result<()> {
         if self.num_classes < 2 {
-            bail!("a classifier needs at least 2 classes, got {}", self.num_classes);
+            bail!(
+                "a classifier needs at least 2 classes, got {}",
+                self.num_classes
+            );
         }
         if self.arch == Arch::Seed && (self.aux_logits || self.transform_input) {
             bail!("auxiliary heads and transform_input exist only for --arch googlenet");
@@ -93,8 +101,8 @@ pub struct Output {
 
 #[derive(Debug)]
 enum Network {
-    Seed(Seed),
-    GoogLeNet(GoogLeNet),
+    Seed(Box<Seed>),
+    GoogLeNet(Box<GoogLeNet>),
 }
 
 /// A network and the var store that holds its weights.
@@ -112,13 +120,13 @@ impl Model {
         let vs = VarStore::new(device);
         let root = vs.root();
         let net = match config.arch {
-            Arch::Seed => Network::Seed(Seed::new(&root, config.num_classes)),
-            Arch::Googlenet => Network::GoogLeNet(GoogLeNet::new(
+            Arch::Seed => Network::Seed(Box::new(Seed::new(&root, config.num_classes))),
+            Arch::Googlenet => Network::GoogLeNet(Box::new(GoogLeNet::new(
                 &root,
                 config.num_classes,
                 config.aux_logits,
                 config.transform_input,
-            )),
+            ))),
         };
         Ok(Model { vs, config, net })
     }
@@ -158,7 +166,11 @@ impl Model {
 
     /// Number of trainable parameters in the var store.
     pub fn num_params(&self) -> i64 {
-        self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+        self.vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum()
     }
 
     /// The state_dict: every variable (running statistics included) by its PyTorch name.
@@ -177,8 +189,11 @@ impl Model {
             .filter(|k| !tensors.contains_key(*k) && !optional(k))
             .map(String::as_str)
             .collect();
-        let unexpected: Vec<&str> =
-            tensors.keys().filter(|k| !vars.contains_key(*k)).map(String::as_str).collect();
+        let unexpected: Vec<&str> = tensors
+            .keys()
+            .filter(|k| !vars.contains_key(*k))
+            .map(String::as_str)
+            .collect();
         let misshaped: Vec<String> = tensors
             .iter()
             .filter_map(|(k, t)| {
@@ -189,8 +204,14 @@ impl Model {
             .collect();
         let mut problems = vec![];
         for (what, list) in [
-            ("missing", missing.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
-            ("unexpected", unexpected.iter().map(|s| s.to_string()).collect()),
+            (
+                "missing",
+                missing.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            ),
+            (
+                "unexpected",
+                unexpected.iter().map(|s| s.to_string()).collect(),
+            ),
             ("mis-shaped", misshaped),
         ] {
             if !list.is_empty() {
@@ -209,7 +230,9 @@ impl Model {
             for (k, t) in tensors {
                 let var = &vars[k];
                 let src = t.f_to_kind(var.kind())?.f_to_device(var.device())?;
-                var.shallow_clone().f_copy_(&src).with_context(|| format!("copying {k}"))?;
+                var.shallow_clone()
+                    .f_copy_(&src)
+                    .with_context(|| format!("copying {k}"))?;
             }
             Ok(())
         })

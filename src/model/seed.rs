@@ -20,7 +20,12 @@ use super::summary::Walker;
 /// the last one (checked against the shape walk and a real forward pass in tests/model.rs).
 pub const MIN_IMAGE_SIZE: i64 = 23;
 
-const POOL: MaxPool = MaxPool { kernel: 2, stride: 2, padding: 0, ceil: false };
+const POOL: MaxPool = MaxPool {
+    kernel: 2,
+    stride: 2,
+    padding: 0,
+    ceil: false,
+};
 const DROPOUT: f64 = 0.4;
 
 /// The seed network.

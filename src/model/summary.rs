@@ -9,7 +9,7 @@
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use super::layers::{ConvBnRelu, Conv2d, Cost, Linear, MaxPool, Shape};
+use super::layers::{Conv2d, ConvBnRelu, Cost, Linear, MaxPool, Shape};
 
 /// One layer of the table.
 #[derive(Debug, Clone, Serialize)]
@@ -89,7 +89,13 @@ impl Walker {
 
     /// The cost of all layers walked so far.
     pub fn total(&self) -> Cost {
-        self.rows.iter().map(|r| Cost { params: r.params, macs: r.macs }).sum()
+        self.rows
+            .iter()
+            .map(|r| Cost {
+                params: r.params,
+                macs: r.macs,
+            })
+            .sum()
     }
 
     /// Starts a new group of layers (a block, the stem, the head).
@@ -99,7 +105,11 @@ impl Walker {
     }
 
     fn push(&mut self, name: &str, layer: String, cost: Cost) {
-        let output = if self.flat { vec![self.shape[0]] } else { self.shape.to_vec() };
+        let output = if self.flat {
+            vec![self.shape[0]]
+        } else {
+            self.shape.to_vec()
+        };
         self.rows.push(Row {
             group: self.group.clone(),
             branch: self.branch.clone(),
@@ -121,7 +131,9 @@ impl Walker {
 
     /// A convolution without BatchNorm (the seed's stem), followed by ReLU.
     pub fn conv_relu(&mut self, c: &Conv2d) -> Result<()> {
-        self.shape = c.out_shape(self.shape).ok_or_else(|| self.too_small(&c.name))?;
+        self.shape = c
+            .out_shape(self.shape)
+            .ok_or_else(|| self.too_small(&c.name))?;
         let label = format!("{} +bias+ReLU", conv_label(c));
         self.push(&c.name, label, c.cost(self.shape));
         Ok(())
@@ -129,7 +141,9 @@ impl Walker {
 
     /// A conv + BatchNorm + ReLU unit; the BatchNorm's parameters are counted on this row.
     pub fn unit(&mut self, u: &ConvBnRelu) -> Result<()> {
-        self.shape = u.out_shape(self.shape).ok_or_else(|| self.too_small(&u.conv.name))?;
+        self.shape = u
+            .out_shape(self.shape)
+            .ok_or_else(|| self.too_small(&u.conv.name))?;
         let bias = if u.conv.has_bias() { " +bias" } else { "" };
         let label = format!("{}{bias} +BN+ReLU", conv_label(&u.conv));
         self.push(&u.conv.name, label, u.cost(self.shape));
@@ -137,9 +151,15 @@ impl Walker {
     }
 
     pub fn pool(&mut self, p: &MaxPool, name: &str) -> Result<()> {
-        self.shape = p.out_shape(self.shape).ok_or_else(|| self.too_small(name))?;
+        self.shape = p
+            .out_shape(self.shape)
+            .ok_or_else(|| self.too_small(name))?;
         let ceil = if p.ceil { " ceil" } else { "" };
-        let pad = if p.padding > 0 { format!(" pad {}", p.padding) } else { String::new() };
+        let pad = if p.padding > 0 {
+            format!(" pad {}", p.padding)
+        } else {
+            String::new()
+        };
         let label = format!("max-pool {0}×{0}/{1}{pad}{ceil}", p.kernel, p.stride);
         self.push(name, label, Cost::default());
         Ok(())
@@ -148,7 +168,11 @@ impl Walker {
     /// Adaptive average pooling to `size`×`size`.
     pub fn adaptive_avg_pool(&mut self, name: &str, size: i64) {
         self.shape = [self.shape[0], size, size];
-        self.push(name, format!("avg-pool adaptive →{size}×{size}"), Cost::default());
+        self.push(
+            name,
+            format!("avg-pool adaptive →{size}×{size}"),
+            Cost::default(),
+        );
     }
 
     /// Flattening to a vector of `C·H·W` features (no row of its own).
@@ -205,7 +229,10 @@ impl Walker {
     pub fn concat(&mut self, outputs: &[Shape]) -> Result<()> {
         let first = outputs.first().copied().unwrap_or(self.shape);
         if outputs.iter().any(|o| o[1..] != first[1..]) {
-            bail!("branches of {} end at different sizes: {outputs:?}", self.group);
+            bail!(
+                "branches of {} end at different sizes: {outputs:?}",
+                self.group
+            );
         }
         self.shape = [outputs.iter().map(|o| o[0]).sum(), first[1], first[2]];
         Ok(())
@@ -232,7 +259,10 @@ impl Walker {
     ) -> Summary {
         let (mut total, mut aux) = (Cost::default(), Cost::default());
         for r in &self.rows {
-            let c = Cost { params: r.params, macs: r.macs };
+            let c = Cost {
+                params: r.params,
+                macs: r.macs,
+            };
             if aux_groups.contains(&r.group.as_str()) {
                 aux = aux + c;
             } else {
@@ -255,6 +285,10 @@ impl Walker {
 }
 
 fn conv_label(c: &Conv2d) -> String {
-    let pad = if c.padding > 0 { format!(" pad {}", c.padding) } else { String::new() };
+    let pad = if c.padding > 0 {
+        format!(" pad {}", c.padding)
+    } else {
+        String::new()
+    };
     format!("conv {0}×{0}/{1}{pad}", c.kernel, c.stride)
 }

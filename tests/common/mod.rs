@@ -49,18 +49,25 @@ pub fn python() -> Command {
     cmd
 }
 
-/// The folder of PyTorch reference fixtures, made once per test binary.
+/// The folder of PyTorch reference fixtures, made by scripts/parity.py once for each version
+/// of that script and kept under target/tmp.
 pub fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "parity-{}",
-            std::process::id()
-        ));
+        use std::hash::{Hash, Hasher};
+        let script = repo().join("scripts/parity.py");
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::fs::read(&script).expect("reading scripts/parity.py").hash(&mut h);
+        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let dir = tmp.join(format!("parity-{:016x}", h.finish()));
+        if dir.join("cases.json").exists() {
+            return dir;
+        }
+        let partial = tmp.join(format!("parity-partial-{}", std::process::id()));
         let out = python()
-            .arg(repo().join("scripts/parity.py"))
+            .arg(&script)
             .arg("--out")
-            .arg(&dir)
+            .arg(&partial)
             .output()
             .expect("running python3 scripts/parity.py");
         assert!(
@@ -68,29 +75,44 @@ pub fn fixtures() -> &'static Path {
             "scripts/parity.py failed (are the Python deps installed? `make deps`):\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if std::fs::rename(&partial, &dir).is_err() {
+            // Another test binary made it meanwhile.
+            let _ = std::fs::remove_dir_all(&partial);
+        }
         dir
     })
 }
 
 pub fn cases() -> Vec<Case> {
     let text = std::fs::read_to_string(fixtures().join("cases.json")).expect("cases.json");
-    serde_json::from_str::<Cases>(&text).expect("parsing cases.json").cases
+    serde_json::from_str::<Cases>(&text)
+        .expect("parsing cases.json")
+        .cases
 }
 
 pub fn case(name: &str) -> Case {
-    cases().into_iter().find(|c| c.name == name).expect("no such case")
+    cases()
+        .into_iter()
+        .find(|c| c.name == name)
+        .expect("no such case")
 }
 
 /// The state_dict of a case.
 pub fn state_dict(name: &str) -> BTreeMap<String, Tensor> {
-    read_safetensors(&fixtures().join(format!("{name}.safetensors"))).expect("state_dict").tensors
+    read_safetensors(&fixtures().join(format!("{name}.safetensors")))
+        .expect("state_dict")
+        .tensors
 }
 
 /// The case's input and PyTorch's eval-mode logits for it.
 pub fn io(name: &str) -> (Tensor, Tensor) {
-    let mut t =
-        read_safetensors(&fixtures().join(format!("{name}.io.safetensors"))).expect("io").tensors;
-    (t.remove("input").expect("input"), t.remove("logits").expect("logits"))
+    let mut t = read_safetensors(&fixtures().join(format!("{name}.io.safetensors")))
+        .expect("io")
+        .tensors;
+    (
+        t.remove("input").expect("input"),
+        t.remove("logits").expect("logits"),
+    )
 }
 
 /// max |a − b| / max |b|.
@@ -119,9 +141,16 @@ pub fn stderr(o: &Output) -> String {
 /// Asserts a clean failure: exit code 1, an `error:` line, no panic or backtrace.
 pub fn assert_clean_failure(o: &Output) -> String {
     let err = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "expected exit code 1; stderr: {err}");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected exit code 1; stderr: {err}"
+    );
     assert!(err.contains("error: "), "no error line: {err}");
-    assert!(!err.contains("panicked") && !err.contains("stack backtrace"), "panic: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("stack backtrace"),
+        "panic: {err}"
+    );
     assert!(!err.contains("frame #"), "C++ backtrace leaked: {err}");
     err
 }

@@ -1,0 +1,468 @@
+//! The binary as a user runs it: summary, import, predict, devices, and their errors.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::{assert_clean_failure, fixtures, inception, python, stderr, stdout};
+use image::{Rgb, RgbImage};
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
+
+fn json(o: &std::process::Output) -> Value {
+    assert!(o.status.success(), "failed: {}", stderr(o));
+    serde_json::from_str(&stdout(o)).expect("stdout is JSON")
+}
+
+/// A textured test image (gradients and stripes) of the given size.
+fn test_image(path: &Path, w: u32, h: u32, phase: u32) {
+    let img = RgbImage::from_fn(w, h, |x, y| {
+        let r = (x * 255 / w) as u8;
+        let g = (y * 255 / h) as u8;
+        let b = if ((x + phase) / 7 + y / 5).is_multiple_of(2) {
+            230
+        } else {
+            20
+        };
+        Rgb([r, g, b])
+    });
+    img.save(path).unwrap();
+}
+
+fn import_case(dir: &Path, case: &str, classes: &str, extra: &[&str]) -> PathBuf {
+    let out = dir.join(format!("{case}.pt"));
+    let weights = fixtures().join(format!("{case}.safetensors"));
+    let arch = if case.starts_with("seed") {
+        "seed"
+    } else {
+        "googlenet"
+    };
+    let mut args = vec![
+        "import",
+        "--arch",
+        arch,
+        "--weights",
+        weights.to_str().unwrap(),
+        "--classes",
+        classes,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    let o = inception(dir, &args);
+    assert!(o.status.success(), "import failed: {}", stderr(&o));
+    out
+}
+
+#[test]
+fn summary_json_totals_agree_with_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = json(&inception(dir.path(), &["summary", "--json"]));
+    assert_eq!(s["total_params"], 6_658_194);
+    assert_eq!(s["arch"], "seed");
+    let rows = s["layers"].as_array().unwrap();
+    let sum: i64 = rows.iter().map(|r| r["params"].as_i64().unwrap()).sum();
+    assert_eq!(sum, 6_658_194);
+    assert_eq!(s["blocks"].as_array().unwrap().len(), 9);
+    let table = stdout(&inception(dir.path(), &["summary"]));
+    assert!(table.contains("total: 6,658,194 parameters"), "{table}");
+    assert!(table.contains(&format!(
+        "{} MACs",
+        common_thousands(s["total_macs"].as_i64().unwrap())
+    )));
+    assert!(table.contains("inception5b.0.branch2.3"), "{table}");
+}
+
+fn common_thousands(n: i64) -> String {
+    inception::cmd::summary::thousands(n)
+}
+
+#[test]
+fn summary_refuses_an_input_below_the_minimum() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = inception(
+        dir.path(),
+        &["summary", "--arch", "googlenet", "--image-size", "8"],
+    );
+    let err = assert_clean_failure(&o);
+    assert!(
+        err.contains("image size 8 is too small for googlenet"),
+        "{err}"
+    );
+}
+
+#[test]
+fn imported_googlenet_gives_pytorchs_logits_with_and_without_aux_heads() {
+    let dir = tempfile::tempdir().unwrap();
+    let classes = "a,b";
+    let ckpt = import_case(dir.path(), "googlenet_2", classes, &[]);
+    let (x, expected) = common::io("googlenet_2");
+    let loaded = inception::checkpoint::load(&ckpt, Device::Cpu).unwrap();
+    assert!(loaded.meta.aux_logits);
+    let got = tch::no_grad(|| loaded.model.forward_t(&x, false))
+        .unwrap()
+        .logits;
+    assert!(common::relative_error(&got, &expected) <= 1e-4);
+
+    // The same state_dict without the auxiliary heads, as torchvision's ImageNet weights come.
+    let sd = common::state_dict("googlenet_2");
+    let kept: Vec<(String, Tensor)> = sd
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("aux"))
+        .collect();
+    let no_aux = dir.path().join("no_aux.safetensors");
+    Tensor::write_safetensors(&kept, &no_aux).unwrap();
+    let out = dir.path().join("no_aux.pt");
+    let o = inception(
+        dir.path(),
+        &[
+            "import",
+            "--arch",
+            "googlenet",
+            "--weights",
+            "no_aux.safetensors",
+            "--classes",
+            classes,
+            "--out",
+            "no_aux.pt",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("auxiliary heads absent"),
+        "{}",
+        stdout(&o)
+    );
+    let loaded = inception::checkpoint::load(&out, Device::Cpu).unwrap();
+    assert!(!loaded.meta.aux_logits);
+    let got = tch::no_grad(|| loaded.model.forward_t(&x, false))
+        .unwrap()
+        .logits;
+    assert!(common::relative_error(&got, &expected) <= 1e-4);
+}
+
+#[test]
+fn transform_input_is_recorded_and_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let classes = "0,1,2,3,4,5,6,7,8,9";
+    let ckpt = import_case(
+        dir.path(),
+        "googlenet_tf_10",
+        classes,
+        &["--transform-input"],
+    );
+    let loaded = inception::checkpoint::load(&ckpt, Device::Cpu).unwrap();
+    assert!(loaded.meta.transform_input);
+    let (x, expected) = common::io("googlenet_tf_10");
+    let got = tch::no_grad(|| loaded.model.forward_t(&x, false))
+        .unwrap()
+        .logits;
+    assert!(common::relative_error(&got, &expected) <= 1e-4);
+    // Without the flag the same weights give other logits.
+    let other = tempfile::tempdir().unwrap();
+    let plain = import_case(other.path(), "googlenet_tf_10", classes, &[]);
+    let loaded = inception::checkpoint::load(&plain, Device::Cpu).unwrap();
+    assert!(!loaded.meta.transform_input);
+    let got = tch::no_grad(|| loaded.model.forward_t(&x, false))
+        .unwrap()
+        .logits;
+    assert!(common::relative_error(&got, &expected) > 1e-3);
+}
+
+#[test]
+fn import_lists_missing_unexpected_and_misshaped_tensors_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sd = common::state_dict("seed_2");
+    sd.remove("inception4c.branch3.3.weight");
+    sd.insert(
+        "head.weight".into(),
+        Tensor::zeros([3], (Kind::Float, Device::Cpu)),
+    );
+    sd.insert(
+        "conv1.bias".into(),
+        Tensor::zeros([65], (Kind::Float, Device::Cpu)),
+    );
+    let named: Vec<(String, Tensor)> = sd.into_iter().collect();
+    Tensor::write_safetensors(&named, dir.path().join("bad.safetensors")).unwrap();
+    let o = inception(
+        dir.path(),
+        &[
+            "import",
+            "--arch",
+            "seed",
+            "--weights",
+            "bad.safetensors",
+            "--classes",
+            "x,y",
+            "--out",
+            "m.pt",
+        ],
+    );
+    let err = assert_clean_failure(&o);
+    assert!(err.contains("bad.safetensors"), "{err}");
+    assert!(
+        err.contains("missing: inception4c.branch3.3.weight"),
+        "{err}"
+    );
+    assert!(err.contains("unexpected: head.weight"), "{err}");
+    assert!(
+        err.contains("conv1.bias (expected [64], got [65])"),
+        "{err}"
+    );
+    assert!(!dir.path().join("m.pt").exists());
+}
+
+#[test]
+fn import_refuses_wrong_class_count_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = fixtures().join("seed_2.safetensors");
+    let w = weights.to_str().unwrap();
+    let o = inception(
+        dir.path(),
+        &[
+            "import",
+            "--arch",
+            "seed",
+            "--weights",
+            w,
+            "--classes",
+            "a,b,c",
+            "--out",
+            "m.pt",
+        ],
+    );
+    let err = assert_clean_failure(&o);
+    assert!(
+        err.contains("classifier.2.weight (expected [3, 1024], got [2, 1024])"),
+        "{err}"
+    );
+
+    fs::write(dir.path().join("m.pt"), "precious").unwrap();
+    let o = inception(
+        dir.path(),
+        &[
+            "import",
+            "--arch",
+            "seed",
+            "--weights",
+            w,
+            "--classes",
+            "a,b",
+            "--out",
+            "m.pt",
+        ],
+    );
+    let err = assert_clean_failure(&o);
+    assert!(err.contains("m.pt exists"), "{err}");
+    assert_eq!(
+        fs::read_to_string(dir.path().join("m.pt")).unwrap(),
+        "precious"
+    );
+
+    let o = inception(
+        dir.path(),
+        &[
+            "import",
+            "--arch",
+            "seed",
+            "--weights",
+            "nowhere.safetensors",
+            "--classes",
+            "a,b",
+            "--out",
+            "n.pt",
+        ],
+    );
+    let err = assert_clean_failure(&o);
+    assert!(err.contains("nowhere.safetensors"), "{err}");
+}
+
+#[test]
+fn predict_matches_torchvision_preprocessing_and_pytorch_probabilities() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = import_case(dir.path(), "googlenet_2", "Monkey Pox,Others", &[]);
+    let mut images: Vec<PathBuf> = vec![];
+    for (i, (w, h)) in [(320u32, 240u32), (180, 300), (256, 256)]
+        .iter()
+        .enumerate()
+    {
+        let p = dir.path().join(format!("img{i}.png"));
+        test_image(&p, *w, *h, i as u32 * 3);
+        images.push(p);
+    }
+    let msld = common::repo().join("../shared/datasets/msld/Monkey Pox/P13_1.jpg");
+    if msld.exists() {
+        images.push(msld);
+    }
+    let paths: Vec<&str> = images.iter().map(|p| p.to_str().unwrap()).collect();
+    let mut args = vec![
+        "predict",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--json",
+        "--device",
+        "cpu",
+    ];
+    args.extend(&paths);
+    let got = json(&inception(dir.path(), &args));
+
+    let o = python()
+        .arg(common::repo().join("scripts/parity.py"))
+        .args([
+            "--out",
+            fixtures().to_str().unwrap(),
+            "--predict",
+            "googlenet_2",
+        ])
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let reference: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let expected = &reference["probabilities"];
+
+    // The preprocessing: ours against torchvision's, image by image.
+    let tv =
+        inception::checkpoint::read_safetensors(Path::new(reference["tensors"].as_str().unwrap()))
+            .unwrap()
+            .tensors;
+    let ckpt = inception::checkpoint::load(&ckpt, Device::Cpu).unwrap();
+    let transform = inception::data::transform::EvalTransform {
+        image_size: 224,
+        normalization: ckpt.meta.normalization,
+    };
+    let decoded: Vec<_> = images
+        .iter()
+        .map(|p| inception::data::image::load_rgb(p).unwrap())
+        .collect();
+    let ours = transform.batch(&decoded).unwrap();
+    let diff = (&ours - &tv["input"]).abs();
+    // One step of 8 bits is 1/255/0.225 ≈ 0.017 after normalisation: resampling (PIL's
+    // fixed-point bilinear against image's triangle filter) and JPEG decoders differ by a few
+    // steps at sharp edges, and by a small fraction of one on average.
+    let (max, mean) = (
+        diff.max().double_value(&[]),
+        diff.mean(Kind::Float).double_value(&[]),
+    );
+    assert!(
+        max < 0.08 && mean < 0.003,
+        "transform differs from torchvision: max {max}, mean {mean}"
+    );
+    // The logits on our preprocessing stay close to PyTorch's on torchvision's.
+    let logits = tch::no_grad(|| ckpt.model.forward_t(&ours, false))
+        .unwrap()
+        .logits;
+    let err = common::relative_error(&logits, &tv["logits"]);
+    assert!(err < 1e-2, "logits differ by {err}");
+
+    let got = got.as_array().unwrap();
+    assert_eq!(got.len(), images.len());
+    for g in got {
+        let path = g["path"].as_str().unwrap();
+        let top = g["top_k"].as_array().unwrap();
+        assert_eq!(top.len(), 2);
+        let total: f64 = top.iter().map(|s| s["probability"].as_f64().unwrap()).sum();
+        assert!((total - 1.0).abs() < 1e-5, "{path}: {total}");
+        assert_eq!(g["class"], top[0]["class"]);
+        let want = expected[path].as_array().unwrap();
+        for s in top {
+            let idx = if s["class"] == "Monkey Pox" { 0 } else { 1 };
+            let diff = (s["probability"].as_f64().unwrap() - want[idx].as_f64().unwrap()).abs();
+            assert!(diff < 0.02, "{path}: {s} vs torchvision {want:?}");
+        }
+    }
+}
+
+#[test]
+fn predict_reports_an_unreadable_image_and_still_predicts_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = import_case(dir.path(), "seed_2", "Monkey Pox,Others", &[]);
+    test_image(&dir.path().join("good.png"), 64, 48, 0);
+    fs::write(dir.path().join("fake.jpg"), "not really a jpeg").unwrap();
+    fs::write(dir.path().join("empty.png"), "").unwrap();
+    let o = inception(
+        dir.path(),
+        &[
+            "predict",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "good.png",
+            "fake.jpg",
+            "empty.png",
+        ],
+    );
+    let err = assert_clean_failure(&o);
+    assert!(err.contains("fake.jpg"), "{err}");
+    assert!(err.contains("empty.png"), "{err}");
+    assert!(err.contains("2 of 3 images could not be read"), "{err}");
+    let out = stdout(&o);
+    assert!(out.starts_with("good.png: "), "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert_eq!(
+        fs::read(dir.path().join("fake.jpg")).unwrap(),
+        b"not really a jpeg"
+    );
+}
+
+#[test]
+fn predict_refuses_a_file_that_is_not_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    test_image(&dir.path().join("a.png"), 32, 32, 0);
+    let o = inception(dir.path(), &["predict", "--checkpoint", "a.png", "a.png"]);
+    let err = assert_clean_failure(&o);
+    assert!(
+        err.contains("checkpoint a.png") && err.contains("not a safetensors file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_absent_or_malformed_device_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = import_case(dir.path(), "seed_2", "a,b", &[]);
+    test_image(&dir.path().join("a.png"), 32, 32, 0);
+    let count = tch::Cuda::device_count();
+    let absent = format!("cuda:{count}");
+    for (device, message) in [
+        (
+            absent.as_str(),
+            format!("CUDA device {count} is not available"),
+        ),
+        ("gpu", "expected auto, cpu, cuda or cuda:N".to_string()),
+    ] {
+        let o = inception(
+            dir.path(),
+            &[
+                "predict",
+                "--checkpoint",
+                ckpt.to_str().unwrap(),
+                "--device",
+                device,
+                "a.png",
+            ],
+        );
+        let err = assert_clean_failure(&o);
+        assert!(err.contains(&message), "{device}: {err}");
+    }
+    let o = inception(
+        dir.path(),
+        &[
+            "predict",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--device",
+            "auto",
+            "a.png",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let expected = if count > 0 {
+        "device: cuda:0"
+    } else {
+        "device: cpu (no CUDA device found)"
+    };
+    assert!(stderr(&o).contains(expected), "{}", stderr(&o));
+}
