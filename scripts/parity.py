@@ -16,7 +16,10 @@ ToTensor, Normalize) on images and the case's network on them: it writes the tra
 (`input`) and the `logits` to a safetensors file and prints its path and each image's
 probabilities as JSON.
 
-Usage: python3 scripts/parity.py --out DIR [--predict CASE IMAGE...]
+`--transform SIZE IMAGE...` writes only torchvision's eval transform of the images (`input`) and
+prints the file's path.
+
+Usage: python3 scripts/parity.py --out DIR [--predict CASE IMAGE... | --transform SIZE IMAGE...]
 """
 
 import argparse
@@ -179,23 +182,39 @@ def make_case(out, name, arch, classes, size, batch, transform_input):
     }
 
 
+def eval_transform(size):
+    from torchvision import transforms
+
+    return transforms.Compose([
+        transforms.Resize(size * 256 // 224),
+        transforms.CenterCrop(size),
+        transforms.ToTensor(),
+        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    ])
+
+
+def transform(out, size, images):
+    """torchvision's eval transform of `images`, saved as `input` [N, 3, size, size]."""
+    from PIL import Image
+
+    tf = eval_transform(size)
+    x = torch.stack([tf(Image.open(p).convert("RGB")) for p in images])
+    path = os.path.join(out, f"transform-{os.getpid()}.safetensors")
+    save_file({"input": x}, path)
+    return path
+
+
 def predict(out, case_name, images):
     """Probabilities of torchvision's eval pipeline on `images` under a case's weights."""
     from PIL import Image
     from safetensors.torch import load_file
-    from torchvision import transforms
 
     case = next(c for c in CASES if c[0] == case_name)
     _, arch, classes, size, _, transform_input = case
     model = build(arch, classes, transform_input)
     model.load_state_dict(load_file(os.path.join(out, f"{case_name}.safetensors")))
     model.eval()
-    tf = transforms.Compose([
-        transforms.Resize(size * 256 // 224),
-        transforms.CenterCrop(size),
-        transforms.ToTensor(),
-        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-    ])
+    tf = eval_transform(size)
     x = torch.stack([tf(Image.open(p).convert("RGB")) for p in images])
     with torch.no_grad():
         logits = model(x)
@@ -211,9 +230,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--predict", nargs="+", metavar=("CASE", "IMAGE"))
+    ap.add_argument("--transform", nargs="+", metavar=("SIZE", "IMAGE"))
     args = ap.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     os.makedirs(args.out, exist_ok=True)
+    if args.transform:
+        print(transform(args.out, int(args.transform[0]), args.transform[1:]))
+        return
     if args.predict:
         print(json.dumps(predict(args.out, args.predict[0], args.predict[1:])))
         return

@@ -1,10 +1,12 @@
 //! Decoding an image file into 8-bit RGB, whatever its format and colour type.
 //!
-//! Formats: JPEG, PNG, BMP, GIF (first frame), WebP, TIFF, recognised by content, not by name.
+//! Formats: JPEG, PNG, BMP, GIF (first frame), WebP, TIFF, recognised by their first bytes, not by
+//! their name.
 //! JPEG EXIF orientation is applied. Alpha is composited onto [`BACKGROUND`]. Headers that
 //! claim more than [`MAX_SIDE`] pixels a side, or images that need more than [`MAX_ALLOC`]
 //! bytes, are refused before their pixels are allocated.
 
+use std::io::Read;
 use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
@@ -23,13 +25,20 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
 }
 
 fn decode(path: &Path) -> Result<RgbImage> {
-    let mut reader = ImageReader::open(path)
+    let len = std::fs::metadata(path)
         .map_err(|e| anyhow!("cannot open: {e}"))?
-        .with_guessed_format()
-        .map_err(|e| anyhow!("cannot read: {e}"))?;
-    if reader.format().is_none() {
-        return Err(anyhow!("not an image in a known format"));
+        .len();
+    if len == 0 {
+        return Err(anyhow!("empty file (0 bytes)"));
     }
+    let mut head = Vec::with_capacity(64);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(64).read_to_end(&mut head))
+        .map_err(|e| anyhow!("cannot read: {e}"))?;
+    let format = image::guess_format(&head)
+        .map_err(|_| anyhow!("not an image: the content is in no known image format"))?;
+    let mut reader = ImageReader::open(path).map_err(|e| anyhow!("cannot open: {e}"))?;
+    reader.set_format(format);
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);

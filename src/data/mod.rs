@@ -1,5 +1,10 @@
-//! Data: decoding image files ([`image`]) and the one preprocessing shared by train, eval and
-//! predict ([`transform`]).
+//! Data: reading ImageFolder trees ([`folder`]), grouped splits ([`split`]), decoding image
+//! files ([`image`]), the one preprocessing shared by train, eval and predict ([`transform`]),
+//! and the loader that keeps decoded images in memory and assembles batches ahead of the model
+//! ([`loader`]).
 
+pub mod folder;
 pub mod image;
+pub mod loader;
+pub mod split;
 pub mod transform;

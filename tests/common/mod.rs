@@ -57,7 +57,9 @@ pub fn fixtures() -> &'static Path {
         use std::hash::{Hash, Hasher};
         let script = repo().join("scripts/parity.py");
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        std::fs::read(&script).expect("reading scripts/parity.py").hash(&mut h);
+        std::fs::read(&script)
+            .expect("reading scripts/parity.py")
+            .hash(&mut h);
         let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         let dir = tmp.join(format!("parity-{:016x}", h.finish()));
         if dir.join("cases.json").exists() {

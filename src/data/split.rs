@@ -1,0 +1,252 @@
+//! Train/validation splits that never put one group (an MSLD patient) on both sides.
+//!
+//! Files are grouped by a key taken from their name ([`GroupBy`]). A hold-out split
+//! ([`holdout`]) and a K-fold partition ([`kfold`]) both move whole groups, stratified by class
+//! greedily in the manner of scikit-learn's `StratifiedGroupKFold`: groups in an order shuffled by
+//! the seed (largest first), each placed where it brings the per-class counts closest to their
+//! targets. Deterministic for a seed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use super::folder::Sample;
+
+/// How files are grouped.
+#[derive(Debug, Clone)]
+pub enum GroupBy {
+    /// The file stem up to its first `_` (`P13_2.jpg` → `P13`, `23.jpg` → `23`): MSLD's
+    /// patient prefix.
+    Prefix,
+    /// The first capture group of a regular expression matched against the file name.
+    Regex(Regex),
+    /// Every file is its own group.
+    None,
+}
+
+impl GroupBy {
+    /// `prefix` (the default), `none`, or a regular expression with a capture group.
+    pub fn parse(spec: &str) -> Result<GroupBy> {
+        match spec {
+            "prefix" => Ok(GroupBy::Prefix),
+            "none" => Ok(GroupBy::None),
+            re => {
+                let regex = Regex::new(re)
+                    .map_err(|e| anyhow::anyhow!("--group-by {re:?} is not a valid regex: {e}"))?;
+                if regex.captures_len() < 2 {
+                    bail!("--group-by {re:?} has no capture group; the first one is the key");
+                }
+                Ok(GroupBy::Regex(regex))
+            }
+        }
+    }
+
+    /// The group key of one file.
+    pub fn key(&self, path: &Path) -> Result<String> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        Ok(match self {
+            GroupBy::Prefix => {
+                let stem = path
+                    .file_stem()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default();
+                stem.split('_').next().unwrap_or_default().to_string()
+            }
+            GroupBy::None => path.display().to_string(),
+            GroupBy::Regex(re) => match re.captures(&name).and_then(|c| c.get(1)) {
+                Some(m) => m.as_str().to_string(),
+                None => bail!(
+                    "--group-by {:?} does not match {}",
+                    re.as_str(),
+                    path.display()
+                ),
+            },
+        })
+    }
+}
+
+/// Indices into the sample list on each side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Split {
+    pub train: Vec<usize>,
+    pub val: Vec<usize>,
+}
+
+/// The samples' groups: group keys in sorted order, each with its sample indices and its
+/// per-class counts.
+struct Groups {
+    members: Vec<Vec<usize>>,
+    counts: Vec<Vec<usize>>,
+    class_totals: Vec<usize>,
+}
+
+fn groups(samples: &[Sample], num_classes: usize, by: &GroupBy) -> Result<Groups> {
+    let mut map: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, s) in samples.iter().enumerate() {
+        map.entry(by.key(&s.path)?).or_default().push(i);
+    }
+    let members: Vec<Vec<usize>> = map.into_values().collect();
+    let counts = members
+        .iter()
+        .map(|m| {
+            let mut c = vec![0; num_classes];
+            for &i in m {
+                c[samples[i].label] += 1;
+            }
+            c
+        })
+        .collect();
+    let mut class_totals = vec![0; num_classes];
+    for s in samples {
+        class_totals[s.label] += 1;
+    }
+    Ok(Groups {
+        members,
+        counts,
+        class_totals,
+    })
+}
+
+/// The groups in the order they are placed: shuffled by the seed, then largest first.
+fn order(g: &Groups, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..g.members.len()).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    order.sort_by_key(|&i| std::cmp::Reverse(g.members[i].len()));
+    order
+}
+
+fn collect(g: &Groups, chosen: impl Fn(usize) -> bool) -> Vec<usize> {
+    let mut out: Vec<usize> = (0..g.members.len())
+        .filter(|&i| chosen(i))
+        .flat_map(|i| g.members[i].iter().copied())
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// A hold-out split with about `val_fraction` of each class on the validation side.
+pub fn holdout(
+    samples: &[Sample],
+    num_classes: usize,
+    by: &GroupBy,
+    val_fraction: f64,
+    seed: u64,
+) -> Result<Split> {
+    if !(val_fraction > 0.0 && val_fraction < 1.0) {
+        bail!("--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}");
+    }
+    let g = groups(samples, num_classes, by)?;
+    let target: Vec<f64> = g
+        .class_totals
+        .iter()
+        .map(|&n| n as f64 * val_fraction)
+        .collect();
+    let mut val_counts = vec![0usize; num_classes];
+    let mut in_val = vec![false; g.members.len()];
+    let distance = |counts: &[usize]| -> f64 {
+        counts
+            .iter()
+            .zip(&target)
+            .map(|(&c, &t)| (c as f64 - t).abs())
+            .sum()
+    };
+    for i in order(&g, seed) {
+        let with: Vec<usize> = val_counts
+            .iter()
+            .zip(&g.counts[i])
+            .map(|(a, b)| a + b)
+            .collect();
+        if distance(&with) < distance(&val_counts) {
+            val_counts = with;
+            in_val[i] = true;
+        }
+    }
+    let split = Split {
+        train: collect(&g, |i| !in_val[i]),
+        val: collect(&g, |i| in_val[i]),
+    };
+    if split.val.is_empty() || split.train.is_empty() {
+        bail!(
+            "--val-fraction {val_fraction} leaves one side empty with {} groups of {} images",
+            g.members.len(),
+            samples.len()
+        );
+    }
+    Ok(split)
+}
+
+/// Fold `fold` (0-based) of a stratified, grouped `k`-fold partition: that fold is the
+/// validation side, the other folds the training side.
+pub fn kfold(
+    samples: &[Sample],
+    num_classes: usize,
+    by: &GroupBy,
+    k: usize,
+    fold: usize,
+    seed: u64,
+) -> Result<Split> {
+    if k < 2 {
+        bail!("--folds must be at least 2, got {k}");
+    }
+    if fold >= k {
+        bail!(
+            "--fold must be between 0 and {} for --folds {k}, got {fold}",
+            k - 1
+        );
+    }
+    let g = groups(samples, num_classes, by)?;
+    if g.members.len() < k {
+        bail!(
+            "{k} folds need at least {k} groups; the data has {}",
+            g.members.len()
+        );
+    }
+    let target: Vec<f64> = g
+        .class_totals
+        .iter()
+        .map(|&n| n as f64 / k as f64)
+        .collect();
+    let mut fold_counts = vec![vec![0usize; num_classes]; k];
+    let mut fold_sizes = vec![0usize; k];
+    let mut assigned = vec![0usize; g.members.len()];
+    for i in order(&g, seed) {
+        // The fold whose squared distance to its per-class targets grows least.
+        let cost = |f: usize| -> f64 {
+            (0..num_classes)
+                .map(|c| {
+                    let now = fold_counts[f][c] as f64 - target[c];
+                    let next = now + g.counts[i][c] as f64;
+                    next * next - now * now
+                })
+                .sum()
+        };
+        let best = (0..k)
+            .min_by(|&a, &b| {
+                cost(a)
+                    .total_cmp(&cost(b))
+                    .then(fold_sizes[a].cmp(&fold_sizes[b]))
+            })
+            .unwrap_or(0);
+        for c in 0..num_classes {
+            fold_counts[best][c] += g.counts[i][c];
+        }
+        fold_sizes[best] += g.members[i].len();
+        assigned[i] = best;
+    }
+    if let Some(empty) = (0..k).find(|&f| fold_sizes[f] == 0) {
+        bail!("fold {empty} of {k} is empty: too few groups for {k} folds");
+    }
+    Ok(Split {
+        train: collect(&g, |i| assigned[i] != fold),
+        val: collect(&g, |i| assigned[i] == fold),
+    })
+}
