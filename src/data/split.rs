@@ -236,8 +236,8 @@ pub fn kfold(
                     .then(fold_sizes[a].cmp(&fold_sizes[b]))
             })
             .unwrap_or(0);
-        for c in 0..num_classes {
-            fold_counts[best][c] += g.counts[i][c];
+        for (count, add) in fold_counts[best].iter_mut().zip(&g.counts[i]) {
+            *count += add;
         }
         fold_sizes[best] += g.members[i].len();
         assigned[i] = best;
