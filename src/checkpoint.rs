@@ -5,7 +5,9 @@
 //! state_dict that `load_state_dict` takes as it is. Its header metadata holds one key,
 //! `inception`, whose value is the JSON of [`Meta`]: format and tool version, arch, class names,
 //! image size, normalisation, `transform_input`, and a CRC-32 of the tensors that catches a
-//! corrupted file. Written atomically: a temporary file in the same folder, flushed and synced,
+//! corrupted file. Checkpoints written by training also record the training config, the
+//! dataset and its split, the epoch and its metrics ([`TrainingRecord`]); `last.pt` adds the
+//! optimiser's buffers (tensors named `optimizer.…`) and what resuming needs. Written atomically: a temporary file in the same folder, flushed and synced,
 //! then renamed over the target.
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,6 +22,8 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::transform::Normalization;
 use crate::model::{Arch, Model, NetConfig};
+use crate::train::optim;
+use crate::train::record::TrainingRecord;
 
 /// The `format` field of every checkpoint.
 pub const FORMAT: &str = "inception-checkpoint";
@@ -52,6 +56,9 @@ pub struct Meta {
     /// CRC-32 (hex) of the tensors, in name order: name, dtype, shape, bytes.
     #[serde(default)]
     pub checksum: String,
+    /// For checkpoints written by `inception train`: how they were made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingRecord>,
 }
 
 impl Meta {
@@ -75,6 +82,7 @@ impl Meta {
             aux_logits: config.aux_logits,
             source,
             checksum: String::new(),
+            training: None,
         }
     }
 
@@ -89,11 +97,14 @@ impl Meta {
     }
 }
 
-/// A loaded checkpoint: its record and the network with its weights.
+/// A loaded checkpoint: its record, the network with its weights, and (in `last.pt`) the
+/// optimiser's state.
 #[derive(Debug)]
 pub struct Checkpoint {
     pub meta: Meta,
     pub model: Model,
+    /// Tensors under [`optim::PREFIX`]: the optimiser's buffers.
+    pub optimizer: BTreeMap<String, Tensor>,
 }
 
 /// A tensor as bytes on the CPU, ready for safetensors.
@@ -139,9 +150,20 @@ fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, Dtype, &'a [usize], &'a 
 
 /// Writes `model`'s weights and `meta` to `path`, atomically.
 pub fn save(path: &Path, model: &Model, meta: &Meta) -> Result<()> {
+    save_with(path, model, meta, &BTreeMap::new())
+}
+
+/// Like [`save`], with extra tensors (the optimiser's state, named under [`optim::PREFIX`]).
+pub fn save_with(
+    path: &Path,
+    model: &Model,
+    meta: &Meta,
+    extra: &BTreeMap<String, Tensor>,
+) -> Result<()> {
     let host: BTreeMap<String, HostTensor> = model
         .state_dict()
         .iter()
+        .chain(extra.iter())
         .map(|(k, t)| Ok((k.clone(), HostTensor::from_tensor(k, t)?)))
         .collect::<Result<_>>()?;
     let mut meta = meta.clone();
@@ -274,9 +296,11 @@ pub fn load(path: &Path, device: Device) -> Result<Checkpoint> {
             file.checksum
         );
     }
+    let (optimizer, weights): (BTreeMap<_, _>, BTreeMap<_, _>) =
+        file.tensors.into_iter().partition(|(k, _)| k.starts_with(optim::PREFIX));
     let mut model = Model::new(meta.net_config(), device).with_context(ctx)?;
-    model.load_state_dict(&file.tensors).with_context(ctx)?;
-    Ok(Checkpoint { meta, model })
+    model.load_state_dict(&weights).with_context(ctx)?;
+    Ok(Checkpoint { meta, model, optimizer })
 }
 
 fn check_meta(meta: &Meta) -> Result<()> {

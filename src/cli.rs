@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::{OptimizerKind, Schedule};
 use crate::model::Arch;
 
 /// Train, evaluate and run InceptionV1 (GoogLeNet) image classifiers on libtorch.
@@ -16,6 +17,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Train a classifier on an image folder; writes a run folder with best.pt and last.pt.
+    Train(TrainArgs),
+    /// Measure a checkpoint: accuracy, loss, per-class metrics, confusion matrix.
+    Eval(EvalArgs),
     /// Print every layer with its output shape, parameters and multiply-accumulates (MACs),
     /// and what each inception block's 1×1 reductions save.
     Summary(SummaryArgs),
@@ -82,22 +87,145 @@ pub struct ImportArgs {
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    /// The checkpoint to use.
+    /// The checkpoint to use (default: best.pt of the most recent run under runs/).
     #[arg(long)]
-    pub checkpoint: PathBuf,
+    pub checkpoint: Option<PathBuf>,
     /// How many of the most probable classes to show per image (default: all, up to 5).
     #[arg(long)]
     pub top_k: Option<usize>,
     /// Print a JSON array with one object per image.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "csv")]
     pub json: bool,
+    /// Print CSV: a header, then one row per image.
+    #[arg(long)]
+    pub csv: bool,
     /// Images passed through the network at once.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Image files.
-    #[arg(required = true, value_name = "IMAGE")]
-    pub images: Vec<PathBuf>,
+    /// Image files, folders (walked recursively, images only) or glob patterns.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The dataset: DIR/<class>/<image>, or DIR/train/<class>/… with DIR/val/<class>/….
+    #[arg(long, default_value = "data/monkeypox")]
+    pub data: PathBuf,
+    /// A JSON config (default: the built-in configs/monkeypox.json); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The run folder (default: the next free runs/train, runs/train-2, …).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue a run from its last.pt (its config and split; --epochs, --patience and
+    /// --device may change).
+    #[arg(long, value_name = "LAST.pt")]
+    pub resume: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
+    /// GoogLeNet's auxiliary classifiers (loss weight 0.3 each): true or false.
+    #[arg(long)]
+    pub aux_logits: Option<bool>,
+    #[arg(long)]
+    pub image_size: Option<i64>,
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerKind>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// SGD momentum.
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    #[arg(long, value_enum)]
+    pub schedule: Option<Schedule>,
+    #[arg(long)]
+    pub warmup_epochs: Option<u64>,
+    /// Epochs between decays of the step schedule.
+    #[arg(long)]
+    pub step_size: Option<u64>,
+    /// Factor of each decay of the step schedule.
+    #[arg(long)]
+    pub step_gamma: Option<f64>,
+    #[arg(long)]
+    pub label_smoothing: Option<f64>,
+    /// none, auto (inverse class frequency) or one number per class, comma-separated.
+    #[arg(long)]
+    pub class_weights: Option<String>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Share of each class for validation when the data has no train/val folders.
+    #[arg(long)]
+    pub val_fraction: Option<f64>,
+    /// Group key of the split: prefix (file stem up to its first `_`), none, or a regex
+    /// whose first capture group is the key.
+    #[arg(long)]
+    pub group_by: Option<String>,
+    /// K-fold cross-validation: the number of folds.
+    #[arg(long)]
+    pub folds: Option<usize>,
+    /// K-fold cross-validation: the validation fold, 0-based.
+    #[arg(long)]
+    pub fold: Option<usize>,
+    /// Stop after this many epochs without a better validation macro-F1 (0: never).
+    #[arg(long)]
+    pub patience: Option<u64>,
+    /// Memory for decoded images, in GiB.
+    #[arg(long)]
+    pub cache_gib: Option<f64>,
+    /// Loader threads (0: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Skip (and list) images that cannot be decoded instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Train without augmentation (the eval transform).
+    #[arg(long)]
+    pub no_augment: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The checkpoint to measure.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Measure every image under DIR (its class folders must be the checkpoint's classes);
+    /// default: the checkpoint's dataset and its recorded split.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Which side of the recorded split to measure (without --data).
+    #[arg(long, value_enum, default_value_t = EvalSplit::Val)]
+    pub split: EvalSplit,
+    /// Print everything as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Skip (and list) images that cannot be decoded instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Images passed through the network at once.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+/// Which recorded files `eval` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvalSplit {
+    Val,
+    Train,
+    All,
 }

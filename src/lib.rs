@@ -3,12 +3,17 @@
 //! - [`cli`]: the command line; [`cmd`]: one module per subcommand.
 //! - [`model`]: the networks, their layers and cost account.
 //! - [`data`]: image decoding and the shared preprocessing.
+//! - [`train`]: the training loop, optimisers, run records; [`config`]: its configuration;
+//!   [`metrics`]: classification metrics.
 //! - [`checkpoint`]: the one-file checkpoint format.
 //! - [`device`]: `--device` resolution.
 
 pub mod checkpoint;
 pub mod cli;
 pub mod cmd;
+pub mod config;
 pub mod data;
 pub mod device;
+pub mod metrics;
 pub mod model;
+pub mod train;

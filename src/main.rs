@@ -18,6 +18,8 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Train(args) => cmd::train::run(&args),
+        Command::Eval(args) => cmd::eval::run(&args),
         Command::Summary(args) => cmd::summary::run(&args),
         Command::Import(args) => cmd::import::run(&args),
         Command::Predict(args) => cmd::predict::run(&args),

@@ -1,9 +1,11 @@
 //! One module per subcommand: each turns its raw arguments into a validated configuration,
 //! then runs.
 
+pub mod eval;
 pub mod import;
 pub mod predict;
 pub mod summary;
+pub mod train;
 
 /// An error's whole chain on one line (`{:#}`), without the C++ stack trace libtorch appends
 /// to its messages.

@@ -1,6 +1,6 @@
 //! `inception predict`: classes and probabilities for images.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -8,19 +8,32 @@ use tch::{Device, Kind};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::cli::PredictArgs;
+use crate::data::folder::is_image_name;
 use crate::data::image::load_rgb;
 use crate::data::transform::EvalTransform;
 use crate::device;
+use crate::train::run_dir::{latest_best, RUNS};
+
+/// How predictions are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+    Csv,
+}
 
 /// A validated prediction job.
 #[derive(Debug)]
 pub struct PredictConfig {
     pub checkpoint: PathBuf,
     pub top_k: Option<usize>,
-    pub json: bool,
+    pub format: Format,
     pub batch_size: usize,
     pub device: Device,
+    /// The image files, after expanding folders and globs.
     pub images: Vec<PathBuf>,
+    /// Arguments that named nothing readable, with the reason.
+    pub missing: Vec<String>,
 }
 
 impl PredictConfig {
@@ -31,14 +44,76 @@ impl PredictConfig {
         if args.top_k == Some(0) {
             bail!("--top-k must be at least 1");
         }
+        let checkpoint = match &args.checkpoint {
+            Some(c) => c.clone(),
+            None => {
+                let c = latest_best(Path::new(RUNS))?;
+                eprintln!("checkpoint: {} (the most recent run)", c.display());
+                c
+            }
+        };
+        let (images, missing) = expand(&args.paths);
+        let format = match (args.json, args.csv) {
+            (true, _) => Format::Json,
+            (_, true) => Format::Csv,
+            _ => Format::Text,
+        };
         Ok(PredictConfig {
-            checkpoint: args.checkpoint.clone(),
+            checkpoint,
             top_k: args.top_k,
-            json: args.json,
+            format,
             batch_size: args.batch_size,
             device: device::resolve(&args.device)?,
-            images: args.images.clone(),
+            images,
+            missing,
         })
+    }
+}
+
+/// Expands each argument: a file as it is, a folder into its images (recursively, sorted), a
+/// glob pattern into the files it matches. Arguments that name nothing are returned apart.
+pub fn expand(args: &[String]) -> (Vec<PathBuf>, Vec<String>) {
+    let (mut files, mut missing) = (vec![], vec![]);
+    for arg in args {
+        let path = Path::new(arg);
+        if path.is_file() {
+            files.push(path.to_path_buf());
+        } else if path.is_dir() {
+            let before = files.len();
+            walk_images(path, &mut files);
+            if files.len() == before {
+                missing.push(format!("{arg}: a folder with no images"));
+            }
+        } else if arg.contains(['*', '?', '[']) {
+            let before = files.len();
+            match glob::glob(arg) {
+                Ok(paths) => files.extend(paths.flatten().filter(|p| p.is_file())),
+                Err(e) => missing.push(format!("{arg}: not a valid pattern ({e})")),
+            }
+            if files.len() == before {
+                missing.push(format!("{arg}: the pattern matches no file"));
+            }
+        } else {
+            missing.push(format!("{arg}: no such file or folder"));
+        }
+    }
+    (files, missing)
+}
+
+fn walk_images(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for p in paths {
+        let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        if p.is_dir() {
+            walk_images(&p, out);
+        } else if is_image_name(&p) {
+            out.push(p);
+        }
     }
 }
 
@@ -61,32 +136,63 @@ pub struct Prediction {
 pub fn run(args: &PredictArgs) -> Result<()> {
     let cfg = PredictConfig::from_args(args)?;
     let ckpt = checkpoint::load(&cfg.checkpoint, cfg.device)?;
-    let (predictions, failures) = predict(&ckpt, &cfg)?;
-    if cfg.json {
-        println!("{}", serde_json::to_string_pretty(&predictions)?);
-    } else {
-        for p in &predictions {
-            let rest: Vec<String> = p
-                .top_k
-                .iter()
-                .skip(1)
-                .map(|s| format!("{} {:.4}", s.class, s.probability))
-                .collect();
-            let rest = if rest.is_empty() {
-                String::new()
-            } else {
-                format!("  ({})", rest.join(", "))
-            };
-            println!("{}: {} {:.4}{rest}", p.path, p.class, p.probability);
-        }
+    for m in &cfg.missing {
+        eprintln!("error: {m}");
     }
-    if failures > 0 {
-        bail!(
-            "{failures} of {} images could not be read (listed above)",
-            cfg.images.len()
-        );
+    let (predictions, failures) = predict(&ckpt, &cfg)?;
+    print!("{}", render(&predictions, cfg.format)?);
+    let total = cfg.images.len() + cfg.missing.len();
+    let failed = failures + cfg.missing.len();
+    if failed > 0 {
+        bail!("{failed} of {total} inputs could not be read (listed above)");
     }
     Ok(())
+}
+
+/// Predictions as text, JSON or CSV.
+pub fn render(predictions: &[Prediction], format: Format) -> Result<String> {
+    let mut out = String::new();
+    match format {
+        Format::Json => out = serde_json::to_string_pretty(predictions)? + "\n",
+        Format::Text => {
+            for p in predictions {
+                let rest: Vec<String> = p
+                    .top_k
+                    .iter()
+                    .skip(1)
+                    .map(|s| format!("{} {:.4}", s.class, s.probability))
+                    .collect();
+                let rest =
+                    if rest.is_empty() { String::new() } else { format!("  ({})", rest.join(", ")) };
+                out += &format!("{}: {} {:.4}{rest}\n", p.path, p.class, p.probability);
+            }
+        }
+        Format::Csv => {
+            let k = predictions.iter().map(|p| p.top_k.len()).max().unwrap_or(1);
+            out += "path,class,probability";
+            for i in 2..=k {
+                out += &format!(",class_{i},probability_{i}");
+            }
+            out += "\n";
+            for p in predictions {
+                out += &csv_field(&p.path);
+                for s in &p.top_k {
+                    out += &format!(",{},{:.6}", csv_field(&s.class), s.probability);
+                }
+                out += "\n";
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 /// Predicts every readable image; unreadable ones are reported on stderr and counted.

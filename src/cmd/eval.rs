@@ -1,0 +1,147 @@
+//! `inception eval`: a checkpoint measured on its recorded validation files, or on a folder.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::cli::{EvalArgs, EvalSplit};
+use crate::data::dataset::Dataset;
+use crate::data::folder::Sample;
+use crate::data::loader::{default_threads, prepare, DEFAULT_CACHE_BYTES};
+use crate::data::transform::EvalTransform;
+use crate::device;
+use crate::metrics::{evaluate, Evaluation};
+use crate::train::{eval_loader, predict_all};
+
+/// What `eval --json` prints.
+#[derive(Debug, Serialize)]
+pub struct EvalReport {
+    pub checkpoint: String,
+    pub data: String,
+    /// `val`, `train`, `all` (of the recorded split), or `folder` (with --data).
+    pub split: String,
+    /// Files left out as unreadable (with --skip-bad).
+    pub skipped: Vec<String>,
+    #[serde(flatten)]
+    pub evaluation: Evaluation,
+}
+
+/// The images to measure: from --data, or the checkpoint's recorded split.
+fn images(a: &EvalArgs, ckpt: &Checkpoint) -> Result<(PathBuf, String, Vec<Sample>)> {
+    let classes = &ckpt.meta.classes;
+    if let Some(dir) = &a.data {
+        let ds = Dataset::all_for_eval(dir)?;
+        if ds.classes != *classes {
+            bail!(
+                "{}: its class folders {:?} are not the checkpoint's classes {:?}",
+                dir.display(),
+                ds.classes,
+                classes
+            );
+        }
+        return Ok((dir.clone(), "folder".into(), ds.samples));
+    }
+    let record = ckpt.meta.training.as_ref().with_context(|| {
+        format!(
+            "{} records no dataset (an imported checkpoint?): give --data DIR",
+            a.checkpoint.display()
+        )
+    })?;
+    let root = PathBuf::from(&record.dataset);
+    let ds = Dataset::from_split_files(&root, classes, &record.split)?;
+    let (name, idx) = match a.split {
+        EvalSplit::Val => ("val", ds.split.val.clone()),
+        EvalSplit::Train => ("train", ds.split.train.clone()),
+        EvalSplit::All => ("all", (0..ds.samples.len()).collect()),
+    };
+    let samples = idx.iter().map(|&i| ds.samples[i].clone()).collect();
+    Ok((root, name.into(), samples))
+}
+
+/// Measures the checkpoint as the arguments say.
+pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
+    if a.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let device = device::resolve(&a.device)?;
+    let ckpt = checkpoint::load(&a.checkpoint, device)?;
+    let (root, split, samples) = images(a, &ckpt)?;
+    if samples.is_empty() {
+        bail!("no images to measure in {} ({split})", root.display());
+    }
+    let size = ckpt.meta.image_size as u32;
+    let prepared = prepare(&samples, size, DEFAULT_CACHE_BYTES, a.skip_bad, default_threads())?;
+    if prepared.good.is_empty() {
+        bail!("none of the {} images could be read", samples.len());
+    }
+    let transform = EvalTransform { image_size: size, normalization: ckpt.meta.normalization };
+    let loader = eval_loader(prepared.store, Arc::new(samples), transform, a.batch_size);
+    let (probs, labels) = predict_all(&ckpt.model, &loader, &prepared.good, device)?;
+    Ok(EvalReport {
+        checkpoint: a.checkpoint.display().to_string(),
+        data: root.display().to_string(),
+        split,
+        skipped: prepared.bad.iter().map(|b| b.reason.clone()).collect(),
+        evaluation: evaluate(&ckpt.meta.classes, &probs, &labels),
+    })
+}
+
+pub fn run(a: &EvalArgs) -> Result<()> {
+    let report = eval(a)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
+}
+
+/// The report as printed.
+pub fn render(r: &EvalReport) -> String {
+    let e = &r.evaluation;
+    let mut out = format!(
+        "{} on {} ({}): {} images\n",
+        r.checkpoint, r.data, r.split, e.images
+    );
+    for s in &r.skipped {
+        out += &format!("skipped: {s}\n");
+    }
+    out += &format!("accuracy {:.4}   loss {:.4}\n\n", e.accuracy, e.loss);
+    let width = e.per_class.iter().map(|m| m.class.chars().count()).max().unwrap_or(0).max(12);
+    out += &format!("{:<width$}  {:>9}  {:>7}  {:>7}  {:>7}\n", "", "precision", "recall", "f1", "support");
+    for m in &e.per_class {
+        out += &format!(
+            "{:<width$}  {:>9.4}  {:>7.4}  {:>7.4}  {:>7}\n",
+            m.class, m.precision, m.recall, m.f1, m.support
+        );
+    }
+    for (name, avg) in [("macro avg", &e.macro_avg), ("weighted avg", &e.weighted_avg)] {
+        out += &format!(
+            "{name:<width$}  {:>9.4}  {:>7.4}  {:>7.4}  {:>7}\n",
+            avg.precision, avg.recall, avg.f1, e.images
+        );
+    }
+    out += "\nconfusion matrix (rows = truth, columns = prediction)\n";
+    out += &format!("{:<width$}", "");
+    for m in &e.per_class {
+        out += &format!("  {:>10}", m.class);
+    }
+    out += "\n";
+    for (m, row) in e.per_class.iter().zip(&e.confusion) {
+        out += &format!("{:<width$}", m.class);
+        for v in row {
+            out += &format!("  {v:>10}");
+        }
+        out += "\n";
+    }
+    if let Some(b) = &e.binary {
+        out += &format!(
+            "\nROC-AUC {:.4}   sensitivity ({}) {:.4}   specificity {:.4}\n",
+            b.roc_auc, b.positive_class, b.sensitivity, b.specificity
+        );
+    }
+    out
+}

@@ -1,0 +1,127 @@
+//! `inception train`: the config file, overridden by flags, validated; then the training loop.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use crate::checkpoint;
+use crate::cli::TrainArgs;
+use crate::config::{self, ClassWeights, TrainConfig};
+use crate::data::transform::Augment;
+use crate::device;
+use crate::train::run_dir::RunDir;
+use crate::train::{train, TrainJob};
+
+/// Applies every flag that was given to `cfg`.
+pub fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) -> Result<()> {
+    macro_rules! set {
+        ($($field:ident),*) => { $( if let Some(v) = &a.$field { cfg.$field = v.clone(); } )* };
+    }
+    set!(
+        arch, aux_logits, image_size, epochs, batch_size, optimizer, lr, momentum, weight_decay,
+        schedule, warmup_epochs, step_size, step_gamma, label_smoothing, seed, device,
+        val_fraction, group_by, fold, patience, cache_gib, workers
+    );
+    if a.folds.is_some() {
+        cfg.folds = a.folds;
+    }
+    if let Some(w) = &a.class_weights {
+        cfg.class_weights = ClassWeights::parse(w)?;
+    }
+    if a.skip_bad {
+        cfg.skip_bad = true;
+    }
+    if a.no_augment {
+        cfg.augment = Augment::none();
+    }
+    if a.arch == Some(crate::model::Arch::Seed) && a.aux_logits.is_none() {
+        cfg.aux_logits = false;
+    }
+    Ok(())
+}
+
+/// Turns the arguments into a validated job.
+pub fn job(a: &TrainArgs) -> Result<TrainJob> {
+    let (config, run_dir, data) = match &a.resume {
+        Some(last) => resume_config(a, last)?,
+        None => {
+            let mut cfg = config::load(a.config.as_ref())?;
+            apply_flags(&mut cfg, a)?;
+            let dir = a.out.clone().map(RunDir::Exact).unwrap_or(RunDir::Next);
+            (cfg, dir, a.data.clone())
+        }
+    };
+    config.validate().context("training config")?;
+    run_dir.check()?;
+    let device = device::resolve(&config.device)?;
+    Ok(TrainJob { config, data, run_dir, device, resume: a.resume.clone() })
+}
+
+/// A resumed run keeps its config and dataset; only --epochs, --patience and --device change.
+fn resume_config(a: &TrainArgs, last: &PathBuf) -> Result<(TrainConfig, RunDir, PathBuf)> {
+    let changed = a.config.is_some()
+        || a.out.is_some()
+        || a.arch.is_some()
+        || a.aux_logits.is_some()
+        || a.image_size.is_some()
+        || a.batch_size.is_some()
+        || a.optimizer.is_some()
+        || a.lr.is_some()
+        || a.momentum.is_some()
+        || a.weight_decay.is_some()
+        || a.schedule.is_some()
+        || a.warmup_epochs.is_some()
+        || a.step_size.is_some()
+        || a.step_gamma.is_some()
+        || a.label_smoothing.is_some()
+        || a.class_weights.is_some()
+        || a.seed.is_some()
+        || a.val_fraction.is_some()
+        || a.group_by.is_some()
+        || a.folds.is_some()
+        || a.fold.is_some()
+        || a.no_augment;
+    if changed {
+        bail!("--resume continues a run as it was configured: only --epochs, --patience, --device, --workers, --cache-gib and --skip-bad may be given with it");
+    }
+    let meta = checkpoint::load(last, tch::Device::Cpu)?.meta;
+    let record = meta
+        .training
+        .with_context(|| format!("{}: not written by inception train", last.display()))?;
+    let mut cfg = record.config;
+    set_if(&mut cfg.epochs, a.epochs);
+    set_if(&mut cfg.patience, a.patience);
+    set_if(&mut cfg.workers, a.workers);
+    set_if(&mut cfg.cache_gib, a.cache_gib);
+    if let Some(d) = &a.device {
+        cfg.device = d.clone();
+    }
+    cfg.skip_bad |= a.skip_bad;
+    let dir = last.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    Ok((cfg, RunDir::Resumed(dir), PathBuf::from(record.dataset)))
+}
+
+fn set_if<T: Copy>(field: &mut T, v: Option<T>) {
+    if let Some(v) = v {
+        *field = v;
+    }
+}
+
+pub fn run(a: &TrainArgs) -> Result<()> {
+    let job = job(a)?;
+    let summary = train(&job)?;
+    println!();
+    match &summary.best {
+        Some((best, m)) => println!(
+            "best epoch {}: val macro-F1 {:.4}, val accuracy {:.4}, val loss {:.4}",
+            best.epoch, m.val_macro_f1, m.val_acc, m.val_loss
+        ),
+        None => println!("no epoch was run"),
+    }
+    if summary.stopped_early {
+        println!("stopped early: {} epochs without improvement", job.config.patience);
+    }
+    let d = summary.run_dir.display();
+    println!("wrote {d}/best.pt, {d}/last.pt, {d}/metrics.csv, {d}/config.json, {d}/split.json");
+    Ok(())
+}

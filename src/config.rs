@@ -1,0 +1,234 @@
+//! The training configuration: a JSON file (`configs/*.json`) whose every field has a default
+//! and a command-line flag that overrides it. Unknown fields are an error naming them. The
+//! resolved configuration is saved with each run (`config.json`) and in its checkpoints.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::data::split::GroupBy;
+use crate::data::transform::{Augment, Normalization};
+use crate::model::{check_image_size, Arch};
+
+/// The recommended recipe for MSLD, built in so that `inception train` works from any folder.
+pub const MONKEYPOX: &str = include_str!("../configs/monkeypox.json");
+
+/// The optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// AdamW (decoupled weight decay).
+    Adamw,
+    /// SGD with momentum (weight decay as L2 on the gradient).
+    Sgd,
+}
+
+/// The learning-rate schedule after the linear warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Cosine decay to zero at the last epoch.
+    Cosine,
+    /// Multiply by `step_gamma` every `step_size` epochs.
+    Step,
+    /// Constant.
+    Constant,
+}
+
+/// Class weights of the loss: `"none"`, `"auto"` (inverse class frequency in the training
+/// split, normalised to mean 1), or one number per class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ClassWeights {
+    Named(String),
+    Given(Vec<f64>),
+}
+
+impl ClassWeights {
+    /// Parses the flag's value: `none`, `auto` or comma-separated numbers.
+    pub fn parse(s: &str) -> Result<ClassWeights> {
+        match s {
+            "none" | "auto" => Ok(ClassWeights::Named(s.into())),
+            list => list
+                .split(',')
+                .map(|x| {
+                    x.trim().parse::<f64>().with_context(|| {
+                        format!("--class-weights {s:?}: expected none, auto or numbers")
+                    })
+                })
+                .collect::<Result<Vec<f64>>>()
+                .map(ClassWeights::Given),
+        }
+    }
+
+    /// The weights for `counts` training images per class; `None` for unweighted.
+    pub fn resolve(&self, counts: &[usize]) -> Result<Option<Vec<f64>>> {
+        match self {
+            ClassWeights::Named(n) if n == "none" => Ok(None),
+            ClassWeights::Named(n) if n == "auto" => {
+                let inv: Vec<f64> = counts.iter().map(|&c| 1.0 / c.max(1) as f64).collect();
+                let mean = inv.iter().sum::<f64>() / inv.len() as f64;
+                Ok(Some(inv.iter().map(|w| w / mean).collect()))
+            }
+            ClassWeights::Named(n) => bail!("class_weights {n:?}: expected none, auto or a list"),
+            ClassWeights::Given(w) if w.len() != counts.len() => {
+                bail!("class_weights: {} numbers for {} classes", w.len(), counts.len())
+            }
+            ClassWeights::Given(w) if w.iter().any(|x| !(x.is_finite() && *x > 0.0)) => {
+                bail!("class_weights must be positive numbers, got {w:?}")
+            }
+            ClassWeights::Given(w) => Ok(Some(w.clone())),
+        }
+    }
+}
+
+/// Everything a training run is made of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub arch: Arch,
+    /// GoogLeNet's auxiliary classifiers (loss weight 0.3 each, training only).
+    pub aux_logits: bool,
+    pub image_size: i64,
+    pub epochs: u64,
+    pub batch_size: usize,
+    pub optimizer: OptimizerKind,
+    /// Peak learning rate (reached after the warm-up).
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// Weight decay of weights (biases and BatchNorm parameters are not decayed).
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+    /// Epochs of linear warm-up from lr/100 (per step).
+    pub warmup_epochs: u64,
+    /// `step` schedule: epochs between decays, and the factor.
+    pub step_size: u64,
+    pub step_gamma: f64,
+    pub label_smoothing: f64,
+    pub class_weights: ClassWeights,
+    pub seed: u64,
+    /// auto, cpu, cuda or cuda:N.
+    pub device: String,
+    pub val_fraction: f64,
+    /// `prefix`, `none`, or a regex whose first capture group is the group key.
+    pub group_by: String,
+    /// K-fold cross-validation: with `folds` set, fold `fold` (0-based) is the validation side.
+    pub folds: Option<usize>,
+    pub fold: usize,
+    /// Stop after this many epochs without a better validation macro-F1 (0: never).
+    pub patience: u64,
+    pub augment: Augment,
+    pub normalization: Normalization,
+    /// Memory for decoded images, in GiB; past it images are decoded again each epoch.
+    pub cache_gib: f64,
+    /// Loader threads (0: one per core).
+    pub workers: usize,
+    /// Skip files that cannot be decoded, listing them, instead of stopping.
+    pub skip_bad: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            arch: Arch::Googlenet,
+            aux_logits: true,
+            image_size: 224,
+            epochs: 40,
+            batch_size: 32,
+            optimizer: OptimizerKind::Adamw,
+            lr: 1e-3,
+            momentum: 0.9,
+            weight_decay: 0.05,
+            schedule: Schedule::Cosine,
+            warmup_epochs: 2,
+            step_size: 10,
+            step_gamma: 0.1,
+            label_smoothing: 0.1,
+            class_weights: ClassWeights::Named("auto".into()),
+            seed: 0,
+            device: "auto".into(),
+            val_fraction: 0.2,
+            group_by: "prefix".into(),
+            folds: None,
+            fold: 0,
+            patience: 0,
+            augment: Augment::default(),
+            normalization: Normalization::IMAGENET,
+            cache_gib: 4.0,
+            workers: 0,
+            skip_bad: false,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a config file; unknown fields and bad values are errors naming the file.
+    pub fn from_file(path: &Path) -> Result<TrainConfig> {
+        let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::from_json(&text).with_context(|| format!("config {}", path.display()))
+    }
+
+    pub fn from_json(text: &str) -> Result<TrainConfig> {
+        serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// Checks every field; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        check_image_size(self.arch, self.image_size)?;
+        if self.aux_logits && self.arch != Arch::Googlenet {
+            bail!("aux_logits exists only for arch googlenet");
+        }
+        if self.epochs == 0 {
+            bail!("epochs must be at least 1");
+        }
+        if self.batch_size < 2 {
+            bail!("batch_size must be at least 2 (BatchNorm needs two images)");
+        }
+        for (name, v) in [("lr", self.lr), ("step_gamma", self.step_gamma)] {
+            if !(v.is_finite() && v > 0.0) {
+                bail!("{name} must be a positive number, got {v}");
+            }
+        }
+        for (name, v) in [("momentum", self.momentum), ("label_smoothing", self.label_smoothing)] {
+            if !(0.0..1.0).contains(&v) {
+                bail!("{name} must be in [0, 1), got {v}");
+            }
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            bail!("weight_decay must be a non-negative number, got {}", self.weight_decay);
+        }
+        if self.schedule == Schedule::Step && self.step_size == 0 {
+            bail!("step_size must be at least 1");
+        }
+        if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
+            bail!("val_fraction must be between 0 and 1 (exclusive), got {}", self.val_fraction);
+        }
+        if let Some(k) = self.folds {
+            if k < 2 || self.fold >= k {
+                bail!("folds must be at least 2 and fold in 0..folds, got folds {k}, fold {}", self.fold);
+            }
+        }
+        if !(self.cache_gib.is_finite() && self.cache_gib >= 0.0) {
+            bail!("cache_gib must be a non-negative number, got {}", self.cache_gib);
+        }
+        if let ClassWeights::Named(n) = &self.class_weights {
+            if n != "auto" && n != "none" {
+                bail!("class_weights {n:?}: expected \"none\", \"auto\" or a list of numbers");
+            }
+        }
+        GroupBy::parse(&self.group_by)?;
+        self.augment.validate()?;
+        self.normalization.validate()
+    }
+}
+
+/// Where the config comes from: a file, or the built-in recipe.
+pub fn load(path: Option<&PathBuf>) -> Result<TrainConfig> {
+    match path {
+        Some(p) => TrainConfig::from_file(p),
+        None => TrainConfig::from_json(MONKEYPOX).context("the built-in configs/monkeypox.json"),
+    }
+}

@@ -1,0 +1,154 @@
+//! Classification metrics, shared by training (every epoch) and `inception eval`: accuracy,
+//! per-class precision, recall, F1 and support, macro and weighted averages, the confusion
+//! matrix (rows = truth, columns = prediction), and for two classes ROC-AUC, sensitivity and
+//! specificity with the first class as the positive one.
+
+use serde::Serialize;
+
+/// Precision, recall, F1 and support of one class.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassMetrics {
+    pub class: String,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: usize,
+}
+
+/// An average of per-class precision, recall and F1.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Average {
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+}
+
+/// Two-class measures, the first class being the positive one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Binary {
+    pub positive_class: String,
+    /// Area under the ROC curve of the positive class's probability (ties count one half).
+    pub roc_auc: f64,
+    /// Recall of the positive class.
+    pub sensitivity: f64,
+    /// Recall of the negative class.
+    pub specificity: f64,
+}
+
+/// Everything measured on one set of images.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Evaluation {
+    pub images: usize,
+    pub accuracy: f64,
+    /// Mean cross-entropy (unweighted, without label smoothing).
+    pub loss: f64,
+    pub per_class: Vec<ClassMetrics>,
+    pub macro_avg: Average,
+    pub weighted_avg: Average,
+    /// `confusion[truth][prediction]`.
+    pub confusion: Vec<Vec<usize>>,
+    pub binary: Option<Binary>,
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// Measures predictions: `probs[i]` the class probabilities of image `i`, `labels[i]` its class.
+pub fn evaluate(classes: &[String], probs: &[Vec<f64>], labels: &[usize]) -> Evaluation {
+    let k = classes.len();
+    let n = labels.len();
+    let mut confusion = vec![vec![0usize; k]; k];
+    let mut loss = 0.0;
+    for (p, &y) in probs.iter().zip(labels) {
+        let pred = argmax(p);
+        confusion[y][pred] += 1;
+        loss -= p[y].max(1e-12).ln();
+    }
+    let correct: usize = (0..k).map(|c| confusion[c][c]).sum();
+    let per_class: Vec<ClassMetrics> = (0..k)
+        .map(|c| {
+            let tp = confusion[c][c];
+            let predicted: usize = (0..k).map(|t| confusion[t][c]).sum();
+            let support: usize = confusion[c].iter().sum();
+            let (precision, recall) = (ratio(tp, predicted), ratio(tp, support));
+            let f1 = if precision + recall > 0.0 {
+                2.0 * precision * recall / (precision + recall)
+            } else {
+                0.0
+            };
+            ClassMetrics { class: classes[c].clone(), precision, recall, f1, support }
+        })
+        .collect();
+    let mean = |f: fn(&ClassMetrics) -> f64| per_class.iter().map(f).sum::<f64>() / k as f64;
+    let weighted = |f: fn(&ClassMetrics) -> f64| {
+        per_class.iter().map(|m| f(m) * m.support as f64).sum::<f64>() / n.max(1) as f64
+    };
+    let binary = (k == 2).then(|| Binary {
+        positive_class: classes[0].clone(),
+        roc_auc: roc_auc(&probs.iter().map(|p| p[0]).collect::<Vec<_>>(), labels),
+        sensitivity: per_class[0].recall,
+        specificity: per_class[1].recall,
+    });
+    Evaluation {
+        images: n,
+        accuracy: ratio(correct, n),
+        loss: if n > 0 { loss / n as f64 } else { 0.0 },
+        macro_avg: Average {
+            precision: mean(|m| m.precision),
+            recall: mean(|m| m.recall),
+            f1: mean(|m| m.f1),
+        },
+        weighted_avg: Average {
+            precision: weighted(|m| m.precision),
+            recall: weighted(|m| m.recall),
+            f1: weighted(|m| m.f1),
+        },
+        per_class,
+        confusion,
+        binary,
+    }
+}
+
+/// Index of the largest value (the first on ties).
+pub fn argmax(p: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, v) in p.iter().enumerate() {
+        if *v > p[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// ROC-AUC of `scores` for class 0 as positive (Mann–Whitney U, ties count one half).
+/// 0.5 when one side is empty.
+pub fn roc_auc(scores: &[f64], labels: &[usize]) -> f64 {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    // Average ranks (1-based) over ties.
+    let mut ranks = vec![0.0; scores.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        for &o in &order[i..=j] {
+            ranks[o] = rank;
+        }
+        i = j + 1;
+    }
+    let pos = labels.iter().filter(|&&y| y == 0).count();
+    let neg = labels.len() - pos;
+    if pos == 0 || neg == 0 {
+        return 0.5;
+    }
+    let rank_sum: f64 = labels.iter().zip(&ranks).filter(|(&y, _)| y == 0).map(|(_, r)| r).sum();
+    (rank_sum - (pos * (pos + 1)) as f64 / 2.0) / (pos * neg) as f64
+}

@@ -1,0 +1,95 @@
+//! What a training run records: one row of metrics per epoch (`metrics.csv`), and in each
+//! checkpoint how it was made and what resuming needs.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::TrainConfig;
+use crate::data::dataset::SplitFiles;
+
+/// One epoch's measurements; also the columns of `metrics.csv`, in this order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpochRecord {
+    /// 1-based.
+    pub epoch: u64,
+    /// Mean training loss as optimised (class weights, label smoothing, auxiliary heads).
+    pub train_loss: f64,
+    pub train_acc: f64,
+    /// Mean cross-entropy on the validation images (no weights, no smoothing).
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub val_macro_f1: f64,
+    /// Learning rate at the end of the epoch.
+    pub lr: f64,
+    /// Training images per second (data loading included).
+    pub images_per_s: f64,
+    /// Seconds the whole epoch took, validation included.
+    pub seconds: f64,
+}
+
+impl EpochRecord {
+    /// The `metrics.csv` header.
+    pub const CSV_HEADER: &'static str =
+        "epoch,train_loss,train_acc,val_loss,val_acc,val_macro_f1,lr,images_per_s,seconds";
+
+    pub fn csv_row(&self) -> String {
+        format!(
+            "{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.8},{:.2},{:.2}",
+            self.epoch,
+            self.train_loss,
+            self.train_acc,
+            self.val_loss,
+            self.val_acc,
+            self.val_macro_f1,
+            self.lr,
+            self.images_per_s,
+            self.seconds
+        )
+    }
+}
+
+/// The best epoch so far: highest validation macro-F1, ties to the lower validation loss.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Best {
+    pub epoch: u64,
+    pub val_macro_f1: f64,
+    pub val_loss: f64,
+}
+
+impl Best {
+    /// Whether `r` beats `self`.
+    pub fn beaten_by(&self, r: &EpochRecord) -> bool {
+        r.val_macro_f1 > self.val_macro_f1
+            || (r.val_macro_f1 == self.val_macro_f1 && r.val_loss < self.val_loss)
+    }
+}
+
+/// What `--resume` needs beyond the weights and the optimiser's buffers. The random state is
+/// derived from the seed and the epoch (shuffling, augmentation, dropout), so the next epoch
+/// number restores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeState {
+    /// Optimiser updates made so far.
+    pub optimizer_step: u64,
+    pub best: Option<Best>,
+    /// Epochs since the best one (for `patience`).
+    pub epochs_since_best: u64,
+}
+
+/// How a checkpoint was trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingRecord {
+    pub config: TrainConfig,
+    /// The dataset folder (absolute).
+    pub dataset: String,
+    pub split: SplitFiles,
+    /// Epochs completed when this checkpoint was written.
+    pub epoch: u64,
+    pub metrics: EpochRecord,
+    /// `last.pt` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeState>,
+}

@@ -1,0 +1,80 @@
+//! Run folders: `runs/train`, then `runs/train-2`, `runs/train-3`…, never overwriting one.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{bail, Context, Result};
+
+/// Where `inception train` looks for and makes run folders.
+pub const RUNS: &str = "runs";
+
+/// The run folder a training job writes to.
+#[derive(Debug, Clone)]
+pub enum RunDir {
+    /// The next free `runs/train[-N]`.
+    Next,
+    /// A folder the user chose with `--out`: new or empty.
+    Exact(PathBuf),
+    /// The folder of a resumed run.
+    Resumed(PathBuf),
+}
+
+impl RunDir {
+    /// Fails early when an `--out` folder already holds files.
+    pub fn check(&self) -> Result<()> {
+        if let RunDir::Exact(p) = self {
+            if p.exists() && fs::read_dir(p).map(|mut d| d.next().is_some()).unwrap_or(true) {
+                bail!("--out {} exists and is not empty; runs are never overwritten", p.display());
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates (or, resumed, reuses) the folder and returns its path.
+    pub fn create(&self) -> Result<PathBuf> {
+        match self {
+            RunDir::Resumed(p) => Ok(p.clone()),
+            RunDir::Exact(p) => {
+                self.check()?;
+                fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+                Ok(p.clone())
+            }
+            RunDir::Next => {
+                let runs = Path::new(RUNS);
+                fs::create_dir_all(runs).with_context(|| format!("creating {}", runs.display()))?;
+                for n in 1u32..=u32::MAX {
+                    let name = if n == 1 { "train".to_string() } else { format!("train-{n}") };
+                    let p = runs.join(name);
+                    // create_dir fails if it exists: claiming a name is atomic.
+                    match fs::create_dir(&p) {
+                        Ok(()) => return Ok(p),
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                        Err(e) => return Err(e).with_context(|| format!("creating {}", p.display())),
+                    }
+                }
+                bail!("no free run folder name under {}", runs.display())
+            }
+        }
+    }
+}
+
+/// `best.pt` of the most recent run under `runs/` (by the time best.pt was written).
+pub fn latest_best(runs: &Path) -> Result<PathBuf> {
+    let mut found: Option<(SystemTime, PathBuf)> = None;
+    let entries = fs::read_dir(runs).with_context(|| {
+        format!("no --checkpoint given and no {} folder to take the latest run from", runs.display())
+    })?;
+    for entry in entries.flatten() {
+        let best = entry.path().join("best.pt");
+        if let Ok(modified) = fs::metadata(&best).and_then(|m| m.modified()) {
+            if found.as_ref().is_none_or(|(t, _)| modified > *t) {
+                found = Some((modified, best));
+            }
+        }
+    }
+    match found {
+        Some((_, p)) => Ok(p),
+        None => bail!("no --checkpoint given and no run under {} has a best.pt", runs.display()),
+    }
+}
