@@ -63,6 +63,13 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
     let split_files = data.split_files();
 
     let classes = data.classes.clone();
+    let counts: Vec<usize> = (0..classes.len())
+        .map(|c| data.split.train.iter().filter(|&&i| data.samples[i].label == c).count())
+        .collect();
+    let weights = match cfg.class_weights.resolve(&counts)? {
+        Some(w) => Some(Tensor::f_from_slice(&w)?.f_to_kind(Kind::Float)?.f_to_device(job.device)?),
+        None => None,
+    };
     let net = NetConfig {
         aux_logits: cfg.aux_logits,
         ..NetConfig::new(cfg.arch, classes.len() as i64)
@@ -98,13 +105,6 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
     let metrics_path = run.join("metrics.csv");
     let mut rows = read_rows(&metrics_path, start_epoch)?;
 
-    let counts: Vec<usize> = (0..classes.len())
-        .map(|c| data.split.train.iter().filter(|&&i| data.samples[i].label == c).count())
-        .collect();
-    let weights = cfg
-        .class_weights
-        .resolve(&counts)?
-        .map(|w| Tensor::from_slice(&w).to_kind(Kind::Float).to_device(job.device));
 
     let samples = Arc::new(data.samples.clone());
     let workers = if cfg.workers == 0 { default_threads() } else { cfg.workers };

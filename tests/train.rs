@@ -1,0 +1,290 @@
+//! The whole job end to end on ../shared/datasets/msld with the smoke recipe: train, eval,
+//! predict, interrupt-and-resume, and the errors a training run can meet.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{assert_clean_failure, inception, repo, stderr, stdout};
+use inception::checkpoint;
+use inception::config::TrainConfig;
+use inception::data::dataset::SplitFiles;
+use serde_json::Value;
+use tch::Device;
+
+fn msld() -> String {
+    repo().join("../shared/datasets/msld").display().to_string()
+}
+
+fn smoke() -> String {
+    repo().join("configs/smoke.json").display().to_string()
+}
+
+/// `inception train` on MSLD with the smoke recipe and extra flags, in `dir`.
+fn train(dir: &Path, extra: &[&str]) -> std::process::Output {
+    let (data, config) = (msld(), smoke());
+    let mut args = vec!["train", "--data", &data, "--config", &config];
+    args.extend(extra);
+    inception(dir, &args)
+}
+
+/// metrics.csv rows without the timing columns (images/s, seconds).
+fn metric_rows(run: &Path) -> Vec<String> {
+    fs::read_to_string(run.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split(',').take(7).collect::<Vec<_>>().join(","))
+        .collect()
+}
+
+fn group(path: &str) -> String {
+    let stem = Path::new(path).file_stem().unwrap().to_string_lossy().into_owned();
+    stem.split('_').next().unwrap().to_string()
+}
+
+#[test]
+fn a_smoke_run_writes_a_complete_run_folder_and_never_overwrites_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = train(dir.path(), &["--epochs", "2", "--seed", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("Monkey Pox     81"), "scan report: {out}");
+    assert!(out.contains("Others        102"), "scan report: {out}");
+    assert!(out.contains("smallest 224×224, largest 224×224"), "{out}");
+    assert!(out.contains("best epoch"), "{out}");
+    let run = dir.path().join("runs/train");
+
+    // config.json: the smoke recipe with the flags applied.
+    let cfg = TrainConfig::from_file(&run.join("config.json")).unwrap();
+    let mut expected = TrainConfig::from_file(Path::new(&smoke())).unwrap();
+    expected.epochs = 2;
+    expected.seed = 3;
+    assert_eq!(cfg, expected);
+
+    // split.json: every image once, no patient on both sides.
+    let split: SplitFiles =
+        serde_json::from_str(&fs::read_to_string(run.join("split.json")).unwrap()).unwrap();
+    assert_eq!(split.train.len() + split.val.len(), 183);
+    let tg: BTreeSet<String> = split.train.iter().map(|f| group(&f.path)).collect();
+    let vg: BTreeSet<String> = split.val.iter().map(|f| group(&f.path)).collect();
+    assert!(tg.is_disjoint(&vg));
+
+    // metrics.csv: the header and one row per epoch, values in range.
+    let text = fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "epoch,train_loss,train_acc,val_loss,val_acc,val_macro_f1,lr,images_per_s,seconds");
+    assert_eq!(lines.len(), 3);
+    for (i, line) in lines[1..].iter().enumerate() {
+        let v: Vec<f64> = line.split(',').map(|x| x.parse().unwrap()).collect();
+        assert_eq!(v[0] as usize, i + 1);
+        assert!(v[1].is_finite() && v[1] > 0.0);
+        for acc in [v[2], v[4], v[5]] {
+            assert!((0.0..=1.0).contains(&acc), "{line}");
+        }
+        assert!(v[7] > 0.0 && v[8] > 0.0);
+    }
+
+    // best.pt and last.pt load, and record how they were made.
+    let best = checkpoint::load(&run.join("best.pt"), Device::Cpu).unwrap();
+    let rec = best.meta.training.as_ref().unwrap();
+    assert_eq!(rec.split, split);
+    assert!(rec.resume.is_none());
+    assert!(best.optimizer.is_empty());
+    let last = checkpoint::load(&run.join("last.pt"), Device::Cpu).unwrap();
+    let rec = last.meta.training.as_ref().unwrap();
+    assert_eq!(rec.epoch, 2);
+    assert!(rec.resume.is_some());
+    assert!(last.optimizer.keys().any(|k| k.starts_with("optimizer.exp_avg_sq.conv1")));
+    assert_eq!(last.meta.classes, vec!["Monkey Pox", "Others"]);
+
+    // A second run gets its own folder.
+    let o = train(dir.path(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(dir.path().join("runs/train-2/best.pt").exists());
+    assert!(run.join("best.pt").exists());
+    // An --out folder that holds files is refused, and left as it was.
+    let o = train(dir.path(), &["--out", run.to_str().unwrap()]);
+    let err = assert_clean_failure(&o);
+    assert!(err.contains("exists and is not empty"), "{err}");
+    assert_eq!(fs::read_to_string(run.join("metrics.csv")).unwrap(), text);
+}
+
+#[test]
+fn eval_and_predict_agree_exactly_on_the_validation_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = train(dir.path(), &["--epochs", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = dir.path().join("runs/train");
+    let ckpt = run.join("best.pt");
+    let o = inception(dir.path(), &["eval", "--checkpoint", ckpt.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let split: SplitFiles =
+        serde_json::from_str(&fs::read_to_string(run.join("split.json")).unwrap()).unwrap();
+    assert_eq!(e["images"], split.val.len());
+    assert_eq!(e["split"], "val");
+    let confusion: Vec<Vec<u64>> = serde_json::from_value(e["confusion"].clone()).unwrap();
+    let total: u64 = confusion.iter().flatten().sum();
+    assert_eq!(total as usize, split.val.len());
+    let auc = e["binary"]["roc_auc"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&auc));
+
+    // predict on the same files, without --checkpoint: the latest run's best.pt.
+    let paths: Vec<String> =
+        split.val.iter().map(|f| format!("{}/{}", msld(), f.path)).collect();
+    let mut args = vec!["predict", "--json"];
+    args.extend(paths.iter().map(String::as_str));
+    let o = inception(dir.path(), &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("runs/train/best.pt"), "{}", stderr(&o));
+    let preds: Vec<Value> = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(preds.len(), split.val.len());
+    let correct = preds
+        .iter()
+        .zip(&split.val)
+        .filter(|(p, f)| p["class"].as_str() == Some(f.class.as_str()))
+        .count();
+    let acc = correct as f64 / split.val.len() as f64;
+    assert_eq!(acc, e["accuracy"].as_f64().unwrap(), "predict and eval disagree");
+
+    // The text report, the train side, and --data on the whole folder.
+    let o = inception(dir.path(), &["eval", "--checkpoint", ckpt.to_str().unwrap()]);
+    let text = stdout(&o);
+    assert!(text.contains("confusion matrix (rows = truth"), "{text}");
+    assert!(text.contains("ROC-AUC"), "{text}");
+    let o = inception(
+        dir.path(),
+        &["eval", "--checkpoint", ckpt.to_str().unwrap(), "--split", "train", "--json"],
+    );
+    let e: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(e["images"], split.train.len());
+    let data = msld();
+    let o = inception(
+        dir.path(),
+        &["eval", "--checkpoint", ckpt.to_str().unwrap(), "--data", &data, "--json"],
+    );
+    let e: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(e["images"], 183);
+
+    // A folder whose classes are not the checkpoint's is refused.
+    let other = dir.path().join("other");
+    for c in ["cat", "dog"] {
+        fs::create_dir_all(other.join(c)).unwrap();
+        image::RgbImage::new(8, 8).save(other.join(c).join("a.png")).unwrap();
+    }
+    let o = inception(
+        dir.path(),
+        &["eval", "--checkpoint", ckpt.to_str().unwrap(), "--data", other.to_str().unwrap()],
+    );
+    let err = assert_clean_failure(&o);
+    assert!(err.contains("are not the checkpoint's classes"), "{err}");
+}
+
+#[test]
+fn a_run_killed_mid_way_and_resumed_ends_like_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let o = train(dir.path(), &["--epochs", "3", "--out", a.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // The same run, killed (SIGKILL) once its first epoch is on disk.
+    let b = dir.path().join("b");
+    let (data, config) = (msld(), smoke());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_inception"))
+        .args(["train", "--data", &data, "--config", &config, "--epochs", "3", "--out"])
+        .arg(&b)
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !b.join("last.pt").exists() {
+        assert!(started.elapsed() < Duration::from_secs(120), "no last.pt after 2 minutes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Whatever moment the kill hit, the checkpoints on disk are whole.
+    let last = checkpoint::load(&b.join("last.pt"), Device::Cpu).unwrap();
+    checkpoint::load(&b.join("best.pt"), Device::Cpu).unwrap();
+    let done = last.meta.training.unwrap().epoch;
+    assert!(done >= 1);
+
+    let o = inception(dir.path(), &["train", "--resume", b.join("last.pt").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains(&format!("after epoch {done}")), "{}", stdout(&o));
+    assert_eq!(metric_rows(&a), metric_rows(&b), "resumed run differs from the uninterrupted one");
+    let (ba, bb) = (
+        checkpoint::load(&a.join("best.pt"), Device::Cpu).unwrap(),
+        checkpoint::load(&b.join("best.pt"), Device::Cpu).unwrap(),
+    );
+    assert_eq!(ba.meta.training.unwrap().epoch, bb.meta.training.unwrap().epoch);
+
+    // Resuming with another recipe is refused.
+    let o = inception(
+        dir.path(),
+        &["train", "--resume", b.join("last.pt").to_str().unwrap(), "--lr", "0.1"],
+    );
+    let err = assert_clean_failure(&o);
+    assert!(err.contains("--resume continues a run"), "{err}");
+}
+
+#[test]
+fn a_non_finite_loss_stops_training_naming_epoch_and_batch_and_keeps_best() {
+    let dir = tempfile::tempdir().unwrap();
+    // A step schedule that multiplies the learning rate by 1e30 after the first epoch.
+    let o = train(
+        dir.path(),
+        &["--epochs", "3", "--schedule", "step", "--step-size", "1", "--step-gamma", "1e30"],
+    );
+    let err = assert_clean_failure(&o);
+    assert!(err.contains("non-finite loss"), "{err}");
+    assert!(err.contains("at epoch 2, batch"), "{err}");
+    let best = dir.path().join("runs/train/best.pt");
+    let ckpt = checkpoint::load(&best, Device::Cpu).unwrap();
+    assert_eq!(ckpt.meta.training.unwrap().epoch, 1);
+}
+
+#[test]
+fn config_errors_name_the_field_and_create_no_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    fs::write(&bad, r#"{"epochz": 3}"#).unwrap();
+    let data = msld();
+    let o = inception(dir.path(), &["train", "--data", &data, "--config", bad.to_str().unwrap()]);
+    let err = assert_clean_failure(&o);
+    assert!(err.contains("bad.json") && err.contains("unknown field `epochz`"), "{err}");
+    let o = train(dir.path(), &["--val-fraction", "1.5"]);
+    let err = assert_clean_failure(&o);
+    assert!(err.contains("val_fraction"), "{err}");
+    let o = train(dir.path(), &["--class-weights", "1,2,3"]);
+    let err = assert_clean_failure(&o);
+    assert!(err.contains("3 numbers for 2 classes"), "{err}");
+    let o = inception(dir.path(), &["train", "--data", "nowhere", "--config", &smoke()]);
+    let err = assert_clean_failure(&o);
+    assert!(err.contains("nowhere"), "{err}");
+    let runs: Vec<PathBuf> = fs::read_dir(dir.path().join("runs"))
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.join("metrics.csv").exists()).collect())
+        .unwrap_or_default();
+    assert!(runs.is_empty(), "a failed start left runs: {runs:?}");
+}
+
+#[test]
+fn kfold_flags_choose_the_validation_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = train(dir.path(), &["--folds", "4", "--fold", "1", "--no-augment", "--out", "k"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("fold 1 of 4"), "{}", stdout(&o));
+    let split: SplitFiles =
+        serde_json::from_str(&fs::read_to_string(dir.path().join("k/split.json")).unwrap()).unwrap();
+    let v = split.val.len() as f64;
+    assert!((v - 183.0 / 4.0).abs() <= 6.0, "{v}");
+    let cfg = TrainConfig::from_file(&dir.path().join("k/config.json")).unwrap();
+    assert_eq!((cfg.folds, cfg.fold), (Some(4), 1));
+    assert_eq!(cfg.augment, inception::data::transform::Augment::none());
+}
