@@ -4,9 +4,11 @@
 .PHONY: train test build deps libtorch clean
 
 CARGO ?= cargo
+# The dataset: data/monkeypox (see data/README.md), else the MSLD copy beside the project.
+DATA ?= $(if $(wildcard data/monkeypox),data/monkeypox,../shared/datasets/msld)
 
 train: build
-	./target/release/inception summary
+	./target/release/inception train --data "$(DATA)"
 
 test: deps
 	$(CARGO) test --release

@@ -21,7 +21,10 @@ use tch::nn::OptimizerConfig;
 use tch::{Device, Kind, Tensor};
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn dataset(tmp: &Path) -> Result<Vec<Sample>> {
@@ -68,7 +71,12 @@ fn main() -> Result<()> {
     let mode = Arc::new(Mode::Train(TrainTransform {
         image_size: size,
         normalization: Normalization::IMAGENET,
-        augment: Augment { rotation: 10.0, brightness: 0.2, contrast: 0.2, ..Augment::default() },
+        augment: Augment {
+            rotation: 10.0,
+            brightness: 0.2,
+            contrast: 0.2,
+            ..Augment::default()
+        },
     }));
     let make = |store| Loader {
         store,
@@ -84,11 +92,21 @@ fn main() -> Result<()> {
     let warm = loader_rate(&make(cached.store), &idx, 2)?;
 
     let model = Model::new(NetConfig::new(Arch::Seed, 2), Device::Cpu)?;
-    let mut opt = tch::nn::Sgd { momentum: 0.9, ..Default::default() }.build(&model.vs, 0.01)?;
-    let x = Tensor::randn([batch as i64, 3, size as i64, size as i64], (Kind::Float, Device::Cpu));
+    let mut opt = tch::nn::Sgd {
+        momentum: 0.9,
+        ..Default::default()
+    }
+    .build(&model.vs, 0.01)?;
+    let x = Tensor::randn(
+        [batch as i64, 3, size as i64, size as i64],
+        (Kind::Float, Device::Cpu),
+    );
     let y = Tensor::zeros([batch as i64], (Kind::Int64, Device::Cpu));
     let mut step = || -> Result<()> {
-        let loss = model.forward_t(&x, true)?.logits.cross_entropy_for_logits(&y);
+        let loss = model
+            .forward_t(&x, true)?
+            .logits
+            .cross_entropy_for_logits(&y);
         opt.backward_step(&loss);
         Ok(())
     };
@@ -99,11 +117,32 @@ fn main() -> Result<()> {
     }
     let train = (steps * batch) as f64 / t.elapsed().as_secs_f64();
 
-    println!("loader vs training step: {} images, batch {batch}, {size}×{size}, {threads} threads", samples.len());
+    println!(
+        "loader vs training step: {} images, batch {batch}, {size}×{size}, {threads} threads",
+        samples.len()
+    );
     println!("{:<42} {:>10} {:>10}", "", "images/s", "× step");
-    println!("{:<42} {:>10.1} {:>10.1}", "decode + resize once (prepare)", prepare_rate, prepare_rate / train);
-    println!("{:<42} {:>10.1} {:>10.1}", "loader, cold (decoding on the fly)", cold, cold / train);
-    println!("{:<42} {:>10.1} {:>10.1}", "loader, cached (working-size images)", warm, warm / train);
-    println!("{:<42} {:>10.1} {:>10.1}", "training step, seed network, fp32", train, 1.0);
+    println!(
+        "{:<42} {:>10.1} {:>10.1}",
+        "decode + resize once (prepare)",
+        prepare_rate,
+        prepare_rate / train
+    );
+    println!(
+        "{:<42} {:>10.1} {:>10.1}",
+        "loader, cold (decoding on the fly)",
+        cold,
+        cold / train
+    );
+    println!(
+        "{:<42} {:>10.1} {:>10.1}",
+        "loader, cached (working-size images)",
+        warm,
+        warm / train
+    );
+    println!(
+        "{:<42} {:>10.1} {:>10.1}",
+        "training step, seed network, fp32", train, 1.0
+    );
     Ok(())
 }

@@ -296,11 +296,17 @@ pub fn load(path: &Path, device: Device) -> Result<Checkpoint> {
             file.checksum
         );
     }
-    let (optimizer, weights): (BTreeMap<_, _>, BTreeMap<_, _>) =
-        file.tensors.into_iter().partition(|(k, _)| k.starts_with(optim::PREFIX));
+    let (optimizer, weights): (BTreeMap<_, _>, BTreeMap<_, _>) = file
+        .tensors
+        .into_iter()
+        .partition(|(k, _)| k.starts_with(optim::PREFIX));
     let mut model = Model::new(meta.net_config(), device).with_context(ctx)?;
     model.load_state_dict(&weights).with_context(ctx)?;
-    Ok(Checkpoint { meta, model, optimizer })
+    Ok(Checkpoint {
+        meta,
+        model,
+        optimizer,
+    })
 }
 
 fn check_meta(meta: &Meta) -> Result<()> {

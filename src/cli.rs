@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train a classifier on an image folder; writes a run folder with best.pt and last.pt.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Measure a checkpoint: accuracy, loss, per-class metrics, confusion matrix.
     Eval(EvalArgs),
     /// Print every layer with its output shape, parameters and multiply-accumulates (MACs),
@@ -105,6 +105,9 @@ pub struct PredictArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Skip (and list) images that cannot be decoded; the exit code stays 0 for them.
+    #[arg(long)]
+    pub skip_bad: bool,
     /// Image files, folders (walked recursively, images only) or glob patterns.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<String>,
@@ -194,6 +197,10 @@ pub struct TrainArgs {
     /// Train without augmentation (the eval transform).
     #[arg(long)]
     pub no_augment: bool,
+    /// Start from a checkpoint's weights (e.g. torchvision's ImageNet GoogLeNet after
+    /// `inception import`); layers whose shape differs start fresh.
+    #[arg(long, value_name = "CKPT")]
+    pub init: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

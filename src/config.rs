@@ -74,7 +74,11 @@ impl ClassWeights {
             }
             ClassWeights::Named(n) => bail!("class_weights {n:?}: expected none, auto or a list"),
             ClassWeights::Given(w) if w.len() != counts.len() => {
-                bail!("class_weights: {} numbers for {} classes", w.len(), counts.len())
+                bail!(
+                    "class_weights: {} numbers for {} classes",
+                    w.len(),
+                    counts.len()
+                )
             }
             ClassWeights::Given(w) if w.iter().any(|x| !(x.is_finite() && *x > 0.0)) => {
                 bail!("class_weights must be positive numbers, got {w:?}")
@@ -128,6 +132,9 @@ pub struct TrainConfig {
     pub workers: usize,
     /// Skip files that cannot be decoded, listing them, instead of stopping.
     pub skip_bad: bool,
+    /// Start from this checkpoint's weights (same arch; layers whose shape differs, such as
+    /// the class layer, start fresh). Its `transform_input` is kept.
+    pub init: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -160,6 +167,7 @@ impl Default for TrainConfig {
             cache_gib: 4.0,
             workers: 0,
             skip_bad: false,
+            init: None,
         }
     }
 }
@@ -167,7 +175,8 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Reads a config file; unknown fields and bad values are errors naming the file.
     pub fn from_file(path: &Path) -> Result<TrainConfig> {
-        let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Self::from_json(&text).with_context(|| format!("config {}", path.display()))
     }
 
@@ -192,27 +201,42 @@ impl TrainConfig {
                 bail!("{name} must be a positive number, got {v}");
             }
         }
-        for (name, v) in [("momentum", self.momentum), ("label_smoothing", self.label_smoothing)] {
+        for (name, v) in [
+            ("momentum", self.momentum),
+            ("label_smoothing", self.label_smoothing),
+        ] {
             if !(0.0..1.0).contains(&v) {
                 bail!("{name} must be in [0, 1), got {v}");
             }
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            bail!("weight_decay must be a non-negative number, got {}", self.weight_decay);
+            bail!(
+                "weight_decay must be a non-negative number, got {}",
+                self.weight_decay
+            );
         }
         if self.schedule == Schedule::Step && self.step_size == 0 {
             bail!("step_size must be at least 1");
         }
         if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
-            bail!("val_fraction must be between 0 and 1 (exclusive), got {}", self.val_fraction);
+            bail!(
+                "val_fraction must be between 0 and 1 (exclusive), got {}",
+                self.val_fraction
+            );
         }
         if let Some(k) = self.folds {
             if k < 2 || self.fold >= k {
-                bail!("folds must be at least 2 and fold in 0..folds, got folds {k}, fold {}", self.fold);
+                bail!(
+                    "folds must be at least 2 and fold in 0..folds, got folds {k}, fold {}",
+                    self.fold
+                );
             }
         }
         if !(self.cache_gib.is_finite() && self.cache_gib >= 0.0) {
-            bail!("cache_gib must be a non-negative number, got {}", self.cache_gib);
+            bail!(
+                "cache_gib must be a non-negative number, got {}",
+                self.cache_gib
+            );
         }
         if let ClassWeights::Named(n) = &self.class_weights {
             if n != "auto" && n != "none" {

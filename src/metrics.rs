@@ -81,12 +81,22 @@ pub fn evaluate(classes: &[String], probs: &[Vec<f64>], labels: &[usize]) -> Eva
             } else {
                 0.0
             };
-            ClassMetrics { class: classes[c].clone(), precision, recall, f1, support }
+            ClassMetrics {
+                class: classes[c].clone(),
+                precision,
+                recall,
+                f1,
+                support,
+            }
         })
         .collect();
     let mean = |f: fn(&ClassMetrics) -> f64| per_class.iter().map(f).sum::<f64>() / k as f64;
     let weighted = |f: fn(&ClassMetrics) -> f64| {
-        per_class.iter().map(|m| f(m) * m.support as f64).sum::<f64>() / n.max(1) as f64
+        per_class
+            .iter()
+            .map(|m| f(m) * m.support as f64)
+            .sum::<f64>()
+            / n.max(1) as f64
     };
     let binary = (k == 2).then(|| Binary {
         positive_class: classes[0].clone(),
@@ -149,6 +159,11 @@ pub fn roc_auc(scores: &[f64], labels: &[usize]) -> f64 {
     if pos == 0 || neg == 0 {
         return 0.5;
     }
-    let rank_sum: f64 = labels.iter().zip(&ranks).filter(|(&y, _)| y == 0).map(|(_, r)| r).sum();
+    let rank_sum: f64 = labels
+        .iter()
+        .zip(&ranks)
+        .filter(|(&y, _)| y == 0)
+        .map(|(_, r)| r)
+        .sum();
     (rank_sum - (pos * (pos + 1)) as f64 / 2.0) / (pos * neg) as f64
 }

@@ -397,7 +397,7 @@ fn predict_reports_an_unreadable_image_and_still_predicts_the_others() {
     let err = assert_clean_failure(&o);
     assert!(err.contains("fake.jpg"), "{err}");
     assert!(err.contains("empty.png"), "{err}");
-    assert!(err.contains("2 of 3 images could not be read"), "{err}");
+    assert!(err.contains("2 of 3 inputs could not be read"), "{err}");
     let out = stdout(&o);
     assert!(out.starts_with("good.png: "), "{out}");
     assert_eq!(out.lines().count(), 1, "{out}");
@@ -411,6 +411,50 @@ fn predict_reports_an_unreadable_image_and_still_predicts_the_others() {
 fn predict_refuses_a_file_that_is_not_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     test_image(&dir.path().join("a.png"), 32, 32, 0);
+    let o = inception(dir.path(), &["predict", "--checkpoint", "a.png", "a.png"]);
+    let err = assert_clean_failure(&o);
+    assert!(
+        err.contains("checkpoint a.png") && err.contains("not a safetensors file"),
+        "{err}"
+    );
+    // Folders and globs: a folder is walked for images only; a pattern that matches nothing
+    // and a missing file are reported.
+    let ckpt = import_case(dir.path(), "seed_2", "a,b", &[]);
+    fs::create_dir_all(dir.path().join("imgs/sub")).unwrap();
+    test_image(&dir.path().join("imgs/x.png"), 32, 32, 0);
+    test_image(&dir.path().join("imgs/sub/y.png"), 32, 32, 1);
+    fs::write(dir.path().join("imgs/notes.txt"), "not an image").unwrap();
+    let o = inception(
+        dir.path(),
+        &[
+            "predict",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--csv",
+            "--device",
+            "cpu",
+            "imgs",
+            "im*/x.png",
+            "nope*.png",
+            "missing.png",
+        ],
+    );
+    let err = assert_clean_failure(&o);
+    assert!(
+        err.contains("nope*.png: the pattern matches no file"),
+        "{err}"
+    );
+    assert!(err.contains("missing.png: no such file or folder"), "{err}");
+    assert!(err.contains("2 of 5 inputs could not be read"), "{err}");
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "path,class,probability,class_2,probability_2");
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines[1].starts_with("imgs/sub/y.png,") || lines[1].starts_with("imgs/x.png,"),
+        "{out}"
+    );
+    assert!(lines[3].starts_with("im"), "{out}");
     let o = inception(dir.path(), &["predict", "--checkpoint", "a.png", "a.png"]);
     let err = assert_clean_failure(&o);
     assert!(

@@ -191,3 +191,30 @@ fn load_state_dict_lists_missing_unexpected_and_misshaped_tensors() {
     );
     assert!(!err.contains("num_batches_tracked"), "{err}");
 }
+
+#[test]
+fn init_from_copies_matching_tensors_and_keeps_the_class_layer_fresh() {
+    let c = case("googlenet_2");
+    let mut source = model_for(&c);
+    source.load_state_dict(&state_dict(&c.name)).unwrap();
+    let config = NetConfig {
+        aux_logits: true,
+        ..NetConfig::new(Arch::Googlenet, 3)
+    };
+    let mut target = Model::new(config, Device::Cpu).unwrap();
+    let report = target.init_from(&source).unwrap();
+    let fresh = [
+        "aux1.fc2.bias",
+        "aux1.fc2.weight",
+        "aux2.fc2.bias",
+        "aux2.fc2.weight",
+        "fc.bias",
+        "fc.weight",
+    ];
+    assert_eq!(report.kept, fresh);
+    assert_eq!(report.copied.len(), c.keys.len() - fresh.len());
+    let (s, t) = (source.state_dict(), target.state_dict());
+    assert!(t["inception4c.branch2.1.conv.weight"].equal(&s["inception4c.branch2.1.conv.weight"]));
+    assert!(t["conv1.bn.running_var"].equal(&s["conv1.bn.running_var"]));
+    assert_eq!(t["fc.weight"].size(), vec![3, 1024]);
+}

@@ -42,7 +42,11 @@ fn metric_rows(run: &Path) -> Vec<String> {
 }
 
 fn group(path: &str) -> String {
-    let stem = Path::new(path).file_stem().unwrap().to_string_lossy().into_owned();
+    let stem = Path::new(path)
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     stem.split('_').next().unwrap().to_string()
 }
 
@@ -76,7 +80,10 @@ fn a_smoke_run_writes_a_complete_run_folder_and_never_overwrites_one() {
     // metrics.csv: the header and one row per epoch, values in range.
     let text = fs::read_to_string(run.join("metrics.csv")).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "epoch,train_loss,train_acc,val_loss,val_acc,val_macro_f1,lr,images_per_s,seconds");
+    assert_eq!(
+        lines[0],
+        "epoch,train_loss,train_acc,val_loss,val_acc,val_macro_f1,lr,images_per_s,seconds"
+    );
     assert_eq!(lines.len(), 3);
     for (i, line) in lines[1..].iter().enumerate() {
         let v: Vec<f64> = line.split(',').map(|x| x.parse().unwrap()).collect();
@@ -98,7 +105,10 @@ fn a_smoke_run_writes_a_complete_run_folder_and_never_overwrites_one() {
     let rec = last.meta.training.as_ref().unwrap();
     assert_eq!(rec.epoch, 2);
     assert!(rec.resume.is_some());
-    assert!(last.optimizer.keys().any(|k| k.starts_with("optimizer.exp_avg_sq.conv1")));
+    assert!(last
+        .optimizer
+        .keys()
+        .any(|k| k.starts_with("optimizer.exp_avg_sq.conv1")));
     assert_eq!(last.meta.classes, vec!["Monkey Pox", "Others"]);
 
     // A second run gets its own folder.
@@ -120,7 +130,10 @@ fn eval_and_predict_agree_exactly_on_the_validation_files() {
     assert!(o.status.success(), "{}", stderr(&o));
     let run = dir.path().join("runs/train");
     let ckpt = run.join("best.pt");
-    let o = inception(dir.path(), &["eval", "--checkpoint", ckpt.to_str().unwrap(), "--json"]);
+    let o = inception(
+        dir.path(),
+        &["eval", "--checkpoint", ckpt.to_str().unwrap(), "--json"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let e: Value = serde_json::from_str(&stdout(&o)).unwrap();
     let split: SplitFiles =
@@ -134,8 +147,11 @@ fn eval_and_predict_agree_exactly_on_the_validation_files() {
     assert!((0.0..=1.0).contains(&auc));
 
     // predict on the same files, without --checkpoint: the latest run's best.pt.
-    let paths: Vec<String> =
-        split.val.iter().map(|f| format!("{}/{}", msld(), f.path)).collect();
+    let paths: Vec<String> = split
+        .val
+        .iter()
+        .map(|f| format!("{}/{}", msld(), f.path))
+        .collect();
     let mut args = vec!["predict", "--json"];
     args.extend(paths.iter().map(String::as_str));
     let o = inception(dir.path(), &args);
@@ -149,23 +165,44 @@ fn eval_and_predict_agree_exactly_on_the_validation_files() {
         .filter(|(p, f)| p["class"].as_str() == Some(f.class.as_str()))
         .count();
     let acc = correct as f64 / split.val.len() as f64;
-    assert_eq!(acc, e["accuracy"].as_f64().unwrap(), "predict and eval disagree");
+    assert_eq!(
+        acc,
+        e["accuracy"].as_f64().unwrap(),
+        "predict and eval disagree"
+    );
 
     // The text report, the train side, and --data on the whole folder.
-    let o = inception(dir.path(), &["eval", "--checkpoint", ckpt.to_str().unwrap()]);
+    let o = inception(
+        dir.path(),
+        &["eval", "--checkpoint", ckpt.to_str().unwrap()],
+    );
     let text = stdout(&o);
     assert!(text.contains("confusion matrix (rows = truth"), "{text}");
     assert!(text.contains("ROC-AUC"), "{text}");
     let o = inception(
         dir.path(),
-        &["eval", "--checkpoint", ckpt.to_str().unwrap(), "--split", "train", "--json"],
+        &[
+            "eval",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--split",
+            "train",
+            "--json",
+        ],
     );
     let e: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(e["images"], split.train.len());
     let data = msld();
     let o = inception(
         dir.path(),
-        &["eval", "--checkpoint", ckpt.to_str().unwrap(), "--data", &data, "--json"],
+        &[
+            "eval",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--data",
+            &data,
+            "--json",
+        ],
     );
     let e: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(e["images"], 183);
@@ -174,11 +211,19 @@ fn eval_and_predict_agree_exactly_on_the_validation_files() {
     let other = dir.path().join("other");
     for c in ["cat", "dog"] {
         fs::create_dir_all(other.join(c)).unwrap();
-        image::RgbImage::new(8, 8).save(other.join(c).join("a.png")).unwrap();
+        image::RgbImage::new(8, 8)
+            .save(other.join(c).join("a.png"))
+            .unwrap();
     }
     let o = inception(
         dir.path(),
-        &["eval", "--checkpoint", ckpt.to_str().unwrap(), "--data", other.to_str().unwrap()],
+        &[
+            "eval",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--data",
+            other.to_str().unwrap(),
+        ],
     );
     let err = assert_clean_failure(&o);
     assert!(err.contains("are not the checkpoint's classes"), "{err}");
@@ -195,7 +240,9 @@ fn a_run_killed_mid_way_and_resumed_ends_like_an_uninterrupted_one() {
     let b = dir.path().join("b");
     let (data, config) = (msld(), smoke());
     let mut child = Command::new(env!("CARGO_BIN_EXE_inception"))
-        .args(["train", "--data", &data, "--config", &config, "--epochs", "3", "--out"])
+        .args([
+            "train", "--data", &data, "--config", &config, "--epochs", "3", "--out",
+        ])
         .arg(&b)
         .current_dir(dir.path())
         .stdout(std::process::Stdio::null())
@@ -204,7 +251,10 @@ fn a_run_killed_mid_way_and_resumed_ends_like_an_uninterrupted_one() {
         .unwrap();
     let started = Instant::now();
     while !b.join("last.pt").exists() {
-        assert!(started.elapsed() < Duration::from_secs(120), "no last.pt after 2 minutes");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no last.pt after 2 minutes"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap();
@@ -215,20 +265,40 @@ fn a_run_killed_mid_way_and_resumed_ends_like_an_uninterrupted_one() {
     let done = last.meta.training.unwrap().epoch;
     assert!(done >= 1);
 
-    let o = inception(dir.path(), &["train", "--resume", b.join("last.pt").to_str().unwrap()]);
+    let o = inception(
+        dir.path(),
+        &["train", "--resume", b.join("last.pt").to_str().unwrap()],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains(&format!("after epoch {done}")), "{}", stdout(&o));
-    assert_eq!(metric_rows(&a), metric_rows(&b), "resumed run differs from the uninterrupted one");
+    assert!(
+        stdout(&o).contains(&format!("after epoch {done}")),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(
+        metric_rows(&a),
+        metric_rows(&b),
+        "resumed run differs from the uninterrupted one"
+    );
     let (ba, bb) = (
         checkpoint::load(&a.join("best.pt"), Device::Cpu).unwrap(),
         checkpoint::load(&b.join("best.pt"), Device::Cpu).unwrap(),
     );
-    assert_eq!(ba.meta.training.unwrap().epoch, bb.meta.training.unwrap().epoch);
+    assert_eq!(
+        ba.meta.training.unwrap().epoch,
+        bb.meta.training.unwrap().epoch
+    );
 
     // Resuming with another recipe is refused.
     let o = inception(
         dir.path(),
-        &["train", "--resume", b.join("last.pt").to_str().unwrap(), "--lr", "0.1"],
+        &[
+            "train",
+            "--resume",
+            b.join("last.pt").to_str().unwrap(),
+            "--lr",
+            "0.1",
+        ],
     );
     let err = assert_clean_failure(&o);
     assert!(err.contains("--resume continues a run"), "{err}");
@@ -240,7 +310,16 @@ fn a_non_finite_loss_stops_training_naming_epoch_and_batch_and_keeps_best() {
     // A step schedule that multiplies the learning rate by 1e30 after the first epoch.
     let o = train(
         dir.path(),
-        &["--epochs", "3", "--schedule", "step", "--step-size", "1", "--step-gamma", "1e30"],
+        &[
+            "--epochs",
+            "3",
+            "--schedule",
+            "step",
+            "--step-size",
+            "1",
+            "--step-gamma",
+            "1e30",
+        ],
     );
     let err = assert_clean_failure(&o);
     assert!(err.contains("non-finite loss"), "{err}");
@@ -256,20 +335,34 @@ fn config_errors_name_the_field_and_create_no_run() {
     let bad = dir.path().join("bad.json");
     fs::write(&bad, r#"{"epochz": 3}"#).unwrap();
     let data = msld();
-    let o = inception(dir.path(), &["train", "--data", &data, "--config", bad.to_str().unwrap()]);
+    let o = inception(
+        dir.path(),
+        &["train", "--data", &data, "--config", bad.to_str().unwrap()],
+    );
     let err = assert_clean_failure(&o);
-    assert!(err.contains("bad.json") && err.contains("unknown field `epochz`"), "{err}");
+    assert!(
+        err.contains("bad.json") && err.contains("unknown field `epochz`"),
+        "{err}"
+    );
     let o = train(dir.path(), &["--val-fraction", "1.5"]);
     let err = assert_clean_failure(&o);
     assert!(err.contains("val_fraction"), "{err}");
     let o = train(dir.path(), &["--class-weights", "1,2,3"]);
     let err = assert_clean_failure(&o);
     assert!(err.contains("3 numbers for 2 classes"), "{err}");
-    let o = inception(dir.path(), &["train", "--data", "nowhere", "--config", &smoke()]);
+    let o = inception(
+        dir.path(),
+        &["train", "--data", "nowhere", "--config", &smoke()],
+    );
     let err = assert_clean_failure(&o);
     assert!(err.contains("nowhere"), "{err}");
     let runs: Vec<PathBuf> = fs::read_dir(dir.path().join("runs"))
-        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.join("metrics.csv").exists()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.join("metrics.csv").exists())
+                .collect()
+        })
         .unwrap_or_default();
     assert!(runs.is_empty(), "a failed start left runs: {runs:?}");
 }
@@ -277,14 +370,68 @@ fn config_errors_name_the_field_and_create_no_run() {
 #[test]
 fn kfold_flags_choose_the_validation_fold() {
     let dir = tempfile::tempdir().unwrap();
-    let o = train(dir.path(), &["--folds", "4", "--fold", "1", "--no-augment", "--out", "k"]);
+    let o = train(
+        dir.path(),
+        &["--folds", "4", "--fold", "1", "--no-augment", "--out", "k"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("fold 1 of 4"), "{}", stdout(&o));
     let split: SplitFiles =
-        serde_json::from_str(&fs::read_to_string(dir.path().join("k/split.json")).unwrap()).unwrap();
+        serde_json::from_str(&fs::read_to_string(dir.path().join("k/split.json")).unwrap())
+            .unwrap();
     let v = split.val.len() as f64;
     assert!((v - 183.0 / 4.0).abs() <= 6.0, "{v}");
     let cfg = TrainConfig::from_file(&dir.path().join("k/config.json")).unwrap();
     assert_eq!((cfg.folds, cfg.fold), (Some(4), 1));
     assert_eq!(cfg.augment, inception::data::transform::Augment::none());
+}
+
+#[test]
+fn init_starts_from_an_imported_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = common::fixtures().join("googlenet_2.safetensors");
+    let o = inception(
+        dir.path(),
+        &[
+            "import",
+            "--arch",
+            "googlenet",
+            "--weights",
+            weights.to_str().unwrap(),
+            "--classes",
+            "x,y",
+            "--transform-input",
+            "--out",
+            "start.pt",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = train(
+        dir.path(),
+        &[
+            "--arch",
+            "googlenet",
+            "--aux-logits",
+            "true",
+            "--init",
+            "start.pt",
+            "--out",
+            "r",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("init: 364 tensors from start.pt; 0 start fresh"),
+        "{out}"
+    );
+    let best = checkpoint::load(&dir.path().join("r/best.pt"), Device::Cpu).unwrap();
+    assert!(
+        best.meta.transform_input,
+        "transform_input comes from the init checkpoint"
+    );
+    // A checkpoint of another network is refused.
+    let o = train(dir.path(), &["--init", "start.pt", "--out", "s"]);
+    let err = assert_clean_failure(&o);
+    assert!(err.contains("a googlenet checkpoint, not seed"), "{err}");
 }

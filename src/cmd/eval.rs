@@ -73,11 +73,20 @@ pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
         bail!("no images to measure in {} ({split})", root.display());
     }
     let size = ckpt.meta.image_size as u32;
-    let prepared = prepare(&samples, size, DEFAULT_CACHE_BYTES, a.skip_bad, default_threads())?;
+    let prepared = prepare(
+        &samples,
+        size,
+        DEFAULT_CACHE_BYTES,
+        a.skip_bad,
+        default_threads(),
+    )?;
     if prepared.good.is_empty() {
         bail!("none of the {} images could be read", samples.len());
     }
-    let transform = EvalTransform { image_size: size, normalization: ckpt.meta.normalization };
+    let transform = EvalTransform {
+        image_size: size,
+        normalization: ckpt.meta.normalization,
+    };
     let loader = eval_loader(prepared.store, Arc::new(samples), transform, a.batch_size);
     let (probs, labels) = predict_all(&ckpt.model, &loader, &prepared.good, device)?;
     Ok(EvalReport {
@@ -110,15 +119,27 @@ pub fn render(r: &EvalReport) -> String {
         out += &format!("skipped: {s}\n");
     }
     out += &format!("accuracy {:.4}   loss {:.4}\n\n", e.accuracy, e.loss);
-    let width = e.per_class.iter().map(|m| m.class.chars().count()).max().unwrap_or(0).max(12);
-    out += &format!("{:<width$}  {:>9}  {:>7}  {:>7}  {:>7}\n", "", "precision", "recall", "f1", "support");
+    let width = e
+        .per_class
+        .iter()
+        .map(|m| m.class.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(12);
+    out += &format!(
+        "{:<width$}  {:>9}  {:>7}  {:>7}  {:>7}\n",
+        "", "precision", "recall", "f1", "support"
+    );
     for m in &e.per_class {
         out += &format!(
             "{:<width$}  {:>9.4}  {:>7.4}  {:>7.4}  {:>7}\n",
             m.class, m.precision, m.recall, m.f1, m.support
         );
     }
-    for (name, avg) in [("macro avg", &e.macro_avg), ("weighted avg", &e.weighted_avg)] {
+    for (name, avg) in [
+        ("macro avg", &e.macro_avg),
+        ("weighted avg", &e.weighted_avg),
+    ] {
         out += &format!(
             "{name:<width$}  {:>9.4}  {:>7.4}  {:>7.4}  {:>7}\n",
             avg.precision, avg.recall, avg.f1, e.images

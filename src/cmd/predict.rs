@@ -34,6 +34,8 @@ pub struct PredictConfig {
     pub images: Vec<PathBuf>,
     /// Arguments that named nothing readable, with the reason.
     pub missing: Vec<String>,
+    /// Unreadable images are listed as skipped and do not fail the run.
+    pub skip_bad: bool,
 }
 
 impl PredictConfig {
@@ -66,6 +68,7 @@ impl PredictConfig {
             device: device::resolve(&args.device)?,
             images,
             missing,
+            skip_bad: args.skip_bad,
         })
     }
 }
@@ -101,11 +104,16 @@ pub fn expand(args: &[String]) -> (Vec<PathBuf>, Vec<String>) {
 }
 
 fn walk_images(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
     paths.sort();
     for p in paths {
-        let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        let hidden = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
         if hidden {
             continue;
         }
@@ -142,7 +150,10 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let (predictions, failures) = predict(&ckpt, &cfg)?;
     print!("{}", render(&predictions, cfg.format)?);
     let total = cfg.images.len() + cfg.missing.len();
-    let failed = failures + cfg.missing.len();
+    if cfg.skip_bad && failures > 0 {
+        eprintln!("skipped {failures} unreadable image(s) of {total} (listed above)");
+    }
+    let failed = if cfg.skip_bad { 0 } else { failures } + cfg.missing.len();
     if failed > 0 {
         bail!("{failed} of {total} inputs could not be read (listed above)");
     }
@@ -162,8 +173,11 @@ pub fn render(predictions: &[Prediction], format: Format) -> Result<String> {
                     .skip(1)
                     .map(|s| format!("{} {:.4}", s.class, s.probability))
                     .collect();
-                let rest =
-                    if rest.is_empty() { String::new() } else { format!("  ({})", rest.join(", ")) };
+                let rest = if rest.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", rest.join(", "))
+                };
                 out += &format!("{}: {} {:.4}{rest}\n", p.path, p.class, p.probability);
             }
         }
@@ -216,7 +230,8 @@ pub fn predict(ckpt: &Checkpoint, cfg: &PredictConfig) -> Result<(Vec<Prediction
                     paths.push(path);
                 }
                 Err(e) => {
-                    eprintln!("error: {}", crate::cmd::error_line(&e));
+                    let what = if cfg.skip_bad { "skipped" } else { "error" };
+                    eprintln!("{what}: {}", crate::cmd::error_line(&e));
                     failures += 1;
                 }
             }

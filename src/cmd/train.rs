@@ -18,12 +18,34 @@ pub fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) -> Result<()> {
         ($($field:ident),*) => { $( if let Some(v) = &a.$field { cfg.$field = v.clone(); } )* };
     }
     set!(
-        arch, aux_logits, image_size, epochs, batch_size, optimizer, lr, momentum, weight_decay,
-        schedule, warmup_epochs, step_size, step_gamma, label_smoothing, seed, device,
-        val_fraction, group_by, fold, patience, cache_gib, workers
+        arch,
+        aux_logits,
+        image_size,
+        epochs,
+        batch_size,
+        optimizer,
+        lr,
+        momentum,
+        weight_decay,
+        schedule,
+        warmup_epochs,
+        step_size,
+        step_gamma,
+        label_smoothing,
+        seed,
+        device,
+        val_fraction,
+        group_by,
+        fold,
+        patience,
+        cache_gib,
+        workers
     );
     if a.folds.is_some() {
         cfg.folds = a.folds;
+    }
+    if a.init.is_some() {
+        cfg.init = a.init.clone();
     }
     if let Some(w) = &a.class_weights {
         cfg.class_weights = ClassWeights::parse(w)?;
@@ -54,11 +76,17 @@ pub fn job(a: &TrainArgs) -> Result<TrainJob> {
     config.validate().context("training config")?;
     run_dir.check()?;
     let device = device::resolve(&config.device)?;
-    Ok(TrainJob { config, data, run_dir, device, resume: a.resume.clone() })
+    Ok(TrainJob {
+        config,
+        data,
+        run_dir,
+        device,
+        resume: a.resume.clone(),
+    })
 }
 
 /// A resumed run keeps its config and dataset; only --epochs, --patience and --device change.
-fn resume_config(a: &TrainArgs, last: &PathBuf) -> Result<(TrainConfig, RunDir, PathBuf)> {
+fn resume_config(a: &TrainArgs, last: &std::path::Path) -> Result<(TrainConfig, RunDir, PathBuf)> {
     let changed = a.config.is_some()
         || a.out.is_some()
         || a.arch.is_some()
@@ -80,7 +108,8 @@ fn resume_config(a: &TrainArgs, last: &PathBuf) -> Result<(TrainConfig, RunDir, 
         || a.group_by.is_some()
         || a.folds.is_some()
         || a.fold.is_some()
-        || a.no_augment;
+        || a.no_augment
+        || a.init.is_some();
     if changed {
         bail!("--resume continues a run as it was configured: only --epochs, --patience, --device, --workers, --cache-gib and --skip-bad may be given with it");
     }
@@ -97,7 +126,10 @@ fn resume_config(a: &TrainArgs, last: &PathBuf) -> Result<(TrainConfig, RunDir, 
         cfg.device = d.clone();
     }
     cfg.skip_bad |= a.skip_bad;
-    let dir = last.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let dir = last
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     Ok((cfg, RunDir::Resumed(dir), PathBuf::from(record.dataset)))
 }
 
@@ -119,7 +151,10 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         None => println!("no epoch was run"),
     }
     if summary.stopped_early {
-        println!("stopped early: {} epochs without improvement", job.config.patience);
+        println!(
+            "stopped early: {} epochs without improvement",
+            job.config.patience
+        );
     }
     let d = summary.run_dir.display();
     println!("wrote {d}/best.pt, {d}/last.pt, {d}/metrics.csv, {d}/config.json, {d}/split.json");

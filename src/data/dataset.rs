@@ -51,7 +51,10 @@ impl Dataset {
                 Ok(Dataset {
                     root: root.to_path_buf(),
                     classes: train.classes,
-                    split: Split { train: (0..n).collect(), val: (n..samples.len()).collect() },
+                    split: Split {
+                        train: (0..n).collect(),
+                        val: (n..samples.len()).collect(),
+                    },
                     samples,
                     split_note: format!("given by {}", val.root.display()),
                     ignored: train.ignored.len() + val.ignored.len(),
@@ -70,7 +73,11 @@ impl Dataset {
                         format!("val fraction {}", cfg.val_fraction),
                     ),
                 };
-                let note = format!("{note}, grouped by {}, seed {}", group_note(&cfg.group_by), cfg.seed);
+                let note = format!(
+                    "{note}, grouped by {}, seed {}",
+                    group_note(&cfg.group_by),
+                    cfg.seed
+                );
                 Ok(Dataset {
                     root: root.to_path_buf(),
                     classes: f.classes,
@@ -99,23 +106,37 @@ impl Dataset {
             root: root.to_path_buf(),
             classes,
             samples,
-            split: Split { train: vec![], val: (0..n).collect() },
+            split: Split {
+                train: vec![],
+                val: (0..n).collect(),
+            },
             split_note: "every image".into(),
             ignored,
         })
     }
 
     /// The dataset a checkpoint recorded: its folder and the files of its split.
-    pub fn from_split_files(root: &Path, classes: &[String], files: &SplitFiles) -> Result<Dataset> {
+    pub fn from_split_files(
+        root: &Path,
+        classes: &[String],
+        files: &SplitFiles,
+    ) -> Result<Dataset> {
         let mut samples = vec![];
         let mut side = |entries: &[FileEntry]| -> Result<Vec<usize>> {
             let mut idx = vec![];
             for e in entries {
                 let Some(label) = classes.iter().position(|c| *c == e.class) else {
-                    bail!("split file {}: class {:?} is not one of {classes:?}", e.path, e.class);
+                    bail!(
+                        "split file {}: class {:?} is not one of {classes:?}",
+                        e.path,
+                        e.class
+                    );
                 };
                 idx.push(samples.len());
-                samples.push(Sample { path: root.join(&e.path), label });
+                samples.push(Sample {
+                    path: root.join(&e.path),
+                    label,
+                });
             }
             Ok(idx)
         };
@@ -145,7 +166,10 @@ impl Dataset {
                 })
                 .collect()
         };
-        SplitFiles { train: entries(&self.split.train), val: entries(&self.split.val) }
+        SplitFiles {
+            train: entries(&self.split.train),
+            val: entries(&self.split.val),
+        }
     }
 
     /// Decodes every image of the split once (see [`prepare`]), leaving out unreadable ones
@@ -156,7 +180,13 @@ impl Dataset {
         cache_bytes: u64,
         skip_bad: bool,
     ) -> Result<Prepared> {
-        let p = prepare(&self.samples, image_size, cache_bytes, skip_bad, default_threads())?;
+        let p = prepare(
+            &self.samples,
+            image_size,
+            cache_bytes,
+            skip_bad,
+            default_threads(),
+        )?;
         if !p.bad.is_empty() {
             let bad: std::collections::HashSet<&PathBuf> = p.bad.iter().map(|b| &b.path).collect();
             let keep = |v: &mut Vec<usize>, s: &[Sample]| v.retain(|&i| !bad.contains(&s[i].path));
@@ -171,7 +201,8 @@ impl Dataset {
 
     /// The scan report: images per class and side, files skipped or ignored, image sizes.
     pub fn report(&self, prepared: &Prepared) -> String {
-        let count = |idx: &[usize], c: usize| idx.iter().filter(|&&i| self.samples[i].label == c).count();
+        let count =
+            |idx: &[usize], c: usize| idx.iter().filter(|&&i| self.samples[i].label == c).count();
         let (train, val) = (&self.split.train, &self.split.val);
         let mut out = format!(
             "data: {} — {} classes, {} images ({} unreadable skipped, {} other files ignored)\n",
@@ -181,7 +212,12 @@ impl Dataset {
             prepared.bad.len(),
             self.ignored
         );
-        let width = self.classes.iter().map(|c| c.chars().count()).max().unwrap_or(0);
+        let width = self
+            .classes
+            .iter()
+            .map(|c| c.chars().count())
+            .max()
+            .unwrap_or(0);
         for (c, name) in self.classes.iter().enumerate() {
             let (t, v) = (count(train, c), count(val, c));
             out += &format!("  {name:<width$}  {:>5}  (train {t}, val {v})\n", t + v);

@@ -239,6 +239,39 @@ impl Model {
     }
 }
 
+/// What [`Model::init_from`] copied and what it left as initialised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitReport {
+    pub copied: Vec<String>,
+    /// Variables whose shape differs (the class layers when the class count changes) or that
+    /// the source lacks.
+    pub kept: Vec<String>,
+}
+
+impl Model {
+    /// Starts from another network's weights: every variable with the same name and shape is
+    /// copied (fine-tuning from, say, torchvision's ImageNet GoogLeNet); the rest keep their
+    /// initialisation.
+    pub fn init_from(&mut self, source: &Model) -> Result<InitReport> {
+        let src = source.state_dict();
+        let (mut copied, mut kept) = (vec![], vec![]);
+        tch::no_grad(|| -> Result<()> {
+            for (k, var) in self.state_dict() {
+                match src.get(&k) {
+                    Some(t) if t.size() == var.size() => {
+                        let t = t.f_to_kind(var.kind())?.f_to_device(var.device())?;
+                        var.shallow_clone().f_copy_(&t)?;
+                        copied.push(k);
+                    }
+                    _ => kept.push(k),
+                }
+            }
+            Ok(())
+        })?;
+        Ok(InitReport { copied, kept })
+    }
+}
+
 /// Errors when `size` is below what `arch` accepts.
 pub fn check_image_size(arch: Arch, size: i64) -> Result<()> {
     let min = arch.min_image_size();

@@ -64,30 +64,81 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
 
     let classes = data.classes.clone();
     let counts: Vec<usize> = (0..classes.len())
-        .map(|c| data.split.train.iter().filter(|&&i| data.samples[i].label == c).count())
+        .map(|c| {
+            data.split
+                .train
+                .iter()
+                .filter(|&&i| data.samples[i].label == c)
+                .count()
+        })
         .collect();
     let weights = match cfg.class_weights.resolve(&counts)? {
-        Some(w) => Some(Tensor::f_from_slice(&w)?.f_to_kind(Kind::Float)?.f_to_device(job.device)?),
+        Some(w) => Some(
+            Tensor::f_from_slice(&w)?
+                .f_to_kind(Kind::Float)?
+                .f_to_device(job.device)?,
+        ),
         None => None,
     };
+    let init = match &cfg.init {
+        Some(path) => Some(checkpoint::load(path, job.device)?),
+        None => None,
+    };
+    if let (Some(src), Some(path)) = (&init, &cfg.init) {
+        if src.meta.arch != cfg.arch {
+            bail!(
+                "--init {}: a {} checkpoint, not {}",
+                path.display(),
+                src.meta.arch,
+                cfg.arch
+            );
+        }
+    }
     let net = NetConfig {
         aux_logits: cfg.aux_logits,
+        transform_input: init.as_ref().is_some_and(|c| c.meta.transform_input),
         ..NetConfig::new(cfg.arch, classes.len() as i64)
     };
     tch::manual_seed(mix(&[cfg.seed, u64::MAX, 0]) as i64);
-    let model = Model::new(net, job.device)?;
+    let mut model = Model::new(net, job.device)?;
+    if let (Some(src), None) = (&init, &job.resume) {
+        let report = model.init_from(&src.model)?;
+        println!(
+            "init: {} tensors from {}; {} start fresh ({})",
+            report.copied.len(),
+            cfg.init
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            report.kept.len(),
+            report.kept.join(", ")
+        );
+    }
     let mut opt = Optimizer::new(&model, cfg.optimizer, cfg.momentum, cfg.weight_decay)?;
-    let mut state = ResumeState { optimizer_step: 0, best: None, epochs_since_best: 0 };
+    let mut state = ResumeState {
+        optimizer_step: 0,
+        best: None,
+        epochs_since_best: 0,
+    };
     let mut start_epoch = 0;
-    let mut model = model;
     if let Some(path) = &job.resume {
         let ckpt = checkpoint::load(path, job.device)?;
-        let record = ckpt.meta.training.as_ref().context("not a checkpoint written by training")?;
+        let record = ckpt
+            .meta
+            .training
+            .as_ref()
+            .context("not a checkpoint written by training")?;
         let resume = record.resume.clone().with_context(|| {
-            format!("{} has no resume state (resume from last.pt)", path.display())
+            format!(
+                "{} has no resume state (resume from last.pt)",
+                path.display()
+            )
         })?;
         if record.split != split_files {
-            bail!("{}: the dataset or its split differs from the run's", path.display());
+            bail!(
+                "{}: the dataset or its split differs from the run's",
+                path.display()
+            );
         }
         model = ckpt.model;
         opt = Optimizer::new(&model, cfg.optimizer, cfg.momentum, cfg.weight_decay)?;
@@ -99,15 +150,22 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
 
     let run = job.run_dir.create()?;
     println!("run folder: {}", run.display());
-    let write = |name: &str, text: String| checkpoint::write_atomic(&run.join(name), text.as_bytes());
+    let write =
+        |name: &str, text: String| checkpoint::write_atomic(&run.join(name), text.as_bytes());
     write("config.json", serde_json::to_string_pretty(cfg)? + "\n")?;
-    write("split.json", serde_json::to_string_pretty(&split_files)? + "\n")?;
+    write(
+        "split.json",
+        serde_json::to_string_pretty(&split_files)? + "\n",
+    )?;
     let metrics_path = run.join("metrics.csv");
     let mut rows = read_rows(&metrics_path, start_epoch)?;
 
-
     let samples = Arc::new(data.samples.clone());
-    let workers = if cfg.workers == 0 { default_threads() } else { cfg.workers };
+    let workers = if cfg.workers == 0 {
+        default_threads()
+    } else {
+        cfg.workers
+    };
     let loader = |mode: Mode, drop_last: bool| Loader {
         store: Arc::clone(&prepared.store),
         samples: Arc::clone(&samples),
@@ -118,7 +176,10 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
         seed: cfg.seed,
         drop_last,
     };
-    let eval_tf = EvalTransform { image_size, normalization: cfg.normalization };
+    let eval_tf = EvalTransform {
+        image_size,
+        normalization: cfg.normalization,
+    };
     // A last training batch of one image would break BatchNorm: dropped when it would be one.
     let drop_last = data.split.train.len() % cfg.batch_size == 1;
     let train_loader = loader(
@@ -196,7 +257,10 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
             record.seconds
         );
         rows.push(record.csv_row());
-        write("metrics.csv", format!("{}\n{}\n", EpochRecord::CSV_HEADER, rows.join("\n")))?;
+        write(
+            "metrics.csv",
+            format!("{}\n{}\n", EpochRecord::CSV_HEADER, rows.join("\n")),
+        )?;
         let improved = state.best.is_none_or(|b| b.beaten_by(&record));
         if improved {
             state.best = Some(Best {
@@ -222,7 +286,12 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
         }
         None => None,
     };
-    Ok(RunSummary { run_dir: run, best, epochs_run, stopped_early })
+    Ok(RunSummary {
+        run_dir: run,
+        best,
+        epochs_run,
+        stopped_early,
+    })
 }
 
 /// The rows of an existing `metrics.csv` up to `epochs` (a resumed run drops rows written
@@ -236,7 +305,10 @@ fn read_rows(path: &Path, epochs: u64) -> Result<Vec<String>> {
         .lines()
         .skip(1)
         .filter(|l| {
-            l.split(',').next().and_then(|e| e.parse::<u64>().ok()).is_some_and(|e| e <= epochs)
+            l.split(',')
+                .next()
+                .and_then(|e| e.parse::<u64>().ok())
+                .is_some_and(|e| e <= epochs)
         })
         .map(str::to_string)
         .collect())
@@ -287,10 +359,18 @@ fn train_epoch(
         let n = batch.indices.len();
         loss_sum += value * n as f64;
         seen += n;
-        correct += out.logits.f_argmax(-1, false)?.f_eq_tensor(&y)?.f_sum(Kind::Int64)?.int64_value(&[]);
+        correct += out
+            .logits
+            .f_argmax(-1, false)?
+            .f_eq_tensor(&y)?
+            .f_sum(Kind::Int64)?
+            .int64_value(&[]);
         if let Some(bar) = &bar {
             let rate = seen as f64 / started.elapsed().as_secs_f64();
-            bar.set_message(format!("loss {:.4}  {rate:.1} img/s", loss_sum / seen as f64));
+            bar.set_message(format!(
+                "loss {:.4}  {rate:.1} img/s",
+                loss_sum / seen as f64
+            ));
             bar.inc(1);
         }
     }
@@ -299,7 +379,12 @@ fn train_epoch(
     }
     let secs = started.elapsed().as_secs_f64();
     let seen_f = seen.max(1) as f64;
-    Ok((loss_sum / seen_f, correct as f64 / seen_f, lr, seen as f64 / secs))
+    Ok((
+        loss_sum / seen_f,
+        correct as f64 / seen_f,
+        lr,
+        seen as f64 / secs,
+    ))
 }
 
 /// Probabilities of every image in `indices`, in order, with their labels.
@@ -314,7 +399,10 @@ pub fn predict_all(
     for batch in loader.batches(indices, 0) {
         let batch = batch?;
         let x = batch.images.f_to_device(device)?;
-        let p = model.forward_t(&x, false)?.logits.f_softmax(-1, Kind::Double)?;
+        let p = model
+            .forward_t(&x, false)?
+            .logits
+            .f_softmax(-1, Kind::Double)?;
         probs.extend(Vec::<Vec<f64>>::try_from(p.f_to_device(Device::Cpu)?)?);
         labels.extend(batch.indices.iter().map(|&i| loader.samples[i].label));
     }

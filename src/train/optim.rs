@@ -38,7 +38,12 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
-    pub fn new(model: &Model, kind: OptimizerKind, momentum: f64, weight_decay: f64) -> Result<Self> {
+    pub fn new(
+        model: &Model,
+        kind: OptimizerKind,
+        momentum: f64,
+        weight_decay: f64,
+    ) -> Result<Self> {
         let buffers = match kind {
             OptimizerKind::Sgd => 1,
             OptimizerKind::Adamw => 2,
@@ -51,10 +56,21 @@ impl Optimizer {
                 let bufs = (0..buffers)
                     .map(|_| tensor.f_zeros_like())
                     .collect::<std::result::Result<Vec<_>, _>>()?;
-                Ok(Param { decay: tensor.dim() > 1, name, tensor, buffers: bufs })
+                Ok(Param {
+                    decay: tensor.dim() > 1,
+                    name,
+                    tensor,
+                    buffers: bufs,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Optimizer { kind, params, momentum, weight_decay, step: 0 })
+        Ok(Optimizer {
+            kind,
+            params,
+            momentum,
+            weight_decay,
+            step: 0,
+        })
     }
 
     pub fn zero_grad(&mut self) {
@@ -91,10 +107,17 @@ impl Optimizer {
                     }
                     let (m, v) = p.buffers.split_at_mut(1);
                     let (m, v) = (&mut m[0], &mut v[0]);
-                    let _ = m.f_mul_scalar_(BETA1)?.f_add_(&g.f_mul_scalar(1.0 - BETA1)?)?;
-                    let _ = v.f_mul_scalar_(BETA2)?.f_add_(&g.f_mul(&g)?.f_mul_scalar(1.0 - BETA2)?)?;
+                    let _ = m
+                        .f_mul_scalar_(BETA1)?
+                        .f_add_(&g.f_mul_scalar(1.0 - BETA1)?)?;
+                    let _ = v
+                        .f_mul_scalar_(BETA2)?
+                        .f_add_(&g.f_mul(&g)?.f_mul_scalar(1.0 - BETA2)?)?;
                     let step_size = lr / (1.0 - BETA1.powi(t));
-                    let denom = v.f_sqrt()?.f_div_scalar((1.0 - BETA2.powi(t)).sqrt())?.f_add_scalar(EPS)?;
+                    let denom = v
+                        .f_sqrt()?
+                        .f_div_scalar((1.0 - BETA2.powi(t)).sqrt())?
+                        .f_add_scalar(EPS)?;
                     let _ = w.f_sub_(&m.f_div(&denom)?.f_mul_scalar(step_size)?)?;
                 }
             }
@@ -125,9 +148,14 @@ impl Optimizer {
                     bail!("optimizer state {key} is missing");
                 };
                 if src.size() != buf.size() {
-                    bail!("optimizer state {key}: expected {:?}, got {:?}", buf.size(), src.size());
+                    bail!(
+                        "optimizer state {key}: expected {:?}, got {:?}",
+                        buf.size(),
+                        src.size()
+                    );
                 }
-                buf.f_copy_(&src.f_to_device(buf.device())?).with_context(|| key.clone())?;
+                buf.f_copy_(&src.f_to_device(buf.device())?)
+                    .with_context(|| key.clone())?;
             }
         }
         self.step = step;
@@ -151,7 +179,12 @@ pub fn learning_rate(cfg: &crate::config::TrainConfig, t: f64) -> f64 {
     }
     match cfg.schedule {
         Schedule::Constant => cfg.lr,
-        Schedule::Step => cfg.lr * cfg.step_gamma.powi((t / cfg.step_size as f64).floor() as i32),
+        Schedule::Step => {
+            cfg.lr
+                * cfg
+                    .step_gamma
+                    .powi((t / cfg.step_size as f64).floor() as i32)
+        }
         Schedule::Cosine => {
             let span = (cfg.epochs as f64 - warm).max(1.0);
             let progress = ((t - warm) / span).clamp(0.0, 1.0);

@@ -24,8 +24,15 @@ impl RunDir {
     /// Fails early when an `--out` folder already holds files.
     pub fn check(&self) -> Result<()> {
         if let RunDir::Exact(p) = self {
-            if p.exists() && fs::read_dir(p).map(|mut d| d.next().is_some()).unwrap_or(true) {
-                bail!("--out {} exists and is not empty; runs are never overwritten", p.display());
+            if p.exists()
+                && fs::read_dir(p)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(true)
+            {
+                bail!(
+                    "--out {} exists and is not empty; runs are never overwritten",
+                    p.display()
+                );
             }
         }
         Ok(())
@@ -44,13 +51,19 @@ impl RunDir {
                 let runs = Path::new(RUNS);
                 fs::create_dir_all(runs).with_context(|| format!("creating {}", runs.display()))?;
                 for n in 1u32..=u32::MAX {
-                    let name = if n == 1 { "train".to_string() } else { format!("train-{n}") };
+                    let name = if n == 1 {
+                        "train".to_string()
+                    } else {
+                        format!("train-{n}")
+                    };
                     let p = runs.join(name);
                     // create_dir fails if it exists: claiming a name is atomic.
                     match fs::create_dir(&p) {
                         Ok(()) => return Ok(p),
                         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                        Err(e) => return Err(e).with_context(|| format!("creating {}", p.display())),
+                        Err(e) => {
+                            return Err(e).with_context(|| format!("creating {}", p.display()))
+                        }
                     }
                 }
                 bail!("no free run folder name under {}", runs.display())
@@ -63,7 +76,10 @@ impl RunDir {
 pub fn latest_best(runs: &Path) -> Result<PathBuf> {
     let mut found: Option<(SystemTime, PathBuf)> = None;
     let entries = fs::read_dir(runs).with_context(|| {
-        format!("no --checkpoint given and no {} folder to take the latest run from", runs.display())
+        format!(
+            "no --checkpoint given and no {} folder to take the latest run from",
+            runs.display()
+        )
     })?;
     for entry in entries.flatten() {
         let best = entry.path().join("best.pt");
@@ -75,6 +91,9 @@ pub fn latest_best(runs: &Path) -> Result<PathBuf> {
     }
     match found {
         Some((_, p)) => Ok(p),
-        None => bail!("no --checkpoint given and no run under {} has a best.pt", runs.display()),
+        None => bail!(
+            "no --checkpoint given and no run under {} has a best.pt",
+            runs.display()
+        ),
     }
 }
