@@ -68,10 +68,10 @@ pub struct ImportArgs {
     #[arg(long, default_value_t = 224)]
     pub image_size: i64,
     /// Per-channel mean for normalisation (default ImageNet's).
-    #[arg(long, value_delimiter = ',', num_args = 3)]
+    #[arg(long, value_delimiter = ',')]
     pub mean: Option<Vec<f64>>,
     /// Per-channel std for normalisation (default ImageNet's).
-    #[arg(long, value_delimiter = ',', num_args = 3)]
+    #[arg(long, value_delimiter = ',')]
     pub std: Option<Vec<f64>>,
     /// GoogLeNet: apply torchvision's transform_input re-normalisation, as its ImageNet
     /// weights expect.
@@ -194,9 +194,43 @@ pub struct TrainArgs {
     /// Skip (and list) images that cannot be decoded instead of stopping.
     #[arg(long)]
     pub skip_bad: bool,
-    /// Train without augmentation (the eval transform).
+    /// Train without augmentation (the eval transform); the augmentation flags below then
+    /// switch single parts back on.
     #[arg(long)]
     pub no_augment: bool,
+    /// Random resized crop: the range of the crop's share of the image area, MIN,MAX.
+    #[arg(long, value_delimiter = ',', value_name = "MIN,MAX")]
+    pub crop_scale: Option<Vec<f64>>,
+    /// Random resized crop: the range of the crop's aspect ratio, MIN,MAX.
+    #[arg(long, value_delimiter = ',', value_name = "MIN,MAX")]
+    pub crop_ratio: Option<Vec<f64>>,
+    /// No random resized crop: resize and centre crop as in eval.
+    #[arg(long)]
+    pub no_crop: bool,
+    /// Probability of a horizontal flip.
+    #[arg(long)]
+    pub hflip: Option<f64>,
+    /// Probability of a vertical flip.
+    #[arg(long)]
+    pub vflip: Option<f64>,
+    /// Rotation by up to ± this many degrees.
+    #[arg(long)]
+    pub rotation: Option<f64>,
+    /// Colour jitter: brightness factor range 1 ± x.
+    #[arg(long)]
+    pub brightness: Option<f64>,
+    /// Colour jitter: contrast factor range 1 ± x.
+    #[arg(long)]
+    pub contrast: Option<f64>,
+    /// Colour jitter: saturation factor range 1 ± x.
+    #[arg(long)]
+    pub saturation: Option<f64>,
+    /// Normalisation mean per channel, R,G,B.
+    #[arg(long, value_delimiter = ',', value_name = "R,G,B")]
+    pub mean: Option<Vec<f64>>,
+    /// Normalisation std per channel, R,G,B.
+    #[arg(long, value_delimiter = ',', value_name = "R,G,B")]
+    pub std: Option<Vec<f64>>,
     /// Start from a checkpoint's weights (e.g. torchvision's ImageNet GoogLeNet after
     /// `inception import`); layers whose shape differs start fresh.
     #[arg(long, value_name = "CKPT")]

@@ -143,8 +143,7 @@ fn shape_walk_below_the_minimum_fails_in_the_layer_walk_itself() {
     for a in [Arch::Seed, Arch::Googlenet] {
         let min = a.min_image_size();
         let model = Model::new(NetConfig::new(a, 2), Device::Cpu).unwrap();
-        // summary() checks the constant first; walk a size under it through forward's layers
-        // by asking for the smallest size the walk accepts.
+        // Walk the layers directly (summary() checks the constant first).
         let walks = |s: i64| {
             let mut w = Walker::new([3, s, s]);
             model.describe(&mut w).is_ok()

@@ -383,7 +383,44 @@ fn kfold_flags_choose_the_validation_fold() {
     assert!((v - 183.0 / 4.0).abs() <= 6.0, "{v}");
     let cfg = TrainConfig::from_file(&dir.path().join("k/config.json")).unwrap();
     assert_eq!((cfg.folds, cfg.fold), (Some(4), 1));
-    assert_eq!(cfg.augment, inception::data::transform::Augment::none());
+    let augment = inception::data::transform::Augment {
+        rotation: 5.0,
+        ..inception::data::transform::Augment::none()
+    };
+    assert_eq!(cfg.augment, augment);
+    assert_eq!(cfg.normalization.mean, [0.5, 0.5, 0.5]);
+    let best = checkpoint::load(&dir.path().join("k/best.pt"), Device::Cpu).unwrap();
+    assert_eq!(best.meta.normalization.mean, [0.5, 0.5, 0.5]);
+}
+
+#[test]
+fn patience_stops_a_run_after_that_many_epochs_without_improvement() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = train(dir.path(), &["--epochs", "6", "--patience", "1", "--out", "p"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Replay the rule on the recorded metrics: stop once an epoch fails to beat the best.
+    let text = fs::read_to_string(dir.path().join("p/metrics.csv")).unwrap();
+    let rows: Vec<(f64, f64)> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let v: Vec<f64> = l.split(',').map(|x| x.parse().unwrap()).collect();
+            (v[5], v[3])
+        })
+        .collect();
+    let mut best: Option<(f64, f64)> = None;
+    let mut expected = 6;
+    for (i, &(f1, loss)) in rows.iter().enumerate() {
+        let better = best.is_none_or(|(bf, bl)| f1 > bf || (f1 == bf && loss < bl));
+        if better {
+            best = Some((f1, loss));
+        } else {
+            expected = i + 1;
+            break;
+        }
+    }
+    assert_eq!(rows.len(), expected, "{text}");
+    assert_eq!(stdout(&o).contains("stopped early"), expected < 6, "{}", stdout(&o));
 }
 
 #[test]

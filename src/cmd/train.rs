@@ -56,6 +56,40 @@ pub fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) -> Result<()> {
     if a.no_augment {
         cfg.augment = Augment::none();
     }
+    let n = |flag: &str, v: &Option<Vec<f64>>, want: usize| match v {
+        Some(v) if v.len() != want => bail!("--{flag} takes {want} comma-separated numbers, got {}", v.len()),
+        _ => Ok(()),
+    };
+    n("crop-scale", &a.crop_scale, 2)?;
+    n("crop-ratio", &a.crop_ratio, 2)?;
+    n("mean", &a.mean, 3)?;
+    n("std", &a.std, 3)?;
+    let aug = &mut cfg.augment;
+    if a.no_crop {
+        aug.random_resized_crop = None;
+    }
+    if let Some([lo, hi]) = a.crop_scale.as_deref() {
+        aug.random_resized_crop.get_or_insert_with(Default::default).scale = [*lo, *hi];
+    }
+    if let Some([lo, hi]) = a.crop_ratio.as_deref() {
+        aug.random_resized_crop.get_or_insert_with(Default::default).ratio = [*lo, *hi];
+    }
+    for (field, flag) in [
+        (&mut aug.hflip, a.hflip),
+        (&mut aug.vflip, a.vflip),
+        (&mut aug.rotation, a.rotation),
+        (&mut aug.brightness, a.brightness),
+        (&mut aug.contrast, a.contrast),
+        (&mut aug.saturation, a.saturation),
+    ] {
+        set_if(field, flag);
+    }
+    if let Some([r, g, b]) = a.mean.as_deref() {
+        cfg.normalization.mean = [*r, *g, *b];
+    }
+    if let Some([r, g, b]) = a.std.as_deref() {
+        cfg.normalization.std = [*r, *g, *b];
+    }
     if a.arch == Some(crate::model::Arch::Seed) && a.aux_logits.is_none() {
         cfg.aux_logits = false;
     }
@@ -109,6 +143,17 @@ fn resume_config(a: &TrainArgs, last: &std::path::Path) -> Result<(TrainConfig, 
         || a.folds.is_some()
         || a.fold.is_some()
         || a.no_augment
+        || a.no_crop
+        || a.crop_scale.is_some()
+        || a.crop_ratio.is_some()
+        || a.hflip.is_some()
+        || a.vflip.is_some()
+        || a.rotation.is_some()
+        || a.brightness.is_some()
+        || a.contrast.is_some()
+        || a.saturation.is_some()
+        || a.mean.is_some()
+        || a.std.is_some()
         || a.init.is_some();
     if changed {
         bail!("--resume continues a run as it was configured: only --epochs, --patience, --device, --workers, --cache-gib and --skip-bad may be given with it");

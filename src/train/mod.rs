@@ -436,7 +436,7 @@ fn progress_bar(len: u64, epoch: u64, epochs: u64) -> Option<ProgressBar> {
     Some(bar)
 }
 
-/// The store-independent part of a loader for evaluation at `image_size`.
+/// A loader of deterministic evaluation batches over `store`'s images.
 pub fn eval_loader(
     store: Arc<Store>,
     samples: Arc<Vec<crate::data::folder::Sample>>,
