@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{OptimizerKind, Schedule};
 use crate::model::Arch;
+use crate::precision::Precision;
 
 /// Train, evaluate and run InceptionV1 (GoogLeNet) image classifiers on libtorch.
 #[derive(Debug, Parser)]
@@ -108,6 +109,9 @@ pub struct PredictArgs {
     /// Skip (and list) images that cannot be decoded; the exit code stays 0 for them.
     #[arg(long)]
     pub skip_bad: bool,
+    /// auto (bf16 on CUDA and on CPUs with native bf16, else fp32), fp32, bf16 or fp16.
+    #[arg(long, value_enum, default_value_t = Precision::Auto)]
+    pub precision: Precision,
     /// Image files, folders (walked recursively, images only) or glob patterns.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<String>,
@@ -231,6 +235,12 @@ pub struct TrainArgs {
     /// Normalisation std per channel, R,G,B.
     #[arg(long, value_delimiter = ',', value_name = "R,G,B")]
     pub std: Option<Vec<f64>>,
+    /// auto (bf16 on CUDA and on CPUs with native bf16, else fp32), fp32, bf16 or fp16.
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
+    /// Channels-last (NHWC) layout for inputs and convolution weights: true or false.
+    #[arg(long)]
+    pub channels_last: Option<bool>,
     /// Start from a checkpoint's weights (e.g. torchvision's ImageNet GoogLeNet after
     /// `inception import`); layers whose shape differs start fresh.
     #[arg(long, value_name = "CKPT")]
@@ -261,6 +271,9 @@ pub struct EvalArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// auto (bf16 on CUDA and on CPUs with native bf16, else fp32), fp32, bf16 or fp16.
+    #[arg(long, value_enum, default_value_t = Precision::Auto)]
+    pub precision: Precision,
 }
 
 /// Which recorded files `eval` measures.

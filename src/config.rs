@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::split::GroupBy;
 use crate::data::transform::{Augment, Normalization};
 use crate::model::{check_image_size, Arch};
+use crate::precision::Precision;
 
 /// The recommended recipe for MSLD, built in so that `inception train` works from any folder.
 pub const MONKEYPOX: &str = include_str!("../configs/monkeypox.json");
@@ -132,6 +133,10 @@ pub struct TrainConfig {
     pub workers: usize,
     /// Skip files that cannot be decoded, listing them, instead of stopping.
     pub skip_bad: bool,
+    /// auto, fp32, bf16 or fp16 (see `inception::precision`).
+    pub precision: Precision,
+    /// Channels-last (NHWC) layout for inputs and convolution weights.
+    pub channels_last: bool,
     /// Start from this checkpoint's weights (same arch; layers whose shape differs, such as
     /// the class layer, start fresh). Its `transform_input` is kept.
     pub init: Option<PathBuf>,
@@ -167,6 +172,8 @@ impl Default for TrainConfig {
             cache_gib: 4.0,
             workers: 0,
             skip_bad: false,
+            precision: Precision::Auto,
+            channels_last: true,
             init: None,
         }
     }

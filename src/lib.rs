@@ -6,7 +6,7 @@
 //! - [`train`]: the training loop, optimisers, run records; [`config`]: its configuration;
 //!   [`metrics`]: classification metrics.
 //! - [`checkpoint`]: the one-file checkpoint format.
-//! - [`device`]: `--device` resolution.
+//! - [`device`]: `--device` resolution; [`precision`]: `--precision` and channels-last.
 
 pub mod checkpoint;
 pub mod cli;
@@ -16,4 +16,5 @@ pub mod data;
 pub mod device;
 pub mod metrics;
 pub mod model;
+pub mod precision;
 pub mod train;

@@ -240,20 +240,49 @@ fn import_refuses_wrong_class_count_and_never_overwrites() {
 
     let o = inception(
         dir.path(),
-        &["import", "--arch", "seed", "--weights", w, "--classes", "a,b", "--mean", "0.5,0.5",
-          "--out", "m.pt"],
+        &[
+            "import",
+            "--arch",
+            "seed",
+            "--weights",
+            w,
+            "--classes",
+            "a,b",
+            "--mean",
+            "0.5,0.5",
+            "--out",
+            "m.pt",
+        ],
     );
     let err = assert_clean_failure(&o);
-    assert!(err.contains("--mean takes 3 comma-separated numbers, got 2"), "{err}");
+    assert!(
+        err.contains("--mean takes 3 comma-separated numbers, got 2"),
+        "{err}"
+    );
 
     // A custom normalisation is recorded.
     let o = inception(
         dir.path(),
-        &["import", "--arch", "seed", "--weights", w, "--classes", "a,b", "--mean", "0.5,0.4,0.3",
-          "--std", "0.2,0.2,0.2", "--out", "norm.pt"],
+        &[
+            "import",
+            "--arch",
+            "seed",
+            "--weights",
+            w,
+            "--classes",
+            "a,b",
+            "--mean",
+            "0.5,0.4,0.3",
+            "--std",
+            "0.2,0.2,0.2",
+            "--out",
+            "norm.pt",
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let meta = inception::checkpoint::load(&dir.path().join("norm.pt"), Device::Cpu).unwrap().meta;
+    let meta = inception::checkpoint::load(&dir.path().join("norm.pt"), Device::Cpu)
+        .unwrap()
+        .meta;
     assert_eq!(meta.normalization.mean, [0.5, 0.4, 0.3]);
     assert_eq!(meta.normalization.std, [0.2, 0.2, 0.2]);
 

@@ -9,7 +9,11 @@ fn classes(n: usize) -> Vec<String> {
 
 fn one_hot(pred: &[usize], k: usize) -> Vec<Vec<f64>> {
     pred.iter()
-        .map(|&p| (0..k).map(|c| if c == p { 0.8 } else { 0.2 / (k - 1) as f64 }).collect())
+        .map(|&p| {
+            (0..k)
+                .map(|c| if c == p { 0.8 } else { 0.2 / (k - 1) as f64 })
+                .collect()
+        })
         .collect()
 }
 
@@ -20,7 +24,10 @@ fn per_class_and_averaged_scores_match_a_hand_count() {
     let truth = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2];
     let pred = [0, 0, 1, 2, 1, 1, 0, 2, 2, 2];
     let e = evaluate(&classes(3), &one_hot(&pred, 3), &truth);
-    assert_eq!(e.confusion, vec![vec![2, 1, 1], vec![1, 2, 0], vec![0, 0, 3]]);
+    assert_eq!(
+        e.confusion,
+        vec![vec![2, 1, 1], vec![1, 2, 0], vec![0, 0, 3]]
+    );
     assert!((e.accuracy - 0.7).abs() < 1e-12);
     let p = [2.0 / 3.0, 2.0 / 3.0, 3.0 / 4.0];
     let r = [0.5, 2.0 / 3.0, 1.0];
@@ -31,7 +38,10 @@ fn per_class_and_averaged_scores_match_a_hand_count() {
         let f1 = 2.0 * p[c] * r[c] / (p[c] + r[c]);
         assert!((m.f1 - f1).abs() < 1e-12, "f1 {c}");
     }
-    assert_eq!(e.per_class.iter().map(|m| m.support).collect::<Vec<_>>(), vec![4, 3, 3]);
+    assert_eq!(
+        e.per_class.iter().map(|m| m.support).collect::<Vec<_>>(),
+        vec![4, 3, 3]
+    );
     let f1: Vec<f64> = e.per_class.iter().map(|m| m.f1).collect();
     assert!((e.macro_avg.f1 - f1.iter().sum::<f64>() / 3.0).abs() < 1e-12);
     let weighted = (4.0 * f1[0] + 3.0 * f1[1] + 3.0 * f1[2]) / 10.0;

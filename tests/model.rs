@@ -217,3 +217,20 @@ fn init_from_copies_matching_tensors_and_keeps_the_class_layer_fresh() {
     assert!(t["conv1.bn.running_var"].equal(&s["conv1.bn.running_var"]));
     assert_eq!(t["fc.weight"].size(), vec![3, 1024]);
 }
+
+#[test]
+fn folding_batchnorm_keeps_the_eval_logits_and_leaves_training_alone() {
+    for c in cases() {
+        let mut model = model_for(&c);
+        model.load_state_dict(&state_dict(&c.name)).unwrap();
+        let (x, expected) = io(&c.name);
+        let before = model.state_dict();
+        model.fold_batchnorm().unwrap();
+        let got = tch::no_grad(|| model.forward_t(&x, false)).unwrap().logits;
+        let err = relative_error(&got, &expected);
+        assert!(err <= 1e-4, "{}: folded logits differ by {err:e}", c.name);
+        for (k, t) in model.state_dict() {
+            assert!(t.equal(&before[&k]), "{}: {k} changed", c.name);
+        }
+    }
+}

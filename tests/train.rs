@@ -372,7 +372,19 @@ fn kfold_flags_choose_the_validation_fold() {
     let dir = tempfile::tempdir().unwrap();
     let o = train(
         dir.path(),
-        &["--folds", "4", "--fold", "1", "--no-augment", "--out", "k"],
+        &[
+            "--folds",
+            "4",
+            "--fold",
+            "1",
+            "--no-augment",
+            "--rotation",
+            "5",
+            "--mean",
+            "0.5,0.5,0.5",
+            "--out",
+            "k",
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("fold 1 of 4"), "{}", stdout(&o));
@@ -396,7 +408,10 @@ fn kfold_flags_choose_the_validation_fold() {
 #[test]
 fn patience_stops_a_run_after_that_many_epochs_without_improvement() {
     let dir = tempfile::tempdir().unwrap();
-    let o = train(dir.path(), &["--epochs", "6", "--patience", "1", "--out", "p"]);
+    let o = train(
+        dir.path(),
+        &["--epochs", "6", "--patience", "1", "--out", "p"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     // Replay the rule on the recorded metrics: stop once an epoch fails to beat the best.
     let text = fs::read_to_string(dir.path().join("p/metrics.csv")).unwrap();
@@ -420,7 +435,12 @@ fn patience_stops_a_run_after_that_many_epochs_without_improvement() {
         }
     }
     assert_eq!(rows.len(), expected, "{text}");
-    assert_eq!(stdout(&o).contains("stopped early"), expected < 6, "{}", stdout(&o));
+    assert_eq!(
+        stdout(&o).contains("stopped early"),
+        expected < 6,
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]

@@ -14,6 +14,7 @@ use crate::data::loader::{default_threads, prepare, DEFAULT_CACHE_BYTES};
 use crate::data::transform::EvalTransform;
 use crate::device;
 use crate::metrics::{evaluate, Evaluation};
+use crate::precision::Compute;
 use crate::train::{eval_loader, predict_all};
 
 /// What `eval --json` prints.
@@ -67,7 +68,10 @@ pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
         bail!("--batch-size must be at least 1");
     }
     let device = device::resolve(&a.device)?;
-    let ckpt = checkpoint::load(&a.checkpoint, device)?;
+    let compute = Compute::new(device, a.precision, true)?;
+    let mut ckpt = checkpoint::load(&a.checkpoint, device)?;
+    compute.prepare(&mut ckpt.model)?;
+    ckpt.model.fold_batchnorm()?;
     let (root, split, samples) = images(a, &ckpt)?;
     if samples.is_empty() {
         bail!("no images to measure in {} ({split})", root.display());
@@ -88,7 +92,7 @@ pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
         normalization: ckpt.meta.normalization,
     };
     let loader = eval_loader(prepared.store, Arc::new(samples), transform, a.batch_size);
-    let (probs, labels) = predict_all(&ckpt.model, &loader, &prepared.good, device)?;
+    let (probs, labels) = predict_all(&ckpt.model, &loader, &prepared.good, compute)?;
     Ok(EvalReport {
         checkpoint: a.checkpoint.display().to_string(),
         data: root.display().to_string(),

@@ -53,13 +53,14 @@ impl ImportConfig {
             bail!("--transform-input exists only for --arch googlenet");
         }
         let default = Normalization::IMAGENET;
-        let three = |v: &Option<Vec<f64>>, d: [f64; 3]| match v.as_deref() {
-            Some([a, b, c]) => [*a, *b, *c],
-            _ => d,
+        let three = |flag: &str, v: &Option<Vec<f64>>, d: [f64; 3]| match v.as_deref() {
+            None => Ok(d),
+            Some([a, b, c]) => Ok([*a, *b, *c]),
+            Some(v) => bail!("--{flag} takes 3 comma-separated numbers, got {}", v.len()),
         };
         let normalization = Normalization {
-            mean: three(&args.mean, default.mean),
-            std: three(&args.std, default.std),
+            mean: three("mean", &args.mean, default.mean)?,
+            std: three("std", &args.std, default.std)?,
         };
         normalization.validate()?;
         if args.out.exists() && !args.force {

@@ -12,6 +12,7 @@ use crate::data::folder::is_image_name;
 use crate::data::image::load_rgb;
 use crate::data::transform::EvalTransform;
 use crate::device;
+use crate::precision::Compute;
 use crate::train::run_dir::{latest_best, RUNS};
 
 /// How predictions are printed.
@@ -29,7 +30,8 @@ pub struct PredictConfig {
     pub top_k: Option<usize>,
     pub format: Format,
     pub batch_size: usize,
-    pub device: Device,
+    /// Device, precision and layout.
+    pub compute: Compute,
     /// The image files, after expanding folders and globs.
     pub images: Vec<PathBuf>,
     /// Arguments that named nothing readable, with the reason.
@@ -65,7 +67,7 @@ impl PredictConfig {
             top_k: args.top_k,
             format,
             batch_size: args.batch_size,
-            device: device::resolve(&args.device)?,
+            compute: Compute::new(device::resolve(&args.device)?, args.precision, true)?,
             images,
             missing,
             skip_bad: args.skip_bad,
@@ -143,7 +145,9 @@ pub struct Prediction {
 
 pub fn run(args: &PredictArgs) -> Result<()> {
     let cfg = PredictConfig::from_args(args)?;
-    let ckpt = checkpoint::load(&cfg.checkpoint, cfg.device)?;
+    let mut ckpt = checkpoint::load(&cfg.checkpoint, cfg.compute.device)?;
+    cfg.compute.prepare(&mut ckpt.model)?;
+    ckpt.model.fold_batchnorm()?;
     for m in &cfg.missing {
         eprintln!("error: {m}");
     }
@@ -239,8 +243,11 @@ pub fn predict(ckpt: &Checkpoint, cfg: &PredictConfig) -> Result<(Vec<Prediction
         if images.is_empty() {
             continue;
         }
-        let x = transform.batch(&images)?.f_to_device(cfg.device)?;
-        let logits = ckpt.model.forward_t(&x, false)?.logits;
+        let x = cfg.compute.input(&transform.batch(&images)?)?;
+        let logits = {
+            let _autocast = cfg.compute.autocast();
+            ckpt.model.forward_t(&x, false)?.logits
+        };
         let probs = logits
             .f_softmax(-1, Kind::Float)?
             .f_to_device(Device::Cpu)?;

@@ -9,6 +9,7 @@ use crate::cli::TrainArgs;
 use crate::config::{self, ClassWeights, TrainConfig};
 use crate::data::transform::Augment;
 use crate::device;
+use crate::precision::Compute;
 use crate::train::run_dir::RunDir;
 use crate::train::{train, TrainJob};
 
@@ -57,7 +58,10 @@ pub fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) -> Result<()> {
         cfg.augment = Augment::none();
     }
     let n = |flag: &str, v: &Option<Vec<f64>>, want: usize| match v {
-        Some(v) if v.len() != want => bail!("--{flag} takes {want} comma-separated numbers, got {}", v.len()),
+        Some(v) if v.len() != want => bail!(
+            "--{flag} takes {want} comma-separated numbers, got {}",
+            v.len()
+        ),
         _ => Ok(()),
     };
     n("crop-scale", &a.crop_scale, 2)?;
@@ -69,10 +73,14 @@ pub fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) -> Result<()> {
         aug.random_resized_crop = None;
     }
     if let Some([lo, hi]) = a.crop_scale.as_deref() {
-        aug.random_resized_crop.get_or_insert_with(Default::default).scale = [*lo, *hi];
+        aug.random_resized_crop
+            .get_or_insert_with(Default::default)
+            .scale = [*lo, *hi];
     }
     if let Some([lo, hi]) = a.crop_ratio.as_deref() {
-        aug.random_resized_crop.get_or_insert_with(Default::default).ratio = [*lo, *hi];
+        aug.random_resized_crop
+            .get_or_insert_with(Default::default)
+            .ratio = [*lo, *hi];
     }
     for (field, flag) in [
         (&mut aug.hflip, a.hflip),
@@ -110,11 +118,13 @@ pub fn job(a: &TrainArgs) -> Result<TrainJob> {
     config.validate().context("training config")?;
     run_dir.check()?;
     let device = device::resolve(&config.device)?;
+    let compute = Compute::new(device, config.precision, config.channels_last)?;
+    eprintln!("compute: {compute}");
     Ok(TrainJob {
         config,
         data,
         run_dir,
-        device,
+        compute,
         resume: a.resume.clone(),
     })
 }
@@ -156,7 +166,11 @@ fn resume_config(a: &TrainArgs, last: &std::path::Path) -> Result<(TrainConfig, 
         || a.std.is_some()
         || a.init.is_some();
     if changed {
-        bail!("--resume continues a run as it was configured: only --epochs, --patience, --device, --workers, --cache-gib and --skip-bad may be given with it");
+        bail!(
+            "--resume continues a run as it was configured: only --epochs, --patience, \
+             --device, --precision, --channels-last, --workers, --cache-gib and --skip-bad may \
+             be given with it"
+        );
     }
     let meta = checkpoint::load(last, tch::Device::Cpu)?.meta;
     let record = meta
@@ -167,6 +181,8 @@ fn resume_config(a: &TrainArgs, last: &std::path::Path) -> Result<(TrainConfig, 
     set_if(&mut cfg.patience, a.patience);
     set_if(&mut cfg.workers, a.workers);
     set_if(&mut cfg.cache_gib, a.cache_gib);
+    set_if(&mut cfg.precision, a.precision);
+    set_if(&mut cfg.channels_last, a.channels_last);
     if let Some(d) = &a.device {
         cfg.device = d.clone();
     }

@@ -163,6 +163,16 @@ impl GoogLeNet {
         Ok((self.fc.forward(&x)?, aux_logits)) // [N, num_classes]
     }
 
+    /// Every conv + BatchNorm unit, auxiliary heads included.
+    pub fn units_mut(&mut self) -> Vec<&mut ConvBnRelu> {
+        let mut units = vec![&mut self.conv1, &mut self.conv2, &mut self.conv3];
+        units.extend(self.blocks.iter_mut().flat_map(Inception::units_mut));
+        if let Some(aux) = &mut self.aux {
+            units.extend(aux.iter_mut().map(|a| &mut a.conv));
+        }
+        units
+    }
+
     pub fn describe(&self, w: &mut Walker) -> Result<()> {
         w.group("stem");
         w.unit(&self.conv1)?;

@@ -106,8 +106,8 @@ impl Style {
             (Style::TorchVision, Some(i)) => (branch / i / "conv", branch / i / "bn"),
             (Style::TorchVision, None) => (branch / "conv", branch / "bn"),
         };
-        ConvBnRelu {
-            conv: Conv2d::new(
+        ConvBnRelu::new(
+            Conv2d::new(
                 conv_path,
                 cin,
                 cout,
@@ -117,8 +117,8 @@ impl Style {
                 self.conv_bias(),
                 self.init(),
             ),
-            bn: BatchNorm2d::new(bn_path, cout, self.bn_eps()),
-        }
+            BatchNorm2d::new(bn_path, cout, self.bn_eps()),
+        )
     }
 }
 
@@ -197,6 +197,13 @@ impl Inception {
         let with = w.total() - before;
         w.block_saving(group, input, with, self.cost_without_reductions(input));
         Ok(())
+    }
+
+    /// Every conv + BatchNorm unit of the block.
+    pub fn units_mut(&mut self) -> Vec<&mut ConvBnRelu> {
+        let [a, b] = &mut self.branch2;
+        let [c, d] = &mut self.branch3;
+        vec![&mut self.branch1, a, b, c, d, &mut self.branch4]
     }
 
     fn cost_without_reductions(&self, input: Shape) -> Cost {

@@ -251,11 +251,55 @@ impl BatchNorm2d {
 pub struct ConvBnRelu {
     pub conv: Conv2d,
     pub bn: BatchNorm2d,
+    /// The BatchNorm folded into the convolution (weight, bias), for inference only.
+    pub folded: Option<(Tensor, Tensor)>,
 }
 
 impl ConvBnRelu {
+    pub fn new(conv: Conv2d, bn: BatchNorm2d) -> ConvBnRelu {
+        ConvBnRelu {
+            conv,
+            bn,
+            folded: None,
+        }
+    }
+
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
-        self.bn.forward_t(&self.conv.forward(x)?, train)?.f_relu()
+        match (&self.folded, train) {
+            (Some((w, b)), false) => {
+                let c = &self.conv;
+                x.f_conv2d(w, Some(b), [c.stride; 2], [c.padding; 2], [1, 1], 1)?
+                    .f_relu()
+            }
+            _ => self.bn.forward_t(&self.conv.forward(x)?, train)?.f_relu(),
+        }
+    }
+
+    /// Folds the BatchNorm's running statistics into the convolution: w·γ/√(σ²+ε) and
+    /// (b − μ)·γ/√(σ²+ε) + β. Inference then skips the BatchNorm pass; training ignores it.
+    pub fn fold(&mut self) -> Result<(), TchError> {
+        let _guard = tch::no_grad_guard();
+        let bn = &self.bn;
+        let scale = bn
+            .weight
+            .f_div(&bn.running_var.f_add_scalar(bn.eps)?.f_sqrt()?)?;
+        let w = self
+            .conv
+            .weight
+            .f_mul(&scale.f_view([-1, 1, 1, 1])?)?
+            .f_detach()?;
+        let b = match &self.conv.bias {
+            Some(b) => b.f_sub(&bn.running_mean)?,
+            None => bn.running_mean.f_neg()?,
+        };
+        let b = b.f_mul(&scale)?.f_add(&bn.bias)?.f_detach()?;
+        let w = if crate::precision::is_channels_last(&self.conv.weight) {
+            crate::precision::channels_last(&w)?
+        } else {
+            w
+        };
+        self.folded = Some((w, b));
+        Ok(())
     }
 
     pub fn out_shape(&self, s: Shape) -> Option<Shape> {

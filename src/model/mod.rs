@@ -156,6 +156,33 @@ impl Model {
         Ok(w.finish(arch, self.config.num_classes, image_size, &["aux1", "aux2"]))
     }
 
+    /// Gives every convolution weight channels-last strides (see [`crate::precision`]); the
+    /// values, names and shapes stay as they are.
+    pub fn to_channels_last(&mut self) -> Result<()> {
+        let _guard = tch::no_grad_guard();
+        for (_, mut t) in self.vs.variables() {
+            if t.dim() == 4 {
+                let cl = crate::precision::channels_last(&t)?;
+                t.f_set_data(&cl)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds every BatchNorm into its convolution for inference (eval and predict): the same
+    /// logits in eval mode without the BatchNorm passes. Training forward passes are not
+    /// affected; the var store keeps the unfolded weights.
+    pub fn fold_batchnorm(&mut self) -> Result<()> {
+        let units = match &mut self.net {
+            Network::Seed(n) => n.units_mut(),
+            Network::GoogLeNet(n) => n.units_mut(),
+        };
+        for u in units {
+            u.fold()?;
+        }
+        Ok(())
+    }
+
     /// Walks every layer in forward order; fails where an input is too small for a window.
     pub fn describe(&self, w: &mut Walker) -> Result<()> {
         match &self.net {

@@ -91,6 +91,14 @@ impl Seed {
         self.fc2.forward(&x) // [N, num_classes]
     }
 
+    /// Every conv + BatchNorm unit (the stem has none).
+    pub fn units_mut(&mut self) -> Vec<&mut crate::model::layers::ConvBnRelu> {
+        self.blocks
+            .iter_mut()
+            .flat_map(Inception::units_mut)
+            .collect()
+    }
+
     pub fn describe(&self, w: &mut Walker) -> Result<()> {
         w.group("stem");
         w.conv_relu(&self.conv1)?;

@@ -25,6 +25,7 @@ use crate::data::loader::{default_threads, mix, Loader, Mode, Store};
 use crate::data::transform::{EvalTransform, TrainTransform};
 use crate::metrics::{evaluate, Evaluation};
 use crate::model::{Model, NetConfig};
+use crate::precision::Compute;
 use optim::{learning_rate, Optimizer};
 use record::{Best, EpochRecord, ResumeState, TrainingRecord};
 
@@ -38,7 +39,8 @@ pub struct TrainJob {
     pub data: PathBuf,
     /// The run folder: `--out`, or the next free `runs/train[-N]`, or the resumed run's.
     pub run_dir: run_dir::RunDir,
-    pub device: Device,
+    /// Device, precision and layout.
+    pub compute: Compute,
     /// A `last.pt` to continue from.
     pub resume: Option<PathBuf>,
 }
@@ -55,6 +57,8 @@ pub struct RunSummary {
 /// Runs a training job to its end.
 pub fn train(job: &TrainJob) -> Result<RunSummary> {
     let cfg = &job.config;
+    let compute = job.compute;
+    let device = compute.device;
     let image_size = cfg.image_size as u32;
     let mut data = Dataset::for_training(&job.data, cfg)?;
     let cache = (cfg.cache_gib * (1u64 << 30) as f64) as u64;
@@ -76,12 +80,12 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
         Some(w) => Some(
             Tensor::f_from_slice(&w)?
                 .f_to_kind(Kind::Float)?
-                .f_to_device(job.device)?,
+                .f_to_device(device)?,
         ),
         None => None,
     };
     let init = match &cfg.init {
-        Some(path) => Some(checkpoint::load(path, job.device)?),
+        Some(path) => Some(checkpoint::load(path, device)?),
         None => None,
     };
     if let (Some(src), Some(path)) = (&init, &cfg.init) {
@@ -100,7 +104,7 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
         ..NetConfig::new(cfg.arch, classes.len() as i64)
     };
     tch::manual_seed(mix(&[cfg.seed, u64::MAX, 0]) as i64);
-    let mut model = Model::new(net, job.device)?;
+    let mut model = Model::new(net, device)?;
     if let (Some(src), None) = (&init, &job.resume) {
         let report = model.init_from(&src.model)?;
         println!(
@@ -114,6 +118,7 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
             report.kept.join(", ")
         );
     }
+    compute.prepare(&mut model)?;
     let mut opt = Optimizer::new(&model, cfg.optimizer, cfg.momentum, cfg.weight_decay)?;
     let mut state = ResumeState {
         optimizer_step: 0,
@@ -122,7 +127,7 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
     };
     let mut start_epoch = 0;
     if let Some(path) = &job.resume {
-        let ckpt = checkpoint::load(path, job.device)?;
+        let ckpt = checkpoint::load(path, device)?;
         let record = ckpt
             .meta
             .training
@@ -141,6 +146,7 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
             );
         }
         model = ckpt.model;
+        compute.prepare(&mut model)?;
         opt = Optimizer::new(&model, cfg.optimizer, cfg.momentum, cfg.weight_decay)?;
         opt.load_state(&ckpt.optimizer, resume.optimizer_step)?;
         start_epoch = record.epoch;
@@ -228,9 +234,9 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
             epoch,
             cfg,
             weights.as_ref(),
-            job.device,
+            compute,
         )?;
-        let val = validate(&model, &val_loader, &data.split.val, &classes, job.device)?;
+        let val = validate(&model, &val_loader, &data.split.val, &classes, compute)?;
         let record = EpochRecord {
             epoch: epoch + 1,
             train_loss,
@@ -323,7 +329,7 @@ fn train_epoch(
     epoch: u64,
     cfg: &TrainConfig,
     weights: Option<&Tensor>,
-    device: Device,
+    compute: Compute,
 ) -> Result<(f64, f64, f64, f64)> {
     let batches = loader.batches(indices, epoch);
     let total = batches.len();
@@ -333,17 +339,21 @@ fn train_epoch(
     let mut lr = cfg.lr;
     for (b, batch) in batches.enumerate() {
         let batch = batch?;
-        let x = batch.images.f_to_device(device)?;
-        let y = batch.labels.f_to_device(device)?;
+        let x = compute.input(&batch.images)?;
+        let y = batch.labels.f_to_device(compute.device)?;
         lr = learning_rate(cfg, epoch as f64 + b as f64 / total as f64);
-        let out = model.forward_t(&x, true)?;
-        let ce = |logits: &Tensor| {
-            logits.f_cross_entropy_loss(&y, weights, Reduction::Mean, -100, cfg.label_smoothing)
+        let (out, loss) = {
+            let _autocast = compute.autocast();
+            let out = model.forward_t(&x, true)?;
+            let ce = |logits: &Tensor| {
+                logits.f_cross_entropy_loss(&y, weights, Reduction::Mean, -100, cfg.label_smoothing)
+            };
+            let mut loss = ce(&out.logits)?;
+            for aux in &out.aux_logits {
+                loss = loss.f_add(&ce(aux)?.f_mul_scalar(AUX_WEIGHT)?)?;
+            }
+            (out, loss)
         };
-        let mut loss = ce(&out.logits)?;
-        for aux in &out.aux_logits {
-            loss = loss.f_add(&ce(aux)?.f_mul_scalar(AUX_WEIGHT)?)?;
-        }
         let value = loss.f_double_value(&[])?;
         if !value.is_finite() {
             bail!(
@@ -392,17 +402,18 @@ pub fn predict_all(
     model: &Model,
     loader: &Loader,
     indices: &[usize],
-    device: Device,
+    compute: Compute,
 ) -> Result<(Vec<Vec<f64>>, Vec<usize>)> {
     let _guard = tch::no_grad_guard();
     let (mut probs, mut labels) = (vec![], vec![]);
     for batch in loader.batches(indices, 0) {
         let batch = batch?;
-        let x = batch.images.f_to_device(device)?;
-        let p = model
-            .forward_t(&x, false)?
-            .logits
-            .f_softmax(-1, Kind::Double)?;
+        let x = compute.input(&batch.images)?;
+        let logits = {
+            let _autocast = compute.autocast();
+            model.forward_t(&x, false)?.logits
+        };
+        let p = logits.f_softmax(-1, Kind::Double)?;
         probs.extend(Vec::<Vec<f64>>::try_from(p.f_to_device(Device::Cpu)?)?);
         labels.extend(batch.indices.iter().map(|&i| loader.samples[i].label));
     }
@@ -414,9 +425,9 @@ fn validate(
     loader: &Loader,
     indices: &[usize],
     classes: &[String],
-    device: Device,
+    compute: Compute,
 ) -> Result<Evaluation> {
-    let (probs, labels) = predict_all(model, loader, indices, device)?;
+    let (probs, labels) = predict_all(model, loader, indices, compute)?;
     Ok(evaluate(classes, &probs, &labels))
 }
 

@@ -1,0 +1,166 @@
+//! `--precision auto|fp32|bf16|fp16` and channels-last layout: how the network computes.
+//!
+//! Mixed precision uses libtorch's autocast (weights stay fp32; convolutions and matrix
+//! products run in bf16 or fp16, reductions and the loss in fp32). tch switches autocast for
+//! CUDA only, so a small C++ shim (src/shim/autocast.cpp) switches it for the CPU too.
+//! Channels-last: a tensor with NHWC strides (permute to NHWC, make contiguous, permute back)
+//! is channels-last to libtorch, whose oneDNN convolutions are faster on it; inputs and
+//! convolution weights are given that layout, and the outputs keep it.
+
+use std::fmt;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Device, TchError, Tensor};
+
+extern "C" {
+    fn inception_set_autocast(device: i32, enabled: bool, dtype: i32);
+}
+
+/// What `--precision` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// The fastest safe choice: bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16 or
+    /// AMX), fp32 elsewhere.
+    #[default]
+    Auto,
+    Fp32,
+    /// bfloat16 autocast.
+    Bf16,
+    /// float16 autocast (CUDA only).
+    Fp16,
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::Auto => "auto",
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+            Precision::Fp16 => "fp16",
+        })
+    }
+}
+
+/// Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16), from /proc/cpuinfo.
+pub fn cpu_has_bf16() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|s| {
+            s.lines().find(|l| l.starts_with("flags")).is_some_and(|l| {
+                l.split_whitespace()
+                    .any(|f| f == "avx512_bf16" || f == "amx_bf16")
+            })
+        })
+        .unwrap_or(false)
+}
+
+impl Precision {
+    /// The concrete precision for `device`: never `Auto`.
+    pub fn resolve(self, device: Device) -> Result<Precision> {
+        Ok(match (self, device) {
+            (Precision::Auto, Device::Cuda(_)) => Precision::Bf16,
+            (Precision::Auto, _) if cpu_has_bf16() => Precision::Bf16,
+            (Precision::Auto, _) => Precision::Fp32,
+            (Precision::Fp16, Device::Cpu) => bail!("--precision fp16 needs a CUDA device"),
+            (p, _) => p,
+        })
+    }
+}
+
+/// Autocast for the current thread while alive (for a resolved, non-fp32 precision).
+pub struct Autocast {
+    device: i32,
+    dtype: i32,
+}
+
+impl Autocast {
+    /// Switches autocast on for `device` when `precision` asks for it; `None` for fp32.
+    pub fn new(precision: Precision, device: Device) -> Option<Autocast> {
+        let dtype = match precision {
+            Precision::Bf16 => 0,
+            Precision::Fp16 => 1,
+            Precision::Fp32 | Precision::Auto => return None,
+        };
+        let device = if device.is_cuda() { 1 } else { 0 };
+        // SAFETY: the shim only flips libtorch's thread-local autocast state.
+        unsafe { inception_set_autocast(device, true, dtype) };
+        Some(Autocast { device, dtype })
+    }
+}
+
+impl Drop for Autocast {
+    fn drop(&mut self) {
+        // SAFETY: as in `new`; this also clears autocast's cast cache.
+        unsafe { inception_set_autocast(self.device, false, self.dtype) };
+    }
+}
+
+/// The same values with channels-last (NHWC) strides; other ranks are returned as they are.
+pub fn channels_last(t: &Tensor) -> Result<Tensor, TchError> {
+    if t.dim() != 4 {
+        return Ok(t.shallow_clone());
+    }
+    t.f_permute([0, 2, 3, 1])?
+        .f_contiguous()?
+        .f_permute([0, 3, 1, 2])
+}
+
+/// Whether `t` has channels-last strides.
+pub fn is_channels_last(t: &Tensor) -> bool {
+    let (size, stride) = (t.size(), t.stride());
+    t.dim() == 4 && stride[1] == 1 && stride[3] == size[1] && stride[2] == size[1] * size[3]
+}
+
+/// Where and how a network computes: device, resolved precision, layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compute {
+    pub device: Device,
+    /// Resolved: never `Auto`.
+    pub precision: Precision,
+    pub channels_last: bool,
+}
+
+impl Compute {
+    /// Resolves `precision` for `device`.
+    pub fn new(device: Device, precision: Precision, channels_last: bool) -> Result<Compute> {
+        Ok(Compute {
+            device,
+            precision: precision.resolve(device)?,
+            channels_last,
+        })
+    }
+
+    /// A batch moved to the device, in the layout the network computes in.
+    pub fn input(&self, x: &Tensor) -> Result<Tensor, TchError> {
+        let x = x.f_to_device(self.device)?;
+        if self.channels_last {
+            channels_last(&x)
+        } else {
+            Ok(x)
+        }
+    }
+
+    /// Autocast for the current thread while the guard lives (none for fp32).
+    pub fn autocast(&self) -> Option<Autocast> {
+        Autocast::new(self.precision, self.device)
+    }
+
+    /// Puts the model's weights in the layout the network computes in.
+    pub fn prepare(&self, model: &mut crate::model::Model) -> Result<()> {
+        if self.channels_last {
+            model.to_channels_last()?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Compute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.precision)?;
+        if self.channels_last {
+            f.write_str(", channels-last")?;
+        }
+        Ok(())
+    }
+}
