@@ -1,7 +1,7 @@
 # Two commands do all of the set-up on a fresh machine:
 #   make train   installs libtorch (once), builds, runs the main job
 #   make test    installs libtorch and the test deps (once), builds, runs every test
-.PHONY: train test build deps libtorch clean
+.PHONY: train test bench build deps libtorch clean
 
 CARGO ?= cargo
 # The dataset: data/monkeypox (see data/README.md), else the MSLD copy beside the project.
@@ -12,6 +12,12 @@ train: build
 
 test: deps
 	$(CARGO) test --release
+
+# Speed: the loader and the network (cargo bench), then PyTorch side by side.
+bench: deps build
+	$(CARGO) bench --bench loader
+	$(CARGO) bench --bench model
+	PYTHONPATH=.deps/py python3 benches/side_by_side.py --data "$(DATA)"
 
 build: libtorch
 	$(CARGO) build --release

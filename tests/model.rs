@@ -234,3 +234,57 @@ fn folding_batchnorm_keeps_the_eval_logits_and_leaves_training_alone() {
         }
     }
 }
+
+#[test]
+fn channels_last_and_bf16_autocast_keep_the_logits_close() {
+    use inception::precision::{is_channels_last, Compute, Precision};
+    let c = case("seed_2");
+    let (x, expected) = io(&c.name);
+    for (precision, tolerance) in [(Precision::Fp32, 1e-4), (Precision::Bf16, 5e-2)] {
+        let mut model = model_for(&c);
+        model.load_state_dict(&state_dict(&c.name)).unwrap();
+        let compute = Compute::new(Device::Cpu, precision, true).unwrap();
+        compute.prepare(&mut model).unwrap();
+        let sd = model.state_dict();
+        assert!(is_channels_last(&sd["inception3a.branch2.3.weight"]));
+        assert!(sd["inception3a.branch2.3.weight"]
+            .equal(&state_dict(&c.name)["inception3a.branch2.3.weight"]));
+        let input = compute.input(&x).unwrap();
+        assert!(is_channels_last(&input));
+        let logits = tch::no_grad(|| {
+            let _autocast = compute.autocast();
+            model.forward_t(&input, false).unwrap().logits
+        });
+        let want = if precision == Precision::Bf16 {
+            Kind::BFloat16
+        } else {
+            Kind::Float
+        };
+        assert_eq!(logits.kind(), want, "autocast was not engaged as asked");
+        let err = relative_error(&logits.to_kind(Kind::Float), &expected);
+        assert!(err <= tolerance, "{precision}: {err:e}");
+    }
+    // Outside the guard, autocast is off again.
+    let model = model_for(&c);
+    let logits = tch::no_grad(|| model.forward_t(&x, false).unwrap().logits);
+    assert_eq!(logits.kind(), Kind::Float);
+}
+
+#[test]
+fn auto_precision_follows_the_cpu_and_fp16_needs_cuda() {
+    use inception::precision::{cpu_has_bf16, Precision};
+    let auto = Precision::Auto.resolve(Device::Cpu).unwrap();
+    assert_eq!(
+        auto,
+        if cpu_has_bf16() {
+            Precision::Bf16
+        } else {
+            Precision::Fp32
+        }
+    );
+    let err = Precision::Fp16
+        .resolve(Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs a CUDA device"), "{err}");
+}

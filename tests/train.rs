@@ -382,6 +382,10 @@ fn kfold_flags_choose_the_validation_fold() {
             "5",
             "--mean",
             "0.5,0.5,0.5",
+            "--precision",
+            "fp32",
+            "--channels-last",
+            "false",
             "--out",
             "k",
         ],
@@ -401,6 +405,11 @@ fn kfold_flags_choose_the_validation_fold() {
     };
     assert_eq!(cfg.augment, augment);
     assert_eq!(cfg.normalization.mean, [0.5, 0.5, 0.5]);
+    assert_eq!(
+        (cfg.precision, cfg.channels_last),
+        (inception::precision::Precision::Fp32, false)
+    );
+    assert!(stderr(&o).contains("compute: fp32\n"), "{}", stderr(&o));
     let best = checkpoint::load(&dir.path().join("k/best.pt"), Device::Cpu).unwrap();
     assert_eq!(best.meta.normalization.mean, [0.5, 0.5, 0.5]);
 }

@@ -26,6 +26,8 @@ pub struct EvalReport {
     pub split: String,
     /// Files left out as unreadable (with --skip-bad).
     pub skipped: Vec<String>,
+    /// Images per second through preprocessing and the network (decoding excluded).
+    pub images_per_s: f64,
     #[serde(flatten)]
     pub evaluation: Evaluation,
 }
@@ -92,12 +94,15 @@ pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
         normalization: ckpt.meta.normalization,
     };
     let loader = eval_loader(prepared.store, Arc::new(samples), transform, a.batch_size);
+    let started = std::time::Instant::now();
     let (probs, labels) = predict_all(&ckpt.model, &loader, &prepared.good, compute)?;
+    let images_per_s = probs.len() as f64 / started.elapsed().as_secs_f64();
     Ok(EvalReport {
         checkpoint: a.checkpoint.display().to_string(),
         data: root.display().to_string(),
         split,
         skipped: prepared.bad.iter().map(|b| b.reason.clone()).collect(),
+        images_per_s,
         evaluation: evaluate(&ckpt.meta.classes, &probs, &labels),
     })
 }
@@ -122,7 +127,10 @@ pub fn render(r: &EvalReport) -> String {
     for s in &r.skipped {
         out += &format!("skipped: {s}\n");
     }
-    out += &format!("accuracy {:.4}   loss {:.4}\n\n", e.accuracy, e.loss);
+    out += &format!(
+        "accuracy {:.4}   loss {:.4}   ({:.1} images/s)\n\n",
+        e.accuracy, e.loss, r.images_per_s
+    );
     let width = e
         .per_class
         .iter()

@@ -40,7 +40,9 @@ pub fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) -> Result<()> {
         fold,
         patience,
         cache_gib,
-        workers
+        workers,
+        precision,
+        channels_last
     );
     if a.folds.is_some() {
         cfg.folds = a.folds;

@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Side by side on one machine: PyTorch eager baselines and inception, same data, same network.
+
+Baselines (PyTorch from PyPI, the seed network of scripts/parity.py, batch 32, 224x224):
+  - seed-style: fp32, default layout, torchvision ImageFolder + DataLoader (num_workers=1,
+    as the seed tutorial), RandomResizedCrop + flip for training;
+  - channels-last;
+  - channels-last + bf16 autocast.
+Measured: training steps per second in steady state (data included; the first 2 steps are
+left out) and inference over the whole dataset (eval transform, no_grad), as images/s.
+
+inception: `inception train --arch seed` (images/s of the last epochs in metrics.csv: whole
+steps, data included), `inception eval --data` (images/s of preprocessing + network), and
+`inception predict one.jpg` from process start to answer, against a Python script that loads
+the same weights (the checkpoint is a safetensors state_dict) and predicts the same image.
+
+Usage: PYTHONPATH=.deps/py python3 benches/side_by_side.py [--data DIR] [--steps N]
+(make bench runs it). Prints a table with ratios against the seed-style baseline.
+"""
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn as nn
+from torchvision import datasets, transforms
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+from parity import SeedInceptionV1  # noqa: E402
+
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+PREDICT_ONE = r"""
+import sys, torch
+from PIL import Image
+from safetensors.torch import load_file
+from torchvision import transforms
+sys.path.insert(0, sys.argv[3])
+from parity import SeedInceptionV1
+model = SeedInceptionV1(2)
+model.load_state_dict(load_file(sys.argv[1]))
+model.eval()
+tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+                         transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+x = tf(Image.open(sys.argv[2]).convert("RGB")).unsqueeze(0)
+with torch.no_grad():
+    p = torch.softmax(model(x), 1)[0]
+print(sys.argv[2], int(p.argmax()), float(p.max()))
+"""
+
+
+def loaders(data, batch, size):
+    train_tf = transforms.Compose([
+        transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(), transforms.Normalize(MEAN, STD),
+    ])
+    eval_tf = transforms.Compose([
+        transforms.Resize(size * 256 // 224), transforms.CenterCrop(size),
+        transforms.ToTensor(), transforms.Normalize(MEAN, STD),
+    ])
+    train = torch.utils.data.DataLoader(
+        datasets.ImageFolder(data, train_tf), batch_size=batch, shuffle=True, num_workers=1,
+        drop_last=True)
+    evals = torch.utils.data.DataLoader(
+        datasets.ImageFolder(data, eval_tf), batch_size=batch, shuffle=False, num_workers=1)
+    return train, evals
+
+
+def torch_train(data, batch, size, steps, channels_last, bf16):
+    train, _ = loaders(data, batch, size)
+    model = SeedInceptionV1(2)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    done, start = 0, None
+    while done < steps + 2:
+        for x, y in train:
+            if done == 2:
+                start = time.perf_counter()
+            x = x.to(memory_format=fmt)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = loss_fn(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            done += 1
+            if done == steps + 2:
+                break
+    return steps * batch / (time.perf_counter() - start)
+
+
+def torch_infer(data, batch, size, channels_last, bf16):
+    _, evals = loaders(data, batch, size)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = SeedInceptionV1(2).to(memory_format=fmt).eval()
+    n, start = 0, time.perf_counter()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for x, _ in evals:
+            model(x.to(memory_format=fmt))
+            n += len(x)
+    return n / (time.perf_counter() - start)
+
+
+def run(cmd, **kw):
+    out = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if out.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}")
+    return out
+
+
+def best_time(cmd, repeats=3):
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        run(cmd)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.path.join(root, "..", "shared", "datasets", "msld"))
+    ap.add_argument("--bin", default=os.path.join(root, "target", "release", "inception"))
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--steps", type=int, default=6, help="timed PyTorch training steps")
+    ap.add_argument("--epochs", type=int, default=3, help="inception training epochs (the last two are timed)")
+    args = ap.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    flags = next((l for l in open("/proc/cpuinfo") if l.startswith("flags")), "")
+    bf16_cpu = "avx512_bf16" in flags or "amx_bf16" in flags
+    print(f"{time.strftime('%Y-%m-%d')}, {cpu}, {os.cpu_count()} cores, CPU bf16: {bf16_cpu}, "
+          f"torch {torch.__version__}, batch {args.batch}, {args.size}x{args.size}, data {args.data}")
+
+    rows = []
+    for name, cl, bf16 in [("PyTorch fp32 (seed-style)", False, False),
+                           ("PyTorch channels-last", True, False),
+                           ("PyTorch channels-last + bf16 autocast", True, True)]:
+        rows.append((name, torch_train(args.data, args.batch, args.size, args.steps, cl, bf16),
+                     torch_infer(args.data, args.batch, args.size, cl, bf16)))
+        print(f"  measured {name}", file=sys.stderr)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, extra in [("inception fp32", ["--precision", "fp32", "--channels-last", "false"]),
+                            ("inception (auto precision, channels-last)", [])]:
+            out = os.path.join(tmp, name.split()[1].strip("()").replace(",", ""))
+            run([args.bin, "train", "--data", args.data, "--arch", "seed", "--aux-logits", "false",
+                 "--image-size", str(args.size), "--batch-size", str(args.batch), "--epochs",
+                 str(args.epochs), "--device", "cpu", "--out", out] + extra, cwd=tmp)
+            with open(os.path.join(out, "metrics.csv")) as f:
+                rates = [float(r["images_per_s"]) for r in csv.DictReader(f)][1:]
+            ckpt = os.path.join(out, "best.pt")
+            prec = ["--precision", "fp32"] if extra else []
+            ev = json.loads(run([args.bin, "eval", "--checkpoint", ckpt, "--data", args.data,
+                                 "--json", "--device", "cpu"] + prec, cwd=tmp).stdout)
+            rows.append((name, sum(rates) / len(rates), ev["images_per_s"]))
+            print(f"  measured {name}", file=sys.stderr)
+
+        one = os.path.join(args.data, sorted(os.listdir(args.data))[0])
+        one = os.path.join(one, sorted(os.listdir(one))[0])
+        script = os.path.join(tmp, "predict_one.py")
+        with open(script, "w") as f:
+            f.write(PREDICT_ONE)
+        t_tool = best_time([args.bin, "predict", "--checkpoint", ckpt, "--device", "cpu", one])
+        t_py = best_time([sys.executable, script, ckpt, one, os.path.join(root, "scripts")])
+
+    base_train, base_infer = rows[0][1], rows[0][2]
+    print(f"\n{'':<44} {'train img/s':>12} {'x':>6} {'infer img/s':>12} {'x':>6}")
+    for name, tr, inf in rows:
+        print(f"{name:<44} {tr:>12.1f} {tr / base_train:>6.2f} {inf:>12.1f} {inf / base_infer:>6.2f}")
+    print(f"\npredict one image, process start to answer: inception {t_tool:.2f} s, "
+          f"Python + PyTorch {t_py:.2f} s ({t_py / t_tool:.1f}x)")
+
+
+if __name__ == "__main__":
+    main()
