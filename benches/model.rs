@@ -98,6 +98,12 @@ fn main() -> Result<()> {
             step()?;
         }
         let train = (steps as i64 * batch) as f64 / t.elapsed().as_secs_f64();
+        // The optimiser's share of a step: the AdamW update alone, on the last gradients.
+        let t = Instant::now();
+        for _ in 0..steps {
+            opt.step(1e-4)?;
+        }
+        let update_ms = t.elapsed().as_secs_f64() * 1e3 / steps as f64;
 
         for fold in [false, true] {
             if fold {
@@ -136,6 +142,9 @@ fn main() -> Result<()> {
                 "{name:<34} {train_cell:>12} {train_ratio:>8} {rate:>12.1} {:>8.2}",
                 rate / base_infer
             );
+            if !fold {
+                println!("{:<34} AdamW update alone: {update_ms:.0} ms per step", "");
+            }
         }
     }
     Ok(())
