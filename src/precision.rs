@@ -123,7 +123,11 @@ pub struct Compute {
 
 impl Compute {
     /// Resolves `precision` for `device`.
+    /// On CUDA this also turns on cuDNN's benchmark mode (fixed input sizes here).
     pub fn new(device: Device, precision: Precision, channels_last: bool) -> Result<Compute> {
+        if device.is_cuda() {
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
         Ok(Compute {
             device,
             precision: precision.resolve(device)?,
