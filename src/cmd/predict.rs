@@ -8,7 +8,7 @@ use tch::{Device, Kind};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::cli::PredictArgs;
-use crate::data::folder::is_image_name;
+use crate::data::folder::find_images;
 use crate::data::image::load_rgb;
 use crate::data::transform::EvalTransform;
 use crate::device;
@@ -84,10 +84,12 @@ pub fn expand(args: &[String]) -> (Vec<PathBuf>, Vec<String>) {
         if path.is_file() {
             files.push(path.to_path_buf());
         } else if path.is_dir() {
-            let before = files.len();
-            walk_images(path, &mut files);
-            if files.len() == before {
-                missing.push(format!("{arg}: a folder with no images"));
+            match find_images(path) {
+                Ok((images, _)) if images.is_empty() => {
+                    missing.push(format!("{arg}: a folder with no images"))
+                }
+                Ok((images, _)) => files.extend(images),
+                Err(e) => missing.push(format!("{arg}: {e:#}")),
             }
         } else if arg.contains(['*', '?', '[']) {
             let before = files.len();
@@ -103,28 +105,6 @@ pub fn expand(args: &[String]) -> (Vec<PathBuf>, Vec<String>) {
         }
     }
     (files, missing)
-}
-
-fn walk_images(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    paths.sort();
-    for p in paths {
-        let hidden = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        if p.is_dir() {
-            walk_images(&p, out);
-        } else if is_image_name(&p) {
-            out.push(p);
-        }
-    }
 }
 
 /// One class and its probability.

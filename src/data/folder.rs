@@ -146,7 +146,9 @@ pub fn scan_tree(root: &Path) -> Result<Folder> {
             .with_context(|| format!("class folder {}: name is not valid UTF-8", dir.display()))?;
         classes.push(name.to_string());
         let before = samples.len();
-        walk(dir, label, &mut samples, &mut ignored, 0)?;
+        let (images, other) = find_images(dir)?;
+        ignored.extend(other);
+        samples.extend(images.into_iter().map(|path| Sample { path, label }));
         if samples.len() == before {
             bail!("class folder {} has no images", dir.display());
         }
@@ -162,10 +164,17 @@ pub fn scan_tree(root: &Path) -> Result<Folder> {
 /// Deepest folder level walked inside a class folder (guards against link loops).
 const MAX_DEPTH: usize = 16;
 
+/// The images under `dir`, recursively, in path order, and the other entries (hidden files and
+/// folders, files not named as images), which are ignored.
+pub fn find_images(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let (mut images, mut ignored) = (vec![], vec![]);
+    walk(dir, &mut images, &mut ignored, 0)?;
+    Ok((images, ignored))
+}
+
 fn walk(
     dir: &Path,
-    label: usize,
-    samples: &mut Vec<Sample>,
+    images: &mut Vec<PathBuf>,
     ignored: &mut Vec<PathBuf>,
     depth: usize,
 ) -> Result<()> {
@@ -174,12 +183,12 @@ fn walk(
             ignored.push(path);
         } else if path.is_dir() {
             if depth + 1 < MAX_DEPTH {
-                walk(&path, label, samples, ignored, depth + 1)?;
+                walk(&path, images, ignored, depth + 1)?;
             } else {
                 ignored.push(path);
             }
         } else if path.is_file() && is_image_name(&path) {
-            samples.push(Sample { path, label });
+            images.push(path);
         } else {
             ignored.push(path);
         }
