@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Parser, Subcommand};
 
 use crate::config::{OptimizerKind, Schedule};
 use crate::model::Arch;
@@ -117,8 +118,21 @@ pub struct PredictArgs {
     pub paths: Vec<String>,
 }
 
+/// The ids of `command`'s arguments that were given on the command line (not defaults).
+pub fn given_flags(command: &clap::Command, m: &ArgMatches) -> Vec<String> {
+    command
+        .get_arguments()
+        .map(|a| a.get_id().as_str())
+        .filter(|id| m.value_source(id) == Some(ValueSource::CommandLine))
+        .map(str::to_string)
+        .collect()
+}
+
 #[derive(Debug, Args)]
 pub struct TrainArgs {
+    /// The flags given on the command line (filled in from clap's matches by the binary).
+    #[arg(skip)]
+    pub given: Vec<String>,
     /// The dataset: DIR/<class>/<image>, or DIR/train/<class>/… with DIR/val/<class>/….
     #[arg(long, default_value = "data/monkeypox")]
     pub data: PathBuf,

@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use inception::cli::{Cli, Command};
+use clap::{CommandFactory, FromArgMatches};
+use inception::cli::{given_flags, Cli, Command};
 use inception::cmd;
 
 fn main() -> ExitCode {
@@ -17,7 +17,17 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let command = Cli::command();
+    let matches = command.clone().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::Train(args), Some(("train", sub)), Some(train)) = (
+        &mut cli.command,
+        matches.subcommand(),
+        command.find_subcommand("train"),
+    ) {
+        args.given = given_flags(train, sub);
+    }
+    match cli.command {
         Command::Train(args) => cmd::train::run(&args),
         Command::Eval(args) => cmd::eval::run(&args),
         Command::Summary(args) => cmd::summary::run(&args),

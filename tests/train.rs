@@ -301,7 +301,10 @@ fn a_run_killed_mid_way_and_resumed_ends_like_an_uninterrupted_one() {
         ],
     );
     let err = assert_clean_failure(&o);
-    assert!(err.contains("--resume continues a run"), "{err}");
+    assert!(
+        err.contains("--resume continues a run") && err.contains("(--lr cannot change)"),
+        "{err}"
+    );
 }
 
 #[test]

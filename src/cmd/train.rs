@@ -131,47 +131,33 @@ pub fn job(a: &TrainArgs) -> Result<TrainJob> {
     })
 }
 
+/// The flags a resumed run may change (clap argument ids).
+const RESUMABLE: [&str; 9] = [
+    "resume",
+    "epochs",
+    "patience",
+    "device",
+    "precision",
+    "channels_last",
+    "workers",
+    "cache_gib",
+    "skip_bad",
+];
+
 /// A resumed run keeps its config and dataset; only --epochs, --patience and --device change.
 fn resume_config(a: &TrainArgs, last: &std::path::Path) -> Result<(TrainConfig, RunDir, PathBuf)> {
-    let changed = a.config.is_some()
-        || a.out.is_some()
-        || a.arch.is_some()
-        || a.aux_logits.is_some()
-        || a.image_size.is_some()
-        || a.batch_size.is_some()
-        || a.optimizer.is_some()
-        || a.lr.is_some()
-        || a.momentum.is_some()
-        || a.weight_decay.is_some()
-        || a.schedule.is_some()
-        || a.warmup_epochs.is_some()
-        || a.step_size.is_some()
-        || a.step_gamma.is_some()
-        || a.label_smoothing.is_some()
-        || a.class_weights.is_some()
-        || a.seed.is_some()
-        || a.val_fraction.is_some()
-        || a.group_by.is_some()
-        || a.folds.is_some()
-        || a.fold.is_some()
-        || a.no_augment
-        || a.no_crop
-        || a.crop_scale.is_some()
-        || a.crop_ratio.is_some()
-        || a.hflip.is_some()
-        || a.vflip.is_some()
-        || a.rotation.is_some()
-        || a.brightness.is_some()
-        || a.contrast.is_some()
-        || a.saturation.is_some()
-        || a.mean.is_some()
-        || a.std.is_some()
-        || a.init.is_some();
-    if changed {
+    let fixed: Vec<String> = a
+        .given
+        .iter()
+        .filter(|id| !RESUMABLE.contains(&id.as_str()))
+        .map(|id| format!("--{}", id.replace('_', "-")))
+        .collect();
+    if !fixed.is_empty() {
         bail!(
-            "--resume continues a run as it was configured: only --epochs, --patience, \
-             --device, --precision, --channels-last, --workers, --cache-gib and --skip-bad may \
-             be given with it"
+            "--resume continues a run as it was configured ({} cannot change): only --epochs, \
+             --patience, --device, --precision, --channels-last, --workers, --cache-gib and \
+             --skip-bad may be given with it",
+            fixed.join(", ")
         );
     }
     let meta = checkpoint::load(last, tch::Device::Cpu)?.meta;
