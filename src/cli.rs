@@ -118,6 +118,19 @@ pub struct PredictArgs {
     pub paths: Vec<String>,
 }
 
+/// A comma-separated list flag that must hold exactly `N` numbers: `None` when not given.
+pub fn fixed<const N: usize>(flag: &str, v: &Option<Vec<f64>>) -> anyhow::Result<Option<[f64; N]>> {
+    match v.as_deref() {
+        None => Ok(None),
+        Some(v) => <[f64; N]>::try_from(v).map(Some).map_err(|_| {
+            anyhow::anyhow!(
+                "--{flag} takes {N} comma-separated numbers, got {}",
+                v.len()
+            )
+        }),
+    }
+}
+
 /// The ids of `command`'s arguments that were given on the command line (not defaults).
 pub fn given_flags(command: &clap::Command, m: &ArgMatches) -> Vec<String> {
     command

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use tch::Device;
 
 use crate::checkpoint::{self, Meta};
-use crate::cli::ImportArgs;
+use crate::cli::{fixed, ImportArgs};
 use crate::data::transform::Normalization;
 use crate::model::{check_image_size, Arch, Model, NetConfig};
 
@@ -53,14 +53,9 @@ impl ImportConfig {
             bail!("--transform-input exists only for --arch googlenet");
         }
         let default = Normalization::IMAGENET;
-        let three = |flag: &str, v: &Option<Vec<f64>>, d: [f64; 3]| match v.as_deref() {
-            None => Ok(d),
-            Some([a, b, c]) => Ok([*a, *b, *c]),
-            Some(v) => bail!("--{flag} takes 3 comma-separated numbers, got {}", v.len()),
-        };
         let normalization = Normalization {
-            mean: three("mean", &args.mean, default.mean)?,
-            std: three("std", &args.std, default.std)?,
+            mean: fixed("mean", &args.mean)?.unwrap_or(default.mean),
+            std: fixed("std", &args.std)?.unwrap_or(default.std),
         };
         normalization.validate()?;
         if args.out.exists() && !args.force {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::checkpoint;
-use crate::cli::TrainArgs;
+use crate::cli::{fixed, TrainArgs};
 use crate::config::{self, ClassWeights, TrainConfig};
 use crate::data::transform::Augment;
 use crate::device;
@@ -59,30 +59,24 @@ pub fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) -> Result<()> {
     if a.no_augment {
         cfg.augment = Augment::none();
     }
-    let n = |flag: &str, v: &Option<Vec<f64>>, want: usize| match v {
-        Some(v) if v.len() != want => bail!(
-            "--{flag} takes {want} comma-separated numbers, got {}",
-            v.len()
-        ),
-        _ => Ok(()),
-    };
-    n("crop-scale", &a.crop_scale, 2)?;
-    n("crop-ratio", &a.crop_ratio, 2)?;
-    n("mean", &a.mean, 3)?;
-    n("std", &a.std, 3)?;
+    let (crop_scale, crop_ratio) = (
+        fixed("crop-scale", &a.crop_scale)?,
+        fixed("crop-ratio", &a.crop_ratio)?,
+    );
+    let (mean, std) = (fixed("mean", &a.mean)?, fixed("std", &a.std)?);
     let aug = &mut cfg.augment;
     if a.no_crop {
         aug.random_resized_crop = None;
     }
-    if let Some([lo, hi]) = a.crop_scale.as_deref() {
+    if let Some(scale) = crop_scale {
         aug.random_resized_crop
             .get_or_insert_with(Default::default)
-            .scale = [*lo, *hi];
+            .scale = scale;
     }
-    if let Some([lo, hi]) = a.crop_ratio.as_deref() {
+    if let Some(ratio) = crop_ratio {
         aug.random_resized_crop
             .get_or_insert_with(Default::default)
-            .ratio = [*lo, *hi];
+            .ratio = ratio;
     }
     for (field, flag) in [
         (&mut aug.hflip, a.hflip),
@@ -94,12 +88,8 @@ pub fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) -> Result<()> {
     ] {
         set_if(field, flag);
     }
-    if let Some([r, g, b]) = a.mean.as_deref() {
-        cfg.normalization.mean = [*r, *g, *b];
-    }
-    if let Some([r, g, b]) = a.std.as_deref() {
-        cfg.normalization.std = [*r, *g, *b];
-    }
+    set_if(&mut cfg.normalization.mean, mean);
+    set_if(&mut cfg.normalization.std, std);
     if a.arch == Some(crate::model::Arch::Seed) && a.aux_logits.is_none() {
         cfg.aux_logits = false;
     }
