@@ -84,74 +84,50 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
         ),
         None => None,
     };
-    let init = match &cfg.init {
-        Some(path) => Some(checkpoint::load(path, device)?),
-        None => None,
-    };
-    if let (Some(src), Some(path)) = (&init, &cfg.init) {
-        if src.meta.arch != cfg.arch {
-            bail!(
-                "--init {}: a {} checkpoint, not {}",
-                path.display(),
-                src.meta.arch,
-                cfg.arch
-            );
-        }
-    }
-    let net = NetConfig {
-        aux_logits: cfg.aux_logits,
-        transform_input: init.as_ref().is_some_and(|c| c.meta.transform_input),
-        ..NetConfig::new(cfg.arch, classes.len() as i64)
-    };
-    tch::manual_seed(mix(&[cfg.seed, u64::MAX, 0]) as i64);
-    let mut model = Model::new(net, device)?;
-    if let (Some(src), None) = (&init, &job.resume) {
-        let report = model.init_from(&src.model)?;
-        println!(
-            "init: {} tensors from {}; {} start fresh ({})",
-            report.copied.len(),
-            cfg.init
+    // The network: the resumed run's, or a fresh one (from --init's weights when given).
+    let (mut model, start_epoch, mut state, saved_optimizer) = match &job.resume {
+        Some(path) => {
+            let ckpt = checkpoint::load(path, device)?;
+            let record = ckpt
+                .meta
+                .training
                 .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            report.kept.len(),
-            report.kept.join(", ")
-        );
-    }
-    compute.prepare(&mut model)?;
-    let mut opt = Optimizer::new(&model, cfg.optimizer, cfg.momentum, cfg.weight_decay)?;
-    let mut state = ResumeState {
-        optimizer_step: 0,
-        best: None,
-        epochs_since_best: 0,
-    };
-    let mut start_epoch = 0;
-    if let Some(path) = &job.resume {
-        let ckpt = checkpoint::load(path, device)?;
-        let record = ckpt
-            .meta
-            .training
-            .as_ref()
-            .context("not a checkpoint written by training")?;
-        let resume = record.resume.clone().with_context(|| {
-            format!(
-                "{} has no resume state (resume from last.pt)",
-                path.display()
-            )
-        })?;
-        if record.split != split_files {
-            bail!(
-                "{}: the dataset or its split differs from the run's",
-                path.display()
-            );
+                .context("not a checkpoint written by training")?;
+            let resume = record.resume.clone().with_context(|| {
+                format!(
+                    "{} has no resume state (resume from last.pt)",
+                    path.display()
+                )
+            })?;
+            if record.split != split_files {
+                bail!(
+                    "{}: the dataset or its split differs from the run's",
+                    path.display()
+                );
+            }
+            println!("resuming {} after epoch {}", path.display(), record.epoch);
+            let epoch = record.epoch;
+            (ckpt.model, epoch, resume, Some(ckpt.optimizer))
         }
-        model = ckpt.model;
-        compute.prepare(&mut model)?;
-        opt = Optimizer::new(&model, cfg.optimizer, cfg.momentum, cfg.weight_decay)?;
-        opt.load_state(&ckpt.optimizer, resume.optimizer_step)?;
-        start_epoch = record.epoch;
-        state = resume;
-        println!("resuming {} after epoch {start_epoch}", path.display());
+        None => {
+            let state = ResumeState {
+                optimizer_step: 0,
+                best: None,
+                epochs_since_best: 0,
+            };
+            (
+                fresh_model(cfg, classes.len() as i64, device)?,
+                0,
+                state,
+                None,
+            )
+        }
+    };
+    compute.prepare(&mut model)?;
+    let net = model.config;
+    let mut opt = Optimizer::new(&model, cfg.optimizer, cfg.momentum, cfg.weight_decay)?;
+    if let Some(tensors) = &saved_optimizer {
+        opt.load_state(tensors, state.optimizer_step)?;
     }
 
     let run = job.run_dir.create()?;
@@ -298,6 +274,42 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
         epochs_run,
         stopped_early,
     })
+}
+
+/// A newly initialised network (seeded), from `cfg.init`'s weights where their shapes fit.
+fn fresh_model(cfg: &TrainConfig, num_classes: i64, device: Device) -> Result<Model> {
+    let init = match &cfg.init {
+        Some(path) => Some((path, checkpoint::load(path, device)?)),
+        None => None,
+    };
+    if let Some((path, src)) = &init {
+        if src.meta.arch != cfg.arch {
+            bail!(
+                "--init {}: a {} checkpoint, not {}",
+                path.display(),
+                src.meta.arch,
+                cfg.arch
+            );
+        }
+    }
+    let net = NetConfig {
+        aux_logits: cfg.aux_logits,
+        transform_input: init.as_ref().is_some_and(|(_, c)| c.meta.transform_input),
+        ..NetConfig::new(cfg.arch, num_classes)
+    };
+    tch::manual_seed(mix(&[cfg.seed, u64::MAX, 0]) as i64);
+    let mut model = Model::new(net, device)?;
+    if let Some((path, src)) = &init {
+        let report = model.init_from(&src.model)?;
+        println!(
+            "init: {} tensors from {}; {} start fresh ({})",
+            report.copied.len(),
+            path.display(),
+            report.kept.len(),
+            report.kept.join(", ")
+        );
+    }
+    Ok(model)
 }
 
 /// The rows of an existing `metrics.csv` up to `epochs` (a resumed run drops rows written
