@@ -7,8 +7,9 @@
 //! image size, normalisation, `transform_input`, and a CRC-32 of the tensors that catches a
 //! corrupted file. Checkpoints written by training also record the training config, the
 //! dataset and its split, the epoch and its metrics ([`TrainingRecord`]); `last.pt` adds the
-//! optimiser's buffers (tensors named `optimizer.…`) and what resuming needs. Written atomically: a temporary file in the same folder, flushed and synced,
-//! then renamed over the target.
+//! optimiser's buffers (tensors named `optimizer.…`) and what resuming needs. Written
+//! atomically: a temporary file in the same folder, flushed and synced, then renamed over the
+//! target.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
