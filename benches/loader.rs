@@ -56,6 +56,7 @@ fn loader_rate(loader: &Loader, idx: &[usize], epochs: u64) -> Result<f64> {
 }
 
 fn main() -> Result<()> {
+    inception::runtime::retain_freed_memory();
     let batch = env("BENCH_BATCH", 32);
     let size = env("BENCH_IMAGE_SIZE", 224) as u32;
     let steps = env("BENCH_STEPS", 3);

@@ -28,6 +28,7 @@ struct Variant {
 }
 
 fn main() -> Result<()> {
+    inception::runtime::retain_freed_memory();
     let arch = match std::env::var("BENCH_ARCH").as_deref() {
         Ok("googlenet") => Arch::Googlenet,
         _ => Arch::Seed,

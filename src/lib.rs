@@ -7,6 +7,7 @@
 //!   [`metrics`]: classification metrics.
 //! - [`checkpoint`]: the one-file checkpoint format.
 //! - [`device`]: `--device` resolution; [`precision`]: `--precision` and channels-last.
+//! - [`runtime`]: process-wide allocator settings for speed.
 
 pub mod checkpoint;
 pub mod cli;
@@ -17,4 +18,5 @@ pub mod device;
 pub mod metrics;
 pub mod model;
 pub mod precision;
+pub mod runtime;
 pub mod train;

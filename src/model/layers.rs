@@ -269,9 +269,10 @@ impl ConvBnRelu {
             (Some((w, b)), false) => {
                 let c = &self.conv;
                 x.f_conv2d(w, Some(b), [c.stride; 2], [c.padding; 2], [1, 1], 1)?
-                    .f_relu()
+                    .f_relu_()
             }
-            _ => self.bn.forward_t(&self.conv.forward(x)?, train)?.f_relu(),
+            // In place: BatchNorm's backward needs its input, not its output.
+            _ => self.bn.forward_t(&self.conv.forward(x)?, train)?.f_relu_(),
         }
     }
 

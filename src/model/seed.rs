@@ -72,11 +72,12 @@ impl Seed {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
-        // x: [N, 3, S, S]; sizes below are for S = 224
-        let x = self.conv1.forward(x)?.f_relu()?; // [N, 64, 112, 112]
+        // x: [N, 3, S, S]; sizes below are for S = 224. ReLU in place: a convolution's backward
+        // needs its input, not its output.
+        let x = self.conv1.forward(x)?.f_relu_()?; // [N, 64, 112, 112]
         let x = POOL.forward(&x)?; // [N, 64, 56, 56]
-        let x = self.conv2.forward(&x)?.f_relu()?; // [N, 64, 58, 58]
-        let x = self.conv3.forward(&x)?.f_relu()?; // [N, 192, 58, 58]
+        let x = self.conv2.forward(&x)?.f_relu_()?; // [N, 64, 58, 58]
+        let x = self.conv3.forward(&x)?.f_relu_()?; // [N, 192, 58, 58]
         let mut x = POOL.forward(&x)?; // [N, 192, 29, 29]
         for (i, block) in self.blocks.iter().enumerate() {
             // 3a, 3b: 29×29; 4a–4e: 14×14; 5a, 5b: 7×7

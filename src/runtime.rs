@@ -1,0 +1,27 @@
+//! Process-wide settings that keep libtorch's CPU work from waiting on the kernel.
+//!
+//! libtorch allocates every CPU tensor with glibc's `posix_memalign`. A training step allocates
+//! and frees the same activation buffers each time, many of them larger than glibc's mmap
+//! threshold (32 MiB at most), so by default each is a fresh `mmap` whose pages the kernel
+//! zero-fills on first touch and which `munmap` gives back on free: tens of thousands of page
+//! faults per step of the seed network at batch 32. Serving large blocks from the heap and never
+//! trimming it lets each step reuse the memory of the one before: the process keeps its peak
+//! (measured: the same peak resident size for `inception train`), and the bf16 training step and
+//! inference on 2 cores run about 1.3× faster (README, Speed). glibc only; elsewhere a no-op.
+
+/// Makes glibc's malloc keep freed memory for reuse instead of unmapping it. Call once at
+/// start, before the first large allocation. Returns whether the settings were applied.
+pub fn retain_freed_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only changes allocator parameters; it is safe to call at any time.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_MAX, 0) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
