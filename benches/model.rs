@@ -3,7 +3,9 @@
 //! as ratios to fp32 in the default layout measured in the same process.
 //!
 //! Run: `cargo bench --bench model`. Environment: BENCH_ARCH (seed|googlenet), BENCH_BATCH
-//! (32), BENCH_IMAGE_SIZE (224), BENCH_STEPS (3).
+//! (32), BENCH_IMAGE_SIZE (224), BENCH_STEPS (3), BENCH_DEFAULT_MALLOC=1 (leave glibc's malloc
+//! as it is instead of `runtime::retain_freed_memory`, as the binary does; the page faults per
+//! training step show the difference).
 
 use std::time::Instant;
 
@@ -27,8 +29,21 @@ struct Variant {
     precision: Precision,
 }
 
+/// Minor page faults of this process so far.
+fn page_faults() -> i64 {
+    // SAFETY: getrusage writes into the zeroed struct it is given.
+    unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage.ru_minflt
+    }
+}
+
 fn main() -> Result<()> {
-    inception::runtime::retain_freed_memory();
+    let default_malloc = std::env::var("BENCH_DEFAULT_MALLOC").is_ok_and(|v| v == "1");
+    if !default_malloc {
+        inception::runtime::retain_freed_memory();
+    }
     let arch = match std::env::var("BENCH_ARCH").as_deref() {
         Ok("googlenet") => Arch::Googlenet,
         _ => Arch::Seed,
@@ -62,9 +77,14 @@ fn main() -> Result<()> {
         },
     ];
     println!(
-        "{arch}, batch {batch}, {size}×{size}, {} threads, CPU bf16: {}",
+        "{arch}, batch {batch}, {size}×{size}, {} threads, CPU bf16: {}, malloc: {}",
         tch::get_num_threads(),
-        cpu_has_bf16()
+        cpu_has_bf16(),
+        if default_malloc {
+            "glibc default"
+        } else {
+            "freed memory retained"
+        }
     );
     println!(
         "{:<34} {:>12} {:>8} {:>12} {:>8}",
@@ -94,11 +114,12 @@ fn main() -> Result<()> {
             opt.step(1e-4)
         };
         step()?;
-        let t = Instant::now();
+        let (t, faults) = (Instant::now(), page_faults());
         for _ in 0..steps {
             step()?;
         }
         let train = (steps as i64 * batch) as f64 / t.elapsed().as_secs_f64();
+        let faults = (page_faults() - faults) / steps as i64;
         // The optimiser's share of a step: the AdamW update alone, on the last gradients.
         let t = Instant::now();
         for _ in 0..steps {
@@ -144,7 +165,11 @@ fn main() -> Result<()> {
                 rate / base_infer
             );
             if !fold {
-                println!("{:<34} AdamW update alone: {update_ms:.0} ms per step", "");
+                println!(
+                    "{:<34} AdamW update alone: {update_ms:.0} ms per step; {faults} page faults \
+                     per step",
+                    ""
+                );
             }
         }
     }

@@ -10,12 +10,15 @@ Measured: training steps per second in steady state (data included; the first 2 
 left out) and inference over the whole dataset (eval transform, no_grad), as images/s.
 
 inception: `inception train --arch seed` (images/s of the last epochs in metrics.csv: whole
-steps, data included), `inception eval --data` (images/s of preprocessing + network), and
+steps, data included), `inception eval --data` (images/s from reading the files to the
+probabilities: decoding, preprocessing and the network, as the PyTorch loop), and
 `inception predict one.jpg` from process start to answer, against a Python script that loads
 the same weights (the checkpoint is a safetensors state_dict) and predicts the same image.
 
-Usage: PYTHONPATH=.deps/py python3 benches/side_by_side.py [--data DIR] [--steps N]
-(make bench runs it). Prints a table with ratios against the seed-style baseline.
+Usage: PYTHONPATH=.deps/py python3 benches/side_by_side.py [--data DIR] [--steps N] [--profile]
+(make bench runs it). Prints a table with ratios against the seed-style baseline. --profile also
+prints where a PyTorch channels-last + bf16 training step spends its time, by operator
+(torch.profiler): the same libtorch kernels inception calls.
 """
 
 import argparse
@@ -110,6 +113,30 @@ def torch_infer(data, batch, size, channels_last, bf16):
     return n / (time.perf_counter() - start)
 
 
+def profile_step(batch, size):
+    """Self time by operator of two channels-last + bf16 training steps, synthetic data."""
+    from torch.profiler import ProfilerActivity, profile
+    model = SeedInceptionV1(2).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(batch, 3, size, size).to(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (batch,))
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+        step()
+    print("\nPyTorch channels-last + bf16 training step, by operator (self time of 2 steps):")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
 def run(cmd, **kw):
     out = subprocess.run(cmd, capture_output=True, text=True, **kw)
     if out.returncode != 0:
@@ -133,7 +160,10 @@ def main():
     ap.add_argument("--bin", default=os.path.join(root, "target", "release", "inception"))
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--steps", type=int, default=6, help="timed PyTorch training steps")
+    ap.add_argument("--steps", type=int, default=9,
+                    help="timed PyTorch training steps (inception times 2 epochs: 9 full batches on MSLD)")
+    ap.add_argument("--profile", action="store_true",
+                    help="print an operator profile of a channels-last + bf16 training step")
     ap.add_argument("--epochs", type=int, default=3, help="inception training epochs (the last two are timed)")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -175,6 +205,8 @@ def main():
         t_tool = best_time([args.bin, "predict", "--checkpoint", ckpt, "--device", "cpu", one])
         t_py = best_time([sys.executable, script, ckpt, one, os.path.join(root, "scripts")])
 
+    if args.profile:
+        profile_step(args.batch, args.size)
     base_train, base_infer = rows[0][1], rows[0][2]
     print(f"\n{'':<44} {'train img/s':>12} {'x':>6} {'infer img/s':>12} {'x':>6}")
     for name, tr, inf in rows:

@@ -26,7 +26,8 @@ pub struct EvalReport {
     pub split: String,
     /// Files left out as unreadable (with --skip-bad).
     pub skipped: Vec<String>,
-    /// Images per second through preprocessing and the network (decoding excluded).
+    /// Images per second from reading the files to the probabilities: decoding, preprocessing
+    /// and the network.
     pub images_per_s: f64,
     #[serde(flatten)]
     pub evaluation: Evaluation,
@@ -79,6 +80,7 @@ pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
         bail!("no images to measure in {} ({split})", root.display());
     }
     let size = ckpt.meta.image_size as u32;
+    let started = std::time::Instant::now();
     let prepared = prepare(
         &samples,
         size,
@@ -94,7 +96,6 @@ pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
         normalization: ckpt.meta.normalization,
     };
     let loader = eval_loader(prepared.store, Arc::new(samples), transform, a.batch_size);
-    let started = std::time::Instant::now();
     let (probs, labels) = predict_all(&ckpt.model, &loader, &prepared.good, compute)?;
     let images_per_s = probs.len() as f64 / started.elapsed().as_secs_f64();
     Ok(EvalReport {
