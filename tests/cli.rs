@@ -456,6 +456,44 @@ fn predict_reports_an_unreadable_image_and_still_predicts_the_others() {
 }
 
 #[test]
+fn predict_keeps_the_input_order_across_batches_read_ahead_even_when_a_batch_is_all_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = import_case(dir.path(), "seed_2", "Monkey Pox,Others", &[]);
+    fs::write(dir.path().join("fake.jpg"), "not really a jpeg").unwrap();
+    fs::write(dir.path().join("empty.png"), "").unwrap();
+    for (i, name) in ["c.png", "a.png", "b.png"].iter().enumerate() {
+        test_image(&dir.path().join(name), 40 + 8 * i as u32, 48, i as u32);
+    }
+    let o = inception(
+        dir.path(),
+        &[
+            "predict",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--batch-size",
+            "2",
+            "fake.jpg",
+            "empty.png",
+            "c.png",
+            "a.png",
+            "b.png",
+        ],
+    );
+    let err = assert_clean_failure(&o);
+    let (fake, empty) = (
+        err.find("fake.jpg").unwrap(),
+        err.find("empty.png").unwrap(),
+    );
+    assert!(fake < empty, "{err}");
+    assert!(err.contains("2 of 5 inputs could not be read"), "{err}");
+    let out = stdout(&o);
+    let order: Vec<&str> = out.lines().map(|l| l.split(':').next().unwrap()).collect();
+    assert_eq!(order, ["c.png", "a.png", "b.png"], "{out}");
+}
+
+#[test]
 fn predict_refuses_a_file_that_is_not_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     test_image(&dir.path().join("a.png"), 32, 32, 0);

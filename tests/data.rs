@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use image::{ImageBuffer, ImageFormat, Luma, LumaA, Rgb, RgbImage, Rgba};
 use inception::data::folder::{scan, scan_tree, Layout, Sample};
 use inception::data::image::load_rgb;
-use inception::data::loader::{prepare, Loader, Mode};
+use inception::data::loader::{parallel_map, prepare, Loader, Mode};
 use inception::data::split::{holdout, kfold, GroupBy, Split};
 use inception::data::transform::{Augment, EvalTransform, Normalization, TrainTransform};
 use rand::SeedableRng;
@@ -718,4 +718,24 @@ fn an_eval_loader_reproduces_the_eval_transform() {
         ])
         .unwrap();
     assert!(batch.images.allclose(&direct, 0.0, 0.0, false));
+}
+
+#[test]
+fn parallel_map_keeps_the_order_and_leaves_out_only_what_a_panicked_thread_took() {
+    let items: Vec<u32> = (0..100).collect();
+    let doubled = parallel_map(&items, 4, |&i| i * 2);
+    assert_eq!(doubled, (0..100).map(|i| Some(i * 2)).collect::<Vec<_>>());
+    assert_eq!(parallel_map(&items[..2], 8, |&i| i), [Some(0), Some(1)]);
+    let out = parallel_map(&items, 3, |&i| {
+        assert_ne!(i, 50, "a decoder that panics");
+        i
+    });
+    assert_eq!(out[50], None);
+    for (i, r) in out.iter().enumerate() {
+        assert!(r.is_none() || *r == Some(i as u32), "{i}: {r:?}");
+    }
+    assert!(
+        out[51..].iter().all(Option::is_some),
+        "the other threads finish the work"
+    );
 }

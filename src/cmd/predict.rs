@@ -1,15 +1,17 @@
 //! `inception predict`: classes and probabilities for images.
 
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
 
 use anyhow::{bail, Result};
 use serde::Serialize;
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::cli::PredictArgs;
 use crate::data::folder::find_images;
 use crate::data::image::load_rgb;
+use crate::data::loader::{default_threads, parallel_map};
 use crate::data::transform::EvalTransform;
 use crate::device;
 use crate::precision::Compute;
@@ -193,7 +195,54 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// Predicts every readable image; unreadable ones are reported on stderr and counted.
+/// The files of one batch, decoded and preprocessed ahead of the network.
+struct ReadBatch<'a> {
+    /// The files that decoded, in order.
+    paths: Vec<&'a Path>,
+    /// Why the others did not, in order.
+    failures: Vec<anyhow::Error>,
+    /// `[paths.len(), 3, S, S]`; `None` when no file decoded.
+    images: Option<Tensor>,
+}
+
+/// Decodes and preprocesses `files` on `threads` threads.
+fn read_batch<'a>(
+    files: &'a [PathBuf],
+    transform: &EvalTransform,
+    threads: usize,
+) -> Result<ReadBatch<'a>> {
+    let read = parallel_map(files, threads, |path| -> Result<Vec<f32>> {
+        let s = transform.image_size as usize;
+        let mut data = Vec::with_capacity(3 * s * s);
+        transform.apply_into(&load_rgb(path)?, &mut data);
+        Ok(data)
+    });
+    let (mut paths, mut failures, mut data) = (vec![], vec![], vec![]);
+    for (path, r) in files.iter().zip(read) {
+        match r {
+            Some(Ok(d)) => {
+                paths.push(path.as_path());
+                data.extend_from_slice(&d);
+            }
+            Some(Err(e)) => failures.push(e),
+            None => bail!("a decoding thread died on {}", path.display()),
+        }
+    }
+    let s = transform.image_size as i64;
+    let images = if paths.is_empty() {
+        None
+    } else {
+        Some(Tensor::f_from_slice(&data)?.f_view([paths.len() as i64, 3, s, s])?)
+    };
+    Ok(ReadBatch {
+        paths,
+        failures,
+        images,
+    })
+}
+
+/// Predicts every readable image; unreadable ones are reported on stderr and counted. A reader
+/// thread decodes the next batch (on all cores) while the network runs on this one.
 pub fn predict(ckpt: &Checkpoint, cfg: &PredictConfig) -> Result<(Vec<Prediction>, usize)> {
     let meta = &ckpt.meta;
     let transform = EvalTransform {
@@ -204,52 +253,58 @@ pub fn predict(ckpt: &Checkpoint, cfg: &PredictConfig) -> Result<(Vec<Prediction
     let mut predictions = Vec::with_capacity(cfg.images.len());
     let mut failures = 0;
     let _guard = tch::no_grad_guard();
-    for chunk in cfg.images.chunks(cfg.batch_size) {
-        let mut images = Vec::with_capacity(chunk.len());
-        let mut paths = Vec::with_capacity(chunk.len());
-        for path in chunk {
-            match load_rgb(path) {
-                Ok(img) => {
-                    images.push(img);
-                    paths.push(path);
-                }
-                Err(e) => {
-                    let what = if cfg.skip_bad { "skipped" } else { "error" };
-                    eprintln!("{what}: {}", crate::cmd::error_line(&e));
-                    failures += 1;
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = sync_channel(1);
+        let (images, transform) = (&cfg.images, &transform);
+        scope.spawn(move || {
+            for chunk in images.chunks(cfg.batch_size) {
+                if tx
+                    .send(read_batch(chunk, transform, default_threads()))
+                    .is_err()
+                {
+                    return;
                 }
             }
+        });
+        for batch in rx {
+            let batch = batch?;
+            for e in &batch.failures {
+                let what = if cfg.skip_bad { "skipped" } else { "error" };
+                eprintln!("{what}: {}", crate::cmd::error_line(e));
+            }
+            failures += batch.failures.len();
+            let Some(images) = &batch.images else {
+                continue;
+            };
+            let x = cfg.compute.input(images)?;
+            let logits = {
+                let _autocast = cfg.compute.autocast();
+                ckpt.model.forward_t(&x, false)?.logits
+            };
+            let probs = logits
+                .f_softmax(-1, Kind::Float)?
+                .f_to_device(Device::Cpu)?;
+            let (values, indices) = probs.f_topk(k as i64, -1, true, true)?;
+            let values = Vec::<Vec<f32>>::try_from(&values)?;
+            let indices = Vec::<Vec<i64>>::try_from(&indices)?;
+            for ((path, v), i) in batch.paths.iter().zip(values).zip(indices) {
+                let top_k: Vec<Scored> = v
+                    .iter()
+                    .zip(&i)
+                    .map(|(p, &c)| Scored {
+                        class: meta.classes[c as usize].clone(),
+                        probability: *p as f64,
+                    })
+                    .collect();
+                predictions.push(Prediction {
+                    path: path.display().to_string(),
+                    class: top_k[0].class.clone(),
+                    probability: top_k[0].probability,
+                    top_k,
+                });
+            }
         }
-        if images.is_empty() {
-            continue;
-        }
-        let x = cfg.compute.input(&transform.batch(&images)?)?;
-        let logits = {
-            let _autocast = cfg.compute.autocast();
-            ckpt.model.forward_t(&x, false)?.logits
-        };
-        let probs = logits
-            .f_softmax(-1, Kind::Float)?
-            .f_to_device(Device::Cpu)?;
-        let (values, indices) = probs.f_topk(k as i64, -1, true, true)?;
-        let values = Vec::<Vec<f32>>::try_from(&values)?;
-        let indices = Vec::<Vec<i64>>::try_from(&indices)?;
-        for ((path, v), i) in paths.iter().zip(values).zip(indices) {
-            let top_k: Vec<Scored> = v
-                .iter()
-                .zip(&i)
-                .map(|(p, &c)| Scored {
-                    class: meta.classes[c as usize].clone(),
-                    probability: *p as f64,
-                })
-                .collect();
-            predictions.push(Prediction {
-                path: path.display().to_string(),
-                class: top_k[0].class.clone(),
-                probability: top_k[0].probability,
-                top_k,
-            });
-        }
-    }
+        Ok(())
+    })?;
     Ok((predictions, failures))
 }

@@ -85,6 +85,41 @@ pub fn default_threads() -> usize {
         .unwrap_or(1)
 }
 
+/// `f` applied to every item on `threads` threads, in the items' order. An item is `None` only
+/// when the thread that took it panicked.
+pub fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<Option<R>> {
+    let next = AtomicUsize::new(0);
+    let mut results: Vec<Option<R>> = std::iter::repeat_with(|| None).take(items.len()).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads.clamp(1, items.len().max(1)))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = vec![];
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= items.len() {
+                            break out;
+                        }
+                        out.push((i, f(&items[i])));
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            if let Ok(out) = h.join() {
+                for (i, r) in out {
+                    results[i] = Some(r);
+                }
+            }
+        }
+    });
+    results
+}
+
 /// Decodes every sample once, in parallel; see the module documentation.
 pub fn prepare(
     samples: &[Sample],
@@ -93,46 +128,19 @@ pub fn prepare(
     skip_bad: bool,
     threads: usize,
 ) -> Result<Prepared> {
-    type Decoded = std::result::Result<((u32, u32), Option<Arc<RgbImage>>), String>;
-    let next = AtomicUsize::new(0);
     let reserved = AtomicU64::new(0);
-    let mut results: Vec<Option<Decoded>> = vec![None; samples.len()];
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads.max(1))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut out = vec![];
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= samples.len() {
-                            break out;
-                        }
-                        let decoded = match load_rgb(&samples[i].path) {
-                            Ok(img) => {
-                                let dims = img.dimensions();
-                                let working = to_working_size(&img, image_size);
-                                let bytes = working.as_raw().len() as u64;
-                                let fits = reserved.fetch_add(bytes, Ordering::Relaxed) + bytes
-                                    <= budget_bytes;
-                                if !fits {
-                                    reserved.fetch_sub(bytes, Ordering::Relaxed);
-                                }
-                                Ok((dims, fits.then(|| Arc::new(working))))
-                            }
-                            Err(e) => Err(crate::cmd::error_line(&e)),
-                        };
-                        out.push((i, decoded));
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            if let Ok(out) = h.join() {
-                for (i, d) in out {
-                    results[i] = Some(d);
-                }
+    let results = parallel_map(samples, threads, |sample| match load_rgb(&sample.path) {
+        Ok(img) => {
+            let dims = img.dimensions();
+            let working = to_working_size(&img, image_size);
+            let bytes = working.as_raw().len() as u64;
+            let fits = reserved.fetch_add(bytes, Ordering::Relaxed) + bytes <= budget_bytes;
+            if !fits {
+                reserved.fetch_sub(bytes, Ordering::Relaxed);
             }
+            Ok((dims, fits.then(|| Arc::new(working))))
         }
+        Err(e) => Err(crate::cmd::error_line(&e)),
     });
     let mut cached = Vec::with_capacity(samples.len());
     let (mut good, mut bad) = (vec![], vec![]);
