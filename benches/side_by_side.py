@@ -182,7 +182,9 @@ def main():
         print(f"  measured {name}", file=sys.stderr)
 
     with tempfile.TemporaryDirectory() as tmp:
-        for name, extra in [("inception fp32", ["--precision", "fp32", "--channels-last", "false"]),
+        # eval and predict always compute in channels-last; only training takes the default layout.
+        for name, extra in [("inception fp32 (train default layout)",
+                             ["--precision", "fp32", "--channels-last", "false"]),
                             ("inception (auto precision, channels-last)", [])]:
             out = os.path.join(tmp, name.split()[1].strip("()").replace(",", ""))
             run([args.bin, "train", "--data", args.data, "--arch", "seed", "--aux-logits", "false",
