@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
@@ -256,7 +256,7 @@ pub fn predict(ckpt: &Checkpoint, cfg: &PredictConfig) -> Result<(Vec<Prediction
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = sync_channel(1);
         let (images, transform) = (&cfg.images, &transform);
-        scope.spawn(move || {
+        let reader = scope.spawn(move || {
             for chunk in images.chunks(cfg.batch_size) {
                 if tx
                     .send(read_batch(chunk, transform, default_threads()))
@@ -304,7 +304,9 @@ pub fn predict(ckpt: &Checkpoint, cfg: &PredictConfig) -> Result<(Vec<Prediction
                 });
             }
         }
-        Ok(())
+        reader
+            .join()
+            .map_err(|_| anyhow!("the thread reading the images stopped on an internal error"))
     })?;
     Ok((predictions, failures))
 }
