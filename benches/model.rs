@@ -29,16 +29,6 @@ struct Variant {
     precision: Precision,
 }
 
-/// Minor page faults of this process so far.
-fn page_faults() -> i64 {
-    // SAFETY: getrusage writes into the zeroed struct it is given.
-    unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage.ru_minflt
-    }
-}
-
 fn main() -> Result<()> {
     let default_malloc = std::env::var("BENCH_DEFAULT_MALLOC").is_ok_and(|v| v == "1");
     if !default_malloc {
@@ -114,12 +104,12 @@ fn main() -> Result<()> {
             opt.step(1e-4)
         };
         step()?;
-        let (t, faults) = (Instant::now(), page_faults());
+        let (t, faults) = (Instant::now(), inception::runtime::page_faults());
         for _ in 0..steps {
             step()?;
         }
         let train = (steps as i64 * batch) as f64 / t.elapsed().as_secs_f64();
-        let faults = (page_faults() - faults) / steps as i64;
+        let faults = (inception::runtime::page_faults() - faults) / steps as i64;
         // The optimiser's share of a step: the AdamW update alone, on the last gradients.
         let t = Instant::now();
         for _ in 0..steps {

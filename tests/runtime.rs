@@ -4,25 +4,15 @@
 //! Runs without the test harness (Cargo.toml: `harness = false`) so that it allocates on the
 //! main thread, as the `inception` binary does, and so that no other test shares the process.
 
-use inception::runtime::retain_freed_memory;
+use inception::runtime::{page_faults, retain_freed_memory};
 use tch::{Device, Kind, Tensor};
-
-/// Minor page faults of the calling thread so far.
-fn minor_faults() -> i64 {
-    // SAFETY: getrusage writes into the zeroed struct it is given.
-    unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        assert_eq!(libc::getrusage(libc::RUSAGE_THREAD, &mut usage), 0);
-        usage.ru_minflt
-    }
-}
 
 /// Page faults taken while a 64 MiB tensor (above glibc's largest mmap threshold) is allocated
 /// and filled; the tensor is freed before returning.
 fn faults_for_64_mib() -> i64 {
-    let before = minor_faults();
+    let before = page_faults();
     let t = Tensor::ones([16 << 20], (Kind::Float, Device::Cpu));
-    let faults = minor_faults() - before;
+    let faults = page_faults() - before;
     assert_eq!(t.sum(Kind::Double).double_value(&[]), (16 << 20) as f64);
     faults
 }
