@@ -11,7 +11,7 @@ use std::fmt;
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
-use tch::{Device, TchError, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
 
 extern "C" {
     fn inception_set_autocast(device: i32, enabled: bool, dtype: i32);
@@ -156,6 +156,23 @@ impl Compute {
             model.to_channels_last()?;
         }
         Ok(())
+    }
+
+    /// Class probabilities `[N, classes]` of a batch of images `[N, 3, S, S]` (on any device),
+    /// in `kind`, on the CPU: the inference pass that eval, validation and predict share.
+    pub fn probabilities(
+        &self,
+        model: &crate::model::Model,
+        images: &Tensor,
+        kind: Kind,
+    ) -> Result<Tensor> {
+        let _no_grad = tch::no_grad_guard();
+        let x = self.input(images)?;
+        let logits = {
+            let _autocast = self.autocast();
+            model.forward_t(&x, false)?.logits
+        };
+        Ok(logits.f_softmax(-1, kind)?.f_to_device(Device::Cpu)?)
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::mpsc::sync_channel;
 
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::cli::PredictArgs;
@@ -252,7 +252,6 @@ pub fn predict(ckpt: &Checkpoint, cfg: &PredictConfig) -> Result<(Vec<Prediction
     let k = cfg.top_k.unwrap_or(5).min(meta.classes.len());
     let mut predictions = Vec::with_capacity(cfg.images.len());
     let mut failures = 0;
-    let _guard = tch::no_grad_guard();
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = sync_channel(1);
         let (images, transform) = (&cfg.images, &transform);
@@ -276,14 +275,9 @@ pub fn predict(ckpt: &Checkpoint, cfg: &PredictConfig) -> Result<(Vec<Prediction
             let Some(images) = &batch.images else {
                 continue;
             };
-            let x = cfg.compute.input(images)?;
-            let logits = {
-                let _autocast = cfg.compute.autocast();
-                ckpt.model.forward_t(&x, false)?.logits
-            };
-            let probs = logits
-                .f_softmax(-1, Kind::Float)?
-                .f_to_device(Device::Cpu)?;
+            let probs = cfg
+                .compute
+                .probabilities(&ckpt.model, images, Kind::Float)?;
             let (values, indices) = probs.f_topk(k as i64, -1, true, true)?;
             let values = Vec::<Vec<f32>>::try_from(&values)?;
             let indices = Vec::<Vec<i64>>::try_from(&indices)?;

@@ -416,17 +416,11 @@ pub fn predict_all(
     indices: &[usize],
     compute: Compute,
 ) -> Result<(Vec<Vec<f64>>, Vec<usize>)> {
-    let _guard = tch::no_grad_guard();
     let (mut probs, mut labels) = (vec![], vec![]);
     for batch in loader.batches(indices, 0) {
         let batch = batch?;
-        let x = compute.input(&batch.images)?;
-        let logits = {
-            let _autocast = compute.autocast();
-            model.forward_t(&x, false)?.logits
-        };
-        let p = logits.f_softmax(-1, Kind::Double)?;
-        probs.extend(Vec::<Vec<f64>>::try_from(p.f_to_device(Device::Cpu)?)?);
+        let p = compute.probabilities(model, &batch.images, Kind::Double)?;
+        probs.extend(Vec::<Vec<f64>>::try_from(p)?);
         labels.extend(batch.indices.iter().map(|&i| loader.samples[i].label));
     }
     Ok((probs, labels))
