@@ -23,7 +23,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::transform::Normalization;
 use crate::model::{Arch, Model, NetConfig};
-use crate::train::optim;
+use crate::train::{ema, optim};
 use crate::train::record::TrainingRecord;
 
 /// The `format` field of every checkpoint.
@@ -99,13 +99,14 @@ impl Meta {
 }
 
 /// A loaded checkpoint: its record, the network with its weights, and (in `last.pt`) the
-/// optimiser's state.
+/// training state beside them.
 #[derive(Debug)]
 pub struct Checkpoint {
     pub meta: Meta,
     pub model: Model,
-    /// Tensors under [`optim::PREFIX`]: the optimiser's buffers.
-    pub optimizer: BTreeMap<String, Tensor>,
+    /// Tensors under [`optim::PREFIX`] (the optimiser's buffers) and [`ema::PREFIX`] (the
+    /// averaged weights).
+    pub extra: BTreeMap<String, Tensor>,
 }
 
 /// A tensor as bytes on the CPU, ready for safetensors.
@@ -154,7 +155,8 @@ pub fn save(path: &Path, model: &Model, meta: &Meta) -> Result<()> {
     save_with(path, model, meta, &BTreeMap::new())
 }
 
-/// Like [`save`], with extra tensors (the optimiser's state, named under [`optim::PREFIX`]).
+/// Like [`save`], with extra tensors (the optimiser's state, named under [`optim::PREFIX`], and
+/// the weight average, under [`ema::PREFIX`]).
 pub fn save_with(
     path: &Path,
     model: &Model,
@@ -297,17 +299,13 @@ pub fn load(path: &Path, device: Device) -> Result<Checkpoint> {
             file.checksum
         );
     }
-    let (optimizer, weights): (BTreeMap<_, _>, BTreeMap<_, _>) = file
+    let (extra, weights): (BTreeMap<_, _>, BTreeMap<_, _>) = file
         .tensors
         .into_iter()
-        .partition(|(k, _)| k.starts_with(optim::PREFIX));
+        .partition(|(k, _)| k.starts_with(optim::PREFIX) || k.starts_with(ema::PREFIX));
     let mut model = Model::new(meta.net_config(), device).with_context(ctx)?;
     model.load_state_dict(&weights).with_context(ctx)?;
-    Ok(Checkpoint {
-        meta,
-        model,
-        optimizer,
-    })
+    Ok(Checkpoint { meta, model, extra })
 }
 
 fn check_meta(meta: &Meta) -> Result<()> {

@@ -89,7 +89,7 @@ pub struct ImportArgs {
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    /// The checkpoint to use (default: best.pt of the most recent run under runs/).
+    /// The checkpoint to use (default: model.pt of the most recent finished run under runs/).
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     /// How many of the most probable classes to show per image (default: all, up to 5).
@@ -272,6 +272,16 @@ pub struct TrainArgs {
     /// `inception import`); layers whose shape differs start fresh.
     #[arg(long, value_name = "CKPT")]
     pub init: Option<PathBuf>,
+    /// Exponential moving average of the weights, decay per step (e.g. 0.99); validation,
+    /// best.pt and model.pt then use the average. 0: off.
+    #[arg(long)]
+    pub ema_decay: Option<f64>,
+    /// Mixup: blend each batch with its reverse, λ ~ Beta(α, α); this is α (0: off).
+    #[arg(long)]
+    pub mixup: Option<f64>,
+    /// CutMix: paste a box of the reversed batch, λ ~ Beta(α, α); this is α (0: off).
+    #[arg(long)]
+    pub cutmix: Option<f64>,
 }
 
 #[derive(Debug, Args)]

@@ -140,6 +140,15 @@ pub struct TrainConfig {
     /// Start from this checkpoint's weights (same arch; layers whose shape differs, such as
     /// the class layer, start fresh). Its `transform_input` is kept.
     pub init: Option<PathBuf>,
+    /// Exponential moving average of the weights (timm's `ModelEmaV2`), per optimiser step:
+    /// `ema = d·ema + (1−d)·weights` with `d = min(ema_decay, (1+t)/(10+t))` after `t` steps.
+    /// When on, validation, `best.pt` and `model.pt` use the averaged weights. 0: off.
+    pub ema_decay: f64,
+    /// Mixup (Zhang et al. 2018): blend each batch with its reverse by λ ~ Beta(α, α). 0: off.
+    pub mixup: f64,
+    /// CutMix (Yun et al. 2019): paste a box of the reversed batch, area share 1−λ,
+    /// λ ~ Beta(α, α). 0: off. With mixup also on, each batch takes one of the two at random.
+    pub cutmix: f64,
 }
 
 impl Default for TrainConfig {
@@ -175,11 +184,20 @@ impl Default for TrainConfig {
             precision: Precision::Auto,
             channels_last: true,
             init: None,
+            ema_decay: 0.0,
+            mixup: 0.0,
+            cutmix: 0.0,
         }
     }
 }
 
 impl TrainConfig {
+    /// Whether the run holds images out for validation (`val_fraction` 0 without `folds`
+    /// trains on every image).
+    pub fn validates(&self) -> bool {
+        self.folds.is_some() || self.val_fraction > 0.0
+    }
+
     /// Reads a config file; unknown fields and bad values are errors naming the file.
     pub fn from_file(path: &Path) -> Result<TrainConfig> {
         let text =
@@ -225,11 +243,22 @@ impl TrainConfig {
         if self.schedule == Schedule::Step && self.step_size == 0 {
             bail!("step_size must be at least 1");
         }
-        if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
+        if !(self.val_fraction >= 0.0 && self.val_fraction < 1.0) {
             bail!(
-                "val_fraction must be between 0 and 1 (exclusive), got {}",
+                "val_fraction must be at least 0 and below 1, got {}",
                 self.val_fraction
             );
+        }
+        if !self.validates() && self.patience > 0 {
+            bail!("patience needs validation images: val_fraction 0 leaves none");
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            bail!("ema_decay must be in [0, 1) (0: off), got {}", self.ema_decay);
+        }
+        for (name, v) in [("mixup", self.mixup), ("cutmix", self.cutmix)] {
+            if !(v.is_finite() && v >= 0.0) {
+                bail!("{name} must be a non-negative number (0: off), got {v}");
+            }
         }
         if let Some(k) = self.folds {
             if k < 2 || self.fold >= k {

@@ -100,13 +100,13 @@ fn a_smoke_run_writes_a_complete_run_folder_and_never_overwrites_one() {
     let rec = best.meta.training.as_ref().unwrap();
     assert_eq!(rec.split, split);
     assert!(rec.resume.is_none());
-    assert!(best.optimizer.is_empty());
+    assert!(best.extra.is_empty());
     let last = checkpoint::load(&run.join("last.pt"), Device::Cpu).unwrap();
     let rec = last.meta.training.as_ref().unwrap();
     assert_eq!(rec.epoch, 2);
     assert!(rec.resume.is_some());
     assert!(last
-        .optimizer
+        .extra
         .keys()
         .any(|k| k.starts_with("optimizer.exp_avg_sq.conv1")));
     assert_eq!(last.meta.classes, vec!["Monkey Pox", "Others"]);
@@ -129,7 +129,7 @@ fn eval_and_predict_agree_exactly_on_the_validation_files() {
     let o = train(dir.path(), &["--epochs", "2"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let run = dir.path().join("runs/train");
-    let ckpt = run.join("best.pt");
+    let ckpt = run.join("model.pt");
     let o = inception(
         dir.path(),
         &["eval", "--checkpoint", ckpt.to_str().unwrap(), "--json"],
@@ -156,7 +156,7 @@ fn eval_and_predict_agree_exactly_on_the_validation_files() {
     args.extend(paths.iter().map(String::as_str));
     let o = inception(dir.path(), &args);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("runs/train/best.pt"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("runs/train/model.pt"), "{}", stderr(&o));
     let preds: Vec<Value> = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(preds.len(), split.val.len());
     let correct = preds

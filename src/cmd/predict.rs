@@ -15,7 +15,7 @@ use crate::data::loader::{default_threads, parallel_map};
 use crate::data::transform::EvalTransform;
 use crate::device;
 use crate::precision::Compute;
-use crate::train::run_dir::{latest_best, RUNS};
+use crate::train::run_dir::{latest_model, RUNS};
 
 /// How predictions are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,7 @@ impl PredictConfig {
         let checkpoint = match &args.checkpoint {
             Some(c) => c.clone(),
             None => {
-                let c = latest_best(Path::new(RUNS))?;
+                let c = latest_model(Path::new(RUNS))?;
                 eprintln!("checkpoint: {} (the most recent run)", c.display());
                 c
             }

@@ -11,7 +11,9 @@ use crate::data::transform::Augment;
 use crate::device;
 use crate::precision::Compute;
 use crate::train::run_dir::RunDir;
-use crate::train::{train, TrainJob};
+use crate::train::record::EpochRecord;
+use crate::train::run_files::{BEST, LAST, MODEL};
+use crate::train::{train, RunSummary, TrainJob};
 
 /// Applies every flag that was given to `cfg`.
 pub fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) -> Result<()> {
@@ -42,7 +44,10 @@ pub fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) -> Result<()> {
         cache_gib,
         workers,
         precision,
-        channels_last
+        channels_last,
+        ema_decay,
+        mixup,
+        cutmix
     );
     if a.folds.is_some() {
         cfg.folds = a.folds;
@@ -103,7 +108,7 @@ pub fn job(a: &TrainArgs) -> Result<TrainJob> {
         None => {
             let mut cfg = config::load(a.config.as_ref())?;
             apply_flags(&mut cfg, a)?;
-            let dir = a.out.clone().map(RunDir::Exact).unwrap_or(RunDir::Next);
+            let dir = a.out.clone().map(RunDir::Exact).unwrap_or(RunDir::Next("train"));
             (cfg, dir, a.data.clone())
         }
     };
@@ -182,20 +187,58 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let job = job(a)?;
     let summary = train(&job)?;
     println!();
-    match &summary.best {
-        Some((best, m)) => println!(
-            "best epoch {}: val macro-F1 {:.4}, val accuracy {:.4}, val loss {:.4}",
-            best.epoch, m.val_macro_f1, m.val_acc, m.val_loss
-        ),
-        None => println!("no epoch was run"),
+    print!("{}", summary_text(&job, &summary));
+    Ok(())
+}
+
+/// The lines that close a run: what model.pt and best.pt hold, and the files written.
+fn summary_text(job: &TrainJob, s: &RunSummary) -> String {
+    let val = |r: &EpochRecord| match (r.val_acc, r.val_macro_f1, r.val_loss) {
+        (Some(a), Some(f), Some(l)) => {
+            format!("val accuracy {a:.4}, val macro-F1 {f:.4}, val loss {l:.4}")
+        }
+        _ => "not validated".into(),
+    };
+    let weights = if job.config.ema_decay > 0.0 {
+        "weight average"
+    } else {
+        "weights"
+    };
+    let mut out = String::new();
+    match &s.last {
+        Some(r) => {
+            out += &format!(
+                "model.pt (the model to use: the {weights} after the last epoch, {}): {}\n",
+                r.epoch,
+                val(r)
+            )
+        }
+        None => out += "no epoch was run\n",
     }
-    if summary.stopped_early {
-        println!(
-            "stopped early: {} epochs without improvement",
+    if let Some((best, r)) = &s.best {
+        out += &format!(
+            "best.pt (best validation epoch, {}; chosen on the validation images, so its \
+             numbers are optimistic): {}\n",
+            best.epoch,
+            val(r)
+        );
+    }
+    if !job.config.validates() {
+        out += "no validation images (val_fraction 0): every image trained; no best.pt\n";
+    }
+    if s.stopped_early {
+        out += &format!(
+            "stopped early: {} epochs without improvement\n",
             job.config.patience
         );
     }
-    let d = summary.run_dir.display();
-    println!("wrote {d}/best.pt, {d}/last.pt, {d}/metrics.csv, {d}/config.json, {d}/split.json");
-    Ok(())
+    let d = s.run_dir.display();
+    let mut files = vec![MODEL, LAST];
+    if s.best.is_some() {
+        files.push(BEST);
+    }
+    files.extend(["metrics.csv", "config.json", "split.json"]);
+    let files: Vec<String> = files.iter().map(|f| format!("{d}/{f}")).collect();
+    out += &format!("wrote {}\n", files.join(", "));
+    out
 }

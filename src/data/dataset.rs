@@ -68,6 +68,13 @@ impl Dataset {
                         kfold(&f.samples, k, &by, folds, cfg.fold, cfg.seed)?,
                         format!("fold {} of {folds}", cfg.fold),
                     ),
+                    None if cfg.val_fraction == 0.0 => (
+                        Split {
+                            train: (0..f.samples.len()).collect(),
+                            val: vec![],
+                        },
+                        "val fraction 0 (every image trains, none validates)".to_string(),
+                    ),
                     None => (
                         holdout(&f.samples, k, &by, cfg.val_fraction, cfg.seed)?,
                         format!("val fraction {}", cfg.val_fraction),
@@ -173,7 +180,8 @@ impl Dataset {
     }
 
     /// Decodes every image of the split once (see [`prepare`]), leaving out unreadable ones
-    /// with `skip_bad` (the split's index lists are filtered accordingly).
+    /// with `skip_bad` (the split's index lists are filtered accordingly). A split that had
+    /// validation images must keep some.
     pub fn prepare(
         &mut self,
         image_size: u32,
@@ -187,14 +195,18 @@ impl Dataset {
             skip_bad,
             default_threads(),
         )?;
+        let had_val = !self.split.val.is_empty();
         if !p.bad.is_empty() {
             let bad: std::collections::HashSet<&PathBuf> = p.bad.iter().map(|b| &b.path).collect();
             let keep = |v: &mut Vec<usize>, s: &[Sample]| v.retain(|&i| !bad.contains(&s[i].path));
             keep(&mut self.split.train, &self.samples);
             keep(&mut self.split.val, &self.samples);
         }
-        if self.split.val.is_empty() {
+        if had_val && self.split.val.is_empty() {
             bail!("{}: no readable validation images", self.root.display());
+        }
+        if self.split.train.is_empty() {
+            bail!("{}: no readable training images", self.root.display());
         }
         Ok(p)
     }

@@ -1,33 +1,38 @@
-//! The training loop: epochs of augmented mini-batches, validation after each, the run folder
-//! with its config, split, metrics and checkpoints, early stopping and exact resumption.
+//! The training loop: epochs of augmented mini-batches ([`epoch`]), validation after each
+//! ([`validate`]), the run folder with its config, split, metrics and checkpoints
+//! ([`run_files`]), early stopping and exact resumption. What a run keeps between epochs is
+//! [`State`]: the network, the optimiser, the weight average ([`ema`]) and the progress record.
 //!
 //! Loss: cross-entropy on logits (class weights and label smoothing as configured), plus 0.3 ×
 //! each auxiliary head's loss for GoogLeNet with `aux_logits` (Szegedy et al. 2014, §5).
 
+pub mod ema;
+pub mod epoch;
 pub mod optim;
 pub mod record;
 pub mod run_dir;
+pub mod run_files;
+pub mod validate;
 
-use std::fs;
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint::{self, Checkpoint, Meta};
+use crate::checkpoint;
 use crate::config::TrainConfig;
-use crate::data::dataset::Dataset;
-use crate::data::loader::{default_threads, mix, Loader, Mode, Store};
+use crate::data::dataset::{Dataset, SplitFiles};
+use crate::data::loader::{default_threads, mix, Loader, Mode};
 use crate::data::transform::{EvalTransform, TrainTransform};
-use crate::metrics::{evaluate, Evaluation};
 use crate::model::{Model, NetConfig};
 use crate::precision::Compute;
-use optim::{learning_rate, Optimizer};
-use record::{Best, EpochRecord, ResumeState, TrainingRecord};
+use ema::Ema;
+use optim::Optimizer;
+use record::{Best, EpochRecord, ResumeState};
+use run_files::RunFiles;
+pub use validate::{eval_loader, predict_all};
 
 /// Weight of each auxiliary head's loss.
 pub const AUX_WEIGHT: f64 = 0.3;
@@ -49,228 +54,255 @@ pub struct TrainJob {
 #[derive(Debug)]
 pub struct RunSummary {
     pub run_dir: PathBuf,
+    /// The best validation epoch (none without validation).
     pub best: Option<(Best, EpochRecord)>,
+    /// The last epoch: what `model.pt` holds.
+    pub last: Option<EpochRecord>,
     pub epochs_run: u64,
     pub stopped_early: bool,
 }
 
-/// Runs a training job to its end.
-pub fn train(job: &TrainJob) -> Result<RunSummary> {
-    let cfg = &job.config;
-    let compute = job.compute;
-    let device = compute.device;
-    let image_size = cfg.image_size as u32;
-    let mut data = Dataset::for_training(&job.data, cfg)?;
-    let cache = (cfg.cache_gib * (1u64 << 30) as f64) as u64;
-    let prepared = data.prepare(image_size, cache, cfg.skip_bad)?;
-    print!("{}", data.report(&prepared));
-    let split_files = data.split_files();
+/// The dataset of a run, decoded, with its loaders and loss weights.
+pub struct RunData {
+    pub dataset: Dataset,
+    pub split_files: SplitFiles,
+    pub train_loader: Loader,
+    pub val_loader: Loader,
+    /// Class weights of the loss, on the device.
+    pub class_weights: Option<Tensor>,
+}
 
-    let classes = data.classes.clone();
-    let counts: Vec<usize> = (0..classes.len())
-        .map(|c| {
-            data.split
-                .train
-                .iter()
-                .filter(|&&i| data.samples[i].label == c)
-                .count()
+impl RunData {
+    /// Scans, splits and decodes the dataset, printing the scan report.
+    pub fn load(job: &TrainJob) -> Result<RunData> {
+        let cfg = &job.config;
+        let image_size = cfg.image_size as u32;
+        let mut dataset = Dataset::for_training(&job.data, cfg)?;
+        let cache = (cfg.cache_gib * (1u64 << 30) as f64) as u64;
+        let prepared = dataset.prepare(image_size, cache, cfg.skip_bad)?;
+        print!("{}", dataset.report(&prepared));
+        let split_files = dataset.split_files();
+        let counts: Vec<usize> = (0..dataset.classes.len())
+            .map(|c| {
+                let label = |&&i: &&usize| dataset.samples[i].label == c;
+                dataset.split.train.iter().filter(label).count()
+            })
+            .collect();
+        let class_weights = match cfg.class_weights.resolve(&counts)? {
+            Some(w) => Some(
+                Tensor::f_from_slice(&w)?
+                    .f_to_kind(Kind::Float)?
+                    .f_to_device(job.compute.device)?,
+            ),
+            None => None,
+        };
+        let samples = Arc::new(dataset.samples.clone());
+        let workers = if cfg.workers == 0 {
+            default_threads()
+        } else {
+            cfg.workers
+        };
+        let loader = |mode: Mode, drop_last: bool| Loader {
+            store: Arc::clone(&prepared.store),
+            samples: Arc::clone(&samples),
+            mode: Arc::new(mode),
+            batch_size: cfg.batch_size,
+            workers,
+            prefetch: 2,
+            seed: cfg.seed,
+            drop_last,
+        };
+        // A last training batch of one image would break BatchNorm: dropped when it would be one.
+        let drop_last = dataset.split.train.len() % cfg.batch_size == 1;
+        let train_loader = loader(
+            Mode::Train(TrainTransform {
+                image_size,
+                normalization: cfg.normalization,
+                augment: cfg.augment.clone(),
+            }),
+            drop_last,
+        );
+        let val_loader = loader(
+            Mode::Eval(EvalTransform {
+                image_size,
+                normalization: cfg.normalization,
+            }),
+            false,
+        );
+        Ok(RunData {
+            dataset,
+            split_files,
+            train_loader,
+            val_loader,
+            class_weights,
         })
-        .collect();
-    let weights = match cfg.class_weights.resolve(&counts)? {
-        Some(w) => Some(
-            Tensor::f_from_slice(&w)?
-                .f_to_kind(Kind::Float)?
-                .f_to_device(device)?,
-        ),
-        None => None,
-    };
-    // The network: the resumed run's, or a fresh one (from --init's weights when given).
-    let (mut model, start_epoch, mut state, saved_optimizer) = match &job.resume {
-        Some(path) => {
-            let ckpt = checkpoint::load(path, device)?;
-            let record = ckpt
-                .meta
-                .training
-                .as_ref()
-                .context("not a checkpoint written by training")?;
-            let resume = record.resume.clone().with_context(|| {
-                format!(
-                    "{} has no resume state (resume from last.pt)",
-                    path.display()
-                )
-            })?;
-            if record.split != split_files {
-                bail!(
-                    "{}: the dataset or its split differs from the run's",
-                    path.display()
-                );
+    }
+}
+
+/// What a run carries from one epoch to the next; `last.pt` holds all of it.
+pub struct State {
+    pub model: Model,
+    pub optimizer: Optimizer,
+    pub ema: Option<Ema>,
+    pub progress: ResumeState,
+    /// Epochs completed.
+    pub epochs_done: u64,
+}
+
+impl State {
+    /// A fresh start, or the state saved in the job's `last.pt`.
+    pub fn start(job: &TrainJob, data: &RunData) -> Result<State> {
+        let cfg = &job.config;
+        let compute = job.compute;
+        let device = compute.device;
+        let resumed = match &job.resume {
+            Some(path) => Some((path, checkpoint::load(path, device)?)),
+            None => None,
+        };
+        let (mut model, saved, progress, epochs_done) = match resumed {
+            Some((path, ckpt)) => {
+                let record = ckpt
+                    .meta
+                    .training
+                    .as_ref()
+                    .context("not a checkpoint written by training")?;
+                let progress = record.resume.clone().with_context(|| {
+                    format!(
+                        "{} has no resume state (resume from last.pt)",
+                        path.display()
+                    )
+                })?;
+                if record.split != data.split_files {
+                    bail!(
+                        "{}: the dataset or its split differs from the run's",
+                        path.display()
+                    );
+                }
+                println!("resuming {} after epoch {}", path.display(), record.epoch);
+                let epoch = record.epoch;
+                (ckpt.model, Some(ckpt.extra), progress, epoch)
             }
-            println!("resuming {} after epoch {}", path.display(), record.epoch);
-            let epoch = record.epoch;
-            (ckpt.model, epoch, resume, Some(ckpt.optimizer))
+            None => {
+                let classes = data.dataset.classes.len() as i64;
+                let progress = ResumeState {
+                    optimizer_step: 0,
+                    best: None,
+                    epochs_since_best: 0,
+                };
+                (fresh_model(cfg, classes, device)?, None, progress, 0)
+            }
+        };
+        compute.prepare(&mut model)?;
+        let mut optimizer = Optimizer::new(&model, cfg.optimizer, cfg.momentum, cfg.weight_decay)?;
+        let mut ema = match cfg.ema_decay > 0.0 {
+            true => Some(Ema::new(&model, cfg.ema_decay, compute)?),
+            false => None,
+        };
+        if let Some(tensors) = &saved {
+            optimizer.load_state(tensors, progress.optimizer_step)?;
+            if let Some(ema) = &mut ema {
+                ema.load_state(tensors)?;
+            }
         }
-        None => {
-            let state = ResumeState {
-                optimizer_step: 0,
-                best: None,
-                epochs_since_best: 0,
-            };
-            (
-                fresh_model(cfg, classes.len() as i64, device)?,
-                0,
-                state,
-                None,
-            )
-        }
-    };
-    compute.prepare(&mut model)?;
-    let net = model.config;
-    let mut opt = Optimizer::new(&model, cfg.optimizer, cfg.momentum, cfg.weight_decay)?;
-    if let Some(tensors) = &saved_optimizer {
-        opt.load_state(tensors, state.optimizer_step)?;
+        Ok(State {
+            model,
+            optimizer,
+            ema,
+            progress,
+            epochs_done,
+        })
     }
 
-    let run = job.run_dir.create()?;
-    println!("run folder: {}", run.display());
-    let write =
-        |name: &str, text: String| checkpoint::write_atomic(&run.join(name), text.as_bytes());
-    write("config.json", serde_json::to_string_pretty(cfg)? + "\n")?;
-    write(
-        "split.json",
-        serde_json::to_string_pretty(&split_files)? + "\n",
-    )?;
-    let metrics_path = run.join("metrics.csv");
-    let mut rows = read_rows(&metrics_path, start_epoch)?;
+    /// The weights the run validates and ships: the average when there is one.
+    pub fn shipped(&self) -> &Model {
+        match &self.ema {
+            Some(e) => &e.model,
+            None => &self.model,
+        }
+    }
 
-    let samples = Arc::new(data.samples.clone());
-    let workers = if cfg.workers == 0 {
-        default_threads()
-    } else {
-        cfg.workers
-    };
-    let loader = |mode: Mode, drop_last: bool| Loader {
-        store: Arc::clone(&prepared.store),
-        samples: Arc::clone(&samples),
-        mode: Arc::new(mode),
-        batch_size: cfg.batch_size,
-        workers,
-        prefetch: 2,
-        seed: cfg.seed,
-        drop_last,
-    };
-    let eval_tf = EvalTransform {
-        image_size,
-        normalization: cfg.normalization,
-    };
-    // A last training batch of one image would break BatchNorm: dropped when it would be one.
-    let drop_last = data.split.train.len() % cfg.batch_size == 1;
-    let train_loader = loader(
-        Mode::Train(TrainTransform {
-            image_size,
-            normalization: cfg.normalization,
-            augment: cfg.augment.clone(),
-        }),
-        drop_last,
-    );
-    let val_loader = loader(Mode::Eval(eval_tf), false);
-    let dataset_abs = fs::canonicalize(&job.data).unwrap_or_else(|_| job.data.clone());
-    let meta_for = |record: &EpochRecord, resume: Option<ResumeState>| {
-        let mut meta = Meta::new(
-            net,
-            classes.clone(),
-            cfg.image_size,
-            cfg.normalization,
-            format!("inception train, run {}", run.display()),
-        );
-        meta.training = Some(TrainingRecord {
-            config: cfg.clone(),
-            dataset: dataset_abs.display().to_string(),
-            split: split_files.clone(),
-            epoch: record.epoch,
-            metrics: record.clone(),
-            resume,
-        });
-        meta
-    };
+    /// Records a finished epoch; true when it is the best so far.
+    fn record(&mut self, record: &EpochRecord) -> bool {
+        self.epochs_done = record.epoch;
+        self.progress.optimizer_step = self.optimizer.step;
+        let Some(now) = Best::of(record) else {
+            return false;
+        };
+        let improved = self.progress.best.is_none_or(|b| b.beaten_by(&now));
+        if improved {
+            self.progress.best = Some(now);
+            self.progress.epochs_since_best = 0;
+        } else {
+            self.progress.epochs_since_best += 1;
+        }
+        improved
+    }
+
+    /// Whether `patience` epochs have passed without a better one.
+    fn out_of_patience(&self, patience: u64) -> bool {
+        patience > 0 && self.progress.epochs_since_best >= patience
+    }
+}
+
+/// Runs a training job to its end: `model.pt` is written last, so its presence means the
+/// run is complete.
+pub fn train(job: &TrainJob) -> Result<RunSummary> {
+    let cfg = &job.config;
+    let data = RunData::load(job)?;
+    if cfg.validates() && data.dataset.split.val.is_empty() {
+        bail!("{}: the split left no validation images", job.data.display());
+    }
+    let mut state = State::start(job, &data)?;
+    let mut files = RunFiles::open(job, &data, state.epochs_done)?;
+    println!("run folder: {}", files.dir.display());
 
     let mut stopped_early = false;
     let mut epochs_run = 0;
-    for epoch in start_epoch..cfg.epochs {
-        if cfg.patience > 0 && state.epochs_since_best >= cfg.patience {
+    let mut last = None;
+    for epoch in state.epochs_done..cfg.epochs {
+        if state.out_of_patience(cfg.patience) {
             stopped_early = true;
             break;
         }
         let started = Instant::now();
         tch::manual_seed(mix(&[cfg.seed, epoch, 1]) as i64);
-        let (train_loss, train_acc, lr, images_per_s) = train_epoch(
-            &model,
-            &mut opt,
-            &train_loader,
-            &data.split.train,
-            epoch,
-            cfg,
-            weights.as_ref(),
-            compute,
-        )?;
-        let val = validate(&model, &val_loader, &data.split.val, &classes, compute)?;
+        let stats = epoch::train_epoch(&mut state, &data, epoch, cfg, job.compute)?;
+        let val = validate::validate(state.shipped(), &data, job.compute)?;
         let record = EpochRecord {
             epoch: epoch + 1,
-            train_loss,
-            train_acc,
-            val_loss: val.loss,
-            val_acc: val.accuracy,
-            val_macro_f1: val.macro_avg.f1,
-            lr,
-            images_per_s,
+            train_loss: stats.loss,
+            train_acc: stats.accuracy,
+            val_loss: val.as_ref().map(|v| v.loss),
+            val_acc: val.as_ref().map(|v| v.accuracy),
+            val_macro_f1: val.as_ref().map(|v| v.macro_avg.f1),
+            lr: stats.lr,
+            images_per_s: stats.images_per_s,
             seconds: started.elapsed().as_secs_f64(),
         };
-        println!(
-            "epoch {:>3}/{}  train loss {:.4} acc {:.3}  val loss {:.4} acc {:.3} macro-F1 {:.3}  \
-             lr {:.2e}  {:.1} img/s  {:.1}s",
-            record.epoch,
-            cfg.epochs,
-            record.train_loss,
-            record.train_acc,
-            record.val_loss,
-            record.val_acc,
-            record.val_macro_f1,
-            record.lr,
-            record.images_per_s,
-            record.seconds
-        );
-        rows.push(record.csv_row());
-        write(
-            "metrics.csv",
-            format!("{}\n{}\n", EpochRecord::CSV_HEADER, rows.join("\n")),
-        )?;
-        let improved = state.best.is_none_or(|b| b.beaten_by(&record));
-        if improved {
-            state.best = Some(Best {
-                epoch: record.epoch,
-                val_macro_f1: record.val_macro_f1,
-                val_loss: record.val_loss,
-            });
-            state.epochs_since_best = 0;
-            checkpoint::save(&run.join("best.pt"), &model, &meta_for(&record, None))?;
-        } else {
-            state.epochs_since_best += 1;
+        println!("{}", record.line(cfg.epochs));
+        files.append(&record)?;
+        if state.record(&record) {
+            files.save_best(&state, &record)?;
         }
-        state.optimizer_step = opt.step;
-        let last = meta_for(&record, Some(state.clone()));
-        checkpoint::save_with(&run.join("last.pt"), &model, &last, &opt.state())?;
+        files.save_last(&state, &record)?;
         epochs_run += 1;
+        last = Some(record);
     }
-
-    let best = match state.best {
-        Some(b) => {
-            let ckpt: Checkpoint = checkpoint::load(&run.join("best.pt"), Device::Cpu)?;
-            ckpt.meta.training.map(|t| (b, t.metrics))
-        }
+    let last = match last {
+        Some(r) => Some(r),
+        None => files.last_record()?,
+    };
+    if let Some(record) = &last {
+        files.save_model(&state, record)?;
+    }
+    let best = match state.progress.best {
+        Some(b) => Some((b, files.best_record()?)),
         None => None,
     };
     Ok(RunSummary {
-        run_dir: run,
+        run_dir: files.dir,
         best,
+        last,
         epochs_run,
         stopped_early,
     })
@@ -310,164 +342,4 @@ fn fresh_model(cfg: &TrainConfig, num_classes: i64, device: Device) -> Result<Mo
         );
     }
     Ok(model)
-}
-
-/// The rows of an existing `metrics.csv` up to `epochs` (a resumed run drops rows written
-/// after its checkpoint).
-fn read_rows(path: &Path, epochs: u64) -> Result<Vec<String>> {
-    if epochs == 0 || !path.exists() {
-        return Ok(vec![]);
-    }
-    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(text
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            l.split(',')
-                .next()
-                .and_then(|e| e.parse::<u64>().ok())
-                .is_some_and(|e| e <= epochs)
-        })
-        .map(str::to_string)
-        .collect())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn train_epoch(
-    model: &Model,
-    opt: &mut Optimizer,
-    loader: &Loader,
-    indices: &[usize],
-    epoch: u64,
-    cfg: &TrainConfig,
-    weights: Option<&Tensor>,
-    compute: Compute,
-) -> Result<(f64, f64, f64, f64)> {
-    let batches = loader.batches(indices, epoch);
-    let total = batches.len();
-    let bar = progress_bar(total as u64, epoch, cfg.epochs);
-    let started = Instant::now();
-    let (mut loss_sum, mut correct, mut seen) = (0.0, 0i64, 0usize);
-    let mut lr = cfg.lr;
-    for (b, batch) in batches.enumerate() {
-        let batch = batch?;
-        let x = compute.input(&batch.images)?;
-        let y = batch.labels.f_to_device(compute.device)?;
-        lr = learning_rate(cfg, epoch as f64 + b as f64 / total as f64);
-        let (out, loss) = {
-            let _autocast = compute.autocast();
-            let out = model.forward_t(&x, true)?;
-            let ce = |logits: &Tensor| {
-                logits.f_cross_entropy_loss(&y, weights, Reduction::Mean, -100, cfg.label_smoothing)
-            };
-            let mut loss = ce(&out.logits)?;
-            for aux in &out.aux_logits {
-                loss = loss.f_add(&ce(aux)?.f_mul_scalar(AUX_WEIGHT)?)?;
-            }
-            (out, loss)
-        };
-        let value = loss.f_double_value(&[])?;
-        if !value.is_finite() {
-            bail!(
-                "non-finite loss ({value}) at epoch {}, batch {}: training stopped; best.pt keeps \
-                 the best epoch so far (try a lower --lr)",
-                epoch + 1,
-                b + 1
-            );
-        }
-        opt.zero_grad();
-        loss.f_backward()?;
-        opt.step(lr)?;
-        let n = batch.indices.len();
-        loss_sum += value * n as f64;
-        seen += n;
-        correct += out
-            .logits
-            .f_argmax(-1, false)?
-            .f_eq_tensor(&y)?
-            .f_sum(Kind::Int64)?
-            .int64_value(&[]);
-        if let Some(bar) = &bar {
-            let rate = seen as f64 / started.elapsed().as_secs_f64();
-            bar.set_message(format!(
-                "loss {:.4}  {rate:.1} img/s",
-                loss_sum / seen as f64
-            ));
-            bar.inc(1);
-        }
-    }
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let seen_f = seen.max(1) as f64;
-    Ok((
-        loss_sum / seen_f,
-        correct as f64 / seen_f,
-        lr,
-        seen as f64 / secs,
-    ))
-}
-
-/// Probabilities of every image in `indices`, in order, with their labels.
-pub fn predict_all(
-    model: &Model,
-    loader: &Loader,
-    indices: &[usize],
-    compute: Compute,
-) -> Result<(Vec<Vec<f64>>, Vec<usize>)> {
-    let (mut probs, mut labels) = (vec![], vec![]);
-    for batch in loader.batches(indices, 0) {
-        let batch = batch?;
-        let p = compute.probabilities(model, &batch.images, Kind::Double)?;
-        probs.extend(Vec::<Vec<f64>>::try_from(p)?);
-        labels.extend(batch.indices.iter().map(|&i| loader.samples[i].label));
-    }
-    Ok((probs, labels))
-}
-
-fn validate(
-    model: &Model,
-    loader: &Loader,
-    indices: &[usize],
-    classes: &[String],
-    compute: Compute,
-) -> Result<Evaluation> {
-    let (probs, labels) = predict_all(model, loader, indices, compute)?;
-    Ok(evaluate(classes, &probs, &labels))
-}
-
-/// A progress bar on a terminal; `None` when stderr is not one (CI, pipes, files).
-fn progress_bar(len: u64, epoch: u64, epochs: u64) -> Option<ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = ProgressBar::new(len);
-    let style = ProgressStyle::with_template(
-        "epoch {prefix} [{bar:30}] {pos}/{len} batches  {msg}  ETA {eta}",
-    )
-    .map(|s| s.progress_chars("=> "))
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar.set_prefix(format!("{}/{epochs}", epoch + 1));
-    Some(bar)
-}
-
-/// A loader of deterministic evaluation batches over `store`'s images.
-pub fn eval_loader(
-    store: Arc<Store>,
-    samples: Arc<Vec<crate::data::folder::Sample>>,
-    transform: EvalTransform,
-    batch_size: usize,
-) -> Loader {
-    Loader {
-        store,
-        samples,
-        mode: Arc::new(Mode::Eval(transform)),
-        batch_size,
-        workers: default_threads(),
-        prefetch: 2,
-        seed: 0,
-        drop_last: false,
-    }
 }

@@ -15,10 +15,14 @@ pub struct EpochRecord {
     /// Mean training loss as optimised (class weights, label smoothing, auxiliary heads).
     pub train_loss: f64,
     pub train_acc: f64,
-    /// Mean cross-entropy on the validation images (no weights, no smoothing).
-    pub val_loss: f64,
-    pub val_acc: f64,
-    pub val_macro_f1: f64,
+    /// Mean cross-entropy on the validation images (no weights, no smoothing); the
+    /// validation columns are empty (`None`) in a run without validation images.
+    #[serde(default)]
+    pub val_loss: Option<f64>,
+    #[serde(default)]
+    pub val_acc: Option<f64>,
+    #[serde(default)]
+    pub val_macro_f1: Option<f64>,
     /// Learning rate at the end of the epoch.
     pub lr: f64,
     /// Training images per second (data loading included).
@@ -33,17 +37,31 @@ impl EpochRecord {
         "epoch,train_loss,train_acc,val_loss,val_acc,val_macro_f1,lr,images_per_s,seconds";
 
     pub fn csv_row(&self) -> String {
+        let val = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
         format!(
-            "{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.8},{:.2},{:.2}",
+            "{},{:.6},{:.6},{},{},{},{:.8},{:.2},{:.2}",
             self.epoch,
             self.train_loss,
             self.train_acc,
-            self.val_loss,
-            self.val_acc,
-            self.val_macro_f1,
+            val(self.val_loss),
+            val(self.val_acc),
+            val(self.val_macro_f1),
             self.lr,
             self.images_per_s,
             self.seconds
+        )
+    }
+
+    /// The line printed after the epoch.
+    pub fn line(&self, epochs: u64) -> String {
+        let val = match (self.val_loss, self.val_acc, self.val_macro_f1) {
+            (Some(l), Some(a), Some(f)) => format!("val loss {l:.4} acc {a:.3} macro-F1 {f:.3}"),
+            _ => "no validation".into(),
+        };
+        format!(
+            "epoch {:>3}/{epochs}  train loss {:.4} acc {:.3}  {val}  lr {:.2e}  {:.1} img/s  \
+             {:.1}s",
+            self.epoch, self.train_loss, self.train_acc, self.lr, self.images_per_s, self.seconds
         )
     }
 }
@@ -58,10 +76,19 @@ pub struct Best {
 }
 
 impl Best {
-    /// Whether `r` beats `self`.
-    pub fn beaten_by(&self, r: &EpochRecord) -> bool {
-        r.val_macro_f1 > self.val_macro_f1
-            || (r.val_macro_f1 == self.val_macro_f1 && r.val_loss < self.val_loss)
+    /// The epoch's validation result; `None` without validation.
+    pub fn of(r: &EpochRecord) -> Option<Best> {
+        Some(Best {
+            epoch: r.epoch,
+            val_macro_f1: r.val_macro_f1?,
+            val_loss: r.val_loss?,
+        })
+    }
+
+    /// Whether `other` beats `self`.
+    pub fn beaten_by(&self, other: &Best) -> bool {
+        other.val_macro_f1 > self.val_macro_f1
+            || (other.val_macro_f1 == self.val_macro_f1 && other.val_loss < self.val_loss)
     }
 }
 

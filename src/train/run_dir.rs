@@ -1,4 +1,5 @@
-//! Run folders: `runs/train`, then `runs/train-2`, `runs/train-3`…, never overwriting one.
+//! Run folders: `runs/train`, then `runs/train-2`, `runs/train-3`… (`runs/cv`… for
+//! cross-validation), never overwriting one.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,8 +13,8 @@ pub const RUNS: &str = "runs";
 /// The run folder a training job writes to.
 #[derive(Debug, Clone)]
 pub enum RunDir {
-    /// The next free `runs/train[-N]`.
-    Next,
+    /// The next free `runs/NAME[-N]` (`train`, `cv`).
+    Next(&'static str),
     /// A folder the user chose with `--out`: new or empty.
     Exact(PathBuf),
     /// The folder of a resumed run.
@@ -47,14 +48,14 @@ impl RunDir {
                 fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
                 Ok(p.clone())
             }
-            RunDir::Next => {
+            RunDir::Next(base) => {
                 let runs = Path::new(RUNS);
                 fs::create_dir_all(runs).with_context(|| format!("creating {}", runs.display()))?;
                 for n in 1u32..=u32::MAX {
                     let name = if n == 1 {
-                        "train".to_string()
+                        base.to_string()
                     } else {
-                        format!("train-{n}")
+                        format!("{base}-{n}")
                     };
                     let p = runs.join(name);
                     // create_dir fails if it exists: claiming a name is atomic.
@@ -72,8 +73,9 @@ impl RunDir {
     }
 }
 
-/// `best.pt` of the most recent run under `runs/` (by the time best.pt was written).
-pub fn latest_best(runs: &Path) -> Result<PathBuf> {
+/// `model.pt` of the most recent finished run under `runs/` (by the time model.pt was
+/// written).
+pub fn latest_model(runs: &Path) -> Result<PathBuf> {
     let mut found: Option<(SystemTime, PathBuf)> = None;
     let entries = fs::read_dir(runs).with_context(|| {
         format!(
@@ -82,17 +84,17 @@ pub fn latest_best(runs: &Path) -> Result<PathBuf> {
         )
     })?;
     for entry in entries.flatten() {
-        let best = entry.path().join("best.pt");
-        if let Ok(modified) = fs::metadata(&best).and_then(|m| m.modified()) {
+        let model = entry.path().join(super::run_files::MODEL);
+        if let Ok(modified) = fs::metadata(&model).and_then(|m| m.modified()) {
             if found.as_ref().is_none_or(|(t, _)| modified > *t) {
-                found = Some((modified, best));
+                found = Some((modified, model));
             }
         }
     }
     match found {
         Some((_, p)) => Ok(p),
         None => bail!(
-            "no --checkpoint given and no run under {} has a best.pt",
+            "no --checkpoint given and no finished run under {} (none has a model.pt)",
             runs.display()
         ),
     }
