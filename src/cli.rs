@@ -19,8 +19,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Train a classifier on an image folder; writes a run folder with best.pt and last.pt.
+    /// Train a classifier on an image folder; writes a run folder with model.pt (the model to
+    /// use), best.pt and last.pt.
     Train(Box<TrainArgs>),
+    /// Cross-validate a recipe: one training run per fold of a patient-grouped K-fold split,
+    /// then per-fold metrics with mean, std and 95% CI, and out-of-fold predictions.
+    Cv(Box<CvArgs>),
     /// Measure a checkpoint: accuracy, loss, per-class metrics, confusion matrix.
     Eval(EvalArgs),
     /// Print every layer with its output shape, parameters and multiply-accumulates (MACs),
@@ -90,8 +94,13 @@ pub struct ImportArgs {
 #[derive(Debug, Args)]
 pub struct PredictArgs {
     /// The checkpoint to use (default: model.pt of the most recent finished run under runs/).
+    /// Repeat it, or give a cross-validation folder (runs/cv), to predict with an ensemble
+    /// (the mean of the members' probabilities).
+    #[arg(long, value_name = "CKPT|CV_DIR")]
+    pub checkpoint: Vec<PathBuf>,
+    /// Test-time augmentation: average over the image and the flips the recipe trained with.
     #[arg(long)]
-    pub checkpoint: Option<PathBuf>,
+    pub tta: bool,
     /// How many of the most probable classes to show per image (default: all, up to 5).
     #[arg(long)]
     pub top_k: Option<usize>,
@@ -159,6 +168,13 @@ pub struct TrainArgs {
     /// --device may change).
     #[arg(long, value_name = "LAST.pt")]
     pub resume: Option<PathBuf>,
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
+}
+
+/// The flags that override the training config's fields (train and cv).
+#[derive(Debug, Args)]
+pub struct RecipeArgs {
     #[arg(long, value_enum)]
     pub arch: Option<Arch>,
     /// GoogLeNet's auxiliary classifiers (loss weight 0.3 each): true or false.
@@ -207,10 +223,10 @@ pub struct TrainArgs {
     /// whose first capture group is the key.
     #[arg(long)]
     pub group_by: Option<String>,
-    /// K-fold cross-validation: the number of folds.
+    /// K-fold cross-validation: the number of folds (cv: default 5).
     #[arg(long)]
     pub folds: Option<usize>,
-    /// K-fold cross-validation: the validation fold, 0-based.
+    /// K-fold cross-validation: the validation fold, 0-based (train only).
     #[arg(long)]
     pub fold: Option<usize>,
     /// Stop after this many epochs without a better validation macro-F1 (0: never).
@@ -285,10 +301,49 @@ pub struct TrainArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct EvalArgs {
-    /// The checkpoint to measure.
+pub struct CvArgs {
+    /// The flags given on the command line (filled in from clap's matches by the binary).
+    #[arg(skip)]
+    pub given: Vec<String>,
+    /// The dataset: DIR/<class>/<image>.
+    #[arg(long, default_value = "data/monkeypox")]
+    pub data: PathBuf,
+    /// A JSON config (default: the built-in configs/monkeypox.json); flags override it.
     #[arg(long)]
-    pub checkpoint: PathBuf,
+    pub config: Option<PathBuf>,
+    /// The cv folder (default: the next free runs/cv, runs/cv-2, …); it holds fold-0/ … as
+    /// ordinary run folders, plan.json, cv.json and oof.csv.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue an interrupted cross-validation: finished folds are kept, a fold cut short
+    /// resumes from its last.pt, the rest run. Only --device, --precision, --channels-last,
+    /// --workers, --cache-gib, --skip-bad and --json may be given with it.
+    #[arg(long, value_name = "CV_DIR", conflicts_with_all = ["out", "collect", "only_fold"])]
+    pub resume: Option<PathBuf>,
+    /// Train only fold I (0-based) into --out, so that folds run as separate jobs (a Slurm
+    /// array, several GPUs); the summary is built once every fold is done (or by --collect).
+    #[arg(long, value_name = "I", requires = "out")]
+    pub only_fold: Option<usize>,
+    /// Build the summary (cv.json, oof.csv) from a cv folder whose folds are all finished.
+    /// Only --device, --precision, --channels-last and --json may be given with it.
+    #[arg(long, value_name = "CV_DIR", conflicts_with_all = ["out", "only_fold"])]
+    pub collect: Option<PathBuf>,
+    /// Print cv.json on stdout (training logs go to stderr).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The checkpoint to measure. Repeat it, or give a cross-validation folder (runs/cv), to
+    /// measure an ensemble (the mean of the members' probabilities; needs --data).
+    #[arg(long, required = true, value_name = "CKPT|CV_DIR")]
+    pub checkpoint: Vec<PathBuf>,
+    /// Test-time augmentation: average over the image and the flips the recipe trained with.
+    #[arg(long)]
+    pub tta: bool,
     /// Measure every image under DIR (its class folders must be the checkpoint's classes);
     /// default: the checkpoint's dataset and its recorded split.
     #[arg(long)]

@@ -5,7 +5,9 @@
 //! - [`data`]: image decoding and the shared preprocessing.
 //! - [`train`]: the training loop, optimisers, run records; [`config`]: its configuration;
 //!   [`metrics`]: classification metrics.
-//! - [`checkpoint`]: the one-file checkpoint format.
+//! - [`cv`]: K-fold cross-validation of a recipe, its statistics and out-of-fold predictions.
+//! - [`checkpoint`]: the one-file checkpoint format; [`ensemble`]: checkpoints used as one
+//!   model, and test-time augmentation.
 //! - [`device`]: `--device` resolution; [`precision`]: `--precision` and channels-last.
 //! - [`runtime`]: process-wide allocator settings for speed.
 
@@ -13,8 +15,10 @@ pub mod checkpoint;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod cv;
 pub mod data;
 pub mod device;
+pub mod ensemble;
 pub mod metrics;
 pub mod model;
 pub mod precision;

@@ -21,15 +21,20 @@ fn run() -> anyhow::Result<()> {
     let command = Cli::command();
     let matches = command.clone().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if let (Command::Train(args), Some(("train", sub)), Some(train)) = (
-        &mut cli.command,
-        matches.subcommand(),
-        command.find_subcommand("train"),
-    ) {
-        args.given = given_flags(train, sub);
+    if let Some((name, sub)) = matches.subcommand() {
+        let given = command
+            .find_subcommand(name)
+            .map(|c| given_flags(c, sub))
+            .unwrap_or_default();
+        match &mut cli.command {
+            Command::Train(args) => args.given = given,
+            Command::Cv(args) => args.given = given,
+            _ => {}
+        }
     }
     match cli.command {
         Command::Train(args) => cmd::train::run(&args),
+        Command::Cv(args) => cmd::cv::run(&args),
         Command::Eval(args) => cmd::eval::run(&args),
         Command::Summary(args) => cmd::summary::run(&args),
         Command::Import(args) => cmd::import::run(&args),

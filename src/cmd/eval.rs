@@ -1,4 +1,5 @@
-//! `inception eval`: a checkpoint measured on its recorded validation files, or on a folder.
+//! `inception eval`: a checkpoint measured on its recorded validation files, or on a folder; an
+//! ensemble of checkpoints (or a cross-validation folder) measured on a folder.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -6,13 +7,13 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::checkpoint::{self, Checkpoint};
 use crate::cli::{EvalArgs, EvalSplit};
 use crate::data::dataset::Dataset;
 use crate::data::folder::Sample;
 use crate::data::loader::{default_threads, prepare, DEFAULT_CACHE_BYTES};
 use crate::data::transform::EvalTransform;
 use crate::device;
+use crate::ensemble::Ensemble;
 use crate::metrics::{evaluate, Evaluation};
 use crate::precision::Compute;
 use crate::train::{eval_loader, predict_all};
@@ -20,7 +21,12 @@ use crate::train::{eval_loader, predict_all};
 /// What `eval --json` prints.
 #[derive(Debug, Serialize)]
 pub struct EvalReport {
+    /// The checkpoint, or the ensemble's members joined by `+`.
     pub checkpoint: String,
+    /// The checkpoints whose probabilities were averaged (one for a single checkpoint).
+    pub members: Vec<String>,
+    /// The views averaged by test-time augmentation (`none` without --tta).
+    pub tta: String,
     pub data: String,
     /// `val`, `train`, `all` (of the recorded split), or `folder` (with --data).
     pub split: String,
@@ -34,8 +40,9 @@ pub struct EvalReport {
 }
 
 /// The images to measure: from --data, or the checkpoint's recorded split.
-fn images(a: &EvalArgs, ckpt: &Checkpoint) -> Result<(PathBuf, String, Vec<Sample>)> {
-    let classes = &ckpt.meta.classes;
+fn images(a: &EvalArgs, ensemble: &Ensemble) -> Result<(PathBuf, String, Vec<Sample>)> {
+    let meta = ensemble.meta();
+    let classes = &meta.classes;
     if let Some(dir) = &a.data {
         let ds = Dataset::all_for_eval(dir)?;
         if ds.classes != *classes {
@@ -48,10 +55,17 @@ fn images(a: &EvalArgs, ckpt: &Checkpoint) -> Result<(PathBuf, String, Vec<Sampl
         }
         return Ok((dir.clone(), "folder".into(), ds.samples));
     }
-    let record = ckpt.meta.training.as_ref().with_context(|| {
+    if ensemble.members.len() > 1 {
+        bail!(
+            "an ensemble of {} checkpoints has no one validation split: give --data DIR (images \
+             none of them trained on); `inception cv --collect` measures a cv folder out of fold",
+            ensemble.members.len()
+        );
+    }
+    let record = meta.training.as_ref().with_context(|| {
         format!(
             "{} records no dataset (an imported checkpoint?): give --data DIR",
-            a.checkpoint.display()
+            ensemble.files()[0]
         )
     })?;
     let root = PathBuf::from(&record.dataset);
@@ -72,14 +86,16 @@ pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
     }
     let device = device::resolve(&a.device)?;
     let compute = Compute::new(device, a.precision, true)?;
-    let mut ckpt = checkpoint::load(&a.checkpoint, device)?;
-    compute.prepare(&mut ckpt.model)?;
-    ckpt.model.fold_batchnorm()?;
-    let (root, split, samples) = images(a, &ckpt)?;
+    let mut ensemble = Ensemble::load(&a.checkpoint, compute)?;
+    if a.tta {
+        ensemble = ensemble.with_tta();
+    }
+    let (root, split, samples) = images(a, &ensemble)?;
     if samples.is_empty() {
         bail!("no images to measure in {} ({split})", root.display());
     }
-    let size = ckpt.meta.image_size as u32;
+    let meta = ensemble.meta();
+    let size = meta.image_size as u32;
     let started = std::time::Instant::now();
     let prepared = prepare(
         &samples,
@@ -93,18 +109,23 @@ pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
     }
     let transform = EvalTransform {
         image_size: size,
-        normalization: ckpt.meta.normalization,
+        normalization: meta.normalization,
     };
     let loader = eval_loader(prepared.store, Arc::new(samples), transform, a.batch_size);
-    let (probs, labels) = predict_all(&ckpt.model, &loader, &prepared.good, compute)?;
+    let (probs, labels) = predict_all(&loader, &prepared.good, |x| {
+        ensemble.probabilities(compute, x, tch::Kind::Double)
+    })?;
     let images_per_s = probs.len() as f64 / started.elapsed().as_secs_f64();
+    let members = ensemble.files();
     Ok(EvalReport {
-        checkpoint: a.checkpoint.display().to_string(),
+        checkpoint: members.join(" + "),
+        members,
+        tta: ensemble.tta.describe(),
         data: root.display().to_string(),
         split,
         skipped: prepared.bad.iter().map(|b| b.reason.clone()).collect(),
         images_per_s,
-        evaluation: evaluate(&ckpt.meta.classes, &probs, &labels),
+        evaluation: evaluate(&meta.classes, &probs, &labels),
     })
 }
 
@@ -121,10 +142,19 @@ pub fn run(a: &EvalArgs) -> Result<()> {
 /// The report as printed.
 pub fn render(r: &EvalReport) -> String {
     let e = &r.evaluation;
-    let mut out = format!(
-        "{} on {} ({}): {} images\n",
-        r.checkpoint, r.data, r.split, e.images
-    );
+    let mut out = match r.members.len() {
+        1 => format!("{} on {} ({}): {} images\n", r.checkpoint, r.data, r.split, e.images),
+        n => format!(
+            "ensemble of {n} members (mean of their probabilities): {}\non {} ({}): {} images\n",
+            r.members.join(", "),
+            r.data,
+            r.split,
+            e.images
+        ),
+    };
+    if r.tta != "none" {
+        out += &format!("test-time augmentation: {}\n", r.tta);
+    }
     for s in &r.skipped {
         out += &format!("skipped: {s}\n");
     }

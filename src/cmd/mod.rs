@@ -1,6 +1,7 @@
 //! One module per subcommand: each turns its raw arguments into a validated configuration,
 //! then runs.
 
+pub mod cv;
 pub mod eval;
 pub mod import;
 pub mod predict;
@@ -20,4 +21,22 @@ pub fn error_line(e: &anyhow::Error) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// The flags among `given` (clap argument ids) that are not in `allowed`, as `--flag-name`.
+pub fn other_flags(given: &[String], allowed: &[&str]) -> Vec<String> {
+    given
+        .iter()
+        .filter(|id| !allowed.contains(&id.as_str()))
+        .map(|id| format!("--{}", id.replace('_', "-")))
+        .collect()
 }

@@ -7,13 +7,14 @@ use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
-use crate::checkpoint::{self, Checkpoint};
 use crate::cli::PredictArgs;
 use crate::data::folder::find_images;
 use crate::data::image::load_rgb;
 use crate::data::loader::{default_threads, parallel_map};
 use crate::data::transform::EvalTransform;
+use crate::cmd::csv_field;
 use crate::device;
+use crate::ensemble::Ensemble;
 use crate::precision::Compute;
 use crate::train::run_dir::{latest_model, RUNS};
 
@@ -28,7 +29,10 @@ pub enum Format {
 /// A validated prediction job.
 #[derive(Debug)]
 pub struct PredictConfig {
-    pub checkpoint: PathBuf,
+    /// Checkpoint files or cross-validation folders: one model, or an ensemble.
+    pub checkpoints: Vec<PathBuf>,
+    /// Test-time augmentation.
+    pub tta: bool,
     pub top_k: Option<usize>,
     pub format: Format,
     pub batch_size: usize,
@@ -50,13 +54,13 @@ impl PredictConfig {
         if args.top_k == Some(0) {
             bail!("--top-k must be at least 1");
         }
-        let checkpoint = match &args.checkpoint {
-            Some(c) => c.clone(),
-            None => {
+        let checkpoints = match args.checkpoint.as_slice() {
+            [] => {
                 let c = latest_model(Path::new(RUNS))?;
                 eprintln!("checkpoint: {} (the most recent run)", c.display());
-                c
+                vec![c]
             }
+            given => given.to_vec(),
         };
         let (images, missing) = expand(&args.paths);
         let format = match (args.json, args.csv) {
@@ -65,7 +69,8 @@ impl PredictConfig {
             _ => Format::Text,
         };
         Ok(PredictConfig {
-            checkpoint,
+            checkpoints,
+            tta: args.tta,
             top_k: args.top_k,
             format,
             batch_size: args.batch_size,
@@ -127,13 +132,21 @@ pub struct Prediction {
 
 pub fn run(args: &PredictArgs) -> Result<()> {
     let cfg = PredictConfig::from_args(args)?;
-    let mut ckpt = checkpoint::load(&cfg.checkpoint, cfg.compute.device)?;
-    cfg.compute.prepare(&mut ckpt.model)?;
-    ckpt.model.fold_batchnorm()?;
+    let mut ensemble = Ensemble::load(&cfg.checkpoints, cfg.compute)?;
+    if cfg.tta {
+        ensemble = ensemble.with_tta();
+    }
+    if ensemble.members.len() > 1 {
+        eprintln!(
+            "ensemble of {} members: {}",
+            ensemble.members.len(),
+            ensemble.files().join(", ")
+        );
+    }
     for m in &cfg.missing {
         eprintln!("error: {m}");
     }
-    let (predictions, failures) = predict(&ckpt, &cfg)?;
+    let (predictions, failures) = predict(&ensemble, &cfg)?;
     print!("{}", render(&predictions, cfg.format)?);
     let total = cfg.images.len() + cfg.missing.len();
     if cfg.skip_bad && failures > 0 {
@@ -186,15 +199,6 @@ pub fn render(predictions: &[Prediction], format: Format) -> Result<String> {
     Ok(out)
 }
 
-/// A CSV field, quoted when it holds a comma, a quote or a line break.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 /// The files of one batch, decoded and preprocessed ahead of the network.
 struct ReadBatch<'a> {
     /// The files that decoded, in order.
@@ -243,8 +247,8 @@ fn read_batch<'a>(
 
 /// Predicts every readable image; unreadable ones are reported on stderr and counted. A reader
 /// thread decodes the next batch (on all cores) while the network runs on this one.
-pub fn predict(ckpt: &Checkpoint, cfg: &PredictConfig) -> Result<(Vec<Prediction>, usize)> {
-    let meta = &ckpt.meta;
+pub fn predict(ensemble: &Ensemble, cfg: &PredictConfig) -> Result<(Vec<Prediction>, usize)> {
+    let meta = ensemble.meta();
     let transform = EvalTransform {
         image_size: meta.image_size as u32,
         normalization: meta.normalization,
@@ -275,9 +279,7 @@ pub fn predict(ckpt: &Checkpoint, cfg: &PredictConfig) -> Result<(Vec<Prediction
             let Some(images) = &batch.images else {
                 continue;
             };
-            let probs = cfg
-                .compute
-                .probabilities(&ckpt.model, images, Kind::Float)?;
+            let probs = ensemble.probabilities(cfg.compute, images, Kind::Float)?;
             let (values, indices) = probs.f_topk(k as i64, -1, true, true)?;
             let values = Vec::<Vec<f32>>::try_from(&values)?;
             let indices = Vec::<Vec<i64>>::try_from(&indices)?;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::checkpoint;
-use crate::cli::{fixed, TrainArgs};
+use crate::cli::{fixed, RecipeArgs, TrainArgs};
 use crate::config::{self, ClassWeights, TrainConfig};
 use crate::data::transform::Augment;
 use crate::device;
@@ -16,7 +16,7 @@ use crate::train::run_files::{BEST, LAST, MODEL};
 use crate::train::{train, RunSummary, TrainJob};
 
 /// Applies every flag that was given to `cfg`.
-pub fn apply_flags(cfg: &mut TrainConfig, a: &TrainArgs) -> Result<()> {
+pub fn apply_flags(cfg: &mut TrainConfig, a: &RecipeArgs) -> Result<()> {
     macro_rules! set {
         ($($field:ident),*) => { $( if let Some(v) = &a.$field { cfg.$field = v.clone(); } )* };
     }
@@ -107,7 +107,7 @@ pub fn job(a: &TrainArgs) -> Result<TrainJob> {
         Some(last) => resume_config(a, last)?,
         None => {
             let mut cfg = config::load(a.config.as_ref())?;
-            apply_flags(&mut cfg, a)?;
+            apply_flags(&mut cfg, &a.recipe)?;
             let dir = a.out.clone().map(RunDir::Exact).unwrap_or(RunDir::Next("train"));
             (cfg, dir, a.data.clone())
         }
@@ -141,12 +141,7 @@ const RESUMABLE: [&str; 9] = [
 
 /// A resumed run keeps its config and dataset; only --epochs, --patience and --device change.
 fn resume_config(a: &TrainArgs, last: &std::path::Path) -> Result<(TrainConfig, RunDir, PathBuf)> {
-    let fixed: Vec<String> = a
-        .given
-        .iter()
-        .filter(|id| !RESUMABLE.contains(&id.as_str()))
-        .map(|id| format!("--{}", id.replace('_', "-")))
-        .collect();
+    let fixed = super::other_flags(&a.given, &RESUMABLE);
     if !fixed.is_empty() {
         bail!(
             "--resume continues a run as it was configured ({} cannot change): only --epochs, \
@@ -160,16 +155,16 @@ fn resume_config(a: &TrainArgs, last: &std::path::Path) -> Result<(TrainConfig, 
         .training
         .with_context(|| format!("{}: not written by inception train", last.display()))?;
     let mut cfg = record.config;
-    set_if(&mut cfg.epochs, a.epochs);
-    set_if(&mut cfg.patience, a.patience);
-    set_if(&mut cfg.workers, a.workers);
-    set_if(&mut cfg.cache_gib, a.cache_gib);
-    set_if(&mut cfg.precision, a.precision);
-    set_if(&mut cfg.channels_last, a.channels_last);
-    if let Some(d) = &a.device {
+    set_if(&mut cfg.epochs, a.recipe.epochs);
+    set_if(&mut cfg.patience, a.recipe.patience);
+    set_if(&mut cfg.workers, a.recipe.workers);
+    set_if(&mut cfg.cache_gib, a.recipe.cache_gib);
+    set_if(&mut cfg.precision, a.recipe.precision);
+    set_if(&mut cfg.channels_last, a.recipe.channels_last);
+    if let Some(d) = &a.recipe.device {
         cfg.device = d.clone();
     }
-    cfg.skip_bad |= a.skip_bad;
+    cfg.skip_bad |= a.recipe.skip_bad;
     let dir = last
         .parent()
         .map(PathBuf::from)

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use tch::Kind;
+use tch::{Kind, Tensor};
 
 use super::RunData;
 use crate::data::folder::Sample;
@@ -14,17 +14,18 @@ use crate::metrics::{evaluate, Evaluation};
 use crate::model::Model;
 use crate::precision::Compute;
 
-/// Probabilities of every image in `indices`, in order, with their labels.
+/// Probabilities of every image in `indices`, in order, with their labels; `probabilities`
+/// turns a batch `[N, 3, S, S]` into `[N, classes]` f64 probabilities (one network, or an
+/// ensemble).
 pub fn predict_all(
-    model: &Model,
     loader: &Loader,
     indices: &[usize],
-    compute: Compute,
+    probabilities: impl Fn(&Tensor) -> Result<Tensor>,
 ) -> Result<(Vec<Vec<f64>>, Vec<usize>)> {
     let (mut probs, mut labels) = (vec![], vec![]);
     for batch in loader.batches(indices, 0) {
         let batch = batch?;
-        let p = compute.probabilities(model, &batch.images, Kind::Double)?;
+        let p = probabilities(&batch.images)?;
         probs.extend(Vec::<Vec<f64>>::try_from(p)?);
         labels.extend(batch.indices.iter().map(|&i| loader.samples[i].label));
     }
@@ -37,7 +38,9 @@ pub fn validate(model: &Model, data: &RunData, compute: Compute) -> Result<Optio
     if val.is_empty() {
         return Ok(None);
     }
-    let (probs, labels) = predict_all(model, &data.val_loader, val, compute)?;
+    let (probs, labels) = predict_all(&data.val_loader, val, |x| {
+        compute.probabilities(model, x, Kind::Double)
+    })?;
     Ok(Some(evaluate(&data.dataset.classes, &probs, &labels)))
 }
 

@@ -1,0 +1,242 @@
+//! `inception cv`: cross-validation of a recipe — all folds here, one fold as a separate job
+//! (`--only-fold`), an interrupted one continued (`--resume`), or the summary of folds trained
+//! elsewhere (`--collect`).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::other_flags;
+use super::train::apply_flags;
+use crate::cli::CvArgs;
+use crate::config::{self, TrainConfig};
+use crate::cv::{self, fold_dir, CvReport, Plan};
+use crate::device;
+use crate::precision::Compute;
+use crate::train::run_dir::RunDir;
+use crate::train::run_files::MODEL;
+
+/// The flags that only say how to compute, not what: the ones --resume and --collect accept.
+const RUNTIME: [&str; 6] = [
+    "device",
+    "precision",
+    "channels_last",
+    "workers",
+    "cache_gib",
+    "skip_bad",
+];
+
+/// The default number of folds.
+pub const DEFAULT_FOLDS: usize = 5;
+
+/// The plan of a new cross-validation: the config file, the flags, the dataset.
+fn new_plan(a: &CvArgs) -> Result<Plan> {
+    if a.recipe.fold.is_some() {
+        bail!("cv trains every fold; --only-fold I trains one (--fold is for train)");
+    }
+    let mut cfg = config::load(a.config.as_ref())?;
+    apply_flags(&mut cfg, &a.recipe)?;
+    cfg.folds = Some(cfg.folds.unwrap_or(DEFAULT_FOLDS));
+    cfg.fold = 0;
+    cfg.validate().context("training config")?;
+    if !a.data.is_dir() {
+        bail!(
+            "data folder {} does not exist or is not a folder",
+            a.data.display()
+        );
+    }
+    let dataset = fs::canonicalize(&a.data)
+        .with_context(|| format!("resolving {}", a.data.display()))?;
+    if let Some(i) = a.only_fold {
+        let k = cfg.folds.unwrap_or(DEFAULT_FOLDS);
+        if i >= k {
+            bail!("--only-fold {i}: the folds are 0 to {} for --folds {k}", k - 1);
+        }
+    }
+    Ok(Plan {
+        dataset: dataset.display().to_string(),
+        config: cfg,
+    })
+}
+
+/// The runtime flags given with --resume or --collect, applied to the plan's config.
+fn with_runtime_flags(a: &CvArgs, mut cfg: TrainConfig) -> TrainConfig {
+    let r = &a.recipe;
+    if let Some(d) = &r.device {
+        cfg.device = d.clone();
+    }
+    if let Some(p) = r.precision {
+        cfg.precision = p;
+    }
+    if let Some(c) = r.channels_last {
+        cfg.channels_last = c;
+    }
+    if let Some(w) = r.workers {
+        cfg.workers = w;
+    }
+    if let Some(c) = r.cache_gib {
+        cfg.cache_gib = c;
+    }
+    cfg.skip_bad |= r.skip_bad;
+    cfg
+}
+
+fn compute_for(cfg: &TrainConfig) -> Result<Compute> {
+    let compute = Compute::new(
+        device::resolve(&cfg.device)?,
+        cfg.precision,
+        cfg.channels_last,
+    )?;
+    eprintln!("compute: {compute}");
+    Ok(compute)
+}
+
+/// Refuses flags that would change what a cv folder measures.
+fn only_runtime_flags(a: &CvArgs, mode: &str, allowed: &[&str]) -> Result<()> {
+    let others = other_flags(&a.given, allowed);
+    if !others.is_empty() {
+        bail!(
+            "{mode} takes the recipe from the cv folder's plan.json ({} cannot be given with it)",
+            others.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Prepares the folder of a `--only-fold` job: new, or one whose plan is this plan.
+fn shared_folder(dir: &Path, plan: &Plan) -> Result<()> {
+    if dir.join(cv::PLAN).exists() {
+        let theirs = Plan::read(dir)?;
+        if theirs != *plan {
+            bail!(
+                "{} holds a cross-validation with another plan (dataset or recipe); use another \
+                 --out",
+                dir.display()
+            );
+        }
+        return Ok(());
+    }
+    RunDir::Exact(dir.to_path_buf()).create()?;
+    plan.write(dir)
+}
+
+/// Runs every unfinished fold of `dir` in order.
+fn run_folds(dir: &Path, plan: &Plan, compute: Compute) -> Result<()> {
+    for f in 0..plan.folds() {
+        cv::run_fold(dir, plan, f, compute)?;
+    }
+    Ok(())
+}
+
+/// What the command did: a summary, or one fold trained with others still to come.
+enum Outcome {
+    Report(CvReport),
+    FoldDone { dir: PathBuf, fold: usize, left: Vec<usize> },
+}
+
+fn execute(a: &CvArgs) -> Result<Outcome> {
+    if let Some(dir) = &a.collect {
+        only_runtime_flags(a, "--collect", &["collect", "json", "device", "precision", "channels_last"])?;
+        let plan = Plan::read(dir)?;
+        let compute = compute_for(&with_runtime_flags(a, plan.config))?;
+        return Ok(Outcome::Report(cv::collect(dir, compute)?));
+    }
+    if let Some(dir) = &a.resume {
+        let mut allowed = vec!["resume", "json"];
+        allowed.extend(RUNTIME);
+        only_runtime_flags(a, "--resume", &allowed)?;
+        let mut plan = Plan::read(dir)?;
+        plan.config = with_runtime_flags(a, plan.config);
+        let compute = compute_for(&plan.config)?;
+        println!("resuming cross-validation {}", dir.display());
+        run_folds(dir, &plan, compute)?;
+        return Ok(Outcome::Report(cv::collect(dir, compute)?));
+    }
+    let plan = new_plan(a)?;
+    let compute = compute_for(&plan.config)?;
+    if let (Some(fold), Some(dir)) = (a.only_fold, &a.out) {
+        shared_folder(dir, &plan)?;
+        cv::run_fold(dir, &plan, fold, compute)?;
+        let left: Vec<usize> = (0..plan.folds())
+            .filter(|&f| !fold_dir(dir, f).join(MODEL).exists())
+            .collect();
+        if left.is_empty() {
+            return Ok(Outcome::Report(cv::collect(dir, compute)?));
+        }
+        return Ok(Outcome::FoldDone {
+            dir: dir.clone(),
+            fold,
+            left,
+        });
+    }
+    let run_dir = a
+        .out
+        .clone()
+        .map(RunDir::Exact)
+        .unwrap_or(RunDir::Next("cv"));
+    run_dir.check()?;
+    let dir = run_dir.create()?;
+    plan.write(&dir)?;
+    println!("cross-validation folder: {}", dir.display());
+    run_folds(&dir, &plan, compute)?;
+    Ok(Outcome::Report(cv::collect(&dir, compute)?))
+}
+
+pub fn run(a: &CvArgs) -> Result<()> {
+    // With --json only the summary goes to stdout: the training logs go to stderr meanwhile.
+    let outcome = if a.json {
+        let _redirect = StdoutToStderr::new();
+        execute(a)
+    } else {
+        execute(a)
+    }?;
+    match outcome {
+        Outcome::Report(r) if a.json => println!("{}", serde_json::to_string_pretty(&r)?),
+        Outcome::Report(r) => print!("{}", cv::render(&r)),
+        Outcome::FoldDone { dir, fold, left } => {
+            let left: Vec<String> = left.iter().map(|f| f.to_string()).collect();
+            println!(
+                "fold {fold} done; folds {} of {} are still to run; when they are, \
+                 `inception cv --collect {}` writes the summary (the last fold's job does it \
+                 by itself)",
+                left.join(", "),
+                dir.display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Sends what is written to stdout to stderr while alive (file descriptor 1 duplicated from
+/// 2, restored on drop).
+struct StdoutToStderr {
+    saved: Option<i32>,
+}
+
+impl StdoutToStderr {
+    fn new() -> StdoutToStderr {
+        let _ = std::io::stdout().flush();
+        // SAFETY: plain descriptor calls on this process's own standard streams.
+        let saved = unsafe { libc::dup(1) };
+        if saved < 0 || unsafe { libc::dup2(2, 1) } < 0 {
+            return StdoutToStderr { saved: None };
+        }
+        StdoutToStderr { saved: Some(saved) }
+    }
+}
+
+impl Drop for StdoutToStderr {
+    fn drop(&mut self) {
+        let _ = std::io::stdout().flush();
+        if let Some(fd) = self.saved {
+            // SAFETY: as in `new`; `fd` is the duplicate made there.
+            unsafe {
+                libc::dup2(fd, 1);
+                libc::close(fd);
+            }
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! K-fold cross-validation of a training recipe: one ordinary training run per fold of the
+//! stratified, patient-grouped partition ([`crate::data::split::kfold`]), each in `fold-I/` of
+//! one cv folder, then a summary built from those folders alone ([`collect`]), so that folds
+//! run apart (other processes, machines or GPUs) give the same summary as folds run here.
+//!
+//! The summary measures, for each fold, the checkpoint the fold ships (`model.pt`) on the
+//! fold's validation images — plain and with test-time augmentation — and `best.pt` (chosen on
+//! those same images, so optimistic); it reports mean, standard deviation and a 95 %
+//! t-interval over folds ([`stats`]), and the metrics of the pooled out-of-fold predictions:
+//! every image predicted once, by the model that did not train on it (`oof.csv`).
+
+pub mod stats;
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::Kind;
+
+use crate::checkpoint::write_atomic;
+use crate::cmd::csv_field;
+use crate::config::TrainConfig;
+use crate::data::dataset::Dataset;
+use crate::data::loader::{default_threads, prepare, DEFAULT_CACHE_BYTES};
+use crate::data::transform::EvalTransform;
+use crate::ensemble::Ensemble;
+use crate::metrics::{evaluate, Evaluation};
+use crate::precision::Compute;
+use crate::train::record::EpochRecord;
+use crate::train::run_dir::RunDir;
+use crate::train::run_files::{BEST, MODEL};
+use crate::train::{eval_loader, predict_all, train, TrainJob};
+use stats::Summary;
+
+/// What the cv folder was asked to do: `plan.json`.
+pub const PLAN: &str = "plan.json";
+/// The summary: `cv.json`.
+pub const CV_JSON: &str = "cv.json";
+/// The out-of-fold predictions: `oof.csv`.
+pub const OOF: &str = "oof.csv";
+
+/// The dataset and the resolved recipe of a cross-validation (`folds` set; `fold` unused).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// The dataset folder (absolute).
+    pub dataset: String,
+    pub config: TrainConfig,
+}
+
+impl Plan {
+    /// The number of folds.
+    pub fn folds(&self) -> usize {
+        self.config.folds.unwrap_or(0)
+    }
+
+    /// Reads `DIR/plan.json`.
+    pub fn read(dir: &Path) -> Result<Plan> {
+        let path = dir.join(PLAN);
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {} ({} is not a cv folder, or its plan was lost)",
+                path.display(),
+                dir.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Writes `DIR/plan.json` (atomically).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)? + "\n";
+        write_atomic(&dir.join(PLAN), text.as_bytes())
+    }
+
+    /// The training config of fold `fold`.
+    pub fn fold_config(&self, fold: usize) -> TrainConfig {
+        TrainConfig {
+            fold,
+            ..self.config.clone()
+        }
+    }
+}
+
+/// The run folder of fold `fold`.
+pub fn fold_dir(dir: &Path, fold: usize) -> PathBuf {
+    dir.join(format!("fold-{fold}"))
+}
+
+/// Trains fold `fold` to its end: from scratch, from its `last.pt` when a run was cut short,
+/// or not at all when its `model.pt` exists. Returns whether it trained.
+pub fn run_fold(dir: &Path, plan: &Plan, fold: usize, compute: Compute) -> Result<bool> {
+    let folder = fold_dir(dir, fold);
+    if folder.join(MODEL).exists() {
+        println!("fold {fold}: finished already ({})", folder.display());
+        return Ok(false);
+    }
+    let last = folder.join(crate::train::run_files::LAST);
+    let resume = last.exists().then_some(last);
+    fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
+    println!(
+        "\n== fold {fold} of {} → {}{}",
+        plan.folds(),
+        folder.display(),
+        if resume.is_some() { " (resuming)" } else { "" }
+    );
+    let job = TrainJob {
+        config: plan.fold_config(fold),
+        data: PathBuf::from(&plan.dataset),
+        run_dir: RunDir::Resumed(folder),
+        compute,
+        resume,
+    };
+    train(&job)?;
+    Ok(true)
+}
+
+/// One fold's measures of one checkpoint on the fold's validation images.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FoldResult {
+    pub fold: usize,
+    /// The epoch the checkpoint holds.
+    pub epoch: u64,
+    pub images: usize,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    /// Two classes only (the first class positive).
+    pub roc_auc: Option<f64>,
+    pub sensitivity: Option<f64>,
+    pub specificity: Option<f64>,
+}
+
+impl FoldResult {
+    fn new(fold: usize, epoch: u64, e: &Evaluation) -> FoldResult {
+        FoldResult {
+            fold,
+            epoch,
+            images: e.images,
+            accuracy: e.accuracy,
+            macro_f1: e.macro_avg.f1,
+            roc_auc: e.binary.as_ref().map(|b| b.roc_auc),
+            sensitivity: e.binary.as_ref().map(|b| b.sensitivity),
+            specificity: e.binary.as_ref().map(|b| b.specificity),
+        }
+    }
+}
+
+/// The measures named in reports, in order, with how to read them from a fold.
+const MEASURES: [(&str, fn(&FoldResult) -> Option<f64>); 5] = [
+    ("accuracy", |r| Some(r.accuracy)),
+    ("macro_f1", |r| Some(r.macro_f1)),
+    ("roc_auc", |r| r.roc_auc),
+    ("sensitivity", |r| r.sensitivity),
+    ("specificity", |r| r.specificity),
+];
+
+/// One measure over the folds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MeasureSummary {
+    pub measure: String,
+    #[serde(flatten)]
+    pub summary: Summary,
+}
+
+/// A checkpoint of every fold, measured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Assessment {
+    /// Which checkpoint: `model.pt`, `model.pt + TTA` or `best.pt`.
+    pub checkpoint: String,
+    pub per_fold: Vec<FoldResult>,
+    /// Mean, std and 95 % CI over folds of each measure.
+    pub summary: Vec<MeasureSummary>,
+    /// The metrics of all folds' predictions pooled (each image once).
+    pub pooled: Evaluation,
+}
+
+impl Assessment {
+    fn new(checkpoint: String, folds: Vec<(FoldResult, Vec<Vec<f64>>, Vec<usize>)>, classes: &[String]) -> Assessment {
+        let mut per_fold = vec![];
+        let (mut probs, mut labels) = (vec![], vec![]);
+        for (r, p, l) in folds {
+            per_fold.push(r);
+            probs.extend(p);
+            labels.extend(l);
+        }
+        let summary = MEASURES
+            .iter()
+            .filter_map(|(name, get)| {
+                let values: Option<Vec<f64>> = per_fold.iter().map(get).collect();
+                Some(MeasureSummary {
+                    measure: name.to_string(),
+                    summary: Summary::of(&values?),
+                })
+            })
+            .collect();
+        Assessment {
+            checkpoint,
+            per_fold,
+            summary,
+            pooled: evaluate(classes, &probs, &labels),
+        }
+    }
+
+    /// The summary of `measure`.
+    pub fn measure(&self, measure: &str) -> Option<&Summary> {
+        self.summary
+            .iter()
+            .find(|m| m.measure == measure)
+            .map(|m| &m.summary)
+    }
+}
+
+/// Everything `cv.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CvReport {
+    pub cv: String,
+    pub dataset: String,
+    pub folds: usize,
+    pub classes: Vec<String>,
+    pub config: TrainConfig,
+    /// The views test-time augmentation averaged.
+    pub tta: String,
+    /// `model.pt` of each fold: what the folds ship.
+    pub model: Assessment,
+    /// The same with test-time augmentation.
+    pub model_tta: Assessment,
+    /// `best.pt` of each fold, chosen on its validation images (optimistic).
+    pub best: Option<Assessment>,
+    /// Seconds each fold's training took (the sum of its metrics.csv rows).
+    pub train_seconds: Vec<f64>,
+}
+
+/// One checkpoint's predictions on its fold's validation images.
+struct FoldPredictions {
+    epoch: u64,
+    probs: Vec<Vec<f64>>,
+    labels: Vec<usize>,
+}
+
+/// Builds the summary from the fold folders of `dir`: every fold must be finished. Writes
+/// `oof.csv` and `cv.json` there.
+pub fn collect(dir: &Path, compute: Compute) -> Result<CvReport> {
+    let plan = Plan::read(dir)?;
+    let k = plan.folds();
+    let missing: Vec<String> = (0..k)
+        .filter(|&f| !fold_dir(dir, f).join(MODEL).exists())
+        .map(|f| format!("fold-{f}"))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{}: {} of {k} folds not finished (no {MODEL}): {}",
+            dir.display(),
+            missing.len(),
+            missing.join(", ")
+        );
+    }
+    let root = PathBuf::from(&plan.dataset);
+    let (mut model, mut model_tta, mut best) = (vec![], vec![], vec![]);
+    let mut oof = String::new();
+    let mut classes: Vec<String> = vec![];
+    let mut tta_views = String::new();
+    let mut train_seconds = vec![];
+    for f in 0..k {
+        let folder = fold_dir(dir, f);
+        let mut ensemble = Ensemble::load(&[folder.join(MODEL)], compute)?;
+        let meta = ensemble.meta().clone();
+        let record = meta.training.as_ref().with_context(|| {
+            format!("{}: no training record", folder.join(MODEL).display())
+        })?;
+        if record.config.folds != Some(k) || record.config.fold != f {
+            bail!(
+                "{}: trained as fold {} of {:?}, not fold {f} of {k}",
+                folder.display(),
+                record.config.fold,
+                record.config.folds
+            );
+        }
+        if f == 0 {
+            classes = meta.classes.clone();
+            oof = oof_header(&classes);
+        } else if meta.classes != classes {
+            bail!(
+                "{}: classes {:?}, not fold 0's {classes:?}",
+                folder.display(),
+                meta.classes
+            );
+        }
+        train_seconds.push(train_seconds_of(&folder)?);
+        let ds = Dataset::from_split_files(&root, &classes, &record.split)?;
+        let val: Vec<_> = ds.split.val.iter().map(|&i| ds.samples[i].clone()).collect();
+        let size = meta.image_size as u32;
+        let prepared = prepare(&val, size, DEFAULT_CACHE_BYTES, false, default_threads())?;
+        let transform = EvalTransform {
+            image_size: size,
+            normalization: meta.normalization,
+        };
+        let loader = eval_loader(prepared.store, Arc::new(val.clone()), transform, 32);
+        let predict = |ensemble: &Ensemble| -> Result<FoldPredictions> {
+            let (probs, labels) = predict_all(&loader, &prepared.good, |x| {
+                ensemble.probabilities(compute, x, Kind::Double)
+            })?;
+            Ok(FoldPredictions {
+                epoch: ensemble.meta().training.as_ref().map_or(0, |t| t.epoch),
+                probs,
+                labels,
+            })
+        };
+        let plain = predict(&ensemble)?;
+        for ((sample, p), &y) in val.iter().zip(&plain.probs).zip(&plain.labels) {
+            let rel = sample.path.strip_prefix(&root).unwrap_or(&sample.path);
+            oof += &csv_field(&rel.to_string_lossy());
+            let _ = write!(oof, ",{}", csv_field(&classes[y]));
+            for v in p {
+                let _ = write!(oof, ",{v:.9}");
+            }
+            let _ = writeln!(oof, ",{f}");
+        }
+        ensemble = ensemble.with_tta();
+        tta_views = ensemble.tta.describe();
+        let tta = predict(&ensemble)?;
+        let best_path = folder.join(BEST);
+        let best_pred = match best_path.exists() {
+            true => Some(predict(&Ensemble::load(&[best_path], compute)?)?),
+            false => None,
+        };
+        let entry = |p: FoldPredictions| {
+            let e = evaluate(&classes, &p.probs, &p.labels);
+            (FoldResult::new(f, p.epoch, &e), p.probs, p.labels)
+        };
+        model.push(entry(plain));
+        model_tta.push(entry(tta));
+        if let Some(b) = best_pred {
+            best.push(entry(b));
+        }
+    }
+    let report = CvReport {
+        cv: dir.display().to_string(),
+        dataset: plan.dataset.clone(),
+        folds: k,
+        model: Assessment::new(MODEL.into(), model, &classes),
+        model_tta: Assessment::new(format!("{MODEL} + TTA"), model_tta, &classes),
+        best: (best.len() == k).then(|| Assessment::new(BEST.into(), best, &classes)),
+        classes,
+        config: plan.config,
+        tta: tta_views,
+        train_seconds,
+    };
+    write_atomic(&dir.join(OOF), oof.as_bytes())?;
+    let json = serde_json::to_string_pretty(&report)? + "\n";
+    write_atomic(&dir.join(CV_JSON), json.as_bytes())?;
+    Ok(report)
+}
+
+/// The `oof.csv` header: path, truth, one probability column per class, fold.
+fn oof_header(classes: &[String]) -> String {
+    let mut h = "path,truth".to_string();
+    for c in classes {
+        h += ",";
+        h += &csv_field(&format!("prob_{c}"));
+    }
+    h + ",fold\n"
+}
+
+/// The seconds a run folder's epochs took, from its metrics.csv.
+fn train_seconds_of(folder: &Path) -> Result<f64> {
+    let path = folder.join("metrics.csv");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let column = EpochRecord::CSV_HEADER
+        .split(',')
+        .position(|c| c == "seconds")
+        .unwrap_or(8);
+    Ok(text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').nth(column)?.parse::<f64>().ok())
+        .sum())
+}
+
+/// The report as printed.
+pub fn render(r: &CvReport) -> String {
+    let mut out = format!(
+        "\ncross-validation {}: {} folds of {} ({} images)\n",
+        r.cv, r.folds, r.dataset, r.model.pooled.images
+    );
+    out += &table(&r.model, "model.pt of each fold (what the folds ship)");
+    out += &pooled(&r.model.pooled, &r.classes);
+    out += &format!(
+        "\nwith test-time augmentation ({}):\n{}",
+        r.tta,
+        means(&r.model_tta)
+    );
+    if let Some(b) = &r.best {
+        out += &format!(
+            "\nbest.pt of each fold (its epoch chosen on these same images, so optimistic):\n{}",
+            means(b)
+        );
+    }
+    let total: f64 = r.train_seconds.iter().sum();
+    out += &format!("\ntraining time: {:.0} s over {} folds\n", total, r.folds);
+    out
+}
+
+/// The per-fold table with mean ± std and the 95 % CI.
+fn table(a: &Assessment, title: &str) -> String {
+    let cols: Vec<&MeasureSummary> = a.summary.iter().collect();
+    let mut out = format!("\n{title}\n{:<10}{:>7}{:>7}", "fold", "epoch", "images");
+    for c in &cols {
+        out += &format!("{:>14}", c.measure);
+    }
+    out += "\n";
+    for r in &a.per_fold {
+        out += &format!("{:<10}{:>7}{:>7}", r.fold, r.epoch, r.images);
+        for c in &cols {
+            let get = MEASURES.iter().find(|(n, _)| *n == c.measure).map(|(_, g)| g);
+            let v = get.and_then(|g| g(r)).unwrap_or(f64::NAN);
+            out += &format!("{v:>14.4}");
+        }
+        out += "\n";
+    }
+    out += &format!("{:<24}", "mean ± std");
+    for c in &cols {
+        out += &format!("{:>14}", format!("{:.3} ± {:.3}", c.summary.mean, c.summary.std));
+    }
+    out += &format!("\n{:<24}", "95% CI (t)");
+    for c in &cols {
+        out += &format!(
+            "{:>14}",
+            format!("{:.3}–{:.3}", c.summary.ci95[0], c.summary.ci95[1])
+        );
+    }
+    out + "\n"
+}
+
+/// One line per measure: mean ± std [CI].
+fn means(a: &Assessment) -> String {
+    a.summary
+        .iter()
+        .map(|m| {
+            format!(
+                "  {:<12} {:.3} ± {:.3}  (95% CI {:.3}–{:.3})\n",
+                m.measure, m.summary.mean, m.summary.std, m.summary.ci95[0], m.summary.ci95[1]
+            )
+        })
+        .collect()
+}
+
+/// The pooled out-of-fold metrics with the confusion matrix.
+fn pooled(e: &Evaluation, classes: &[String]) -> String {
+    let mut out = format!(
+        "\npooled out-of-fold predictions ({} images, each by the fold model that did not train \
+         on it): accuracy {:.4}, macro-F1 {:.4}",
+        e.images, e.accuracy, e.macro_avg.f1
+    );
+    if let Some(b) = &e.binary {
+        out += &format!(
+            ", ROC-AUC {:.4}, sensitivity ({}) {:.4}, specificity {:.4}",
+            b.roc_auc, b.positive_class, b.sensitivity, b.specificity
+        );
+    }
+    let width = classes.iter().map(|c| c.chars().count()).max().unwrap_or(0).max(5);
+    out += &format!("\nconfusion (rows = truth)\n{:<width$}", "");
+    for c in classes {
+        out += &format!("  {c:>width$}");
+    }
+    out += "\n";
+    for (c, row) in classes.iter().zip(&e.confusion) {
+        out += &format!("{c:<width$}");
+        for v in row {
+            out += &format!("  {v:>width$}");
+        }
+        out += "\n";
+    }
+    out
+}
