@@ -23,8 +23,8 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::transform::Normalization;
 use crate::model::{Arch, Model, NetConfig};
-use crate::train::{ema, optim};
 use crate::train::record::TrainingRecord;
+use crate::train::{ema, optim};
 
 /// The `format` field of every checkpoint.
 pub const FORMAT: &str = "inception-checkpoint";

@@ -253,7 +253,10 @@ impl TrainConfig {
             bail!("patience needs validation images: val_fraction 0 leaves none");
         }
         if !(0.0..1.0).contains(&self.ema_decay) {
-            bail!("ema_decay must be in [0, 1) (0: off), got {}", self.ema_decay);
+            bail!(
+                "ema_decay must be in [0, 1) (0: off), got {}",
+                self.ema_decay
+            );
         }
         for (name, v) in [("mixup", self.mixup), ("cutmix", self.cutmix)] {
             if !(v.is_finite() && v >= 0.0) {

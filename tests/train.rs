@@ -232,17 +232,30 @@ fn eval_and_predict_agree_exactly_on_the_validation_files() {
 #[test]
 fn a_run_killed_mid_way_and_resumed_ends_like_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
+    // With a weight average and batch mixing, whose state must come back too.
+    let recipe = [
+        "--epochs",
+        "3",
+        "--ema-decay",
+        "0.9",
+        "--mixup",
+        "0.4",
+        "--cutmix",
+        "1.0",
+    ];
     let a = dir.path().join("a");
-    let o = train(dir.path(), &["--epochs", "3", "--out", a.to_str().unwrap()]);
+    let mut args = recipe.to_vec();
+    args.extend(["--out", a.to_str().unwrap()]);
+    let o = train(dir.path(), &args);
     assert!(o.status.success(), "{}", stderr(&o));
 
     // The same run, killed (SIGKILL) once its first epoch is on disk.
     let b = dir.path().join("b");
     let (data, config) = (msld(), smoke());
     let mut child = Command::new(env!("CARGO_BIN_EXE_inception"))
-        .args([
-            "train", "--data", &data, "--config", &config, "--epochs", "3", "--out",
-        ])
+        .args(["train", "--data", &data, "--config", &config])
+        .args(recipe)
+        .arg("--out")
         .arg(&b)
         .current_dir(dir.path())
         .stdout(std::process::Stdio::null())
@@ -288,6 +301,16 @@ fn a_run_killed_mid_way_and_resumed_ends_like_an_uninterrupted_one() {
         ba.meta.training.unwrap().epoch,
         bb.meta.training.unwrap().epoch
     );
+    // The shipped weights (the average) are the same, bit for bit.
+    let (ma, mb) = (
+        checkpoint::load(&a.join("model.pt"), Device::Cpu).unwrap(),
+        checkpoint::load(&b.join("model.pt"), Device::Cpu).unwrap(),
+    );
+    assert_eq!(ma.meta.checksum, mb.meta.checksum);
+    let last = checkpoint::load(&b.join("last.pt"), Device::Cpu).unwrap();
+    let ema_conv = &last.extra["ema.conv1.weight"];
+    assert!(ema_conv.equal(&mb.model.state_dict()["conv1.weight"]));
+    assert!(!ema_conv.equal(&last.model.state_dict()["conv1.weight"]));
 
     // Resuming with another recipe is refused.
     let o = inception(
@@ -503,4 +526,118 @@ fn init_starts_from_an_imported_checkpoint() {
     let o = train(dir.path(), &["--init", "start.pt", "--out", "s"]);
     let err = assert_clean_failure(&o);
     assert!(err.contains("a googlenet checkpoint, not seed"), "{err}");
+}
+
+#[test]
+fn val_fraction_zero_trains_on_every_image_and_ships_model_pt_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = train(dir.path(), &["--val-fraction", "0", "--out", "all"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("no validation images (val_fraction 0)"),
+        "{out}"
+    );
+    assert!(out.contains("183 train, 0 val"), "{out}");
+    let run = dir.path().join("all");
+    assert!(run.join("model.pt").exists() && run.join("last.pt").exists());
+    assert!(!run.join("best.pt").exists());
+    let text = fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let row: Vec<&str> = text.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!(&row[3..6], ["", "", ""], "{text}");
+    let model = checkpoint::load(&run.join("model.pt"), Device::Cpu).unwrap();
+    let rec = model.meta.training.unwrap();
+    assert_eq!((rec.split.train.len(), rec.split.val.len()), (183, 0));
+    // Early stopping needs validation images.
+    let o = train(dir.path(), &["--val-fraction", "0", "--patience", "2"]);
+    let err = assert_clean_failure(&o);
+    assert!(err.contains("patience needs validation images"), "{err}");
+}
+
+#[test]
+fn the_weight_average_moves_by_the_warmed_up_decay() {
+    use inception::model::{Arch, Model, NetConfig};
+    use inception::precision::{Compute, Precision};
+    use inception::train::ema::Ema;
+
+    let compute = Compute::new(Device::Cpu, Precision::Fp32, false).unwrap();
+    tch::manual_seed(1);
+    let model = Model::new(NetConfig::new(Arch::Seed, 2), Device::Cpu).unwrap();
+    let mut ema = Ema::new(&model, 0.99, compute).unwrap();
+    assert!((ema.decay_at(0) - 0.1).abs() < 1e-12);
+    assert!((ema.decay_at(90) - 0.91).abs() < 1e-12);
+    assert!((ema.decay_at(100_000) - 0.99).abs() < 1e-12);
+    let before = model.state_dict()["conv1.weight"].copy();
+    tch::no_grad(|| {
+        for (_, mut t) in model.state_dict() {
+            if t.kind() != tch::Kind::Int64 {
+                let _ = t.g_add_scalar_(1.0);
+            }
+        }
+    });
+    ema.update(&model, 90).unwrap();
+    let avg = &ema.model.state_dict()["conv1.weight"];
+    let want = &before * 0.91 + (&before + 1.0) * 0.09;
+    let diff = (avg - want).abs().max().double_value(&[]);
+    assert!(diff < 1e-6, "{diff}");
+    // BatchNorm statistics are averaged too.
+    let averaged = ema.model.state_dict();
+    let (name, rv) = averaged
+        .iter()
+        .find(|(k, _)| k.ends_with("running_var"))
+        .unwrap();
+    let mean = rv.mean(tch::Kind::Float).double_value(&[]);
+    assert!((mean - 1.09).abs() < 1e-6, "{name}: {mean}");
+}
+
+#[test]
+fn mixup_and_cutmix_mix_each_batch_with_its_reverse_by_the_drawn_share() {
+    use inception::train::epoch::Mixing;
+    use tch::{Kind, Tensor};
+
+    let mut cfg = TrainConfig {
+        mixup: 0.4,
+        ..TrainConfig::default()
+    };
+    let x = Tensor::randn([4, 3, 16, 16], (Kind::Float, Device::Cpu));
+    let m = Mixing::draw(&cfg, 3, 1, 16).unwrap();
+    assert_eq!(
+        Mixing::draw(&cfg, 3, 1, 16),
+        Some(m),
+        "the draw depends on the seed alone"
+    );
+    let Mixing::Mixup { lambda } = m else {
+        panic!("mixup only, got {m:?}")
+    };
+    assert!((0.0..=1.0).contains(&lambda));
+    let want = &x * lambda + x.flip([0]) * (1.0 - lambda);
+    assert!(m.apply(&x).unwrap().allclose(&want, 1e-6, 1e-6, false));
+
+    cfg.mixup = 0.0;
+    cfg.cutmix = 1.0;
+    let mut boxes = 0;
+    for batch in 0..20 {
+        let m = Mixing::draw(&cfg, 0, batch, 16).unwrap();
+        let Mixing::Cutmix {
+            lambda,
+            y0,
+            y1,
+            x0,
+            x1,
+        } = m
+        else {
+            panic!("cutmix only, got {m:?}")
+        };
+        let area = ((y1 - y0) * (x1 - x0)) as f64;
+        assert!((lambda - (1.0 - area / 256.0)).abs() < 1e-12, "{m:?}");
+        let mixed = m.apply(&x).unwrap();
+        let inside = Tensor::zeros([4, 3, 16, 16], (Kind::Bool, Device::Cpu));
+        let _ = inside.slice(2, y0, y1, 1).slice(3, x0, x1, 1).fill_(1);
+        let expected = x.flip([0]).where_self(&inside, &x);
+        assert!(mixed.equal(&expected), "{m:?}");
+        boxes += usize::from(area > 0.0);
+    }
+    assert!(boxes > 10, "almost no box was pasted");
+    cfg.cutmix = 0.0;
+    assert_eq!(Mixing::draw(&cfg, 0, 0, 16), None);
 }

@@ -47,12 +47,15 @@ fn new_plan(a: &CvArgs) -> Result<Plan> {
             a.data.display()
         );
     }
-    let dataset = fs::canonicalize(&a.data)
-        .with_context(|| format!("resolving {}", a.data.display()))?;
+    let dataset =
+        fs::canonicalize(&a.data).with_context(|| format!("resolving {}", a.data.display()))?;
     if let Some(i) = a.only_fold {
         let k = cfg.folds.unwrap_or(DEFAULT_FOLDS);
         if i >= k {
-            bail!("--only-fold {i}: the folds are 0 to {} for --folds {k}", k - 1);
+            bail!(
+                "--only-fold {i}: the folds are 0 to {} for --folds {k}",
+                k - 1
+            );
         }
     }
     Ok(Plan {
@@ -133,12 +136,20 @@ fn run_folds(dir: &Path, plan: &Plan, compute: Compute) -> Result<()> {
 /// What the command did: a summary, or one fold trained with others still to come.
 enum Outcome {
     Report(CvReport),
-    FoldDone { dir: PathBuf, fold: usize, left: Vec<usize> },
+    FoldDone {
+        dir: PathBuf,
+        fold: usize,
+        left: Vec<usize>,
+    },
 }
 
 fn execute(a: &CvArgs) -> Result<Outcome> {
     if let Some(dir) = &a.collect {
-        only_runtime_flags(a, "--collect", &["collect", "json", "device", "precision", "channels_last"])?;
+        only_runtime_flags(
+            a,
+            "--collect",
+            &["collect", "json", "device", "precision", "channels_last"],
+        )?;
         let plan = Plan::read(dir)?;
         let compute = compute_for(&with_runtime_flags(a, plan.config))?;
         return Ok(Outcome::Report(cv::collect(dir, compute)?));

@@ -143,7 +143,10 @@ pub fn run(a: &EvalArgs) -> Result<()> {
 pub fn render(r: &EvalReport) -> String {
     let e = &r.evaluation;
     let mut out = match r.members.len() {
-        1 => format!("{} on {} ({}): {} images\n", r.checkpoint, r.data, r.split, e.images),
+        1 => format!(
+            "{} on {} ({}): {} images\n",
+            r.checkpoint, r.data, r.split, e.images
+        ),
         n => format!(
             "ensemble of {n} members (mean of their probabilities): {}\non {} ({}): {} images\n",
             r.members.join(", "),

@@ -8,11 +8,11 @@ use serde::Serialize;
 use tch::{Kind, Tensor};
 
 use crate::cli::PredictArgs;
+use crate::cmd::csv_field;
 use crate::data::folder::find_images;
 use crate::data::image::load_rgb;
 use crate::data::loader::{default_threads, parallel_map};
 use crate::data::transform::EvalTransform;
-use crate::cmd::csv_field;
 use crate::device;
 use crate::ensemble::Ensemble;
 use crate::precision::Compute;

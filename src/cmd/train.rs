@@ -10,8 +10,8 @@ use crate::config::{self, ClassWeights, TrainConfig};
 use crate::data::transform::Augment;
 use crate::device;
 use crate::precision::Compute;
-use crate::train::run_dir::RunDir;
 use crate::train::record::EpochRecord;
+use crate::train::run_dir::RunDir;
 use crate::train::run_files::{BEST, LAST, MODEL};
 use crate::train::{train, RunSummary, TrainJob};
 
@@ -108,7 +108,11 @@ pub fn job(a: &TrainArgs) -> Result<TrainJob> {
         None => {
             let mut cfg = config::load(a.config.as_ref())?;
             apply_flags(&mut cfg, &a.recipe)?;
-            let dir = a.out.clone().map(RunDir::Exact).unwrap_or(RunDir::Next("train"));
+            let dir = a
+                .out
+                .clone()
+                .map(RunDir::Exact)
+                .unwrap_or(RunDir::Next("train"));
             (cfg, dir, a.data.clone())
         }
     };

@@ -178,7 +178,11 @@ pub struct Assessment {
 }
 
 impl Assessment {
-    fn new(checkpoint: String, folds: Vec<(FoldResult, Vec<Vec<f64>>, Vec<usize>)>, classes: &[String]) -> Assessment {
+    fn new(
+        checkpoint: String,
+        folds: Vec<(FoldResult, Vec<Vec<f64>>, Vec<usize>)>,
+        classes: &[String],
+    ) -> Assessment {
         let mut per_fold = vec![];
         let (mut probs, mut labels) = (vec![], vec![]);
         for (r, p, l) in folds {
@@ -267,9 +271,10 @@ pub fn collect(dir: &Path, compute: Compute) -> Result<CvReport> {
         let folder = fold_dir(dir, f);
         let mut ensemble = Ensemble::load(&[folder.join(MODEL)], compute)?;
         let meta = ensemble.meta().clone();
-        let record = meta.training.as_ref().with_context(|| {
-            format!("{}: no training record", folder.join(MODEL).display())
-        })?;
+        let record = meta
+            .training
+            .as_ref()
+            .with_context(|| format!("{}: no training record", folder.join(MODEL).display()))?;
         if record.config.folds != Some(k) || record.config.fold != f {
             bail!(
                 "{}: trained as fold {} of {:?}, not fold {f} of {k}",
@@ -290,7 +295,12 @@ pub fn collect(dir: &Path, compute: Compute) -> Result<CvReport> {
         }
         train_seconds.push(train_seconds_of(&folder)?);
         let ds = Dataset::from_split_files(&root, &classes, &record.split)?;
-        let val: Vec<_> = ds.split.val.iter().map(|&i| ds.samples[i].clone()).collect();
+        let val: Vec<_> = ds
+            .split
+            .val
+            .iter()
+            .map(|&i| ds.samples[i].clone())
+            .collect();
         let size = meta.image_size as u32;
         let prepared = prepare(&val, size, DEFAULT_CACHE_BYTES, false, default_threads())?;
         let transform = EvalTransform {
@@ -414,7 +424,10 @@ fn table(a: &Assessment, title: &str) -> String {
     for r in &a.per_fold {
         out += &format!("{:<10}{:>7}{:>7}", r.fold, r.epoch, r.images);
         for c in &cols {
-            let get = MEASURES.iter().find(|(n, _)| *n == c.measure).map(|(_, g)| g);
+            let get = MEASURES
+                .iter()
+                .find(|(n, _)| *n == c.measure)
+                .map(|(_, g)| g);
             let v = get.and_then(|g| g(r)).unwrap_or(f64::NAN);
             out += &format!("{v:>14.4}");
         }
@@ -422,7 +435,10 @@ fn table(a: &Assessment, title: &str) -> String {
     }
     out += &format!("{:<24}", "mean ± std");
     for c in &cols {
-        out += &format!("{:>14}", format!("{:.3} ± {:.3}", c.summary.mean, c.summary.std));
+        out += &format!(
+            "{:>14}",
+            format!("{:.3} ± {:.3}", c.summary.mean, c.summary.std)
+        );
     }
     out += &format!("\n{:<24}", "95% CI (t)");
     for c in &cols {
@@ -460,7 +476,12 @@ fn pooled(e: &Evaluation, classes: &[String]) -> String {
             b.roc_auc, b.positive_class, b.sensitivity, b.specificity
         );
     }
-    let width = classes.iter().map(|c| c.chars().count()).max().unwrap_or(0).max(5);
+    let width = classes
+        .iter()
+        .map(|c| c.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(5);
     out += &format!("\nconfusion (rows = truth)\n{:<width$}", "");
     for c in classes {
         out += &format!("  {c:>width$}");

@@ -35,9 +35,17 @@ pub struct EpochStats {
 /// reverse pasted in (CutMix); the loss weighs the two label sets by λ and 1−λ.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Mixing {
-    Mixup { lambda: f64 },
+    Mixup {
+        lambda: f64,
+    },
     /// Box rows `y0..y1`, columns `x0..x1`; λ is the share of the image left unpasted.
-    Cutmix { lambda: f64, y0: i64, y1: i64, x0: i64, x1: i64 },
+    Cutmix {
+        lambda: f64,
+        y0: i64,
+        y1: i64,
+        x0: i64,
+        x1: i64,
+    },
 }
 
 impl Mixing {
@@ -108,9 +116,7 @@ pub fn train_epoch(
     cfg: &TrainConfig,
     compute: Compute,
 ) -> Result<EpochStats> {
-    let batches = data
-        .train_loader
-        .batches(&data.dataset.split.train, epoch);
+    let batches = data.train_loader.batches(&data.dataset.split.train, epoch);
     let total = batches.len();
     let bar = progress_bar(total as u64, epoch, cfg.epochs);
     let started = Instant::now();

@@ -250,7 +250,10 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
     let cfg = &job.config;
     let data = RunData::load(job)?;
     if cfg.validates() && data.dataset.split.val.is_empty() {
-        bail!("{}: the split left no validation images", job.data.display());
+        bail!(
+            "{}: the split left no validation images",
+            job.data.display()
+        );
     }
     let mut state = State::start(job, &data)?;
     let mut files = RunFiles::open(job, &data, state.epochs_done)?;

@@ -50,8 +50,14 @@ impl RunFiles {
             split: data.split_files.clone(),
             classes: data.dataset.classes.clone(),
         };
-        files.write("config.json", serde_json::to_string_pretty(&files.config)? + "\n")?;
-        files.write("split.json", serde_json::to_string_pretty(&files.split)? + "\n")?;
+        files.write(
+            "config.json",
+            serde_json::to_string_pretty(&files.config)? + "\n",
+        )?;
+        files.write(
+            "split.json",
+            serde_json::to_string_pretty(&files.split)? + "\n",
+        )?;
         Ok(files)
     }
 

@@ -1,0 +1,675 @@
+//! Cross-validation end to end on MSLD with the smoke recipe (seed network, 64 px): the folds,
+//! the out-of-fold file, the statistics, kill-and-resume, folds run apart and collected; and the
+//! ensembles eval and predict build from checkpoints.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{assert_clean_failure, inception, repo, stderr, stdout};
+use inception::cv::stats::{t_quantile, Summary};
+use inception::data::dataset::SplitFiles;
+use inception::metrics::evaluate;
+use serde_json::Value;
+
+fn msld() -> String {
+    repo().join("../shared/datasets/msld").display().to_string()
+}
+
+fn smoke() -> String {
+    repo().join("configs/smoke.json").display().to_string()
+}
+
+/// `inception cv` on MSLD, smoke recipe, 3 folds of 2 epochs (unless `extra` says), and extra
+/// flags.
+fn cv_args(extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "cv",
+        "--data",
+        &msld(),
+        "--config",
+        &smoke(),
+        "--folds",
+        "3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if !extra.contains(&"--epochs") {
+        args.extend(["--epochs".to_string(), "2".to_string()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn cv(dir: &Path, extra: &[&str]) -> std::process::Output {
+    let args = cv_args(extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    inception(dir, &args)
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// cv.json without what may differ between two equal runs: the folder and the timings.
+fn comparable(mut v: Value) -> Value {
+    let o = v.as_object_mut().unwrap();
+    o.remove("cv");
+    o.remove("train_seconds");
+    v
+}
+
+fn group(path: &str) -> String {
+    let stem = Path::new(path)
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    stem.split('_').next().unwrap().to_string()
+}
+
+/// Parses oof.csv (no field of MSLD needs quoting).
+fn oof_rows(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let text = fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap().split(',').map(String::from).collect();
+    let rows = lines
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect();
+    (header, rows)
+}
+
+#[test]
+fn cv_partitions_the_patients_predicts_every_image_once_and_its_statistics_recompute() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = cv(dir.path(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("mean ± std") && out.contains("95% CI (t)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("pooled out-of-fold predictions (183 images"),
+        "{out}"
+    );
+    let run = dir.path().join("runs/cv");
+
+    // The folds' validation sides partition the images, and no patient is on two of them;
+    // each fold trains on everything else.
+    let mut seen = BTreeSet::new();
+    let mut groups_by_fold = vec![];
+    for f in 0..3 {
+        let folder = run.join(format!("fold-{f}"));
+        for file in ["model.pt", "best.pt", "last.pt", "metrics.csv"] {
+            assert!(folder.join(file).exists(), "fold-{f}/{file}");
+        }
+        let split: SplitFiles =
+            serde_json::from_str(&fs::read_to_string(folder.join("split.json")).unwrap()).unwrap();
+        assert_eq!(split.train.len() + split.val.len(), 183);
+        for e in &split.val {
+            assert!(seen.insert(e.path.clone()), "{} validated twice", e.path);
+        }
+        let g: BTreeSet<String> = split.val.iter().map(|e| group(&e.path)).collect();
+        let t: BTreeSet<String> = split.train.iter().map(|e| group(&e.path)).collect();
+        assert!(g.is_disjoint(&t), "fold {f}: a patient on both sides");
+        groups_by_fold.push(g);
+    }
+    assert_eq!(seen.len(), 183);
+    for a in 0..3 {
+        for b in a + 1..3 {
+            assert!(groups_by_fold[a].is_disjoint(&groups_by_fold[b]));
+        }
+    }
+
+    // oof.csv: every image once, in the fold that validated it.
+    let (header, rows) = oof_rows(&run.join("oof.csv"));
+    assert_eq!(
+        header,
+        ["path", "truth", "prob_Monkey Pox", "prob_Others", "fold"]
+    );
+    assert_eq!(rows.len(), 183);
+    let paths: BTreeSet<&String> = rows.iter().map(|r| &r[0]).collect();
+    assert_eq!(paths.len(), 183);
+    assert_eq!(paths.into_iter().cloned().collect::<BTreeSet<_>>(), seen);
+    for r in &rows {
+        let split: SplitFiles = serde_json::from_str(
+            &fs::read_to_string(run.join(format!("fold-{}/split.json", r[4]))).unwrap(),
+        )
+        .unwrap();
+        assert!(split.val.iter().any(|e| e.path == r[0] && e.class == r[1]));
+    }
+
+    // The pooled metrics are those of oof.csv's probabilities.
+    let classes = vec!["Monkey Pox".to_string(), "Others".to_string()];
+    let probs: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|r| vec![r[2].parse().unwrap(), r[3].parse().unwrap()])
+        .collect();
+    let labels: Vec<usize> = rows
+        .iter()
+        .map(|r| classes.iter().position(|c| *c == r[1]).unwrap())
+        .collect();
+    let e = evaluate(&classes, &probs, &labels);
+    let report = read_json(&run.join("cv.json"));
+    let pooled = &report["model"]["pooled"];
+    assert_eq!(
+        pooled["confusion"],
+        serde_json::to_value(&e.confusion).unwrap()
+    );
+    for (key, want) in [("accuracy", e.accuracy), ("loss", e.loss)] {
+        let got = pooled[key].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-6, "{key}: {got} vs {want}");
+    }
+    let auc = pooled["binary"]["roc_auc"].as_f64().unwrap();
+    assert!((auc - e.binary.as_ref().unwrap().roc_auc).abs() < 1e-9);
+
+    // Per fold: the accuracy of that fold's oof rows; then mean, std and the t-interval by hand.
+    let per_fold = report["model"]["per_fold"].as_array().unwrap();
+    let mut accs = vec![];
+    for f in 0..3 {
+        let mine: Vec<&Vec<String>> = rows.iter().filter(|r| r[4] == f.to_string()).collect();
+        let correct = mine
+            .iter()
+            .filter(|r| {
+                let (a, b): (f64, f64) = (r[2].parse().unwrap(), r[3].parse().unwrap());
+                let pred = if b > a { "Others" } else { "Monkey Pox" };
+                pred == r[1]
+            })
+            .count();
+        let acc = correct as f64 / mine.len() as f64;
+        assert_eq!(per_fold[f]["images"], mine.len());
+        assert!((per_fold[f]["accuracy"].as_f64().unwrap() - acc).abs() < 1e-12);
+        accs.push(acc);
+    }
+    let mean = accs.iter().sum::<f64>() / 3.0;
+    let sd = (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
+    // t(0.975, 2) = 4.302653 (tables).
+    let half = 4.302_653 * sd / 3f64.sqrt();
+    let s = &report["model"]["summary"][0];
+    assert_eq!(s["measure"], "accuracy");
+    assert!((s["mean"].as_f64().unwrap() - mean).abs() < 1e-12);
+    assert!((s["std"].as_f64().unwrap() - sd).abs() < 1e-12);
+    assert!((s["ci95"][0].as_f64().unwrap() - (mean - half)).abs() < 1e-5);
+    assert!((s["ci95"][1].as_f64().unwrap() - (mean + half)).abs() < 1e-5);
+    let measures: Vec<&str> = report["model"]["summary"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["measure"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        measures,
+        [
+            "accuracy",
+            "macro_f1",
+            "roc_auc",
+            "sensitivity",
+            "specificity"
+        ]
+    );
+    assert_eq!(report["tta"], "image + horizontal flip");
+    assert!(report["best"]["per_fold"].as_array().unwrap().len() == 3);
+
+    // The cv folder is an ensemble for predict: three members.
+    let image = format!("{}/Others/1.jpg", msld());
+    let o = inception(
+        dir.path(),
+        &[
+            "predict",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--device",
+            "cpu",
+            &image,
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("ensemble of 3 members"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn t_quantiles_and_fold_summaries_match_tables_and_hand_computation() {
+    // Student's t, 97.5 % quantiles, from printed tables.
+    for (df, t) in [
+        (1.0, 12.706_205),
+        (2.0, 4.302_653),
+        (4.0, 2.776_445),
+        (9.0, 2.262_157),
+        (30.0, 2.042_272),
+    ] {
+        let got = t_quantile(0.975, df);
+        assert!((got - t).abs() < 1e-5, "df {df}: {got} vs {t}");
+    }
+    let s = Summary::of(&[0.6, 0.7, 0.8, 0.65, 0.75]);
+    assert!((s.mean - 0.7).abs() < 1e-12);
+    let sd = (0.025f64 / 4.0).sqrt(); // squares: .01 + 0 + .01 + .0025 + .0025
+    assert!((s.std - sd).abs() < 1e-12);
+    let half = 2.776_445 * sd / 5f64.sqrt();
+    assert!((s.ci95[0] - (0.7 - half)).abs() < 1e-6);
+    assert!((s.ci95[1] - (0.7 + half)).abs() < 1e-6);
+    let one = Summary::of(&[0.5]);
+    assert_eq!((one.std, one.ci95), (0.0, [0.5, 0.5]));
+}
+
+#[test]
+fn cv_killed_mid_way_and_resumed_gives_the_summary_of_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let o = cv(dir.path(), &["--epochs", "3", "--out", a.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // The same cross-validation, killed (SIGKILL) while fold 1 trains.
+    let b = dir.path().join("b");
+    let args = cv_args(&["--epochs", "3", "--out", b.to_str().unwrap()]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_inception"))
+        .args(&args)
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !b.join("fold-1/last.pt").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "fold 1 never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!b.join("cv.json").exists(), "the kill came after the end");
+    assert!(!b.join("fold-2").exists(), "the kill came after fold 1");
+    assert!(b.join("fold-0/model.pt").exists());
+
+    // Another recipe cannot be given with --resume.
+    let o = inception(
+        dir.path(),
+        &["cv", "--resume", b.to_str().unwrap(), "--lr", "0.1"],
+    );
+    let err = assert_clean_failure(&o);
+    assert!(err.contains("--lr cannot be given"), "{err}");
+
+    let o = inception(dir.path(), &["cv", "--resume", b.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("fold 0: finished already"), "{out}");
+    assert_eq!(
+        comparable(read_json(&a.join("cv.json"))),
+        comparable(read_json(&b.join("cv.json"))),
+        "resumed cross-validation differs from the uninterrupted one"
+    );
+    assert_eq!(
+        fs::read_to_string(a.join("oof.csv")).unwrap(),
+        fs::read_to_string(b.join("oof.csv")).unwrap()
+    );
+}
+
+#[test]
+fn folds_run_as_separate_jobs_and_collected_equal_the_all_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = dir.path().join("all");
+    let o = cv(dir.path(), &["--out", all.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // --json: stdout is cv.json alone, the training logs went to stderr.
+    let printed: Value = serde_json::from_str(&stdout(&o)).expect("stdout is one JSON object");
+    assert_eq!(printed, read_json(&all.join("cv.json")));
+    assert!(stderr(&o).contains("epoch   2/2"), "{}", stderr(&o));
+
+    let apart = dir.path().join("apart");
+    for f in [2, 0] {
+        let o = cv(
+            dir.path(),
+            &[
+                "--out",
+                apart.to_str().unwrap(),
+                "--only-fold",
+                &f.to_string(),
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stdout(&o).contains(&format!("fold {f} done")),
+            "{}",
+            stdout(&o)
+        );
+    }
+    assert!(!apart.join("fold-1").exists());
+    // Collecting before every fold is done names the missing one.
+    let o = inception(dir.path(), &["cv", "--collect", apart.to_str().unwrap()]);
+    let err = assert_clean_failure(&o);
+    assert!(
+        err.contains("1 of 3 folds not finished") && err.contains("fold-1"),
+        "{err}"
+    );
+    // A job with another recipe cannot join the folder.
+    let o = cv(
+        dir.path(),
+        &[
+            "--out",
+            apart.to_str().unwrap(),
+            "--only-fold",
+            "1",
+            "--lr",
+            "0.01",
+        ],
+    );
+    let err = assert_clean_failure(&o);
+    assert!(err.contains("another plan"), "{err}");
+    let o = cv(
+        dir.path(),
+        &["--out", apart.to_str().unwrap(), "--only-fold", "1"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        apart.join("cv.json").exists(),
+        "the last fold's job builds the summary"
+    );
+    let o = inception(
+        dir.path(),
+        &["cv", "--collect", apart.to_str().unwrap(), "--json"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let collected: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(comparable(collected), comparable(printed));
+    assert_eq!(
+        fs::read_to_string(all.join("oof.csv")).unwrap(),
+        fs::read_to_string(apart.join("oof.csv")).unwrap()
+    );
+}
+
+/// predict --json's probabilities by path.
+fn probabilities(o: &std::process::Output) -> BTreeMap<String, Vec<(String, f64)>> {
+    let v: Vec<Value> = serde_json::from_str(&stdout(o)).unwrap();
+    v.iter()
+        .map(|p| {
+            let mut top: Vec<(String, f64)> = p["top_k"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    (
+                        s["class"].as_str().unwrap().to_string(),
+                        s["probability"].as_f64().unwrap(),
+                    )
+                })
+                .collect();
+            top.sort_by(|a, b| a.0.cmp(&b.0));
+            (p["path"].as_str().unwrap().to_string(), top)
+        })
+        .collect()
+}
+
+#[test]
+fn an_ensemble_averages_its_members_and_refuses_a_member_that_does_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = |out: &str, extra: &[&str]| {
+        let (data, config) = (msld(), smoke());
+        let mut args = vec!["train", "--data", &data, "--config", &config, "--out", out];
+        args.extend(extra);
+        let o = inception(dir.path(), &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    train("a", &["--epochs", "2"]);
+    train("b", &["--epochs", "2", "--seed", "1"]);
+    let (a, b) = ("a/model.pt", "b/model.pt");
+    let folder = format!("{}/Others", msld());
+    let predict = |ckpts: &[&str], extra: &[&str]| {
+        let mut args = vec![
+            "predict",
+            "--json",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+        ];
+        for c in ckpts {
+            args.extend(["--checkpoint", c]);
+        }
+        args.extend(extra);
+        args.push(&folder);
+        let o = inception(dir.path(), &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        probabilities(&o)
+    };
+    let (pa, pb, pab) = (
+        predict(&[a], &[]),
+        predict(&[b], &[]),
+        predict(&[a, b], &[]),
+    );
+    assert_eq!(pab.len(), 102);
+    let mut differs = false;
+    for (path, both) in &pab {
+        for (i, (class, p)) in both.iter().enumerate() {
+            let want = (pa[path][i].1 + pb[path][i].1) / 2.0;
+            assert_eq!(class, &pa[path][i].0);
+            assert!((p - want).abs() < 1e-6, "{path} {class}: {p} vs {want}");
+            differs |= (pa[path][i].1 - pb[path][i].1).abs() > 1e-3;
+        }
+    }
+    assert!(
+        differs,
+        "the two members predict the same: the test shows nothing"
+    );
+
+    // eval of the ensemble on the dataset: its loss and accuracy are those of the averaged
+    // probabilities predict gives for every image.
+    let o = inception(
+        dir.path(),
+        &[
+            "eval",
+            "--checkpoint",
+            a,
+            "--checkpoint",
+            b,
+            "--data",
+            &msld(),
+            "--json",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(e["members"].as_array().unwrap().len(), 2);
+    let data = msld();
+    let all = {
+        let args = [
+            "predict",
+            "--json",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--checkpoint",
+            a,
+            "--checkpoint",
+            b,
+            &data,
+        ];
+        let o = inception(dir.path(), &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        probabilities(&o)
+    };
+    assert_eq!(all.len(), 183);
+    let (mut loss, mut correct) = (0.0, 0);
+    for (path, probs) in &all {
+        let truth = Path::new(path)
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy();
+        let p = probs.iter().find(|(c, _)| *c == truth).unwrap().1;
+        loss -= p.ln();
+        let best = probs.iter().max_by(|x, y| x.1.total_cmp(&y.1)).unwrap();
+        correct += usize::from(best.0 == truth);
+    }
+    loss /= 183.0;
+    let got = e["loss"].as_f64().unwrap();
+    assert!(
+        (got - loss).abs() < 1e-5,
+        "eval loss {got}, from predict {loss}"
+    );
+    assert!((e["accuracy"].as_f64().unwrap() - correct as f64 / 183.0).abs() < 1e-12);
+    let o = inception(
+        dir.path(),
+        &[
+            "eval",
+            "--checkpoint",
+            a,
+            "--checkpoint",
+            b,
+            "--data",
+            &msld(),
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(
+        stdout(&o).contains("ensemble of 2 members"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Members that do not fit are refused by name.
+    train("c", &["--epochs", "1", "--image-size", "48"]);
+    let o = inception(
+        dir.path(),
+        &[
+            "predict",
+            "--checkpoint",
+            a,
+            "--checkpoint",
+            "c/model.pt",
+            &folder,
+        ],
+    );
+    let err = assert_clean_failure(&o);
+    assert!(
+        err.contains("c/model.pt cannot join") && err.contains("image size 48, not 64"),
+        "{err}"
+    );
+    let renamed = dir.path().join("renamed");
+    fs::create_dir_all(renamed.join("pox")).unwrap();
+    fs::create_dir_all(renamed.join("other")).unwrap();
+    for (class, to) in [("Monkey Pox", "pox"), ("Others", "other")] {
+        for e in fs::read_dir(format!("{}/{class}", msld()))
+            .unwrap()
+            .flatten()
+            .take(12)
+        {
+            fs::copy(e.path(), renamed.join(to).join(e.file_name())).unwrap();
+        }
+    }
+    let renamed_s = renamed.to_str().unwrap().to_string();
+    let o = inception(
+        dir.path(),
+        &[
+            "train",
+            "--data",
+            &renamed_s,
+            "--config",
+            &smoke(),
+            "--out",
+            "d",
+            "--group-by",
+            "none",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = inception(
+        dir.path(),
+        &[
+            "eval",
+            "--checkpoint",
+            a,
+            "--checkpoint",
+            "d/model.pt",
+            "--data",
+            &msld(),
+        ],
+    );
+    let err = assert_clean_failure(&o);
+    assert!(
+        err.contains("d/model.pt cannot join") && err.contains("classes"),
+        "{err}"
+    );
+    // An ensemble has no one recorded split: eval needs --data.
+    let o = inception(dir.path(), &["eval", "--checkpoint", a, "--checkpoint", b]);
+    let err = assert_clean_failure(&o);
+    assert!(err.contains("give --data"), "{err}");
+}
+
+#[test]
+fn tta_is_the_mean_over_the_image_and_the_flips_the_recipe_trained_with() {
+    use inception::checkpoint::{self, Meta};
+    use inception::data::transform::Normalization;
+    use inception::ensemble::{Ensemble, Tta};
+    use inception::model::{Arch, Model, NetConfig};
+    use inception::precision::{Compute, Precision};
+    use tch::{Device, Kind, Tensor};
+
+    let dir = tempfile::tempdir().unwrap();
+    tch::manual_seed(7);
+    let model = Model::new(NetConfig::new(Arch::Seed, 3), Device::Cpu).unwrap();
+    // A fresh network answers nearly the same for everything: sharpen its class layer.
+    tch::no_grad(|| {
+        for (name, mut t) in model.state_dict() {
+            if name.starts_with("classifier") && name.ends_with("weight") {
+                let _ = t.g_mul_scalar_(30.0);
+            }
+        }
+    });
+    let meta = Meta::new(
+        model.config,
+        vec!["a".into(), "b".into(), "c".into()],
+        64,
+        Normalization::IMAGENET,
+        "test".into(),
+    );
+    let path = dir.path().join("m.pt");
+    checkpoint::save(&path, &model, &meta).unwrap();
+    let compute = Compute::new(Device::Cpu, Precision::Fp32, false).unwrap();
+    let plain = Ensemble::load(&[path.clone()], compute).unwrap();
+    let tta = Ensemble::load(&[path], compute).unwrap().with_tta();
+    // No training record (an import): the horizontal flip ImageNet weights are trained with.
+    assert_eq!(
+        tta.tta,
+        Tta {
+            hflip: true,
+            vflip: false
+        }
+    );
+    // Images brighter on the left, so that a horizontal flip changes what the network sees.
+    let ramp = Tensor::linspace(2.0, -2.0, 64, (Kind::Float, Device::Cpu)).view([1, 1, 1, 64]);
+    let x = Tensor::randn([4, 3, 64, 64], (Kind::Float, Device::Cpu)) * 0.1 + ramp;
+    let p = |e: &Ensemble, x: &Tensor| e.probabilities(compute, x, Kind::Double).unwrap();
+    let want = (p(&plain, &x) + p(&plain, &x.flip([3]))) / 2.0;
+    let got = p(&tta, &x);
+    let diff = (&got - &want).abs().max().double_value(&[]);
+    assert!(diff < 1e-12, "{diff}");
+    let unflipped = (&got - p(&plain, &x)).abs().max().double_value(&[]);
+    assert!(
+        unflipped > 1e-6,
+        "the flip changed nothing: the test shows nothing"
+    );
+    // With both flips in the recipe: four views.
+    let both = Tta {
+        hflip: true,
+        vflip: true,
+    };
+    assert_eq!(both.views(), vec![vec![], vec![3], vec![2], vec![2, 3]]);
+}
