@@ -108,21 +108,34 @@ fn only_runtime_flags(a: &CvArgs, mode: &str, allowed: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Prepares the folder of a `--only-fold` job: new, or one whose plan is this plan.
+/// Prepares the folder of a `--only-fold` job: new, or one whose plan is this plan. Jobs of
+/// one array may start at once: each may find the folder made by another.
 fn shared_folder(dir: &Path, plan: &Plan) -> Result<()> {
-    if dir.join(cv::PLAN).exists() {
-        let theirs = Plan::read(dir)?;
-        if theirs != *plan {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if !dir.join(cv::PLAN).exists() {
+        let foreign: Vec<String> = fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with("fold-") && !n.starts_with(".plan.json.tmp"))
+            .collect();
+        if !foreign.is_empty() {
             bail!(
-                "{} holds a cross-validation with another plan (dataset or recipe); use another \
-                 --out",
-                dir.display()
+                "--out {} holds files that are not a cross-validation's ({}); runs are never \
+                 overwritten",
+                dir.display(),
+                foreign.join(", ")
             );
         }
-        return Ok(());
+        plan.write(dir)?;
     }
-    RunDir::Exact(dir.to_path_buf()).create()?;
-    plan.write(dir)
+    if Plan::read(dir)? != *plan {
+        bail!(
+            "{} holds a cross-validation with another plan (dataset or recipe); use another --out",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Runs every unfinished fold of `dir` in order.
@@ -209,11 +222,11 @@ pub fn run(a: &CvArgs) -> Result<()> {
         Outcome::FoldDone { dir, fold, left } => {
             let left: Vec<String> = left.iter().map(|f| f.to_string()).collect();
             println!(
-                "fold {fold} done; folds {} of {} are still to run; when they are, \
-                 `inception cv --collect {}` writes the summary (the last fold's job does it \
-                 by itself)",
-                left.join(", "),
+                "fold {fold} done; not finished yet in {}: fold {}; once they are, `inception cv \
+                 --collect {}` writes the summary (the job that finishes the last fold does it by \
+                 itself)",
                 dir.display(),
+                left.join(", "),
                 dir.display()
             );
         }

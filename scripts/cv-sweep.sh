@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Cross-validates one recipe and appends its line to benches/cv-recipes.tsv (a benchmark, not
+# a test: a 5-fold cv of the googlenet recipe takes about 12 minutes on 2 cores).
+#
+#   scripts/cv-sweep.sh NAME [inception cv flags...]
+#
+# Writes runs/sweep/NAME/ (the cv folder) and runs/sweep/NAME.log. Environment: INCEPTION (the
+# binary, default target/release/inception), DATA (default data/monkeypox, else
+# ../shared/datasets/msld), NICE (niceness, default 10).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+name=$1
+shift
+bin=${INCEPTION:-target/release/inception}
+data=${DATA:-$( [ -d data/monkeypox ] && echo data/monkeypox || echo ../shared/datasets/msld )}
+out=runs/sweep/$name
+mkdir -p runs/sweep
+if [ -e "$out/plan.json" ]; then
+  cmd=("$bin" cv --resume "$out" --json)
+else
+  cmd=("$bin" cv --data "$data" --out "$out" --json "$@")
+fi
+start=$(date +%s)
+nice -n "${NICE:-10}" "${cmd[@]}" > "$out.json" 2> "$out.log"
+secs=$(( $(date +%s) - start ))
+python3 - "$out.json" "$name" "$secs" "$*" >> benches/cv-recipes.tsv <<'PY'
+import json, sys, datetime
+path, name, secs, flags = sys.argv[1:]
+r = json.load(open(path))
+def m(a, key):
+    s = next(x for x in a["summary"] if x["measure"] == key)
+    return f'{s["mean"]:.3f} ± {s["std"]:.3f}'
+def ci(a):
+    s = a["summary"][0]
+    return f'{s["ci95"][0]:.3f}–{s["ci95"][1]:.3f}'
+mo, tta, best = r["model"], r["model_tta"], r["best"]
+pooled = mo["pooled"]["accuracy"]
+train_s = sum(r["train_seconds"])
+print("\t".join([
+    datetime.date.today().isoformat(), name, flags or "(recipe as is)", str(r["folds"]),
+    m(mo, "accuracy"), ci(mo), m(mo, "macro_f1"), m(mo, "roc_auc"), m(mo, "sensitivity"),
+    m(mo, "specificity"), f"{pooled:.3f}", m(tta, "accuracy"),
+    m(best, "accuracy") if best else "-", f"{train_s/60:.1f}",
+]))
+PY
+tail -n 1 benches/cv-recipes.tsv
