@@ -172,7 +172,7 @@ fn cv_partitions_the_patients_predicts_every_image_once_and_its_statistics_recom
     // Per fold: the accuracy of that fold's oof rows; then mean, std and the t-interval by hand.
     let per_fold = report["model"]["per_fold"].as_array().unwrap();
     let mut accs = vec![];
-    for f in 0..3 {
+    for (f, fold) in per_fold.iter().enumerate() {
         let mine: Vec<&Vec<String>> = rows.iter().filter(|r| r[4] == f.to_string()).collect();
         let correct = mine
             .iter()
@@ -183,8 +183,8 @@ fn cv_partitions_the_patients_predicts_every_image_once_and_its_statistics_recom
             })
             .count();
         let acc = correct as f64 / mine.len() as f64;
-        assert_eq!(per_fold[f]["images"], mine.len());
-        assert!((per_fold[f]["accuracy"].as_f64().unwrap() - acc).abs() < 1e-12);
+        assert_eq!(fold["images"], mine.len());
+        assert!((fold["accuracy"].as_f64().unwrap() - acc).abs() < 1e-12);
         accs.push(acc);
     }
     let mean = accs.iter().sum::<f64>() / 3.0;
@@ -643,7 +643,7 @@ fn tta_is_the_mean_over_the_image_and_the_flips_the_recipe_trained_with() {
     let path = dir.path().join("m.pt");
     checkpoint::save(&path, &model, &meta).unwrap();
     let compute = Compute::new(Device::Cpu, Precision::Fp32, false).unwrap();
-    let plain = Ensemble::load(&[path.clone()], compute).unwrap();
+    let plain = Ensemble::load(std::slice::from_ref(&path), compute).unwrap();
     let tta = Ensemble::load(&[path], compute).unwrap().with_tta();
     // No training record (an import): the horizontal flip ImageNet weights are trained with.
     assert_eq!(

@@ -148,7 +148,7 @@ fn run_folds(dir: &Path, plan: &Plan, compute: Compute) -> Result<()> {
 
 /// What the command did: a summary, or one fold trained with others still to come.
 enum Outcome {
-    Report(CvReport),
+    Report(Box<CvReport>),
     FoldDone {
         dir: PathBuf,
         fold: usize,
@@ -165,7 +165,7 @@ fn execute(a: &CvArgs) -> Result<Outcome> {
         )?;
         let plan = Plan::read(dir)?;
         let compute = compute_for(&with_runtime_flags(a, plan.config))?;
-        return Ok(Outcome::Report(cv::collect(dir, compute)?));
+        return Ok(Outcome::Report(Box::new(cv::collect(dir, compute)?)));
     }
     if let Some(dir) = &a.resume {
         let mut allowed = vec!["resume", "json"];
@@ -176,7 +176,7 @@ fn execute(a: &CvArgs) -> Result<Outcome> {
         let compute = compute_for(&plan.config)?;
         println!("resuming cross-validation {}", dir.display());
         run_folds(dir, &plan, compute)?;
-        return Ok(Outcome::Report(cv::collect(dir, compute)?));
+        return Ok(Outcome::Report(Box::new(cv::collect(dir, compute)?)));
     }
     let plan = new_plan(a)?;
     let compute = compute_for(&plan.config)?;
@@ -187,7 +187,7 @@ fn execute(a: &CvArgs) -> Result<Outcome> {
             .filter(|&f| !fold_dir(dir, f).join(MODEL).exists())
             .collect();
         if left.is_empty() {
-            return Ok(Outcome::Report(cv::collect(dir, compute)?));
+            return Ok(Outcome::Report(Box::new(cv::collect(dir, compute)?)));
         }
         return Ok(Outcome::FoldDone {
             dir: dir.clone(),
@@ -205,7 +205,7 @@ fn execute(a: &CvArgs) -> Result<Outcome> {
     plan.write(&dir)?;
     println!("cross-validation folder: {}", dir.display());
     run_folds(&dir, &plan, compute)?;
-    Ok(Outcome::Report(cv::collect(&dir, compute)?))
+    Ok(Outcome::Report(Box::new(cv::collect(&dir, compute)?)))
 }
 
 pub fn run(a: &CvArgs) -> Result<()> {

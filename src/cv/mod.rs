@@ -148,8 +148,11 @@ impl FoldResult {
     }
 }
 
+/// How a measure is read from a fold's result (`None`: not defined for this data).
+type Measure = fn(&FoldResult) -> Option<f64>;
+
 /// The measures named in reports, in order, with how to read them from a fold.
-const MEASURES: [(&str, fn(&FoldResult) -> Option<f64>); 5] = [
+const MEASURES: [(&str, Measure); 5] = [
     ("accuracy", |r| Some(r.accuracy)),
     ("macro_f1", |r| Some(r.macro_f1)),
     ("roc_auc", |r| r.roc_auc),
