@@ -673,3 +673,23 @@ fn tta_is_the_mean_over_the_image_and_the_flips_the_recipe_trained_with() {
     };
     assert_eq!(both.views(), vec![vec![], vec![3], vec![2], vec![2, 3]]);
 }
+
+#[test]
+fn cv_refuses_a_dataset_with_its_own_split_and_the_fold_flag_of_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("given");
+    for side in ["train", "val"] {
+        for class in ["a", "b"] {
+            let folder = data.join(side).join(class);
+            fs::create_dir_all(&folder).unwrap();
+            image::RgbImage::new(8, 8).save(folder.join("x.png")).unwrap();
+        }
+    }
+    let o = inception(dir.path(), &["cv", "--data", data.to_str().unwrap()]);
+    let err = assert_clean_failure(&o);
+    assert!(err.contains("its own train/val split") && err.contains("given/val"), "{err}");
+    let o = cv(dir.path(), &["--fold", "1"]);
+    let err = assert_clean_failure(&o);
+    assert!(err.contains("--only-fold I trains one"), "{err}");
+    assert!(!dir.path().join("runs").exists(), "a refused cv left a folder");
+}

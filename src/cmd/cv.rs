@@ -13,6 +13,7 @@ use super::train::apply_flags;
 use crate::cli::CvArgs;
 use crate::config::{self, TrainConfig};
 use crate::cv::{self, fold_dir, CvReport, Plan};
+use crate::data::folder::{scan, Layout};
 use crate::device;
 use crate::precision::Compute;
 use crate::train::run_dir::RunDir;
@@ -45,6 +46,14 @@ fn new_plan(a: &CvArgs) -> Result<Plan> {
         bail!(
             "data folder {} does not exist or is not a folder",
             a.data.display()
+        );
+    }
+    if let Layout::Given { val, .. } = scan(&a.data)? {
+        bail!(
+            "{}: its own train/val split ({}) leaves nothing to cross-validate; cv takes one \
+             folder of class folders (DIR/<class>/<image>)",
+            a.data.display(),
+            val.root.display()
         );
     }
     let dataset =
