@@ -93,7 +93,8 @@ pub struct ImportArgs {
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    /// The checkpoint to use (default: model.pt of the most recent finished run under runs/).
+    /// The checkpoint to use (default: what the most recent finished run under runs/ ships:
+    /// a training run's model.pt, or a cross-validation folder as an ensemble).
     /// Repeat it, or give a cross-validation folder (runs/cv), to predict with an ensemble
     /// (the mean of the members' probabilities).
     #[arg(long, value_name = "CKPT|CV_DIR")]

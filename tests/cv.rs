@@ -235,6 +235,15 @@ fn cv_partitions_the_patients_predicts_every_image_once_and_its_statistics_recom
         "{}",
         stderr(&o)
     );
+    // Without --checkpoint, predict takes what the latest finished run ships: here the cv.
+    let o = inception(dir.path(), &["predict", "--device", "cpu", &image]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("checkpoint: runs/cv (the most recent run)"),
+        "{err}"
+    );
+    assert!(err.contains("ensemble of 3 members"), "{err}");
 }
 
 #[test]
@@ -682,14 +691,22 @@ fn cv_refuses_a_dataset_with_its_own_split_and_the_fold_flag_of_train() {
         for class in ["a", "b"] {
             let folder = data.join(side).join(class);
             fs::create_dir_all(&folder).unwrap();
-            image::RgbImage::new(8, 8).save(folder.join("x.png")).unwrap();
+            image::RgbImage::new(8, 8)
+                .save(folder.join("x.png"))
+                .unwrap();
         }
     }
     let o = inception(dir.path(), &["cv", "--data", data.to_str().unwrap()]);
     let err = assert_clean_failure(&o);
-    assert!(err.contains("its own train/val split") && err.contains("given/val"), "{err}");
+    assert!(
+        err.contains("its own train/val split") && err.contains("given/val"),
+        "{err}"
+    );
     let o = cv(dir.path(), &["--fold", "1"]);
     let err = assert_clean_failure(&o);
     assert!(err.contains("--only-fold I trains one"), "{err}");
-    assert!(!dir.path().join("runs").exists(), "a refused cv left a folder");
+    assert!(
+        !dir.path().join("runs").exists(),
+        "a refused cv left a folder"
+    );
 }

@@ -73,8 +73,9 @@ impl RunDir {
     }
 }
 
-/// `model.pt` of the most recent finished run under `runs/` (by the time model.pt was
-/// written).
+/// What the most recent finished run under `runs/` ships: a training run's `model.pt`, or a
+/// finished cross-validation's folder (its folds' `model.pt` as an ensemble), by the time
+/// `model.pt` or `cv.json` was written.
 pub fn latest_model(runs: &Path) -> Result<PathBuf> {
     let mut found: Option<(SystemTime, PathBuf)> = None;
     let entries = fs::read_dir(runs).with_context(|| {
@@ -84,17 +85,26 @@ pub fn latest_model(runs: &Path) -> Result<PathBuf> {
         )
     })?;
     for entry in entries.flatten() {
-        let model = entry.path().join(super::run_files::MODEL);
-        if let Ok(modified) = fs::metadata(&model).and_then(|m| m.modified()) {
-            if found.as_ref().is_none_or(|(t, _)| modified > *t) {
-                found = Some((modified, model));
+        let dir = entry.path();
+        for (marker, model) in [
+            (
+                dir.join(super::run_files::MODEL),
+                dir.join(super::run_files::MODEL),
+            ),
+            (dir.join(crate::cv::CV_JSON), dir.clone()),
+        ] {
+            if let Ok(modified) = fs::metadata(&marker).and_then(|m| m.modified()) {
+                if found.as_ref().is_none_or(|(t, _)| modified > *t) {
+                    found = Some((modified, model));
+                }
             }
         }
     }
     match found {
         Some((_, p)) => Ok(p),
         None => bail!(
-            "no --checkpoint given and no finished run under {} (none has a model.pt)",
+            "no --checkpoint given and no finished run under {} (none has a model.pt or a \
+             cv.json)",
             runs.display()
         ),
     }
