@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
 use crate::checkpoint::{self, Checkpoint, Meta};
+use crate::cv;
 use crate::precision::Compute;
 use crate::train::run_files::MODEL;
 
@@ -92,39 +93,33 @@ pub fn member_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// `DIR/fold-*/model.pt`, in fold order; an error when a fold has none.
+/// The folds' `model.pt` of the cv folder `dir`, in fold order; an error when the folder is no
+/// cv folder or a fold of its plan is not finished.
 fn cv_members(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut folds: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let n = name.strip_prefix("fold-")?.parse::<usize>().ok()?;
-            Some((n, e.path()))
-        })
-        .collect();
-    folds.sort();
-    if folds.is_empty() {
+    if !dir.join(cv::PLAN).exists() {
         bail!(
-            "{}: a folder, but not a cross-validation folder (no fold-N/ inside); give a \
-             checkpoint file",
-            dir.display()
-        );
-    }
-    let unfinished: Vec<String> = folds
-        .iter()
-        .filter(|(_, p)| !p.join(MODEL).exists())
-        .map(|(n, _)| format!("fold-{n}"))
-        .collect();
-    if !unfinished.is_empty() {
-        bail!(
-            "{}: {} not finished (no {MODEL}); `inception cv --resume {}` finishes them",
+            "{}: a folder, but not a cross-validation folder (no {}); give a checkpoint file",
             dir.display(),
-            unfinished.join(", "),
+            cv::PLAN
+        );
+    }
+    let plan = cv::Plan::read(dir)?;
+    let unfinished = cv::unfinished(dir, &plan);
+    if !unfinished.is_empty() {
+        let names: Vec<String> = unfinished.iter().map(|f| format!("fold-{f}")).collect();
+        bail!(
+            "{}: {} of {} folds not finished (no {MODEL}): {}; `inception cv --resume {}` \
+             finishes them",
+            dir.display(),
+            unfinished.len(),
+            plan.folds(),
+            names.join(", "),
             dir.display()
         );
     }
-    Ok(folds.into_iter().map(|(_, p)| p.join(MODEL)).collect())
+    Ok((0..plan.folds())
+        .map(|f| cv::fold_dir(dir, f).join(MODEL))
+        .collect())
 }
 
 impl Ensemble {

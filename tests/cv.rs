@@ -214,6 +214,34 @@ fn cv_partitions_the_patients_predicts_every_image_once_and_its_statistics_recom
         ]
     );
     assert_eq!(report["tta"], "image + horizontal flip");
+    assert_ne!(
+        report["model_tta"]["pooled"]["loss"], report["model"]["pooled"]["loss"],
+        "TTA changed nothing"
+    );
+    // oof.csv holds what predict says with that fold's model.pt.
+    for r in rows.iter().step_by(30) {
+        let ckpt = run.join(format!("fold-{}/model.pt", r[4]));
+        let image = format!("{}/{}", msld(), r[0]);
+        let o = inception(
+            dir.path(),
+            &[
+                "predict",
+                "--json",
+                "--device",
+                "cpu",
+                "--checkpoint",
+                ckpt.to_str().unwrap(),
+                &image,
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let p = &probabilities(&o)[&image];
+        for (i, (class, prob)) in p.iter().enumerate() {
+            assert_eq!(class, &classes[i]);
+            let oof: f64 = r[2 + i].parse().unwrap();
+            assert!((prob - oof).abs() < 1e-5, "{}: {prob} vs {oof}", r[0]);
+        }
+    }
     assert!(report["best"]["per_fold"].as_array().unwrap().len() == 3);
 
     // The cv folder is an ensemble for predict: three members.
@@ -290,7 +318,7 @@ fn cv_killed_mid_way_and_resumed_gives_the_summary_of_an_uninterrupted_one() {
     let started = Instant::now();
     while !b.join("fold-1/last.pt").exists() {
         assert!(
-            started.elapsed() < Duration::from_secs(120),
+            started.elapsed() < Duration::from_secs(600),
             "fold 1 never started"
         );
         std::thread::sleep(Duration::from_millis(5));
@@ -313,6 +341,9 @@ fn cv_killed_mid_way_and_resumed_gives_the_summary_of_an_uninterrupted_one() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("fold 0: finished already"), "{out}");
+    // Fold 1 continued from its last.pt, not from scratch.
+    assert!(out.contains("fold-1 (resuming)"), "{out}");
+    assert!(out.contains("fold-1/last.pt after epoch"), "{out}");
     assert_eq!(
         comparable(read_json(&a.join("cv.json"))),
         comparable(read_json(&b.join("cv.json"))),
@@ -335,17 +366,31 @@ fn folds_run_as_separate_jobs_and_collected_equal_the_all_in_one_run() {
     assert_eq!(printed, read_json(&all.join("cv.json")));
     assert!(stderr(&o).contains("epoch   2/2"), "{}", stderr(&o));
 
+    // Two jobs of one array start at once in a folder that does not exist yet; the second
+    // says which device it computes on (a runtime flag: the same plan).
     let apart = dir.path().join("apart");
-    for f in [2, 0] {
-        let o = cv(
-            dir.path(),
-            &[
+    let jobs: Vec<_> = [("2", "auto"), ("0", "cpu")]
+        .iter()
+        .map(|(f, device)| {
+            let args = cv_args(&[
                 "--out",
                 apart.to_str().unwrap(),
                 "--only-fold",
-                &f.to_string(),
-            ],
-        );
+                f,
+                "--device",
+                device,
+            ]);
+            Command::new(env!("CARGO_BIN_EXE_inception"))
+                .args(&args)
+                .current_dir(dir.path())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (job, f) in jobs.into_iter().zip([2, 0]) {
+        let o = job.wait_with_output().unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(
             stdout(&o).contains(&format!("fold {f} done")),
@@ -390,7 +435,13 @@ fn folds_run_as_separate_jobs_and_collected_equal_the_all_in_one_run() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let collected: Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(comparable(collected), comparable(printed));
+    // The plan records the device of whichever job wrote it first: the one field that may differ.
+    let without_device = |v: Value| {
+        let mut v = comparable(v);
+        v["config"].as_object_mut().unwrap().remove("device");
+        v
+    };
+    assert_eq!(without_device(collected), without_device(printed));
     assert_eq!(
         fs::read_to_string(all.join("oof.csv")).unwrap(),
         fs::read_to_string(apart.join("oof.csv")).unwrap()

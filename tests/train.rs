@@ -641,3 +641,22 @@ fn mixup_and_cutmix_mix_each_batch_with_its_reverse_by_the_drawn_share() {
     cfg.cutmix = 0.0;
     assert_eq!(Mixing::draw(&cfg, 0, 0, 16), None);
 }
+
+#[test]
+fn mixing_changes_what_training_optimises() {
+    let dir = tempfile::tempdir().unwrap();
+    let loss = |extra: &[&str], out: &str| {
+        let mut args = vec!["--out", out];
+        args.extend(extra);
+        let o = train(dir.path(), &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        metric_rows(&dir.path().join(out))[1]
+            .split(',')
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    let plain = loss(&[], "plain");
+    assert_ne!(plain, loss(&["--mixup", "0.4"], "mixup"));
+    assert_ne!(plain, loss(&["--cutmix", "1.0"], "cutmix"));
+}

@@ -9,15 +9,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::other_flags;
-use super::train::apply_flags;
+use super::train::{apply_flags, apply_runtime_flags, compute_for};
 use crate::cli::CvArgs;
 use crate::config::{self, TrainConfig};
-use crate::cv::{self, fold_dir, CvReport, Plan};
+use crate::cv::{self, CvReport, Plan};
 use crate::data::folder::{scan, Layout};
-use crate::device;
 use crate::precision::Compute;
 use crate::train::run_dir::RunDir;
-use crate::train::run_files::MODEL;
 
 /// The flags that only say how to compute, not what: the ones --resume and --collect accept.
 const RUNTIME: [&str; 6] = [
@@ -75,34 +73,8 @@ fn new_plan(a: &CvArgs) -> Result<Plan> {
 
 /// The runtime flags given with --resume or --collect, applied to the plan's config.
 fn with_runtime_flags(a: &CvArgs, mut cfg: TrainConfig) -> TrainConfig {
-    let r = &a.recipe;
-    if let Some(d) = &r.device {
-        cfg.device = d.clone();
-    }
-    if let Some(p) = r.precision {
-        cfg.precision = p;
-    }
-    if let Some(c) = r.channels_last {
-        cfg.channels_last = c;
-    }
-    if let Some(w) = r.workers {
-        cfg.workers = w;
-    }
-    if let Some(c) = r.cache_gib {
-        cfg.cache_gib = c;
-    }
-    cfg.skip_bad |= r.skip_bad;
+    apply_runtime_flags(&mut cfg, &a.recipe);
     cfg
-}
-
-fn compute_for(cfg: &TrainConfig) -> Result<Compute> {
-    let compute = Compute::new(
-        device::resolve(&cfg.device)?,
-        cfg.precision,
-        cfg.channels_last,
-    )?;
-    eprintln!("compute: {compute}");
-    Ok(compute)
 }
 
 /// Refuses flags that would change what a cv folder measures.
@@ -126,7 +98,9 @@ fn shared_folder(dir: &Path, plan: &Plan) -> Result<()> {
             .with_context(|| format!("reading {}", dir.display()))?
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with("fold-") && !n.starts_with(".plan.json.tmp"))
+            .filter(|n| {
+                !n.starts_with("fold-") && n != cv::PLAN && !n.starts_with(".plan.json.tmp")
+            })
             .collect();
         if !foreign.is_empty() {
             bail!(
@@ -138,7 +112,7 @@ fn shared_folder(dir: &Path, plan: &Plan) -> Result<()> {
         }
         plan.write(dir)?;
     }
-    if Plan::read(dir)? != *plan {
+    if !Plan::read(dir)?.same_recipe(plan) {
         bail!(
             "{} holds a cross-validation with another plan (dataset or recipe); use another --out",
             dir.display()
@@ -192,9 +166,7 @@ fn execute(a: &CvArgs) -> Result<Outcome> {
     if let (Some(fold), Some(dir)) = (a.only_fold, &a.out) {
         shared_folder(dir, &plan)?;
         cv::run_fold(dir, &plan, fold, compute)?;
-        let left: Vec<usize> = (0..plan.folds())
-            .filter(|&f| !fold_dir(dir, f).join(MODEL).exists())
-            .collect();
+        let left = cv::unfinished(dir, &plan);
         if left.is_empty() {
             return Ok(Outcome::Report(Box::new(cv::collect(dir, compute)?)));
         }
@@ -228,6 +200,10 @@ pub fn run(a: &CvArgs) -> Result<()> {
     match outcome {
         Outcome::Report(r) if a.json => println!("{}", serde_json::to_string_pretty(&r)?),
         Outcome::Report(r) => print!("{}", cv::render(&r)),
+        Outcome::FoldDone { dir, fold, left } if a.json => {
+            let done = serde_json::json!({"cv": dir, "fold": fold, "unfinished": left});
+            println!("{}", serde_json::to_string_pretty(&done)?);
+        }
         Outcome::FoldDone { dir, fold, left } => {
             let left: Vec<String> = left.iter().map(|f| f.to_string()).collect();
             println!(

@@ -2,7 +2,6 @@
 //! ensemble of checkpoints (or a cross-validation folder) measured on a folder.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -10,13 +9,12 @@ use serde::Serialize;
 use crate::cli::{EvalArgs, EvalSplit};
 use crate::data::dataset::Dataset;
 use crate::data::folder::Sample;
-use crate::data::loader::{default_threads, prepare, DEFAULT_CACHE_BYTES};
 use crate::data::transform::EvalTransform;
 use crate::device;
 use crate::ensemble::Ensemble;
 use crate::metrics::{evaluate, Evaluation};
 use crate::precision::Compute;
-use crate::train::{eval_loader, predict_all};
+use crate::train::EvalSet;
 
 /// What `eval --json` prints.
 #[derive(Debug, Serialize)]
@@ -97,24 +95,12 @@ pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
     let meta = ensemble.meta();
     let size = meta.image_size as u32;
     let started = std::time::Instant::now();
-    let prepared = prepare(
-        &samples,
-        size,
-        DEFAULT_CACHE_BYTES,
-        a.skip_bad,
-        default_threads(),
-    )?;
-    if prepared.good.is_empty() {
-        bail!("none of the {} images could be read", samples.len());
-    }
     let transform = EvalTransform {
         image_size: size,
         normalization: meta.normalization,
     };
-    let loader = eval_loader(prepared.store, Arc::new(samples), transform, a.batch_size);
-    let (probs, labels) = predict_all(&loader, &prepared.good, |x| {
-        ensemble.probabilities(compute, x, tch::Kind::Double)
-    })?;
+    let set = EvalSet::prepare(samples, transform, a.batch_size, a.skip_bad)?;
+    let (probs, labels) = set.predict(|x| ensemble.probabilities(compute, x, tch::Kind::Double))?;
     let images_per_s = probs.len() as f64 / started.elapsed().as_secs_f64();
     let members = ensemble.files();
     Ok(EvalReport {
@@ -123,7 +109,7 @@ pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
         tta: ensemble.tta.describe(),
         data: root.display().to_string(),
         split,
-        skipped: prepared.bad.iter().map(|b| b.reason.clone()).collect(),
+        skipped: set.bad.iter().map(|b| b.reason.clone()).collect(),
         images_per_s,
         evaluation: evaluate(&meta.classes, &probs, &labels),
     })

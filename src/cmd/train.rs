@@ -118,9 +118,7 @@ pub fn job(a: &TrainArgs) -> Result<TrainJob> {
     };
     config.validate().context("training config")?;
     run_dir.check()?;
-    let device = device::resolve(&config.device)?;
-    let compute = Compute::new(device, config.precision, config.channels_last)?;
-    eprintln!("compute: {compute}");
+    let compute = compute_for(&config)?;
     Ok(TrainJob {
         config,
         data,
@@ -161,19 +159,36 @@ fn resume_config(a: &TrainArgs, last: &std::path::Path) -> Result<(TrainConfig, 
     let mut cfg = record.config;
     set_if(&mut cfg.epochs, a.recipe.epochs);
     set_if(&mut cfg.patience, a.recipe.patience);
-    set_if(&mut cfg.workers, a.recipe.workers);
-    set_if(&mut cfg.cache_gib, a.recipe.cache_gib);
-    set_if(&mut cfg.precision, a.recipe.precision);
-    set_if(&mut cfg.channels_last, a.recipe.channels_last);
-    if let Some(d) = &a.recipe.device {
-        cfg.device = d.clone();
-    }
-    cfg.skip_bad |= a.recipe.skip_bad;
+    apply_runtime_flags(&mut cfg, &a.recipe);
     let dir = last
         .parent()
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
     Ok((cfg, RunDir::Resumed(dir), PathBuf::from(record.dataset)))
+}
+
+/// Applies the flags that say how to compute, not what (device, precision, layout, loader,
+/// cache, unreadable files): the ones a resumed run or cv may change.
+pub fn apply_runtime_flags(cfg: &mut TrainConfig, r: &RecipeArgs) {
+    set_if(&mut cfg.workers, r.workers);
+    set_if(&mut cfg.cache_gib, r.cache_gib);
+    set_if(&mut cfg.precision, r.precision);
+    set_if(&mut cfg.channels_last, r.channels_last);
+    if let Some(d) = &r.device {
+        cfg.device = d.clone();
+    }
+    cfg.skip_bad |= r.skip_bad;
+}
+
+/// The device, precision and layout `cfg` asks for, said on stderr.
+pub fn compute_for(cfg: &TrainConfig) -> Result<Compute> {
+    let compute = Compute::new(
+        device::resolve(&cfg.device)?,
+        cfg.precision,
+        cfg.channels_last,
+    )?;
+    eprintln!("compute: {compute}");
+    Ok(compute)
 }
 
 fn set_if<T: Copy>(field: &mut T, v: Option<T>) {

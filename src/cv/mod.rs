@@ -14,7 +14,6 @@ pub mod stats;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -24,15 +23,14 @@ use crate::checkpoint::write_atomic;
 use crate::cmd::csv_field;
 use crate::config::TrainConfig;
 use crate::data::dataset::Dataset;
-use crate::data::loader::{default_threads, prepare, DEFAULT_CACHE_BYTES};
 use crate::data::transform::EvalTransform;
 use crate::ensemble::Ensemble;
 use crate::metrics::{evaluate, Evaluation};
 use crate::precision::Compute;
 use crate::train::record::EpochRecord;
 use crate::train::run_dir::RunDir;
-use crate::train::run_files::{BEST, MODEL};
-use crate::train::{eval_loader, predict_all, train, TrainJob};
+use crate::train::run_files::{read_rows, BEST, MODEL};
+use crate::train::{train, EvalSet, TrainJob};
 use stats::Summary;
 
 /// What the cv folder was asked to do: `plan.json`.
@@ -76,6 +74,22 @@ impl Plan {
         write_atomic(&dir.join(PLAN), text.as_bytes())
     }
 
+    /// Whether `other` trains the same: the dataset and the config but for the fields that
+    /// only say how to compute (device, precision, layout, loader threads, cache,
+    /// `skip_bad`), which jobs of one cv may set each for its own machine.
+    pub fn same_recipe(&self, other: &Plan) -> bool {
+        let recipe = |p: &Plan| TrainConfig {
+            device: String::new(),
+            precision: Default::default(),
+            channels_last: false,
+            workers: 0,
+            cache_gib: 0.0,
+            skip_bad: false,
+            ..p.config.clone()
+        };
+        self.dataset == other.dataset && recipe(self) == recipe(other)
+    }
+
     /// The training config of fold `fold`.
     pub fn fold_config(&self, fold: usize) -> TrainConfig {
         TrainConfig {
@@ -90,11 +104,23 @@ pub fn fold_dir(dir: &Path, fold: usize) -> PathBuf {
     dir.join(format!("fold-{fold}"))
 }
 
+/// Whether fold `fold` of the cv folder `dir` is trained to its end (its `model.pt` exists).
+pub fn fold_finished(dir: &Path, fold: usize) -> bool {
+    fold_dir(dir, fold).join(MODEL).exists()
+}
+
+/// The folds of `dir`'s plan that are not finished.
+pub fn unfinished(dir: &Path, plan: &Plan) -> Vec<usize> {
+    (0..plan.folds())
+        .filter(|&f| !fold_finished(dir, f))
+        .collect()
+}
+
 /// Trains fold `fold` to its end: from scratch, from its `last.pt` when a run was cut short,
 /// or not at all when its `model.pt` exists. Returns whether it trained.
 pub fn run_fold(dir: &Path, plan: &Plan, fold: usize, compute: Compute) -> Result<bool> {
     let folder = fold_dir(dir, fold);
-    if folder.join(MODEL).exists() {
+    if fold_finished(dir, fold) {
         println!("fold {fold}: finished already ({})", folder.display());
         return Ok(false);
     }
@@ -252,8 +278,8 @@ struct FoldPredictions {
 pub fn collect(dir: &Path, compute: Compute) -> Result<CvReport> {
     let plan = Plan::read(dir)?;
     let k = plan.folds();
-    let missing: Vec<String> = (0..k)
-        .filter(|&f| !fold_dir(dir, f).join(MODEL).exists())
+    let missing: Vec<String> = unfinished(dir, &plan)
+        .iter()
         .map(|f| format!("fold-{f}"))
         .collect();
     if !missing.is_empty() {
@@ -304,17 +330,14 @@ pub fn collect(dir: &Path, compute: Compute) -> Result<CvReport> {
             .iter()
             .map(|&i| ds.samples[i].clone())
             .collect();
-        let size = meta.image_size as u32;
-        let prepared = prepare(&val, size, DEFAULT_CACHE_BYTES, false, default_threads())?;
         let transform = EvalTransform {
-            image_size: size,
+            image_size: meta.image_size as u32,
             normalization: meta.normalization,
         };
-        let loader = eval_loader(prepared.store, Arc::new(val.clone()), transform, 32);
+        let set = EvalSet::prepare(val.clone(), transform, 32, false)?;
         let predict = |ensemble: &Ensemble| -> Result<FoldPredictions> {
-            let (probs, labels) = predict_all(&loader, &prepared.good, |x| {
-                ensemble.probabilities(compute, x, Kind::Double)
-            })?;
+            let (probs, labels) =
+                set.predict(|x| ensemble.probabilities(compute, x, Kind::Double))?;
             Ok(FoldPredictions {
                 epoch: ensemble.meta().training.as_ref().map_or(0, |t| t.epoch),
                 probs,
@@ -380,14 +403,13 @@ fn oof_header(classes: &[String]) -> String {
 /// The seconds a run folder's epochs took, from its metrics.csv.
 fn train_seconds_of(folder: &Path) -> Result<f64> {
     let path = folder.join("metrics.csv");
-    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let rows = read_rows(&path, u64::MAX)?;
     let column = EpochRecord::CSV_HEADER
         .split(',')
         .position(|c| c == "seconds")
-        .unwrap_or(8);
-    Ok(text
-        .lines()
-        .skip(1)
+        .context("metrics.csv has no seconds column")?;
+    Ok(rows
+        .iter()
         .filter_map(|l| l.split(',').nth(column)?.parse::<f64>().ok())
         .sum())
 }

@@ -45,6 +45,14 @@ impl Dataset {
     pub fn for_training(root: &Path, cfg: &TrainConfig) -> Result<Dataset> {
         match scan(root)? {
             Layout::Given { train, val } => {
+                if !cfg.validates() {
+                    bail!(
+                        "{}: val_fraction 0 asks for no validation, but the dataset has its own \
+                         validation folder {}; train on DIR/<class>/… to use every image",
+                        root.display(),
+                        val.root.display()
+                    );
+                }
                 let n = train.samples.len();
                 let mut samples = train.samples;
                 samples.extend(val.samples);

@@ -157,8 +157,8 @@ pub fn train_epoch(
         let value = loss.f_double_value(&[])?;
         if !value.is_finite() {
             bail!(
-                "non-finite loss ({value}) at epoch {}, batch {}: training stopped; best.pt keeps \
-                 the best epoch so far (try a lower --lr)",
+                "non-finite loss ({value}) at epoch {}, batch {}: training stopped; best.pt (with \
+                 validation) keeps the best epoch so far (try a lower --lr)",
                 epoch + 1,
                 b + 1
             );

@@ -32,7 +32,7 @@ use ema::Ema;
 use optim::Optimizer;
 use record::{Best, EpochRecord, ResumeState};
 use run_files::RunFiles;
-pub use validate::{eval_loader, predict_all};
+pub use validate::{eval_loader, predict_all, EvalSet};
 
 /// Weight of each auxiliary head's loss.
 pub const AUX_WEIGHT: f64 = 0.3;
@@ -198,10 +198,13 @@ impl State {
             true => Some(Ema::new(&model, cfg.ema_decay, compute)?),
             false => None,
         };
-        if let Some(tensors) = &saved {
-            optimizer.load_state(tensors, progress.optimizer_step)?;
+        if let (Some(tensors), Some(path)) = (&saved, &job.resume) {
+            let ctx = || format!("resuming from {}", path.display());
+            optimizer
+                .load_state(tensors, progress.optimizer_step)
+                .with_context(ctx)?;
             if let Some(ema) = &mut ema {
-                ema.load_state(tensors)?;
+                ema.load_state(tensors).with_context(ctx)?;
             }
         }
         Ok(State {

@@ -141,7 +141,7 @@ impl RunFiles {
 
 /// The rows of an existing `metrics.csv` up to `epochs` (a resumed run drops rows written
 /// after its checkpoint).
-fn read_rows(path: &Path, epochs: u64) -> Result<Vec<String>> {
+pub fn read_rows(path: &Path, epochs: u64) -> Result<Vec<String>> {
     if epochs == 0 || !path.exists() {
         return Ok(vec![]);
     }

@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
 use super::RunData;
 use crate::data::folder::Sample;
-use crate::data::loader::{default_threads, Loader, Mode, Store};
+use crate::data::loader::{
+    default_threads, prepare, BadFile, Loader, Mode, Store, DEFAULT_CACHE_BYTES,
+};
 use crate::data::transform::EvalTransform;
 use crate::metrics::{evaluate, Evaluation};
 use crate::model::Model;
@@ -42,6 +44,51 @@ pub fn validate(model: &Model, data: &RunData, compute: Compute) -> Result<Optio
         compute.probabilities(model, x, Kind::Double)
     })?;
     Ok(Some(evaluate(&data.dataset.classes, &probs, &labels)))
+}
+
+/// Images decoded once for measuring, with the loader that batches them: what eval and cv's
+/// summary measure checkpoints on.
+pub struct EvalSet {
+    pub loader: Loader,
+    /// Sample indices that decoded, in order.
+    pub good: Vec<usize>,
+    /// Files that did not (only with `skip_bad`; otherwise they are an error).
+    pub bad: Vec<BadFile>,
+}
+
+impl EvalSet {
+    /// Decodes `samples` (on all cores) for inputs of `transform`'s size.
+    pub fn prepare(
+        samples: Vec<Sample>,
+        transform: EvalTransform,
+        batch_size: usize,
+        skip_bad: bool,
+    ) -> Result<EvalSet> {
+        let size = transform.image_size;
+        let p = prepare(
+            &samples,
+            size,
+            DEFAULT_CACHE_BYTES,
+            skip_bad,
+            default_threads(),
+        )?;
+        if p.good.is_empty() {
+            bail!("none of the {} images could be read", samples.len());
+        }
+        Ok(EvalSet {
+            loader: eval_loader(p.store, Arc::new(samples), transform, batch_size),
+            good: p.good,
+            bad: p.bad,
+        })
+    }
+
+    /// The probabilities of every readable image and their labels (see [`predict_all`]).
+    pub fn predict(
+        &self,
+        probabilities: impl Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<(Vec<Vec<f64>>, Vec<usize>)> {
+        predict_all(&self.loader, &self.good, probabilities)
+    }
 }
 
 /// A loader of deterministic evaluation batches over `store`'s images.
