@@ -1,5 +1,6 @@
 # Two commands do all of the set-up on a fresh machine:
-#   make train   installs libtorch (once), builds, runs the main job
+#   make train   installs libtorch (once), builds, runs the main job: 5-fold cross-validation of
+#                the recipe, which measures it and ships the folds' ensemble
 #   make test    installs libtorch and the test deps (once), builds, runs every test
 .PHONY: train test bench build deps libtorch clean
 
@@ -8,7 +9,8 @@ CARGO ?= cargo
 DATA ?= $(if $(wildcard data/monkeypox),data/monkeypox,../shared/datasets/msld)
 
 train: build
-	./target/release/inception train --data "$(DATA)"
+	@[ -d "$(DATA)" ] || { echo "make train: no dataset at $(DATA) (data/README.md tells how to get MSLD; make train DATA=DIR)" >&2; exit 1; }
+	./target/release/inception cv --data "$(DATA)"
 
 test: deps
 	$(CARGO) test --release
