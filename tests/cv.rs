@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_clean_failure, inception, repo, stderr, stdout};
+use common::{assert_clean_failure, inception, repo, serial, stderr, stdout};
 use inception::cv::stats::{t_quantile, Summary};
 use inception::data::dataset::SplitFiles;
 use inception::metrics::evaluate;
@@ -86,6 +86,7 @@ fn oof_rows(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
 
 #[test]
 fn cv_partitions_the_patients_predicts_every_image_once_and_its_statistics_recompute() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let o = cv(dir.path(), &[]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -300,6 +301,7 @@ fn t_quantiles_and_fold_summaries_match_tables_and_hand_computation() {
 
 #[test]
 fn cv_killed_mid_way_and_resumed_gives_the_summary_of_an_uninterrupted_one() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a");
     let o = cv(dir.path(), &["--epochs", "3", "--out", a.to_str().unwrap()]);
@@ -357,6 +359,7 @@ fn cv_killed_mid_way_and_resumed_gives_the_summary_of_an_uninterrupted_one() {
 
 #[test]
 fn folds_run_as_separate_jobs_and_collected_equal_the_all_in_one_run() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let all = dir.path().join("all");
     let o = cv(dir.path(), &["--out", all.to_str().unwrap(), "--json"]);
@@ -472,6 +475,7 @@ fn probabilities(o: &std::process::Output) -> BTreeMap<String, Vec<(String, f64)
 
 #[test]
 fn an_ensemble_averages_its_members_and_refuses_a_member_that_does_not_fit() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let train = |out: &str, extra: &[&str]| {
         let (data, config) = (msld(), smoke());

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{assert_clean_failure, inception, repo, stderr, stdout};
+use common::{assert_clean_failure, inception, repo, serial, stderr, stdout};
 use inception::checkpoint;
 use inception::config::TrainConfig;
 use inception::data::dataset::SplitFiles;
@@ -52,6 +52,7 @@ fn group(path: &str) -> String {
 
 #[test]
 fn a_smoke_run_writes_a_complete_run_folder_and_never_overwrites_one() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let o = train(dir.path(), &["--epochs", "2", "--seed", "3"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -59,7 +60,8 @@ fn a_smoke_run_writes_a_complete_run_folder_and_never_overwrites_one() {
     assert!(out.contains("Monkey Pox     81"), "scan report: {out}");
     assert!(out.contains("Others        102"), "scan report: {out}");
     assert!(out.contains("smallest 224×224, largest 224×224"), "{out}");
-    assert!(out.contains("best epoch"), "{out}");
+    assert!(out.contains("model.pt (the model to use"), "{out}");
+    assert!(out.contains("best.pt (best validation epoch"), "{out}");
     let run = dir.path().join("runs/train");
 
     // config.json: the smoke recipe with the flags applied.
@@ -125,6 +127,7 @@ fn a_smoke_run_writes_a_complete_run_folder_and_never_overwrites_one() {
 
 #[test]
 fn eval_and_predict_agree_exactly_on_the_validation_files() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let o = train(dir.path(), &["--epochs", "2"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -231,6 +234,7 @@ fn eval_and_predict_agree_exactly_on_the_validation_files() {
 
 #[test]
 fn a_run_killed_mid_way_and_resumed_ends_like_an_uninterrupted_one() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     // With a weight average and batch mixing, whose state must come back too.
     let recipe = [
@@ -332,6 +336,7 @@ fn a_run_killed_mid_way_and_resumed_ends_like_an_uninterrupted_one() {
 
 #[test]
 fn a_non_finite_loss_stops_training_naming_epoch_and_batch_and_keeps_best() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     // A step schedule that multiplies the learning rate by 1e30 after the first epoch.
     let o = train(
@@ -357,6 +362,7 @@ fn a_non_finite_loss_stops_training_naming_epoch_and_batch_and_keeps_best() {
 
 #[test]
 fn config_errors_name_the_field_and_create_no_run() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.json");
     fs::write(&bad, r#"{"epochz": 3}"#).unwrap();
@@ -395,6 +401,7 @@ fn config_errors_name_the_field_and_create_no_run() {
 
 #[test]
 fn kfold_flags_choose_the_validation_fold() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let o = train(
         dir.path(),
@@ -442,6 +449,7 @@ fn kfold_flags_choose_the_validation_fold() {
 
 #[test]
 fn patience_stops_a_run_after_that_many_epochs_without_improvement() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let o = train(
         dir.path(),
@@ -480,6 +488,7 @@ fn patience_stops_a_run_after_that_many_epochs_without_improvement() {
 
 #[test]
 fn init_starts_from_an_imported_checkpoint() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let weights = common::fixtures().join("googlenet_2.safetensors");
     let o = inception(
@@ -530,6 +539,7 @@ fn init_starts_from_an_imported_checkpoint() {
 
 #[test]
 fn val_fraction_zero_trains_on_every_image_and_ships_model_pt_only() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let o = train(dir.path(), &["--val-fraction", "0", "--out", "all"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -644,6 +654,7 @@ fn mixup_and_cutmix_mix_each_batch_with_its_reverse_by_the_drawn_share() {
 
 #[test]
 fn mixing_changes_what_training_optimises() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let loss = |extra: &[&str], out: &str| {
         let mut args = vec!["--out", out];

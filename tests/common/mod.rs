@@ -156,3 +156,10 @@ pub fn assert_clean_failure(o: &Output) -> String {
     assert!(!err.contains("frame #"), "C++ backtrace leaked: {err}");
     err
 }
+
+/// Held by each test that trains: two trainings side by side on 2 cores slow each other far
+/// more than twice (libtorch's OpenMP threads spin waiting for each other), so they take turns.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
