@@ -9,23 +9,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::other_flags;
-use super::train::{apply_flags, apply_runtime_flags, compute_for};
+use super::train::{apply_flags, apply_runtime_flags, compute_for, RUNTIME_FLAGS};
 use crate::cli::CvArgs;
 use crate::config::{self, TrainConfig};
 use crate::cv::{self, CvReport, Plan};
 use crate::data::folder::{scan, Layout};
 use crate::precision::Compute;
 use crate::train::run_dir::RunDir;
-
-/// The flags that only say how to compute, not what: the ones --resume and --collect accept.
-const RUNTIME: [&str; 6] = [
-    "device",
-    "precision",
-    "channels_last",
-    "workers",
-    "cache_gib",
-    "skip_bad",
-];
 
 /// The default number of folds.
 pub const DEFAULT_FOLDS: usize = 5;
@@ -152,7 +142,7 @@ fn execute(a: &CvArgs) -> Result<Outcome> {
     }
     if let Some(dir) = &a.resume {
         let mut allowed = vec!["resume", "json"];
-        allowed.extend(RUNTIME);
+        allowed.extend(RUNTIME_FLAGS);
         only_runtime_flags(a, "--resume", &allowed)?;
         let mut plan = Plan::read(dir)?;
         plan.config = with_runtime_flags(a, plan.config);

@@ -128,11 +128,9 @@ pub fn job(a: &TrainArgs) -> Result<TrainJob> {
     })
 }
 
-/// The flags a resumed run may change (clap argument ids).
-const RESUMABLE: [&str; 9] = [
-    "resume",
-    "epochs",
-    "patience",
+/// The flags that only say how to compute, not what (clap argument ids): those
+/// [`apply_runtime_flags`] applies, which a resumed run or cv folder accepts.
+pub const RUNTIME_FLAGS: [&str; 6] = [
     "device",
     "precision",
     "channels_last",
@@ -143,7 +141,9 @@ const RESUMABLE: [&str; 9] = [
 
 /// A resumed run keeps its config and dataset; only --epochs, --patience and --device change.
 fn resume_config(a: &TrainArgs, last: &std::path::Path) -> Result<(TrainConfig, RunDir, PathBuf)> {
-    let fixed = super::other_flags(&a.given, &RESUMABLE);
+    let mut resumable = vec!["resume", "epochs", "patience"];
+    resumable.extend(RUNTIME_FLAGS);
+    let fixed = super::other_flags(&a.given, &resumable);
     if !fixed.is_empty() {
         bail!(
             "--resume continues a run as it was configured ({} cannot change): only --epochs, \
