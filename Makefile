@@ -6,10 +6,10 @@
 
 CARGO ?= cargo
 # The dataset: data/monkeypox (see data/README.md), else the MSLD copy beside the project.
-DATA ?= $(if $(wildcard data/monkeypox),data/monkeypox,../shared/datasets/msld)
+DATA ?= data/monkeypox
 
 train: build
-	@[ -d "$(DATA)" ] || { echo "make train: no dataset at $(DATA) (data/README.md tells how to get MSLD; make train DATA=DIR)" >&2; exit 1; }
+	@[ -d "$(DATA)" ] || { echo "make train: no dataset at $(DATA) (a clone has MSLD in data/monkeypox; data/README.md; make train DATA=DIR)" >&2; exit 1; }
 	./target/release/inception cv --data "$(DATA)"
 
 test: deps

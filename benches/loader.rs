@@ -3,7 +3,7 @@
 //! Prints images/s of the loader (cold: decoding every image on the fly; cached: from the
 //! in-memory working-size copies) and of one seed-network training step (forward, backward,
 //! SGD update) on the CPU, and their ratios. The data issue's goal: the loader at least 5× the
-//! training step. Uses ../shared/datasets/msld when present, else 200 generated JPEGs.
+//! training step. Uses data/monkeypox (MSLD), else 200 generated JPEGs.
 //!
 //! Run: `cargo bench --bench loader` (after `make build`). Environment: BENCH_BATCH (32),
 //! BENCH_IMAGE_SIZE (224), BENCH_STEPS (3).
@@ -28,7 +28,7 @@ fn env(name: &str, default: usize) -> usize {
 }
 
 fn dataset(tmp: &Path) -> Result<Vec<Sample>> {
-    let msld = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/msld");
+    let msld = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/monkeypox");
     if msld.is_dir() {
         return Ok(scan_tree(&msld)?.samples);
     }

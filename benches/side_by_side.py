@@ -154,7 +154,7 @@ def best_time(cmd, repeats=3):
 def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.path.join(root, "..", "shared", "datasets", "msld"))
+    ap.add_argument("--data", default=os.path.join(root, "data", "monkeypox"))
     ap.add_argument("--bin", default=os.path.join(root, "target", "release", "inception"))
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--size", type=int, default=224)

@@ -5,14 +5,14 @@
 #   scripts/cv-sweep.sh NAME [inception cv flags...]
 #
 # Writes runs/sweep/NAME/ (the cv folder) and runs/sweep/NAME.log. Environment: INCEPTION (the
-# binary, default target/release/inception), DATA (default data/monkeypox, else
-# ../shared/datasets/msld), NICE (niceness, default 10).
+# binary, default target/release/inception), DATA (default data/monkeypox),
+# NICE (niceness, default 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=$1
 shift
 bin=${INCEPTION:-target/release/inception}
-data=${DATA:-$( [ -d data/monkeypox ] && echo data/monkeypox || echo ../shared/datasets/msld )}
+data=${DATA:-data/monkeypox}
 out=runs/sweep/$name
 mkdir -p runs/sweep
 if [ -e "$out/plan.json" ]; then

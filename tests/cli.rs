@@ -296,10 +296,7 @@ fn predict_matches_torchvision_preprocessing_and_pytorch_probabilities() {
         test_image(&p, *w, *h, i as u32 * 3);
         images.push(p);
     }
-    let msld = common::repo().join("../shared/datasets/msld/Monkey Pox/P13_1.jpg");
-    if msld.exists() {
-        images.push(msld);
-    }
+    images.push(common::repo().join("data/monkeypox/Monkey Pox/P13_1.jpg"));
     let paths: Vec<&str> = images.iter().map(|p| p.to_str().unwrap()).collect();
     let got = json(&predict_on_cpu(
         dir.path(),

@@ -17,7 +17,7 @@ use inception::metrics::evaluate;
 use serde_json::Value;
 
 fn msld() -> String {
-    repo().join("../shared/datasets/msld").display().to_string()
+    repo().join("data/monkeypox").display().to_string()
 }
 
 fn smoke() -> String {

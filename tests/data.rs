@@ -32,7 +32,7 @@ fn close(a: [u8; 3], b: [u8; 3], tol: i32) -> bool {
 }
 
 fn msld() -> PathBuf {
-    common::repo().join("../shared/datasets/msld")
+    common::repo().join("data/monkeypox")
 }
 
 // ---------- formats and colour types ----------

@@ -1,4 +1,4 @@
-//! The whole job end to end on ../shared/datasets/msld with the smoke recipe: train, eval,
+//! The whole job end to end on data/monkeypox (MSLD) with the smoke recipe: train, eval,
 //! predict, interrupt-and-resume, and the errors a training run can meet.
 
 mod common;
@@ -17,7 +17,7 @@ use serde_json::Value;
 use tch::Device;
 
 fn msld() -> String {
-    repo().join("../shared/datasets/msld").display().to_string()
+    repo().join("data/monkeypox").display().to_string()
 }
 
 fn smoke() -> String {
@@ -670,4 +670,36 @@ fn mixing_changes_what_training_optimises() {
     let plain = loss(&[], "plain");
     assert_ne!(plain, loss(&["--mixup", "0.4"], "mixup"));
     assert_ne!(plain, loss(&["--cutmix", "1.0"], "cutmix"));
+}
+
+#[test]
+fn train_with_no_data_flag_trains_on_the_repositorys_copy_of_msld() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let (config, out_s) = (smoke(), out.display().to_string());
+    let o = inception(&repo(), &["train", "--config", &config, "--out", &out_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("data: data/monkeypox — 2 classes, 183 images"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(out.join("model.pt").is_file());
+}
+
+#[test]
+fn a_missing_data_folder_says_where_data_comes_from() {
+    let dir = tempfile::tempdir().unwrap();
+    for cmd in ["train", "cv"] {
+        let o = inception(dir.path(), &[cmd]);
+        let err = assert_clean_failure(&o);
+        assert!(
+            err.contains("data folder data/monkeypox does not exist")
+                && err.contains("a clone of the repository has MSLD in data/monkeypox")
+                && err.contains("data/README.md"),
+            "{cmd}: {err}"
+        );
+        assert!(!dir.path().join("runs").exists(), "{cmd} made a run folder");
+    }
 }

@@ -30,12 +30,6 @@ fn new_plan(a: &CvArgs) -> Result<Plan> {
     cfg.folds = Some(cfg.folds.unwrap_or(DEFAULT_FOLDS));
     cfg.fold = 0;
     cfg.validate().context("training config")?;
-    if !a.data.is_dir() {
-        bail!(
-            "data folder {} does not exist or is not a folder",
-            a.data.display()
-        );
-    }
     if let Layout::Given { val, .. } = scan(&a.data)? {
         bail!(
             "{}: its own train/val split ({}) leaves nothing to cross-validate; cv takes one \

@@ -86,7 +86,9 @@ fn entries(dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn scan(root: &Path) -> Result<Layout> {
     if !root.is_dir() {
         bail!(
-            "data folder {} does not exist or is not a folder",
+            "data folder {} does not exist or is not a folder (a clone of the repository has \
+             MSLD in data/monkeypox; for other data make DIR/<class>/<image> folders and pass \
+             --data DIR, see data/README.md)",
             root.display()
         );
     }
