@@ -393,6 +393,42 @@ fn predict_reports_an_unreadable_image_and_still_predicts_the_others() {
 }
 
 #[test]
+fn predict_refuses_msld_jpegs_cut_short_and_predicts_only_the_whole_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = import_case(dir.path(), "seed_2", "Monkey Pox,Others", &[]);
+    let bytes = fs::read(common::repo().join("data/monkeypox/Others/23_1.jpg")).unwrap();
+    let n = bytes.len();
+    let mut names = vec!["whole.jpg".to_string()];
+    fs::write(dir.path().join("whole.jpg"), &bytes).unwrap();
+    for cut in [n / 3, n / 2, n - 2, n - 1] {
+        let name = format!("cut-{cut}.jpg");
+        fs::write(dir.path().join(&name), &bytes[..cut]).unwrap();
+        names.push(name);
+    }
+    let args: Vec<&str> = names.iter().map(String::as_str).collect();
+    let o = predict_on_cpu(dir.path(), &ckpt, &args);
+    let err = assert_clean_failure(&o);
+    for name in &names[1..] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(name.as_str()) && l.contains("truncated")),
+            "{name}: {err}"
+        );
+    }
+    let out = stdout(&o);
+    assert!(out.starts_with("whole.jpg: "), "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+
+    // --skip-bad: the whole one is predicted, the cut ones are listed, exit code 0.
+    let mut skip = args.clone();
+    skip.push("--skip-bad");
+    let o = predict_on_cpu(dir.path(), &ckpt, &skip);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 1, "{}", stdout(&o));
+    assert!(stderr(&o).contains("truncated"), "{}", stderr(&o));
+}
+
+#[test]
 fn predict_keeps_the_input_order_across_batches_read_ahead_even_when_a_batch_is_all_unreadable() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = import_case(dir.path(), "seed_2", "Monkey Pox,Others", &[]);

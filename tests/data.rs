@@ -193,15 +193,25 @@ fn jpeg_exif_orientation_is_applied() {
 
 // ---------- bad files ----------
 
+/// A PNG of a header, an empty IDAT and IEND, claiming w×h pixels of 8-bit RGB.
 fn png_header_claiming(w: u32, h: u32) -> Vec<u8> {
+    png_header_of(w, h, 8, 2)
+}
+
+fn png_header_of(w: u32, h: u32, bit_depth: u8, colour_type: u8) -> Vec<u8> {
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut chunk = b"IHDR".to_vec();
     chunk.extend(w.to_be_bytes());
     chunk.extend(h.to_be_bytes());
-    chunk.extend([8, 2, 0, 0, 0]);
+    chunk.extend([bit_depth, colour_type, 0, 0, 0]);
     out.extend(13u32.to_be_bytes());
     out.extend(&chunk);
     out.extend(crc32fast::hash(&chunk).to_be_bytes());
+    for kind in [b"IDAT", b"IEND"] {
+        out.extend(0u32.to_be_bytes());
+        out.extend(kind);
+        out.extend(crc32fast::hash(kind).to_be_bytes());
+    }
     out
 }
 
@@ -218,12 +228,15 @@ fn bad_files_are_errors_that_name_the_file_and_the_reason() {
             b"hello, I am not a picture".to_vec(),
             "not an image",
         ),
-        (
-            "cut.png",
-            bytes[..bytes.len() / 2].to_vec(),
-            "cannot decode",
-        ),
+        ("cut.png", bytes[..bytes.len() / 2].to_vec(), "truncated"),
         ("huge.png", png_header_claiming(60_000, 60_000), "limit"),
+        // Within the side limit, but 2 GiB of 16-bit RGBA: refused before decoding, or the
+        // missing pixel data would be the error.
+        (
+            "deep.png",
+            png_header_of(16_384, 16_384, 16, 6),
+            "too large to decode: 16384×16384",
+        ),
     ];
     for (name, content, reason) in cases {
         let p = dir.path().join(name);
@@ -232,6 +245,70 @@ fn bad_files_are_errors_that_name_the_file_and_the_reason() {
         assert!(err.contains(name), "{name}: {err}");
         assert!(err.to_lowercase().contains(reason), "{name}: {err}");
         assert_eq!(fs::read(&p).unwrap(), content, "{name} was modified");
+    }
+}
+
+/// An MSLD photo in each format the tool reads, as (extension, bytes): the JPEG as published
+/// (baseline), the others encoded from it.
+fn msld_in_every_format() -> Vec<(&'static str, Vec<u8>)> {
+    let path = msld().join("Monkey Pox/P13_1.jpg");
+    let img = image::open(&path).unwrap();
+    let mut out = vec![("jpg", fs::read(&path).unwrap())];
+    for (ext, fmt) in [
+        ("png", ImageFormat::Png),
+        ("bmp", ImageFormat::Bmp),
+        ("gif", ImageFormat::Gif),
+        ("webp", ImageFormat::WebP),
+        ("tiff", ImageFormat::Tiff),
+    ] {
+        let mut bytes = std::io::Cursor::new(vec![]);
+        img.write_to(&mut bytes, fmt).unwrap();
+        out.push((ext, bytes.into_inner()));
+    }
+    out
+}
+
+#[test]
+fn cut_files_in_every_format_are_refused_as_truncated_never_padded() {
+    let dir = tempfile::tempdir().unwrap();
+    for (ext, bytes) in msld_in_every_format() {
+        let whole = dir.path().join(format!("whole.{ext}"));
+        fs::write(&whole, &bytes).unwrap();
+        assert_eq!(load_rgb(&whole).unwrap().dimensions(), (224, 224), "{ext}");
+        let n = bytes.len();
+        for (at, cut) in [
+            ("header", 20),
+            ("early", n / 5),
+            ("middle", n / 2),
+            ("late", n * 9 / 10),
+            ("one-byte-short", n - 1),
+        ] {
+            let name = format!("{at}.{ext}");
+            let p = dir.path().join(&name);
+            fs::write(&p, &bytes[..cut]).unwrap();
+            let err = format!("{:#}", load_rgb(&p).expect_err(&name));
+            assert!(
+                err.contains(&name) && err.contains("truncated"),
+                "{name}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bytes_after_the_end_marker_are_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    for (ext, mut bytes) in msld_in_every_format() {
+        let whole = load_rgb(&{
+            let p = dir.path().join(format!("whole.{ext}"));
+            fs::write(&p, &bytes).unwrap();
+            p
+        })
+        .unwrap();
+        bytes.extend(b"trailing data a camera appended");
+        let p = dir.path().join(format!("trailing.{ext}"));
+        fs::write(&p, &bytes).unwrap();
+        assert_eq!(load_rgb(&p).unwrap(), whole, "{ext}");
     }
 }
 

@@ -2,15 +2,18 @@
 //!
 //! Formats: JPEG, PNG, BMP, GIF (first frame), WebP, TIFF, recognised by their first bytes, not by
 //! their name.
-//! JPEG EXIF orientation is applied. Alpha is composited onto [`BACKGROUND`]. Headers that
-//! claim more than [`MAX_SIDE`] pixels a side, or images that need more than [`MAX_ALLOC`]
-//! bytes, are refused before their pixels are allocated.
+//! JPEG EXIF orientation is applied. Alpha is composited onto [`BACKGROUND`]. A file whose data
+//! is cut short is refused ([`complete`]), not padded. Headers that claim more than [`MAX_SIDE`]
+//! pixels a side, or images whose pixels (decoded and as RGB) need more than [`MAX_ALLOC`] bytes,
+//! are refused before their pixels are allocated.
 
-use std::io::Read;
+use std::io::Cursor;
 use std::path::Path;
 
-use anyhow::{anyhow, Context, Result};
-use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
+use anyhow::{anyhow, bail, Context, Result};
+use image::{DynamicImage, ImageDecoder, ImageError, ImageReader, Limits, RgbImage};
+
+use super::complete;
 
 /// The colour transparent pixels are composited onto: white.
 pub const BACKGROUND: [u8; 3] = [255, 255, 255];
@@ -31,28 +34,52 @@ fn decode(path: &Path) -> Result<RgbImage> {
     if len == 0 {
         return Err(anyhow!("empty file (0 bytes)"));
     }
-    let mut head = Vec::with_capacity(64);
-    std::fs::File::open(path)
-        .and_then(|f| f.take(64).read_to_end(&mut head))
-        .map_err(|e| anyhow!("cannot read: {e}"))?;
-    let format = image::guess_format(&head)
+    if len > MAX_ALLOC {
+        bail!(
+            "too large: {} MiB, more than the {} MiB an image may take",
+            len >> 20,
+            MAX_ALLOC >> 20
+        );
+    }
+    let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read: {e}"))?;
+    let format = image::guess_format(&bytes)
         .map_err(|_| anyhow!("not an image: the content is in no known image format"))?;
-    let mut reader = ImageReader::open(path).map_err(|e| anyhow!("cannot open: {e}"))?;
+    complete::check(format, &bytes)?;
+    let mut reader = ImageReader::new(Cursor::new(&bytes));
     reader.set_format(format);
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_ALLOC);
     reader.limits(limits);
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| anyhow!("cannot decode: {e}"))?;
-    let orientation = decoder
-        .orientation()
-        .map_err(|e| anyhow!("cannot decode: {e}"))?;
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| anyhow!("cannot decode: {e}"))?;
+    let mut decoder = reader.into_decoder().map_err(decode_error)?;
+    // The decoder's own limits cover its working memory, not the image it returns.
+    let (w, h) = decoder.dimensions();
+    let need = decoder
+        .total_bytes()
+        .saturating_add(w as u64 * h as u64 * 3);
+    if need > MAX_ALLOC {
+        bail!(
+            "too large to decode: {w}×{h} {:?} needs {} MiB, more than {} MiB",
+            decoder.color_type(),
+            need >> 20,
+            MAX_ALLOC >> 20
+        );
+    }
+    let orientation = decoder.orientation().map_err(decode_error)?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
     img.apply_orientation(orientation);
     Ok(to_rgb(img))
+}
+
+/// A decoder's error in words; running out of bytes is called what it is.
+fn decode_error(e: ImageError) -> anyhow::Error {
+    match e {
+        ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            anyhow!("truncated: the image data ends before the image does")
+        }
+        e => anyhow!("cannot decode: {e}"),
+    }
 }
 
 /// Converts any colour type to 8-bit RGB, compositing alpha onto [`BACKGROUND`].

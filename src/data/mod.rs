@@ -3,6 +3,7 @@
 //! and the loader that keeps decoded images in memory and assembles batches ahead of the model
 //! ([`loader`]).
 
+pub mod complete;
 pub mod dataset;
 pub mod folder;
 pub mod image;
