@@ -34,6 +34,36 @@ pub enum Command {
     Import(ImportArgs),
     /// Classify images with a checkpoint: top classes and their probabilities.
     Predict(PredictArgs),
+    /// Write a checkpoint (or an ensemble) as a TorchScript module for serving engines, with
+    /// its preprocessing beside it as JSON.
+    Export(ExportArgs),
+}
+
+/// What `inception export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// A traced TorchScript module (torch.jit.load, TorchServe, Triton's PyTorch backend).
+    Torchscript,
+    /// Not written here: ONNX needs PyTorch's Python exporter (README says how).
+    Onnx,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The checkpoint to export (default: what the most recent finished run under runs/
+    /// ships). Repeat it, or give a cross-validation folder, to export an ensemble: the module
+    /// then returns the log of the members' mean probabilities.
+    #[arg(long, value_name = "CKPT|CV_DIR")]
+    pub checkpoint: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Torchscript)]
+    pub format: ExportFormat,
+    /// The module file to write; its preprocessing (size, mean, std, classes) goes to OUT.json.
+    #[arg(long, value_name = "OUT")]
+    pub out: PathBuf,
+    /// Replace OUT and OUT.json if they exist.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

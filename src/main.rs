@@ -39,5 +39,6 @@ fn run() -> anyhow::Result<()> {
         Command::Summary(args) => cmd::summary::run(&args),
         Command::Import(args) => cmd::import::run(&args),
         Command::Predict(args) => cmd::predict::run(&args),
+        Command::Export(args) => cmd::export::run(&args),
     }
 }

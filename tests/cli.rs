@@ -5,7 +5,9 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{assert_clean_failure, fixtures, inception, python, stderr, stdout};
+use common::{
+    assert_clean_failure, fixtures, import, import_case, inception, python, stderr, stdout,
+};
 use image::{Rgb, RgbImage};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
@@ -28,51 +30,6 @@ fn test_image(path: &Path, w: u32, h: u32, phase: u32) {
         Rgb([r, g, b])
     });
     img.save(path).unwrap();
-}
-
-/// `inception import --arch ARCH --weights WEIGHTS --classes CLASSES --out OUT EXTRA…` in `dir`.
-fn import(
-    dir: &Path,
-    arch: &str,
-    weights: &str,
-    classes: &str,
-    out: &str,
-    extra: &[&str],
-) -> std::process::Output {
-    let mut args = vec![
-        "import",
-        "--arch",
-        arch,
-        "--weights",
-        weights,
-        "--classes",
-        classes,
-        "--out",
-        out,
-    ];
-    args.extend(extra);
-    inception(dir, &args)
-}
-
-/// Imports the PyTorch fixture `case` (its arch from its name) into `dir/CASE.pt`.
-fn import_case(dir: &Path, case: &str, classes: &str, extra: &[&str]) -> PathBuf {
-    let out = dir.join(format!("{case}.pt"));
-    let weights = fixtures().join(format!("{case}.safetensors"));
-    let arch = if case.starts_with("seed") {
-        "seed"
-    } else {
-        "googlenet"
-    };
-    let o = import(
-        dir,
-        arch,
-        weights.to_str().unwrap(),
-        classes,
-        out.to_str().unwrap(),
-        extra,
-    );
-    assert!(o.status.success(), "import failed: {}", stderr(&o));
-    out
 }
 
 /// `inception predict --checkpoint CKPT --device cpu ARGS…` in `dir`.

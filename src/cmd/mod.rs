@@ -3,6 +3,7 @@
 
 pub mod cv;
 pub mod eval;
+pub mod export;
 pub mod import;
 pub mod predict;
 pub mod summary;

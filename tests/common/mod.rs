@@ -163,3 +163,48 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// `inception import --arch ARCH --weights WEIGHTS --classes CLASSES --out OUT EXTRA…` in `dir`.
+pub fn import(
+    dir: &Path,
+    arch: &str,
+    weights: &str,
+    classes: &str,
+    out: &str,
+    extra: &[&str],
+) -> Output {
+    let mut args = vec![
+        "import",
+        "--arch",
+        arch,
+        "--weights",
+        weights,
+        "--classes",
+        classes,
+        "--out",
+        out,
+    ];
+    args.extend(extra);
+    inception(dir, &args)
+}
+
+/// Imports the PyTorch fixture `case` (its arch from its name) into `dir/CASE.pt`.
+pub fn import_case(dir: &Path, case: &str, classes: &str, extra: &[&str]) -> PathBuf {
+    let out = dir.join(format!("{case}.pt"));
+    let weights = fixtures().join(format!("{case}.safetensors"));
+    let arch = if case.starts_with("seed") {
+        "seed"
+    } else {
+        "googlenet"
+    };
+    let o = import(
+        dir,
+        arch,
+        weights.to_str().unwrap(),
+        classes,
+        out.to_str().unwrap(),
+        extra,
+    );
+    assert!(o.status.success(), "import failed: {}", stderr(&o));
+    out
+}

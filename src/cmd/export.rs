@@ -1,0 +1,224 @@
+//! `inception export`: a checkpoint, or an ensemble of them, as a traced TorchScript module for
+//! serving engines (TorchServe, Triton's PyTorch backend, libtorch, `torch.jit.load`), with its
+//! preprocessing written beside it as JSON.
+//!
+//! The module is recorded by libtorch's tracer (`torch.jit.trace`, here through tch's
+//! `CModule::create_by_tracing`) from the network in eval mode, in fp32 on the CPU, with
+//! BatchNorm folded into the convolutions as eval and predict run it. It takes a normalised
+//! `[N, 3, S, S]` float tensor and returns logits `[N, classes]`. An ensemble returns the log of
+//! its members' mean probabilities, whose softmax is the ensemble's prediction. Before it says
+//! done, the command loads the saved file back and checks it against the network on a batch of
+//! another size than the one traced.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+use tch::{CModule, Device, Kind, Tensor};
+
+use crate::checkpoint::{write_atomic, write_atomic_with};
+use crate::cli::{ExportArgs, ExportFormat};
+use crate::data::transform::resize_size;
+use crate::ensemble::Ensemble;
+use crate::precision::{Compute, Precision};
+use crate::train::run_dir::{latest_model, RUNS};
+
+/// Largest difference from the network's logits the saved module may show.
+pub const TOLERANCE: f64 = 1e-4;
+
+/// A validated export.
+#[derive(Debug)]
+pub struct ExportConfig {
+    pub checkpoints: Vec<PathBuf>,
+    pub out: PathBuf,
+    /// Where the preprocessing goes: `OUT.json`.
+    pub preprocessing: PathBuf,
+    pub force: bool,
+}
+
+impl ExportConfig {
+    pub fn from_args(args: &ExportArgs) -> Result<ExportConfig> {
+        match args.format {
+            ExportFormat::Torchscript => {}
+            ExportFormat::Onnx => bail!(
+                "--format onnx: ONNX export needs PyTorch's Python exporter; export TorchScript \
+                 here and convert it in Python (README, `inception export`)"
+            ),
+        }
+        let checkpoints = match args.checkpoint.as_slice() {
+            [] => {
+                let c = latest_model(Path::new(RUNS))?;
+                eprintln!("checkpoint: {} (the most recent run)", c.display());
+                vec![c]
+            }
+            given => given.to_vec(),
+        };
+        let mut preprocessing = args.out.clone().into_os_string();
+        preprocessing.push(".json");
+        let cfg = ExportConfig {
+            checkpoints,
+            out: args.out.clone(),
+            preprocessing: preprocessing.into(),
+            force: args.force,
+        };
+        if !cfg.force {
+            for p in [&cfg.out, &cfg.preprocessing] {
+                if p.exists() {
+                    bail!("{} exists; --force replaces it", p.display());
+                }
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// The preprocessing and interface of an exported module, written as `OUT.json`.
+#[derive(Debug, Serialize)]
+pub struct Interface {
+    pub format: &'static str,
+    /// `[N, 3, S, S]` float32, RGB, channel-major, normalised as below.
+    pub input: String,
+    pub output: String,
+    pub image_size: i64,
+    /// The shorter side is resized to this (bilinear, antialiased), then centre-cropped to
+    /// `image_size`.
+    pub resize_shorter_side: u32,
+    pub mean: [f64; 3],
+    pub std: [f64; 3],
+    pub classes: Vec<String>,
+    /// The same preprocessing in torchvision's words.
+    pub torchvision: String,
+    pub arch: String,
+    pub members: Vec<String>,
+    pub batchnorm_folded: bool,
+    pub tool_version: &'static str,
+}
+
+pub fn run(args: &ExportArgs) -> Result<()> {
+    let cfg = ExportConfig::from_args(args)?;
+    let compute = Compute::new(Device::Cpu, Precision::Fp32, false)?;
+    let mut ensemble = Ensemble::load(&cfg.checkpoints, compute)?;
+    // Weights that require gradients cannot become the traced module's constants.
+    for (_, m) in &mut ensemble.members {
+        m.model.vs.freeze();
+    }
+    let meta = ensemble.meta().clone();
+    let s = meta.image_size;
+
+    tch::manual_seed(0);
+    let example = Tensor::f_randn([2, 3, s, s], (Kind::Float, Device::Cpu))?;
+    let module = tch::no_grad(|| trace(&ensemble, &example))?;
+    write_atomic_with(&cfg.out, |tmp| {
+        module
+            .save(tmp)
+            .map_err(|e| anyhow!("writing TorchScript: {e}"))
+    })?;
+
+    let check = Tensor::f_randn([3, 3, s, s], (Kind::Float, Device::Cpu))?;
+    let diff = tch::no_grad(|| -> Result<f64> {
+        let saved = CModule::load(&cfg.out)
+            .with_context(|| format!("loading back {}", cfg.out.display()))?;
+        let got = saved.forward_ts(&[&check])?;
+        let want = logits(&ensemble, &check)?;
+        Ok(got.f_sub(&want)?.f_abs()?.f_max()?.double_value(&[]))
+    })?;
+    if !(diff <= TOLERANCE) {
+        let _ = fs::remove_file(&cfg.out);
+        bail!(
+            "the traced module's logits differ from the network's by {diff:.2e} (more than \
+             {TOLERANCE:e}); nothing written"
+        );
+    }
+
+    let resize = resize_size(s as u32);
+    let n = meta.normalization;
+    let interface = Interface {
+        format: "torchscript",
+        input: format!(
+            "float32 [N, 3, {s}, {s}], RGB, channel-major, pixels/255 normalised by mean and std"
+        ),
+        output: if ensemble.members.len() == 1 {
+            "logits [N, classes]; softmax over dim 1 gives the probabilities".into()
+        } else {
+            format!(
+                "log of the mean of {} members' probabilities [N, classes]; softmax over dim 1 \
+                 (or exp) gives the ensemble's probabilities",
+                ensemble.members.len()
+            )
+        },
+        image_size: s,
+        resize_shorter_side: resize,
+        mean: n.mean,
+        std: n.std,
+        classes: meta.classes.clone(),
+        torchvision: format!(
+            "Compose([Resize({resize}), CenterCrop({s}), ToTensor(), Normalize(mean={:?}, \
+             std={:?})])",
+            n.mean, n.std
+        ),
+        arch: meta.arch.name().into(),
+        members: ensemble.files(),
+        batchnorm_folded: true,
+        tool_version: env!("CARGO_PKG_VERSION"),
+    };
+    let mut text = serde_json::to_string_pretty(&interface)?;
+    text.push('\n');
+    write_atomic(&cfg.preprocessing, text.as_bytes())?;
+    println!(
+        "wrote {} (TorchScript, {} {}, input [N, 3, {s}, {s}], {} classes; loaded back, logits \
+         within {diff:.1e} of the network's) and {} (its preprocessing)",
+        cfg.out.display(),
+        meta.arch,
+        if ensemble.members.len() == 1 {
+            "network".to_string()
+        } else {
+            format!("ensemble of {}", ensemble.members.len())
+        },
+        meta.classes.len(),
+        cfg.preprocessing.display()
+    );
+    Ok(())
+}
+
+/// What the exported module computes: a member's logits, or an ensemble's log mean probability.
+fn logits(ensemble: &Ensemble, x: &Tensor) -> Result<Tensor> {
+    if let [(_, only)] = ensemble.members.as_slice() {
+        return Ok(only.model.forward_t(x, false)?.logits);
+    }
+    let mut sum: Option<Tensor> = None;
+    for (_, m) in &ensemble.members {
+        let p = m
+            .model
+            .forward_t(x, false)?
+            .logits
+            .f_softmax(1, Kind::Float)?;
+        sum = Some(match sum {
+            None => p,
+            Some(s) => s.f_add(&p)?,
+        });
+    }
+    let sum = sum.context("an ensemble without members")?;
+    Ok(sum.f_div_scalar(ensemble.members.len() as f64)?.f_log()?)
+}
+
+/// Records [`logits`] on `example` as a TorchScript module.
+fn trace(ensemble: &Ensemble, example: &Tensor) -> Result<CModule> {
+    let mut failure = None;
+    let module = CModule::create_by_tracing(
+        "Inception",
+        "forward",
+        &[example.shallow_clone()],
+        &mut |inputs| match logits(ensemble, &inputs[0]) {
+            Ok(t) => vec![t],
+            Err(e) => {
+                failure = Some(e);
+                vec![inputs[0].shallow_clone()]
+            }
+        },
+    );
+    if let Some(e) = failure {
+        return Err(e.context("tracing the network"));
+    }
+    module.map_err(|e| anyhow!("tracing the network: {e}"))
+}
