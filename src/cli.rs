@@ -37,6 +37,17 @@ pub enum Command {
     /// Write a checkpoint (or an ensemble) as a TorchScript module for serving engines, with
     /// its preprocessing beside it as JSON.
     Export(ExportArgs),
+    /// What this installation can do: libtorch, CPU, CUDA devices, what --precision auto
+    /// takes, and a short forward pass on each device; exit code 1 with the fix when something
+    /// is broken.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What `inception export` writes.

@@ -9,7 +9,8 @@
 //! - [`checkpoint`]: the one-file checkpoint format; [`ensemble`]: checkpoints used as one
 //!   model, and test-time augmentation.
 //! - [`device`]: `--device` resolution; [`precision`]: `--precision` and channels-last.
-//! - [`runtime`]: process-wide allocator settings for speed.
+//! - [`runtime`]: process-wide allocator settings for speed; [`system`]: what this installation
+//!   has (libtorch, CPU, CUDA devices), for `doctor`.
 
 pub mod checkpoint;
 pub mod cli;
@@ -23,4 +24,5 @@ pub mod metrics;
 pub mod model;
 pub mod precision;
 pub mod runtime;
+pub mod system;
 pub mod train;

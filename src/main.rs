@@ -40,5 +40,6 @@ fn run() -> anyhow::Result<()> {
         Command::Import(args) => cmd::import::run(&args),
         Command::Predict(args) => cmd::predict::run(&args),
         Command::Export(args) => cmd::export::run(&args),
+        Command::Doctor(args) => cmd::doctor::run(&args),
     }
 }

@@ -504,3 +504,56 @@ fn an_absent_or_malformed_device_is_a_clear_error() {
     };
     assert!(stderr(&o).contains(expected), "{}", stderr(&o));
 }
+
+#[test]
+fn doctor_reports_the_libtorch_it_runs_on_with_its_cuda_library_and_a_working_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = json(&inception(dir.path(), &["doctor", "--json"]));
+    let lt = &report["libtorch"];
+    let path = PathBuf::from(lt["path"].as_str().unwrap());
+    assert!(
+        path.is_file() && path.ends_with("libtorch_cpu.so"),
+        "{path:?}"
+    );
+    // The version the tool was built with is the one of the libtorch it loaded.
+    let version_py = path.parent().unwrap().join("../version.py");
+    if let Ok(text) = fs::read_to_string(&version_py) {
+        let v = text
+            .lines()
+            .find_map(|l| l.strip_prefix("__version__ = '"))
+            .unwrap();
+        assert!(
+            v.starts_with(lt["version"].as_str().unwrap()),
+            "{v} vs {lt}"
+        );
+    }
+    // A libtorch with a CUDA library must have it loaded, or no GPU would ever be used.
+    if path.parent().unwrap().join("libtorch_cuda.so").exists() {
+        assert!(
+            lt["cuda_runtime"].is_string(),
+            "libtorch_cuda not loaded: {lt}"
+        );
+    }
+    let bf16 = fs::read_to_string("/proc/cpuinfo")
+        .unwrap()
+        .split_whitespace()
+        .any(|f| f == "avx512_bf16" || f == "amx_bf16");
+    assert_eq!(report["cpu_bf16"], bf16);
+    let auto = &report["auto_precision"][0];
+    assert_eq!(auto[0], "cpu");
+    assert_eq!(auto[1], if bf16 { "bf16" } else { "fp32" });
+    let gpus = report["driver"]["devices"]
+        .as_array()
+        .map_or(0, |d| d.len() as i64);
+    assert_eq!(report["torch_cuda_devices"], gpus, "{report}");
+    let cpu = &report["smoke"][0];
+    assert_eq!(cpu["device"], "cpu");
+    assert!(cpu["error"].is_null(), "{cpu}");
+    assert!(cpu["images_per_s"].as_f64().unwrap() > 0.0, "{cpu}");
+    assert_eq!(report["smoke"].as_array().unwrap().len() as i64, 1 + gpus);
+    assert_eq!(report["problems"], serde_json::json!([]));
+
+    let o = inception(dir.path(), &["doctor"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("no problems found"), "{}", stdout(&o));
+}

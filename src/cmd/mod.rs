@@ -2,6 +2,7 @@
 //! then runs.
 
 pub mod cv;
+pub mod doctor;
 pub mod eval;
 pub mod export;
 pub mod import;
