@@ -41,6 +41,24 @@ pub enum Command {
     /// takes, and a short forward pass on each device; exit code 1 with the fix when something
     /// is broken.
     Doctor(DoctorArgs),
+    /// Print a shell completion script: `source <(inception completions bash)`.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one page per subcommand into --out DIR.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write inception.1 and inception-SUBCOMMAND.1 pages into this folder instead.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

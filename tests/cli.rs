@@ -557,3 +557,63 @@ fn doctor_reports_the_libtorch_it_runs_on_with_its_cuda_library_and_a_working_cp
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("no problems found"), "{}", stdout(&o));
 }
+
+#[test]
+fn bash_completion_completes_subcommands_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = inception(dir.path(), &["completions", "bash"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = dir.path().join("inception.bash");
+    fs::write(&script, &o.stdout).unwrap();
+    // What bash offers after `inception ex` and after `inception export --f`.
+    let complete = |words: &str| {
+        let n = words.split(' ').count() - 1;
+        let cmd = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD={n}; COMP_LINE='{words}'; \
+             COMP_POINT=${{#COMP_LINE}}; _inception inception \"${{COMP_WORDS[{n}]}}\" \
+             \"${{COMP_WORDS[{}]}}\"; echo \"${{COMPREPLY[@]}}\"",
+            script.display(),
+            n - 1
+        );
+        let o = std::process::Command::new("bash")
+            .args(["-c", &cmd])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    assert_eq!(complete("inception ex").trim(), "export");
+    let flags = complete("inception export --f");
+    assert!(
+        flags.contains("--format") && flags.contains("--force"),
+        "{flags}"
+    );
+    for shell in ["zsh", "fish", "powershell"] {
+        let o = inception(dir.path(), &["completions", shell]);
+        assert!(o.status.success(), "{shell}: {}", stderr(&o));
+        assert!(stdout(&o).contains("doctor"), "{shell}");
+    }
+}
+
+#[test]
+fn man_pages_cover_every_subcommand_and_its_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = inception(dir.path(), &["man"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let page = stdout(&o);
+    assert!(page.contains(".TH inception 1"), "{page}");
+    let o = inception(dir.path(), &["man", "--out", "pages"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for sub in [
+        "train", "cv", "eval", "predict", "export", "doctor", "import", "summary",
+    ] {
+        assert!(page.contains(&format!("inception\\-{sub}(1)")), "{sub}");
+        let text = fs::read_to_string(dir.path().join(format!("pages/inception-{sub}.1"))).unwrap();
+        assert!(text.contains(&format!(".TH inception-{sub} 1")), "{sub}");
+    }
+    let train = fs::read_to_string(dir.path().join("pages/inception-train.1")).unwrap();
+    assert!(
+        train.contains("\\-\\-image\\-size"),
+        "train page lacks --image-size"
+    );
+}

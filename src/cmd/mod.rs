@@ -7,6 +7,7 @@ pub mod eval;
 pub mod export;
 pub mod import;
 pub mod predict;
+pub mod shell;
 pub mod summary;
 pub mod train;
 
