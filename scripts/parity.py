@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch reference for the parity tests (tests/model.rs, tests/cli.rs).
 
-Builds each network in PyTorch — the seed's written here from ../shared/MODEL.md (with its two
+Builds each network in PyTorch — the seed's written here from docs/MODEL.md (with its two
 fixes: logits out, adaptive average pool), GoogLeNet from torchvision — randomises its weights
 and BatchNorm statistics, and writes for each case into OUT:
 

@@ -224,8 +224,9 @@ pub struct TrainArgs {
     /// The run folder (default: the next free runs/train, runs/train-2, …).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue a run from its last.pt (its config and split; --epochs, --patience and
-    /// --device may change).
+    /// Continue a run from its last.pt (its config and split); only --epochs, --patience,
+    /// --device, --precision, --channels-last, --workers, --cache-gib and --skip-bad may be
+    /// given with it.
     #[arg(long, value_name = "LAST.pt")]
     pub resume: Option<PathBuf>,
     #[command(flatten)]
@@ -240,10 +241,13 @@ pub struct RecipeArgs {
     /// GoogLeNet's auxiliary classifiers (loss weight 0.3 each): true or false.
     #[arg(long)]
     pub aux_logits: Option<bool>,
+    /// Side of the square input, in pixels (recipe: 224; googlenet takes 15 and up, seed 23).
     #[arg(long)]
     pub image_size: Option<i64>,
+    /// Passes over the training images (recipe: 40).
     #[arg(long)]
     pub epochs: Option<u64>,
+    /// Images per training step (recipe: 32).
     #[arg(long)]
     pub batch_size: Option<usize>,
     #[arg(long, value_enum)]
@@ -254,10 +258,14 @@ pub struct RecipeArgs {
     /// SGD momentum.
     #[arg(long)]
     pub momentum: Option<f64>,
+    /// Weight decay (AdamW: decoupled; SGD: L2), not applied to biases and BatchNorm
+    /// (recipe: 0.05).
     #[arg(long)]
     pub weight_decay: Option<f64>,
+    /// Learning-rate schedule after the warm-up.
     #[arg(long, value_enum)]
     pub schedule: Option<Schedule>,
+    /// Epochs of linear warm-up from lr/100 to lr (recipe: 2).
     #[arg(long)]
     pub warmup_epochs: Option<u64>,
     /// Epochs between decays of the step schedule.
@@ -266,11 +274,13 @@ pub struct RecipeArgs {
     /// Factor of each decay of the step schedule.
     #[arg(long)]
     pub step_gamma: Option<f64>,
+    /// Label smoothing of the cross-entropy, 0 to below 1 (recipe: 0.1).
     #[arg(long)]
     pub label_smoothing: Option<f64>,
     /// none, auto (inverse class frequency) or one number per class, comma-separated.
     #[arg(long)]
     pub class_weights: Option<String>,
+    /// Seed of the split, the initial weights, the shuffling, augmentation and dropout.
     #[arg(long)]
     pub seed: Option<u64>,
     /// auto, cpu, cuda or cuda:N.

@@ -34,7 +34,7 @@ pub enum Schedule {
     Cosine,
     /// Multiply by `step_gamma` every `step_size` epochs.
     Step,
-    /// Constant.
+    /// The peak rate throughout.
     Constant,
 }
 

@@ -3,24 +3,18 @@
 use anyhow::{bail, Result};
 use tch::{Cuda, Device};
 
-/// Resolves a `--device` value. `auto` takes the first CUDA device libtorch sees, else the CPU,
-/// and says on stderr which it took; asking for a CUDA device that is not there is an error.
+/// Resolves a `--device` value. `auto` takes the first CUDA device libtorch sees, else the CPU;
+/// asking for a CUDA device that is not there is an error. Says nothing: [`announce`] tells the
+/// user once the job's inputs are validated.
 pub fn resolve(spec: &str) -> Result<Device> {
     let count = Cuda::device_count();
     let device = match spec.trim().to_ascii_lowercase().as_str() {
         "auto" => {
-            let device = if count > 0 {
+            return Ok(if count > 0 {
                 Device::Cuda(0)
             } else {
                 Device::Cpu
-            };
-            let why = if count > 0 {
-                "first CUDA device"
-            } else {
-                "no CUDA device found"
-            };
-            eprintln!("device: {} ({why})", describe(device));
-            return Ok(device);
+            })
         }
         "cpu" => Device::Cpu,
         "cuda" => Device::Cuda(0),
@@ -48,4 +42,17 @@ pub fn describe(device: Device) -> String {
         Device::Cpu => "cpu".into(),
         other => format!("{other:?}").to_lowercase(),
     }
+}
+
+/// Prints on stderr where and how the job computes: `device: cpu (no CUDA device found)` (the
+/// reason when `spec` was `auto`) and `compute: bf16, channels-last`. Called when the job
+/// starts, after its inputs are checked, so that a usage error is the only thing printed.
+pub fn announce(spec: &str, compute: &crate::precision::Compute) {
+    let why = match (spec.trim().eq_ignore_ascii_case("auto"), compute.device) {
+        (false, _) => String::new(),
+        (true, Device::Cuda(_)) => " (first CUDA device)".into(),
+        (true, _) => " (no CUDA device found)".into(),
+    };
+    eprintln!("device: {}{why}", describe(compute.device));
+    eprintln!("compute: {compute}");
 }

@@ -701,5 +701,13 @@ fn a_missing_data_folder_says_where_data_comes_from() {
             "{cmd}: {err}"
         );
         assert!(!dir.path().join("runs").exists(), "{cmd} made a run folder");
+        // Checked before anything is announced: the error is all that is printed.
+        assert_eq!(err.lines().count(), 1, "{cmd}: {err}");
     }
+    let o = inception(
+        dir.path(),
+        &["eval", "--checkpoint", "absent.pt", "--data", &msld()],
+    );
+    let err = assert_clean_failure(&o);
+    assert_eq!(err.lines().count(), 1, "eval: {err}");
 }

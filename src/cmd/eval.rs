@@ -92,6 +92,7 @@ pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
     if samples.is_empty() {
         bail!("no images to measure in {} ({split})", root.display());
     }
+    device::announce(&a.device, &compute);
     let meta = ensemble.meta();
     let size = meta.image_size as u32;
     let started = std::time::Instant::now();

@@ -143,6 +143,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             ensemble.files().join(", ")
         );
     }
+    device::announce(&args.device, &cfg.compute);
     for m in &cfg.missing {
         eprintln!("error: {m}");
     }

@@ -182,13 +182,11 @@ pub fn apply_runtime_flags(cfg: &mut TrainConfig, r: &RecipeArgs) {
 
 /// The device, precision and layout `cfg` asks for, said on stderr.
 pub fn compute_for(cfg: &TrainConfig) -> Result<Compute> {
-    let compute = Compute::new(
+    Compute::new(
         device::resolve(&cfg.device)?,
         cfg.precision,
         cfg.channels_last,
-    )?;
-    eprintln!("compute: {compute}");
-    Ok(compute)
+    )
 }
 
 fn set_if<T: Copy>(field: &mut T, v: Option<T>) {

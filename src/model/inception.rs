@@ -3,7 +3,7 @@
 //! the channels before the expensive 3×3 ones.
 //!
 //! One implementation serves both networks; [`Style`] chooses the details and the state_dict
-//! names of the seed (../shared/MODEL.md) or of torchvision's `googlenet`.
+//! names of the seed (docs/MODEL.md) or of torchvision's `googlenet`.
 
 use tch::nn::Path;
 use tch::{TchError, Tensor};

@@ -27,7 +27,7 @@ use summary::{Summary, Walker};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
-    /// The seed tutorial's InceptionV1 (../shared/MODEL.md), logits and adaptive pool.
+    /// The seed tutorial's InceptionV1 (docs/MODEL.md), logits and adaptive pool.
     Seed,
     /// torchvision's GoogLeNet (BatchNorm, ceil-mode pools, optional auxiliary heads).
     Googlenet,

@@ -1,4 +1,4 @@
-//! The seed's InceptionV1, exactly as ../shared/MODEL.md describes it (a Chinese tutorial's
+//! The seed's InceptionV1, exactly as docs/MODEL.md describes it (a Chinese tutorial's
 //! PyTorch code, after Szegedy et al. 2014), with the two fixes that file asks for: the network
 //! returns logits (no softmax inside), and an adaptive average pool replaces the fixed 7×7 one
 //! (the same numbers at 224, and other input sizes work).

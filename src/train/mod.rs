@@ -260,6 +260,7 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
     }
     let mut state = State::start(job, &data)?;
     let mut files = RunFiles::open(job, &data, state.epochs_done)?;
+    crate::device::announce(&cfg.device, &job.compute);
     println!("run folder: {}", files.dir.display());
 
     let mut stopped_early = false;
