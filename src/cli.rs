@@ -289,10 +289,15 @@ pub struct RecipeArgs {
     /// Share of each class for validation when the data has no train/val folders.
     #[arg(long)]
     pub val_fraction: Option<f64>,
-    /// Group key of the split: prefix (file stem up to its first `_`), none, or a regex
-    /// whose first capture group is the key.
+    /// Group key of the split: auto (the file-name prefix where it looks like a patient key,
+    /// else file by file; the scan report says which and why), prefix (file stem up to its
+    /// first `_`), none, or a regex whose first capture group is the key.
     #[arg(long)]
     pub group_by: Option<String>,
+    /// Near-duplicate images (the same photo re-encoded or resized): group (all copies on one
+    /// side of the split), drop (keep the first of each set) or off.
+    #[arg(long, value_enum)]
+    pub dedup: Option<crate::config::Dedup>,
     /// K-fold cross-validation: the number of folds (cv: default 5).
     #[arg(long)]
     pub folds: Option<usize>,

@@ -38,6 +38,19 @@ pub enum Schedule {
     Constant,
 }
 
+/// What the split does with near-duplicate images ([`crate::data::duplicates`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Dedup {
+    /// Keep every copy, all on one side of the split (grouped like a patient).
+    #[default]
+    Group,
+    /// Keep the first of each set (in path order), leave the other copies out.
+    Drop,
+    /// Do not look for duplicates.
+    Off,
+}
+
 /// Class weights of the loss: `"none"`, `"auto"` (inverse class frequency in the training
 /// split, normalised to mean 1), or one number per class.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,8 +131,10 @@ pub struct TrainConfig {
     /// auto, cpu, cuda or cuda:N.
     pub device: String,
     pub val_fraction: f64,
-    /// `prefix`, `none`, or a regex whose first capture group is the group key.
+    /// `auto`, `prefix`, `none`, or a regex whose first capture group is the group key.
     pub group_by: String,
+    /// Near-duplicate images: grouped on one side of the split, dropped, or not looked for.
+    pub dedup: Dedup,
     /// K-fold cross-validation: with `folds` set, fold `fold` (0-based) is the validation side.
     pub folds: Option<usize>,
     pub fold: usize,
@@ -172,7 +187,8 @@ impl Default for TrainConfig {
             seed: 0,
             device: "auto".into(),
             val_fraction: 0.2,
-            group_by: "prefix".into(),
+            group_by: "auto".into(),
+            dedup: Dedup::Group,
             folds: None,
             fold: 0,
             patience: 0,

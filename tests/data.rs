@@ -7,7 +7,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use image::{ImageBuffer, ImageFormat, Luma, LumaA, Rgb, RgbImage, Rgba};
-use inception::data::folder::{scan, scan_tree, Layout, Sample};
+use inception::config::{Dedup, TrainConfig};
+use inception::data::dataset::Dataset;
+use inception::data::duplicates::duplicate_sets;
+use inception::data::folder::{scan, scan_tree, Layout, PassedOver, Sample};
 use inception::data::image::load_rgb;
 use inception::data::loader::{parallel_map, prepare, Loader, Mode};
 use inception::data::split::{holdout, kfold, GroupBy, Split};
@@ -344,7 +347,15 @@ fn classes_are_folder_names_in_byte_order_and_odd_names_work() {
         .map(|c| f.samples.iter().filter(|s| s.label == c).count())
         .collect();
     assert_eq!(per_class, vec![4, 1, 2]);
-    assert_eq!(f.ignored.len(), 4, "{:?}", f.ignored);
+    // Passed over inside the class folders: the text file and the hidden one (files beside the
+    // class folders, like README.md, are not data and not counted).
+    let kinds: Vec<_> = f.ignored.iter().map(|i| i.kind.clone()).collect();
+    assert_eq!(
+        kinds,
+        vec![PassedOver::Hidden, PassedOver::NotImage("txt".into())],
+        "{:?}",
+        f.ignored
+    );
 }
 
 #[test]
@@ -408,11 +419,356 @@ fn train_and_val_folders_are_a_given_split() {
     assert!(err.contains("same class folders"), "{err}");
 }
 
+// ---------- other people's folders: names, formats, grouping, duplicates ----------
+
+/// An MSLD photo encoded as `fmt`, at `scale` of its size.
+fn msld_as(name: &str, fmt: ImageFormat, scale: f32) -> Vec<u8> {
+    let img = load_rgb(&msld().join(name)).unwrap();
+    let (w, h) = img.dimensions();
+    let img = image::imageops::resize(
+        &img,
+        (w as f32 * scale) as u32,
+        (h as f32 * scale) as u32,
+        image::imageops::Triangle,
+    );
+    let mut out = std::io::Cursor::new(vec![]);
+    match fmt {
+        ImageFormat::Jpeg => {
+            let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 60);
+            image::DynamicImage::ImageRgb8(img)
+                .write_with_encoder(enc)
+                .unwrap();
+        }
+        f => img.write_to(&mut out, f).unwrap(),
+    }
+    out.into_inner()
+}
+
+/// The first bytes of a HEIC file (an ISO base media `ftyp` box with brand `heic`).
+const HEIC: &[u8] = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic";
+
+#[test]
+fn images_are_found_by_content_whatever_their_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::create_dir_all(root.join("a")).unwrap();
+    fs::create_dir_all(root.join("b")).unwrap();
+    let jpeg = msld_as("Others/1.jpg", ImageFormat::Jpeg, 0.5);
+    let png = msld_as("Others/1.jpg", ImageFormat::Png, 0.5);
+    for name in ["x.jfif", "w.jpe", "Z.JPG", "no-extension"] {
+        fs::write(root.join("a").join(name), &jpeg).unwrap();
+    }
+    fs::write(root.join("a/png-named.gif"), &png).unwrap();
+    fs::write(root.join("b/photo.png"), &png).unwrap();
+    fs::write(root.join("b/IMG_1.HEIC"), HEIC).unwrap();
+    fs::write(root.join("b/notes.txt"), "not a picture").unwrap();
+    let Layout::Single(f) = scan(root).unwrap() else {
+        panic!()
+    };
+    let names: Vec<String> = f
+        .samples
+        .iter()
+        .map(|s| s.path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Z.JPG",
+            "no-extension",
+            "png-named.gif",
+            "w.jpe",
+            "x.jfif",
+            "photo.png"
+        ]
+    );
+    for s in &f.samples {
+        assert_eq!(load_rgb(&s.path).unwrap().dimensions(), (112, 112));
+    }
+    let kinds: Vec<_> = f.ignored.iter().map(|i| i.kind.clone()).collect();
+    assert_eq!(
+        kinds,
+        [
+            PassedOver::Unsupported("HEIC/HEIF"),
+            PassedOver::NotImage("txt".into())
+        ]
+    );
+    // Decoding a HEIC file says what it is and what to do.
+    let err = format!("{:#}", load_rgb(&root.join("b/IMG_1.HEIC")).unwrap_err());
+    assert!(
+        err.contains("IMG_1.HEIC: HEIC/HEIF is not supported: convert it to JPEG or PNG"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_class_folder_without_images_lists_what_it_holds_by_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fill(&root.join("a"), "a", 2);
+    fs::create_dir_all(root.join("b")).unwrap();
+    fs::write(root.join("b/1.heic"), HEIC).unwrap();
+    fs::write(root.join("b/2.HEIC"), HEIC).unwrap();
+    fs::write(root.join("b/scan.pdf"), "%PDF-1.7\n").unwrap();
+    fs::write(root.join("b/list.txt"), "x").unwrap();
+    let err = scan(root).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "class folder {} has no images: it holds 2 HEIC/HEIF files (HEIC/HEIF is not \
+             supported: convert it to JPEG or PNG), 1 PDF file (PDF is not supported: convert it \
+             to JPEG or PNG), 1 .txt file that is not an image",
+            root.join("b").display()
+        )),
+        "{err}"
+    );
+}
+
+/// A dataset of MSLD photos under new names, as `names` (class, file, source, format, scale).
+fn dataset_of(root: &Path, files: &[(&str, String, &str, ImageFormat, f32)]) {
+    for (class, name, source, fmt, scale) in files {
+        fs::create_dir_all(root.join(class)).unwrap();
+        fs::write(root.join(class).join(name), msld_as(source, *fmt, *scale)).unwrap();
+    }
+}
+
+fn training_split(root: &Path, edit: impl Fn(&mut TrainConfig)) -> (Dataset, String) {
+    let mut cfg = TrainConfig::default();
+    edit(&mut cfg);
+    let (ds, prepared) = Dataset::for_training(root, &cfg, 64, 1 << 30).unwrap();
+    let report = ds.report(&prepared);
+    (ds, report)
+}
+
+/// Ten distinct MSLD photos of each class under camera-style names `IMG_0000.jpg`, ….
+fn camera_folder(root: &Path) {
+    let (samples, _) = msld_samples();
+    let mut files = vec![];
+    for (class, label, offset) in [("lesion", 0, 0), ("other", 1, 0)] {
+        for (i, s) in samples
+            .iter()
+            .filter(|s| s.label == label)
+            .skip(offset)
+            .take(10)
+            .enumerate()
+        {
+            let rel = s
+                .path
+                .strip_prefix(msld())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            files.push((
+                class,
+                format!("IMG_{:04}.jpg", 100 * label + i),
+                rel,
+                ImageFormat::Jpeg,
+                1.0,
+            ));
+        }
+    }
+    let files: Vec<(&str, String, &str, ImageFormat, f32)> = files
+        .iter()
+        .map(|(c, n, r, f, s)| (*c, n.clone(), r.as_str(), *f, *s))
+        .collect();
+    dataset_of(root, &files);
+}
+
+#[test]
+fn auto_grouping_splits_camera_photos_file_by_file_and_msld_by_patient() {
+    let dir = tempfile::tempdir().unwrap();
+    camera_folder(dir.path());
+    let (ds, report) = training_split(dir.path(), |_| {});
+    assert!(
+        report.contains(
+            "groups: 20 by nothing, file by file (auto: the file-name prefix \"IMG\" \
+                         holds 10 of the 10 images of class lesion"
+        ),
+        "{report}"
+    );
+    assert_eq!(ds.split.val.len(), 4, "{report}");
+    // The prefix rule on the same folder: one group per class, no split possible, and the error
+    // says which flag makes one.
+    let mut cfg = TrainConfig::default();
+    cfg.group_by = "prefix".into();
+    let err = format!(
+        "{:#}",
+        Dataset::for_training(dir.path(), &cfg, 64, 1 << 30).unwrap_err()
+    );
+    assert!(err.contains("--group-by none splits file by file"), "{err}");
+
+    // MSLD: auto takes the prefix, the same keys as --group-by prefix.
+    let (samples, classes) = msld_samples();
+    let auto = GroupBy::Auto.grouping(&samples, &classes).unwrap();
+    assert_eq!(auto.keys, keys(&samples, &GroupBy::Prefix));
+    assert_eq!(auto.by, "file-name prefix");
+}
+
+#[test]
+fn a_group_over_a_fifth_of_a_class_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let (samples, _) = msld_samples();
+    // Class a: 4 photos of "IMG" and 8 patients of one photo each; class b: 12 patients.
+    let mut files = vec![];
+    let mut pick = samples.iter().map(|s| {
+        s.path
+            .strip_prefix(msld())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    });
+    for i in 0..12 {
+        let name = if i < 4 {
+            format!("IMG_{i}.jpg")
+        } else {
+            format!("P{i}_1.jpg")
+        };
+        files.push(("a", name, pick.next().unwrap()));
+    }
+    for i in 0..12 {
+        files.push(("b", format!("Q{i}_1.jpg"), pick.next().unwrap()));
+    }
+    let files: Vec<(&str, String, &str, ImageFormat, f32)> = files
+        .iter()
+        .map(|(c, n, r)| (*c, n.clone(), r.as_str(), ImageFormat::Jpeg, 1.0))
+        .collect();
+    dataset_of(dir.path(), &files);
+    let (_, report) = training_split(dir.path(), |c| c.group_by = "prefix".into());
+    assert!(
+        report.contains("warning: group \"IMG\" holds 4 of the 12 images of class a (33 %)"),
+        "{report}"
+    );
+    // auto does not take that prefix, and says why.
+    let (_, report) = training_split(dir.path(), |_| {});
+    assert!(
+        report.contains("by nothing, file by file (auto: the file-name prefix \"IMG\""),
+        "{report}"
+    );
+    assert!(!report.contains("warning"), "{report}");
+}
+
+#[test]
+fn re_encoded_and_resized_copies_stay_on_one_side_of_every_split_and_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    let (samples, _) = msld_samples();
+    let rel = |s: &Sample| {
+        s.path
+            .strip_prefix(msld())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let mut files: Vec<(&str, String, String, ImageFormat, f32)> = vec![];
+    for (i, s) in samples.iter().filter(|s| s.label == 0).take(12).enumerate() {
+        files.push(("a", format!("a{i}.png"), rel(s), ImageFormat::Png, 1.0));
+    }
+    for (i, s) in samples.iter().filter(|s| s.label == 1).take(12).enumerate() {
+        files.push(("b", format!("b{i}.png"), rel(s), ImageFormat::Png, 1.0));
+    }
+    // Two copies of a0 under unrelated names: re-encoded as JPEG, and resized to half.
+    let source = files[0].2.clone();
+    files.push((
+        "a",
+        "copy-jpeg.jpg".into(),
+        source.clone(),
+        ImageFormat::Jpeg,
+        1.0,
+    ));
+    files.push(("a", "copy-small.png".into(), source, ImageFormat::Png, 0.5));
+    let files: Vec<(&str, String, &str, ImageFormat, f32)> = files
+        .iter()
+        .map(|(c, n, r, f, s)| (*c, n.clone(), r.as_str(), *f, *s))
+        .collect();
+    dataset_of(dir.path(), &files);
+    let copies = ["a/a0.png", "a/copy-jpeg.jpg", "a/copy-small.png"];
+    let side_of = |ds: &Dataset| -> Vec<bool> {
+        copies
+            .iter()
+            .map(|c| {
+                let i = ds.samples.iter().position(|s| s.path.ends_with(c)).unwrap();
+                assert!(ds.split.train.contains(&i) || ds.split.val.contains(&i));
+                ds.split.val.contains(&i)
+            })
+            .collect()
+    };
+    let mut in_val = 0;
+    for fold in 0..5 {
+        let (ds, report) = training_split(dir.path(), |c| {
+            c.group_by = "none".into();
+            c.folds = Some(5);
+            c.fold = fold;
+        });
+        assert!(
+            report.contains("duplicates: 1 set of near-identical images (3 files)"),
+            "{report}"
+        );
+        let sides = side_of(&ds);
+        assert!(
+            sides.iter().all(|&v| v == sides[0]),
+            "fold {fold}: {sides:?}"
+        );
+        in_val += sides[0] as usize;
+    }
+    assert_eq!(in_val, 1, "the set is in exactly one validation fold");
+    for seed in 0..4 {
+        let (ds, _) = training_split(dir.path(), |c| {
+            c.group_by = "none".into();
+            c.seed = seed;
+        });
+        let sides = side_of(&ds);
+        assert!(
+            sides.iter().all(|&v| v == sides[0]),
+            "seed {seed}: {sides:?}"
+        );
+    }
+    // --dedup drop keeps the first copy only; --dedup off keeps all three, split as they fall.
+    let (ds, report) = training_split(dir.path(), |c| c.dedup = Dedup::Drop);
+    assert_eq!(ds.split.train.len() + ds.split.val.len(), 24, "{report}");
+    assert!(
+        report.contains("the first of each kept, 2 left out"),
+        "{report}"
+    );
+    let (ds, report) = training_split(dir.path(), |c| c.dedup = Dedup::Off);
+    assert_eq!(ds.split.train.len() + ds.split.val.len(), 26);
+    assert!(!report.contains("duplicates"), "{report}");
+}
+
+#[test]
+fn msld_holds_one_duplicate_pair_and_no_false_positive() {
+    let (samples, _) = msld_samples();
+    let p = prepare(&samples, 224, 1 << 30, false, 2).unwrap();
+    let sets = duplicate_sets(&p.hashes);
+    let names: Vec<Vec<String>> = sets
+        .iter()
+        .map(|s| {
+            s.iter()
+                .map(|&i| {
+                    samples[i]
+                        .path
+                        .strip_prefix(msld())
+                        .unwrap()
+                        .display()
+                        .to_string()
+                })
+                .collect()
+        })
+        .collect();
+    // The one pair is byte for byte the same file under two patient numbers.
+    assert_eq!(names, [["Others/34_1.jpg", "Others/82_1.jpg"]]);
+    assert_eq!(
+        fs::read(msld().join("Others/34_1.jpg")).unwrap(),
+        fs::read(msld().join("Others/82_1.jpg")).unwrap()
+    );
+}
+
 // ---------- splits ----------
 
 fn msld_samples() -> (Vec<Sample>, Vec<String>) {
     let f = scan_tree(&msld()).unwrap();
     (f.samples, f.classes)
+}
+
+/// Every sample's key under `by`.
+fn keys(samples: &[Sample], by: &GroupBy) -> Vec<String> {
+    samples.iter().map(|s| by.key(&s.path).unwrap()).collect()
 }
 
 fn groups_of(
@@ -444,7 +800,7 @@ fn msld_split_keeps_every_patient_on_one_side_and_stratifies() {
     assert_eq!(by.key(Path::new("P13_2.jpg")).unwrap(), "P13");
     assert_eq!(by.key(Path::new("23_1.jpg")).unwrap(), "23");
     assert_eq!(by.key(Path::new("23.jpg")).unwrap(), "23");
-    let split = holdout(&samples, 2, &by, 0.2, 7).unwrap();
+    let split = holdout(&samples, 2, &keys(&samples, &by), 0.2, 7).unwrap();
     let (tg, vg) = (
         groups_of(&samples, &split.train, &by),
         groups_of(&samples, &split.val, &by),
@@ -460,15 +816,21 @@ fn msld_split_keeps_every_patient_on_one_side_and_stratifies() {
         assert!((v - 0.2 * n).abs() <= 3.0, "class {c}: {v} of {n} in val");
     }
     // Deterministic for a seed, different for another.
-    assert_eq!(holdout(&samples, 2, &by, 0.2, 7).unwrap(), split);
-    assert_ne!(holdout(&samples, 2, &by, 0.2, 8).unwrap(), split);
+    assert_eq!(
+        holdout(&samples, 2, &keys(&samples, &by), 0.2, 7).unwrap(),
+        split
+    );
+    assert_ne!(
+        holdout(&samples, 2, &keys(&samples, &by), 0.2, 8).unwrap(),
+        split
+    );
 }
 
 #[test]
 fn group_by_none_and_regex_change_the_grouping() {
     let (samples, _) = msld_samples();
     let none = GroupBy::parse("none").unwrap();
-    let split = holdout(&samples, 2, &none, 0.25, 1).unwrap();
+    let split = holdout(&samples, 2, &keys(&samples, &none), 0.25, 1).unwrap();
     assert_eq!(split.train.len() + split.val.len(), 183);
     let v = split.val.len() as f64;
     assert!((v - 0.25 * 183.0).abs() <= 2.0, "{v}");
@@ -489,7 +851,7 @@ fn kfold_partitions_by_group_and_each_fold_is_a_split() {
     let by = GroupBy::Prefix;
     let k = 5;
     let folds: Vec<Split> = (0..k)
-        .map(|f| kfold(&samples, 2, &by, k, f, 3).unwrap())
+        .map(|f| kfold(&samples, 2, &keys(&samples, &by), k, f, 3).unwrap())
         .collect();
     let mut seen = vec![0; samples.len()];
     for s in &folds {
@@ -507,8 +869,8 @@ fn kfold_partitions_by_group_and_each_fold_is_a_split() {
         seen.iter().all(|&n| n == 1),
         "every image is in exactly one validation fold"
     );
-    assert!(kfold(&samples, 2, &by, 5, 5, 3).is_err());
-    assert!(kfold(&samples, 2, &by, 1, 0, 3).is_err());
+    assert!(kfold(&samples, 2, &keys(&samples, &by), 5, 5, 3).is_err());
+    assert!(kfold(&samples, 2, &keys(&samples, &by), 1, 0, 3).is_err());
 }
 
 // ---------- transforms ----------

@@ -711,3 +711,36 @@ fn a_missing_data_folder_says_where_data_comes_from() {
     let err = assert_clean_failure(&o);
     assert_eq!(err.lines().count(), 1, "eval: {err}");
 }
+
+#[test]
+fn camera_named_photos_train_with_the_default_grouping_file_by_file() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("photos");
+    for (class, source) in [("lesion", "Monkey Pox"), ("other", "Others")] {
+        fs::create_dir_all(data.join(class)).unwrap();
+        let mut files: Vec<_> = fs::read_dir(repo().join("data/monkeypox").join(source))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for (i, f) in files.iter().take(10).enumerate() {
+            fs::copy(f, data.join(class).join(format!("IMG_{:04}.JPG", i))).unwrap();
+        }
+    }
+    // The built-in recipe groups automatically.
+    let builtin: TrainConfig = serde_json::from_str(inception::config::MONKEYPOX).unwrap();
+    assert_eq!(builtin.group_by, "auto");
+    let (data_s, config) = (data.display().to_string(), smoke());
+    let o = inception(
+        dir.path(),
+        &["train", "--data", &data_s, "--config", &config],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("groups: 20 by nothing, file by file (auto: the file-name prefix \"IMG\""),
+        "{out}"
+    );
+    assert!(out.contains("→ 16 train, 4 val"), "{out}");
+}

@@ -123,7 +123,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         let want = logits(&ensemble, &check)?;
         Ok(got.f_sub(&want)?.f_abs()?.f_max()?.double_value(&[]))
     })?;
-    if !(diff <= TOLERANCE) {
+    if diff.is_nan() || diff > TOLERANCE {
         let _ = fs::remove_file(&cfg.out);
         bail!(
             "the traced module's logits differ from the network's by {diff:.2e} (more than \

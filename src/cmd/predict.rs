@@ -9,7 +9,7 @@ use tch::{Kind, Tensor};
 
 use crate::cli::PredictArgs;
 use crate::cmd::csv_field;
-use crate::data::folder::find_images;
+use crate::data::folder::{find_images, holds, PassedOver};
 use crate::data::image::load_rgb;
 use crate::data::loader::{default_threads, parallel_map};
 use crate::data::transform::EvalTransform;
@@ -92,10 +92,24 @@ pub fn expand(args: &[String]) -> (Vec<PathBuf>, Vec<String>) {
             files.push(path.to_path_buf());
         } else if path.is_dir() {
             match find_images(path) {
-                Ok((images, _)) if images.is_empty() => {
-                    missing.push(format!("{arg}: a folder with no images"))
+                Ok((images, other)) => {
+                    // Recognised formats that are not decoded are reported file by file, as
+                    // unreadable images are; other files are passed over.
+                    let mut found: Vec<PathBuf> = other
+                        .iter()
+                        .filter(|i| matches!(i.kind, PassedOver::Unsupported(_)))
+                        .map(|i| i.path.clone())
+                        .collect();
+                    if images.is_empty() && found.is_empty() {
+                        missing.push(format!(
+                            "{arg}: a folder with no images ({})",
+                            holds(&other)
+                        ));
+                    }
+                    found.extend(images);
+                    found.sort();
+                    files.extend(found);
                 }
-                Ok((images, _)) => files.extend(images),
                 Err(e) => missing.push(format!("{arg}: {e:#}")),
             }
         } else if arg.contains(['*', '?', '[']) {

@@ -39,6 +39,7 @@ pub fn apply_flags(cfg: &mut TrainConfig, a: &RecipeArgs) -> Result<()> {
         device,
         val_fraction,
         group_by,
+        dedup,
         fold,
         patience,
         cache_gib,

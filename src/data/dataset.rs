@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use super::folder::{scan, Layout, Sample};
+use super::duplicates::{duplicate_sets, Hash};
+use super::folder::{describe_ignored, scan, Folder, Ignored, Layout, Sample};
 use super::loader::{default_threads, prepare, BadFile, Prepared};
-use super::split::{holdout, kfold, GroupBy, Split};
-use crate::config::TrainConfig;
+use super::split::{holdout, kfold, largest_groups, GroupBy, Split, MAX_GROUP_SHARE};
+use crate::config::{Dedup, TrainConfig};
 
 /// One file of a split, relative to the dataset folder, with its class name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,13 +37,31 @@ pub struct Dataset {
     pub split: Split,
     /// How the split was made, for the report.
     pub split_note: String,
-    /// Files that are not images by name, or hidden: ignored.
-    pub ignored: usize,
+    /// More lines for the report: the grouping, its largest groups, warnings, duplicates.
+    pub notes: Vec<String>,
+    /// Files passed over: not images by content, hidden.
+    pub ignored: Vec<Ignored>,
 }
 
 impl Dataset {
-    /// Scans `root` and splits it as `cfg` says (a given train/val split wins).
-    pub fn for_training(root: &Path, cfg: &TrainConfig) -> Result<Dataset> {
+    /// Scans `root`, decodes every image once ([`prepare`]; unreadable ones are an error, or
+    /// left out with `skip_bad`), and splits it as `cfg` says (a given train/val split wins):
+    /// grouped by `cfg.group_by`, with near-duplicates grouped or dropped (`cfg.dedup`).
+    pub fn for_training(
+        root: &Path,
+        cfg: &TrainConfig,
+        image_size: u32,
+        cache_bytes: u64,
+    ) -> Result<(Dataset, Prepared)> {
+        let prep = |samples: &[Sample]| {
+            prepare(
+                samples,
+                image_size,
+                cache_bytes,
+                cfg.skip_bad,
+                default_threads(),
+            )
+        };
         match scan(root)? {
             Layout::Given { train, val } => {
                 if !cfg.validates() {
@@ -56,51 +75,46 @@ impl Dataset {
                 let n = train.samples.len();
                 let mut samples = train.samples;
                 samples.extend(val.samples);
-                Ok(Dataset {
+                let mut ignored = train.ignored;
+                ignored.extend(val.ignored);
+                let prepared = prep(&samples)?;
+                let readable = |range: std::ops::Range<usize>| -> Vec<usize> {
+                    range.filter(|&i| prepared.hashes[i].is_some()).collect()
+                };
+                let split = Split {
+                    train: readable(0..n),
+                    val: readable(n..samples.len()),
+                };
+                if split.val.is_empty() {
+                    bail!("{}: no readable validation images", val.root.display());
+                }
+                if split.train.is_empty() {
+                    bail!("{}: no readable training images", train.root.display());
+                }
+                let ds = Dataset {
                     root: root.to_path_buf(),
                     classes: train.classes,
-                    split: Split {
-                        train: (0..n).collect(),
-                        val: (n..samples.len()).collect(),
-                    },
+                    split,
                     samples,
                     split_note: format!("given by {}", val.root.display()),
-                    ignored: train.ignored.len() + val.ignored.len(),
-                })
+                    notes: vec![],
+                    ignored,
+                };
+                Ok((ds, prepared))
             }
             Layout::Single(f) => {
-                let by = GroupBy::parse(&cfg.group_by)?;
-                let k = f.classes.len();
-                let (split, note) = match cfg.folds {
-                    Some(folds) => (
-                        kfold(&f.samples, k, &by, folds, cfg.fold, cfg.seed)?,
-                        format!("fold {} of {folds}", cfg.fold),
-                    ),
-                    None if cfg.val_fraction == 0.0 => (
-                        Split {
-                            train: (0..f.samples.len()).collect(),
-                            val: vec![],
-                        },
-                        "val fraction 0 (every image trains, none validates)".to_string(),
-                    ),
-                    None => (
-                        holdout(&f.samples, k, &by, cfg.val_fraction, cfg.seed)?,
-                        format!("val fraction {}", cfg.val_fraction),
-                    ),
-                };
-                let note = format!(
-                    "{note}, grouped by {}, seed {}",
-                    group_note(&cfg.group_by),
-                    cfg.seed
-                );
-                Ok(Dataset {
+                let prepared = prep(&f.samples)?;
+                let (split, split_note, notes) = split_single(&f, cfg, &prepared.hashes)?;
+                let ds = Dataset {
                     root: root.to_path_buf(),
                     classes: f.classes,
                     samples: f.samples,
                     split,
-                    split_note: note,
-                    ignored: f.ignored.len(),
-                })
+                    split_note,
+                    notes,
+                    ignored: f.ignored,
+                };
+                Ok((ds, prepared))
             }
         }
     }
@@ -112,9 +126,11 @@ impl Dataset {
             Layout::Given { train, val } => {
                 let mut s = train.samples;
                 s.extend(val.samples);
-                (train.classes, s, train.ignored.len() + val.ignored.len())
+                let mut ignored = train.ignored;
+                ignored.extend(val.ignored);
+                (train.classes, s, ignored)
             }
-            Layout::Single(f) => (f.classes, f.samples, f.ignored.len()),
+            Layout::Single(f) => (f.classes, f.samples, f.ignored),
         };
         let n = samples.len();
         Ok(Dataset {
@@ -126,6 +142,7 @@ impl Dataset {
                 val: (0..n).collect(),
             },
             split_note: "every image".into(),
+            notes: vec![],
             ignored,
         })
     }
@@ -163,7 +180,8 @@ impl Dataset {
             samples,
             split: Split { train, val },
             split_note: "as recorded in the checkpoint".into(),
-            ignored: 0,
+            notes: vec![],
+            ignored: vec![],
         })
     }
 
@@ -187,38 +205,6 @@ impl Dataset {
         }
     }
 
-    /// Decodes every image of the split once (see [`prepare`]), leaving out unreadable ones
-    /// with `skip_bad` (the split's index lists are filtered accordingly). A split that had
-    /// validation images must keep some.
-    pub fn prepare(
-        &mut self,
-        image_size: u32,
-        cache_bytes: u64,
-        skip_bad: bool,
-    ) -> Result<Prepared> {
-        let p = prepare(
-            &self.samples,
-            image_size,
-            cache_bytes,
-            skip_bad,
-            default_threads(),
-        )?;
-        let had_val = !self.split.val.is_empty();
-        if !p.bad.is_empty() {
-            let bad: std::collections::HashSet<&PathBuf> = p.bad.iter().map(|b| &b.path).collect();
-            let keep = |v: &mut Vec<usize>, s: &[Sample]| v.retain(|&i| !bad.contains(&s[i].path));
-            keep(&mut self.split.train, &self.samples);
-            keep(&mut self.split.val, &self.samples);
-        }
-        if had_val && self.split.val.is_empty() {
-            bail!("{}: no readable validation images", self.root.display());
-        }
-        if self.split.train.is_empty() {
-            bail!("{}: no readable training images", self.root.display());
-        }
-        Ok(p)
-    }
-
     /// The scan report: images per class and side, files skipped or ignored, image sizes.
     pub fn report(&self, prepared: &Prepared) -> String {
         let count =
@@ -230,7 +216,7 @@ impl Dataset {
             self.classes.len(),
             train.len() + val.len(),
             prepared.bad.len(),
-            self.ignored
+            self.ignored.len()
         );
         let width = self
             .classes
@@ -252,6 +238,15 @@ impl Dataset {
             train.len(),
             val.len()
         );
+        for note in &self.notes {
+            out += &format!("  {note}\n");
+        }
+        if !self.ignored.is_empty() {
+            out += &format!(
+                "  passed over: {}\n",
+                describe_ignored(&self.ignored).join(", ")
+            );
+        }
         for BadFile { reason, .. } in &prepared.bad {
             out += &format!("  skipped: {reason}\n");
         }
@@ -259,10 +254,151 @@ impl Dataset {
     }
 }
 
-fn group_note(spec: &str) -> String {
-    match spec {
-        "prefix" => "file-name prefix".into(),
-        "none" => "nothing (file by file)".into(),
-        re => format!("regex {re:?}"),
+/// The split of one folder of class folders: readable images only, grouped as `cfg` says,
+/// duplicates grouped or dropped; with the split's note and the report's lines.
+fn split_single(
+    f: &Folder,
+    cfg: &TrainConfig,
+    hashes: &[Option<Hash>],
+) -> Result<(Split, String, Vec<String>)> {
+    let by = GroupBy::parse(&cfg.group_by)?;
+    let grouping = by.grouping(&f.samples, &f.classes)?;
+    let mut keys = grouping.keys;
+    let mut notes = vec![];
+    let rel = |i: usize| {
+        let p = &f.samples[i].path;
+        p.strip_prefix(&f.root).unwrap_or(p).display().to_string()
+    };
+    let mut kept: Vec<usize> = (0..f.samples.len())
+        .filter(|&i| hashes[i].is_some())
+        .collect();
+    if cfg.dedup != Dedup::Off {
+        let sets = duplicate_sets(hashes);
+        let files: usize = sets.iter().map(Vec::len).sum();
+        if sets.is_empty() {
+            notes.push("duplicates: none found".to_string());
+        } else {
+            let shown: Vec<String> = sets
+                .iter()
+                .take(5)
+                .map(|s| s.iter().map(|&i| rel(i)).collect::<Vec<_>>().join(" = "))
+                .collect();
+            let more = if sets.len() > 5 {
+                format!("; and {} more sets", sets.len() - 5)
+            } else {
+                String::new()
+            };
+            let what = match cfg.dedup {
+                Dedup::Drop => {
+                    let dropped: std::collections::HashSet<usize> =
+                        sets.iter().flat_map(|s| s[1..].iter().copied()).collect();
+                    kept.retain(|i| !dropped.contains(i));
+                    format!("the first of each kept, {} left out", dropped.len())
+                }
+                _ => {
+                    merge_groups(&mut keys, &sets);
+                    "each set kept on one side of the split".to_string()
+                }
+            };
+            notes.push(format!(
+                "duplicates: {} set{} of near-identical images ({files} files), {what}: {}{more}",
+                sets.len(),
+                if sets.len() == 1 { "" } else { "s" },
+                shown.join("; ")
+            ));
+        }
+    }
+    let samples: Vec<Sample> = kept.iter().map(|&i| f.samples[i].clone()).collect();
+    let keys: Vec<String> = kept.iter().map(|&i| keys[i].clone()).collect();
+    notes.splice(
+        0..0,
+        grouping_notes(&grouping.by, grouping.why, &samples, &f.classes, &keys),
+    );
+
+    let k = f.classes.len();
+    let (split, note) = match cfg.folds {
+        Some(folds) => (
+            kfold(&samples, k, &keys, folds, cfg.fold, cfg.seed)?,
+            format!("fold {} of {folds}", cfg.fold),
+        ),
+        None if cfg.val_fraction == 0.0 => (
+            Split {
+                train: (0..samples.len()).collect(),
+                val: vec![],
+            },
+            "val fraction 0 (every image trains, none validates)".to_string(),
+        ),
+        None => (
+            holdout(&samples, k, &keys, cfg.val_fraction, cfg.seed)?,
+            format!("val fraction {}", cfg.val_fraction),
+        ),
+    };
+    let back = |idx: Vec<usize>| idx.into_iter().map(|j| kept[j]).collect();
+    let split = Split {
+        train: back(split.train),
+        val: back(split.val),
+    };
+    let note = format!("{note}, seed {}", cfg.seed);
+    Ok((split, note, notes))
+}
+
+/// The report's lines on the grouping: what was chosen and why, how many groups, the largest of
+/// each class, and a warning where one group holds more than a fifth of a class.
+fn grouping_notes(
+    by: &str,
+    why: Option<String>,
+    samples: &[Sample],
+    classes: &[String],
+    keys: &[String],
+) -> Vec<String> {
+    let groups: std::collections::BTreeSet<&String> = keys.iter().collect();
+    let largest = largest_groups(samples, classes, keys);
+    let sizes: Vec<String> = largest
+        .iter()
+        .map(|(c, _, n, total)| format!("{} {n} of {total}", classes[*c]))
+        .collect();
+    let why = why.map(|w| format!(" (auto: {w})")).unwrap_or_default();
+    let mut notes = vec![format!(
+        "groups: {} by {by}{why}; largest per class: {}",
+        groups.len(),
+        sizes.join(", ")
+    )];
+    for (c, key, n, total) in largest {
+        if n as f64 > MAX_GROUP_SHARE * total as f64 && n > 2 {
+            notes.push(format!(
+                "warning: group {key:?} holds {n} of the {total} images of class {} ({:.0} %): \
+                 they all fall on one side of every split (--group-by none splits file by file)",
+                classes[c],
+                100.0 * n as f64 / total as f64
+            ));
+        }
+    }
+    notes
+}
+
+/// Joins the groups of every set of duplicates: all their files take the smallest of their keys.
+fn merge_groups(keys: &mut [String], sets: &[Vec<usize>]) {
+    let mut parent: std::collections::BTreeMap<String, String> = Default::default();
+    fn root(parent: &std::collections::BTreeMap<String, String>, k: &str) -> String {
+        let mut k = k.to_string();
+        while let Some(p) = parent.get(&k) {
+            if *p == k {
+                break;
+            }
+            k = p.clone();
+        }
+        k
+    }
+    for set in sets {
+        let roots: Vec<String> = set.iter().map(|&i| root(&parent, &keys[i])).collect();
+        let Some(min) = roots.iter().min().cloned() else {
+            continue;
+        };
+        for r in roots {
+            parent.insert(r, min.clone());
+        }
+    }
+    for k in keys.iter_mut() {
+        *k = root(&parent, k);
     }
 }

@@ -1,8 +1,9 @@
 //! Reading an ImageFolder tree: `ROOT/<class>/<image>`, as torchvision's `ImageFolder` does.
 //!
 //! Class names are the folder names sorted by byte order, index = position. Images are found
-//! recursively inside each class folder by extension (jpg/jpeg, png, bmp, gif, webp, tif/tiff, in
-//! any case); hidden files and folders and other files are ignored and counted. If ROOT holds
+//! recursively inside each class folder by their content ([`super::sniff`]), whatever their
+//! name; hidden files and folders and other files are passed over and counted by kind, and a
+//! recognised format the tool cannot decode (HEIC, RAW, …) is named as such. If ROOT holds
 //! `train/` and `val/` (or `test/`) folders with the same class folders, they are a given split.
 
 use std::fs;
@@ -10,8 +11,70 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-/// File extensions read as images (compared without case).
-pub const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"];
+use super::sniff::{advice, sniff_file, Content};
+
+/// File extensions of the formats the tool decodes (compared without case): a file with one of
+/// them whose first bytes cannot be read is still taken as an image, so that the loader names
+/// it as unreadable.
+pub const IMAGE_EXTENSIONS: [&str; 11] = [
+    "jpg", "jpeg", "jpe", "jfif", "png", "bmp", "gif", "webp", "tif", "tiff", "dib",
+];
+
+/// A file or folder passed over, and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ignored {
+    pub path: PathBuf,
+    pub kind: PassedOver,
+}
+
+/// Why something was passed over.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PassedOver {
+    /// A name starting with `.`.
+    Hidden,
+    /// A recognised format the tool does not decode.
+    Unsupported(&'static str),
+    /// Not an image by its content: the lower-case extension (empty for none).
+    NotImage(String),
+    /// A folder deeper than the walk goes, or not a file or folder (a socket, a broken link).
+    Other,
+}
+
+impl PassedOver {
+    fn label(&self, n: usize) -> String {
+        let s = if n == 1 { "" } else { "s" };
+        match self {
+            PassedOver::Hidden => format!("{n} hidden file{s} or folder{s}"),
+            PassedOver::Unsupported(k) => format!("{n} {k} file{s} ({})", advice(k)),
+            PassedOver::NotImage(e) if e.is_empty() => {
+                format!(
+                    "{n} file{s} without extension that {} not an image",
+                    verb(n)
+                )
+            }
+            PassedOver::NotImage(e) => format!("{n} .{e} file{s} that {} not an image", verb(n)),
+            PassedOver::Other => format!("{n} other entr{}", if n == 1 { "y" } else { "ies" }),
+        }
+    }
+}
+
+fn verb(n: usize) -> &'static str {
+    if n == 1 {
+        "is"
+    } else {
+        "are"
+    }
+}
+
+/// What was passed over, counted by kind: "3 HEIC/HEIF files (…), 1 .txt file that is not an
+/// image", in a fixed order.
+pub fn describe_ignored(ignored: &[Ignored]) -> Vec<String> {
+    let mut counts: std::collections::BTreeMap<&PassedOver, usize> = Default::default();
+    for i in ignored {
+        *counts.entry(&i.kind).or_default() += 1;
+    }
+    counts.into_iter().map(|(k, n)| k.label(n)).collect()
+}
 
 /// One image and its class index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +90,8 @@ pub struct Folder {
     pub classes: Vec<String>,
     /// In class order, then path order.
     pub samples: Vec<Sample>,
-    /// Files that are not images by name, hidden files and folders: ignored.
-    pub ignored: Vec<PathBuf>,
+    /// Files that are not images by content, hidden files and folders: passed over.
+    pub ignored: Vec<Ignored>,
 }
 
 /// What a dataset folder holds: one tree, or a given train/validation split.
@@ -55,6 +118,25 @@ pub fn is_image_name(path: &Path) -> bool {
         .and_then(|e| e.to_str())
         .map(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
         .unwrap_or(false)
+}
+
+/// Whether the file at `path` is an image the tool decodes, by its content; otherwise what it is.
+pub fn classify(path: &Path) -> Result<(), PassedOver> {
+    match sniff_file(path) {
+        Ok(Content::Image(_)) => Ok(()),
+        Ok(Content::Unsupported(k)) => Err(PassedOver::Unsupported(k)),
+        // Named as an image but not one (empty, damaged, mislabelled): the loader reports it
+        // by name, as an unreadable image, rather than letting it vanish from the count.
+        Ok(Content::Other) if is_image_name(path) => Ok(()),
+        Ok(Content::Other) => Err(PassedOver::NotImage(
+            path.extension()
+                .map(|e| e.to_string_lossy().to_lowercase())
+                .unwrap_or_default(),
+        )),
+        // Unreadable: named as an image, it is one the loader will report; else passed over.
+        Err(_) if is_image_name(path) => Ok(()),
+        Err(_) => Err(PassedOver::Other),
+    }
 }
 
 fn is_hidden(path: &Path) -> bool {
@@ -119,9 +201,8 @@ pub fn scan_tree(root: &Path) -> Result<Folder> {
     let mut ignored = vec![];
     let mut class_dirs = vec![];
     for path in entries(root)? {
-        if is_hidden(&path) || !path.is_dir() {
-            ignored.push(path);
-        } else {
+        // Files beside the class folders (a README, a licence) are not data.
+        if !is_hidden(&path) && path.is_dir() {
             class_dirs.push(path);
         }
     }
@@ -147,13 +228,16 @@ pub fn scan_tree(root: &Path) -> Result<Folder> {
             .and_then(|n| n.to_str())
             .with_context(|| format!("class folder {}: name is not valid UTF-8", dir.display()))?;
         classes.push(name.to_string());
-        let before = samples.len();
         let (images, other) = find_images(dir)?;
+        if images.is_empty() {
+            bail!(
+                "class folder {} has no images: {}",
+                dir.display(),
+                holds(&other)
+            );
+        }
         ignored.extend(other);
         samples.extend(images.into_iter().map(|path| Sample { path, label }));
-        if samples.len() == before {
-            bail!("class folder {} has no images", dir.display());
-        }
     }
     Ok(Folder {
         root: root.to_path_buf(),
@@ -166,9 +250,18 @@ pub fn scan_tree(root: &Path) -> Result<Folder> {
 /// Deepest folder level walked inside a class folder (guards against link loops).
 const MAX_DEPTH: usize = 16;
 
+/// What a folder without images held, for its error.
+pub fn holds(other: &[Ignored]) -> String {
+    if other.is_empty() {
+        "it is empty".into()
+    } else {
+        format!("it holds {}", describe_ignored(other).join(", "))
+    }
+}
+
 /// The images under `dir`, recursively, in path order, and the other entries (hidden files and
-/// folders, files not named as images), which are ignored.
-pub fn find_images(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+/// folders, files whose content is not an image the tool decodes), which are passed over.
+pub fn find_images(dir: &Path) -> Result<(Vec<PathBuf>, Vec<Ignored>)> {
     let (mut images, mut ignored) = (vec![], vec![]);
     walk(dir, &mut images, &mut ignored, 0)?;
     Ok((images, ignored))
@@ -177,22 +270,34 @@ pub fn find_images(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
 fn walk(
     dir: &Path,
     images: &mut Vec<PathBuf>,
-    ignored: &mut Vec<PathBuf>,
+    ignored: &mut Vec<Ignored>,
     depth: usize,
 ) -> Result<()> {
     for path in entries(dir)? {
         if is_hidden(&path) {
-            ignored.push(path);
+            ignored.push(Ignored {
+                path,
+                kind: PassedOver::Hidden,
+            });
         } else if path.is_dir() {
             if depth + 1 < MAX_DEPTH {
                 walk(&path, images, ignored, depth + 1)?;
             } else {
-                ignored.push(path);
+                ignored.push(Ignored {
+                    path,
+                    kind: PassedOver::Other,
+                });
             }
-        } else if path.is_file() && is_image_name(&path) {
-            images.push(path);
+        } else if path.is_file() {
+            match classify(&path) {
+                Ok(()) => images.push(path),
+                Err(kind) => ignored.push(Ignored { path, kind }),
+            }
         } else {
-            ignored.push(path);
+            ignored.push(Ignored {
+                path,
+                kind: PassedOver::Other,
+            });
         }
     }
     Ok(())

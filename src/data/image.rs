@@ -1,7 +1,7 @@
 //! Decoding an image file into 8-bit RGB, whatever its format and colour type.
 //!
 //! Formats: JPEG, PNG, BMP, GIF (first frame), WebP, TIFF, recognised by their first bytes, not by
-//! their name.
+//! their name ([`super::sniff`], which also names the formats that are not decoded).
 //! JPEG EXIF orientation is applied. Alpha is composited onto [`BACKGROUND`]. A file whose data
 //! is cut short is refused ([`complete`]), not padded. Headers that claim more than [`MAX_SIDE`]
 //! pixels a side, or images whose pixels (decoded and as RGB) need more than [`MAX_ALLOC`] bytes,
@@ -14,6 +14,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use image::{DynamicImage, ImageDecoder, ImageError, ImageReader, Limits, RgbImage};
 
 use super::complete;
+use super::sniff::{advice, sniff, Content, HEAD};
 
 /// The colour transparent pixels are composited onto: white.
 pub const BACKGROUND: [u8; 3] = [255, 255, 255];
@@ -42,8 +43,11 @@ fn decode(path: &Path) -> Result<RgbImage> {
         );
     }
     let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read: {e}"))?;
-    let format = image::guess_format(&bytes)
-        .map_err(|_| anyhow!("not an image: the content is in no known image format"))?;
+    let format = match sniff(&bytes[..bytes.len().min(HEAD)], path) {
+        Content::Image(f) => f,
+        Content::Unsupported(kind) => bail!("{}", advice(kind)),
+        Content::Other => bail!("not an image: the content is in no known image format"),
+    };
     complete::check(format, &bytes)?;
     let mut reader = ImageReader::new(Cursor::new(&bytes));
     reader.set_format(format);

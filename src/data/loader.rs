@@ -24,6 +24,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::Tensor;
 
+use super::duplicates::{dhash, Hash};
 use super::folder::Sample;
 use super::image::load_rgb;
 use super::transform::{to_working_size, EvalTransform, TrainTransform};
@@ -73,6 +74,8 @@ pub struct Prepared {
     pub good: Vec<usize>,
     /// Files that did not (only with `skip_bad`; otherwise they are an error).
     pub bad: Vec<BadFile>,
+    /// Each sample's difference hash (of its working-size image; `None` when unreadable).
+    pub hashes: Vec<Option<Hash>>,
     /// Smallest and largest original image (by area), as (width, height).
     pub smallest: (u32, u32),
     pub largest: (u32, u32),
@@ -133,23 +136,26 @@ pub fn prepare(
         Ok(img) => {
             let dims = img.dimensions();
             let working = to_working_size(&img, image_size);
+            let hash = dhash(&working);
             let bytes = working.as_raw().len() as u64;
             let fits = reserved.fetch_add(bytes, Ordering::Relaxed) + bytes <= budget_bytes;
             if !fits {
                 reserved.fetch_sub(bytes, Ordering::Relaxed);
             }
-            Ok((dims, fits.then(|| Arc::new(working))))
+            Ok((dims, hash, fits.then(|| Arc::new(working))))
         }
         Err(e) => Err(crate::cmd::error_line(&e)),
     });
     let mut cached = Vec::with_capacity(samples.len());
+    let mut hashes = Vec::with_capacity(samples.len());
     let (mut good, mut bad) = (vec![], vec![]);
     let (mut smallest, mut largest) = ((u32::MAX, u32::MAX), (0u32, 0u32));
     let area = |d: (u32, u32)| d.0 as u64 * d.1 as u64;
     for (i, r) in results.into_iter().enumerate() {
         match r {
-            Some(Ok((dims, img))) => {
+            Some(Ok((dims, hash, img))) => {
                 good.push(i);
+                hashes.push(Some(hash));
                 if area(dims) < area(smallest) {
                     smallest = dims;
                 }
@@ -164,6 +170,7 @@ pub fn prepare(
                     reason,
                 });
                 cached.push(None);
+                hashes.push(None);
             }
             None => bail!(
                 "a decoding thread died before {}",
@@ -198,6 +205,7 @@ pub fn prepare(
         }),
         good,
         bad,
+        hashes,
         smallest,
         largest,
     })

@@ -5,8 +5,10 @@
 
 pub mod complete;
 pub mod dataset;
+pub mod duplicates;
 pub mod folder;
 pub mod image;
 pub mod loader;
+pub mod sniff;
 pub mod split;
 pub mod transform;

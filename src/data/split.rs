@@ -1,6 +1,7 @@
 //! Train/validation splits that never put one group (an MSLD patient) on both sides.
 //!
-//! Files are grouped by a key taken from their name ([`GroupBy`]). A hold-out split
+//! Files are grouped by a key taken from their name ([`GroupBy`]; `auto` decides whether the
+//! file-name prefix is such a key, [`Grouping`]). A hold-out split
 //! ([`holdout`]) and a K-fold partition ([`kfold`]) both move whole groups, stratified by class
 //! greedily in the manner of scikit-learn's `StratifiedGroupKFold`: groups in an order shuffled by
 //! the seed (largest first), each placed where it brings the per-class counts closest to their
@@ -21,6 +22,9 @@ use super::folder::Sample;
 /// How files are grouped.
 #[derive(Debug, Clone)]
 pub enum GroupBy {
+    /// The file-name prefix where it looks like a grouping key ([`prefix_is_a_key`]), else
+    /// every file on its own.
+    Auto,
     /// The file stem up to its first `_` (`P13_2.jpg` → `P13`, `23.jpg` → `23`): MSLD's
     /// patient prefix.
     Prefix,
@@ -31,9 +35,10 @@ pub enum GroupBy {
 }
 
 impl GroupBy {
-    /// `prefix` (the default), `none`, or a regular expression with a capture group.
+    /// `auto` (the default), `prefix`, `none`, or a regular expression with a capture group.
     pub fn parse(spec: &str) -> Result<GroupBy> {
         match spec {
+            "auto" => Ok(GroupBy::Auto),
             "prefix" => Ok(GroupBy::Prefix),
             "none" => Ok(GroupBy::None),
             re => {
@@ -47,7 +52,7 @@ impl GroupBy {
         }
     }
 
-    /// The group key of one file.
+    /// The group key of one file (`auto` is decided over all files: [`GroupBy::grouping`]).
     pub fn key(&self, path: &Path) -> Result<String> {
         let name = path
             .file_name()
@@ -61,7 +66,7 @@ impl GroupBy {
                     .unwrap_or_default();
                 stem.split('_').next().unwrap_or_default().to_string()
             }
-            GroupBy::None => path.display().to_string(),
+            GroupBy::None | GroupBy::Auto => path.display().to_string(),
             GroupBy::Regex(re) => match re.captures(&name).and_then(|c| c.get(1)) {
                 Some(m) => m.as_str().to_string(),
                 None => bail!(
@@ -73,6 +78,121 @@ impl GroupBy {
         })
     }
 }
+
+/// The largest share of a class one group may hold for `auto` to take the file-name prefix as
+/// a grouping key (and above which the scan report warns for any key).
+pub const MAX_GROUP_SHARE: f64 = 0.2;
+
+/// Every sample's group key, and how the keys were chosen.
+#[derive(Debug, Clone)]
+pub struct Grouping {
+    pub keys: Vec<String>,
+    /// "file-name prefix", "nothing (file by file)", "regex …".
+    pub by: String,
+    /// For `auto`: why it chose what it chose.
+    pub why: Option<String>,
+}
+
+impl GroupBy {
+    /// The group key of every sample. `auto` takes the file-name prefix when
+    /// [`prefix_is_a_key`] says so, else groups file by file.
+    pub fn grouping(&self, samples: &[Sample], classes: &[String]) -> Result<Grouping> {
+        let keys = |by: &GroupBy| -> Result<Vec<String>> {
+            samples.iter().map(|s| by.key(&s.path)).collect()
+        };
+        Ok(match self {
+            GroupBy::Auto => {
+                let prefix = keys(&GroupBy::Prefix)?;
+                match prefix_is_a_key(samples, classes, &prefix) {
+                    Ok(why) => Grouping {
+                        keys: prefix,
+                        by: "file-name prefix".into(),
+                        why: Some(why),
+                    },
+                    Err(why) => Grouping {
+                        keys: keys(&GroupBy::None)?,
+                        by: "nothing, file by file".into(),
+                        why: Some(why),
+                    },
+                }
+            }
+            GroupBy::Prefix => Grouping {
+                keys: keys(self)?,
+                by: "file-name prefix".into(),
+                why: None,
+            },
+            GroupBy::None => Grouping {
+                keys: keys(self)?,
+                by: "nothing, file by file".into(),
+                why: None,
+            },
+            GroupBy::Regex(re) => Grouping {
+                keys: keys(self)?,
+                by: format!("regex {:?}", re.as_str()),
+                why: None,
+            },
+        })
+    }
+}
+
+/// The largest group of each class under `keys`: (class, group key, files of the class in it,
+/// files in the class).
+pub fn largest_groups(
+    samples: &[Sample],
+    classes: &[String],
+    keys: &[String],
+) -> Vec<(usize, String, usize, usize)> {
+    let mut per_class: Vec<BTreeMap<&str, usize>> = vec![BTreeMap::new(); classes.len()];
+    for (s, k) in samples.iter().zip(keys) {
+        *per_class[s.label].entry(k.as_str()).or_default() += 1;
+    }
+    per_class
+        .iter()
+        .enumerate()
+        .filter_map(|(c, groups)| {
+            let total: usize = groups.values().sum();
+            let (key, n) = groups
+                .iter()
+                .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))?;
+            Some((c, key.to_string(), *n, total))
+        })
+        .collect()
+}
+
+/// Whether the file-name prefix looks like a grouping key (a patient, a subject): some files
+/// share a prefix, and no prefix holds more than [`MAX_GROUP_SHARE`] of a class's files (and
+/// more than 2 of them: in a class of 4 a patient with 2 photos is fine). `IMG_0001.jpg`,
+/// `DSC_2011.jpg`: one prefix holds a whole class, no key. The answer says why, either way.
+pub fn prefix_is_a_key(
+    samples: &[Sample],
+    classes: &[String],
+    keys: &[String],
+) -> std::result::Result<String, String> {
+    let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
+    if distinct.len() == keys.len() {
+        return Err("no two files share a file-name prefix".into());
+    }
+    let largest = largest_groups(samples, classes, keys);
+    for (c, key, n, total) in &largest {
+        let share = *n as f64 / *total as f64;
+        if share > MAX_GROUP_SHARE && *n > 2 {
+            return Err(format!(
+                "the file-name prefix {key:?} holds {n} of the {total} images of class {}                  ({:.0} %, more than {:.0} %): not a patient or subject key",
+                classes[*c],
+                share * 100.0,
+                MAX_GROUP_SHARE * 100.0
+            ));
+        }
+    }
+    Ok(format!(
+        "no prefix holds more than {:.0} % of a class",
+        MAX_GROUP_SHARE * 100.0
+    ))
+}
+
+/// What to do when the groups are too few for a split.
+const FEW_GROUPS_HINT: &str = "--group-by none splits file by file; --group-by auto decides from \
+                               the file names";
 
 /// Indices into the sample list on each side.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,10 +209,17 @@ struct Groups {
     class_totals: Vec<usize>,
 }
 
-fn groups(samples: &[Sample], num_classes: usize, by: &GroupBy) -> Result<Groups> {
-    let mut map: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (i, s) in samples.iter().enumerate() {
-        map.entry(by.key(&s.path)?).or_default().push(i);
+fn groups(samples: &[Sample], num_classes: usize, keys: &[String]) -> Result<Groups> {
+    if keys.len() != samples.len() {
+        bail!(
+            "group keys: expected one per sample ({}), got {}",
+            samples.len(),
+            keys.len()
+        );
+    }
+    let mut map: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        map.entry(k.as_str()).or_default().push(i);
     }
     let members: Vec<Vec<usize>> = map.into_values().collect();
     let counts = members
@@ -137,14 +264,14 @@ fn collect(g: &Groups, chosen: impl Fn(usize) -> bool) -> Vec<usize> {
 pub fn holdout(
     samples: &[Sample],
     num_classes: usize,
-    by: &GroupBy,
+    keys: &[String],
     val_fraction: f64,
     seed: u64,
 ) -> Result<Split> {
     if !(val_fraction > 0.0 && val_fraction < 1.0) {
         bail!("--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}");
     }
-    let g = groups(samples, num_classes, by)?;
+    let g = groups(samples, num_classes, keys)?;
     let target: Vec<f64> = g
         .class_totals
         .iter()
@@ -176,9 +303,11 @@ pub fn holdout(
     };
     if split.val.is_empty() || split.train.is_empty() {
         bail!(
-            "--val-fraction {val_fraction} leaves one side empty with {} groups of {} images",
+            "--val-fraction {val_fraction} leaves one side empty with {} groups of {} images \
+             ({})",
             g.members.len(),
-            samples.len()
+            samples.len(),
+            FEW_GROUPS_HINT
         );
     }
     Ok(split)
@@ -189,7 +318,7 @@ pub fn holdout(
 pub fn kfold(
     samples: &[Sample],
     num_classes: usize,
-    by: &GroupBy,
+    keys: &[String],
     k: usize,
     fold: usize,
     seed: u64,
@@ -203,10 +332,10 @@ pub fn kfold(
             k - 1
         );
     }
-    let g = groups(samples, num_classes, by)?;
+    let g = groups(samples, num_classes, keys)?;
     if g.members.len() < k {
         bail!(
-            "{k} folds need at least {k} groups; the data has {}",
+            "{k} folds need at least {k} groups; the data has {} ({FEW_GROUPS_HINT})",
             g.members.len()
         );
     }
@@ -243,7 +372,7 @@ pub fn kfold(
         assigned[i] = best;
     }
     if let Some(empty) = (0..k).find(|&f| fold_sizes[f] == 0) {
-        bail!("fold {empty} of {k} is empty: too few groups for {k} folds");
+        bail!("fold {empty} of {k} is empty: too few groups for {k} folds ({FEW_GROUPS_HINT})");
     }
     Ok(Split {
         train: collect(&g, |i| assigned[i] != fold),

@@ -77,9 +77,8 @@ impl RunData {
     pub fn load(job: &TrainJob) -> Result<RunData> {
         let cfg = &job.config;
         let image_size = cfg.image_size as u32;
-        let mut dataset = Dataset::for_training(&job.data, cfg)?;
         let cache = (cfg.cache_gib * (1u64 << 30) as f64) as u64;
-        let prepared = dataset.prepare(image_size, cache, cfg.skip_bad)?;
+        let (dataset, prepared) = Dataset::for_training(&job.data, cfg, image_size, cache)?;
         print!("{}", dataset.report(&prepared));
         let split_files = dataset.split_files();
         let counts: Vec<usize> = (0..dataset.classes.len())
