@@ -5,7 +5,7 @@
 .PHONY: train test bench build deps libtorch clean
 
 CARGO ?= cargo
-# The dataset: data/monkeypox (see data/README.md), else the MSLD copy beside the project.
+# The dataset: MSLD as the repository ships it (data/README.md); make train DATA=DIR for another.
 DATA ?= data/monkeypox
 
 train: build
