@@ -41,10 +41,47 @@ pub enum Command {
     /// takes, and a short forward pass on each device; exit code 1 with the fix when something
     /// is broken.
     Doctor(DoctorArgs),
+    /// Show where the network looked: a Grad-CAM heat-map of the predicted class over each
+    /// image (DIR/<stem>.cam.png).
+    Explain(ExplainArgs),
     /// Print a shell completion script: `source <(inception completions bash)`.
     Completions(CompletionsArgs),
     /// Print the manual page (roff), or write one page per subcommand into --out DIR.
     Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Images: files, folders (walked recursively) or glob patterns.
+    #[arg(required = true)]
+    pub paths: Vec<String>,
+    /// The checkpoint (default: what the most recent finished run under runs/ ships). Repeat
+    /// it, or give a cross-validation folder, for an ensemble: the mean of the members' maps.
+    #[arg(long, value_name = "CKPT|CV_DIR")]
+    pub checkpoint: Vec<PathBuf>,
+    /// The class to explain (default: each image's predicted class).
+    #[arg(long)]
+    pub class: Option<String>,
+    /// The layer whose activations are weighted: conv1, conv2, conv3, inception3a …
+    /// inception5b.
+    #[arg(long, default_value = crate::explain::DEFAULT_LAYER)]
+    pub layer: String,
+    /// How the layer's channels are weighted.
+    #[arg(long, value_enum, default_value_t = crate::explain::Method::GradCam)]
+    pub method: crate::explain::Method,
+    /// The folder to write (default: the next free runs/explain, runs/explain-2, …); new or
+    /// empty.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Also write each map as 16-bit grayscale (DIR/<stem>.map.png).
+    #[arg(long)]
+    pub raw: bool,
+    /// Unreadable images are listed and skipped, exit code 0.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// auto, cpu, cuda or cuda:N. Gradients are always taken in fp32.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,8 @@
 //! - [`cv`]: K-fold cross-validation of a recipe, its statistics and out-of-fold predictions.
 //! - [`checkpoint`]: the one-file checkpoint format; [`ensemble`]: checkpoints used as one
 //!   model, and test-time augmentation.
+//! - [`explain`]: Grad-CAM maps; [`plot`]: the pictures (training curves, confusion matrix,
+//!   ROC, batch mosaic, cv charts, heat-map overlays).
 //! - [`device`]: `--device` resolution; [`precision`]: `--precision` and channels-last.
 //! - [`runtime`]: process-wide allocator settings for speed; [`system`]: what this installation
 //!   has (libtorch, CPU, CUDA devices), for `doctor`.
@@ -20,8 +22,10 @@ pub mod cv;
 pub mod data;
 pub mod device;
 pub mod ensemble;
+pub mod explain;
 pub mod metrics;
 pub mod model;
+pub mod plot;
 pub mod precision;
 pub mod runtime;
 pub mod system;

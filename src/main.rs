@@ -41,6 +41,7 @@ fn run() -> anyhow::Result<()> {
         Command::Predict(args) => cmd::predict::run(&args),
         Command::Export(args) => cmd::export::run(&args),
         Command::Doctor(args) => cmd::doctor::run(&args),
+        Command::Explain(args) => cmd::explain::run(&args),
         Command::Completions(args) => cmd::shell::completions(&args),
         Command::Man(args) => cmd::shell::man(&args),
     }

@@ -167,3 +167,27 @@ pub fn roc_auc(scores: &[f64], labels: &[usize]) -> f64 {
         .sum();
     (rank_sum - (pos * (pos + 1)) as f64 / 2.0) / (pos * neg) as f64
 }
+
+/// The ROC curve of `scores` for class 0 as positive: (false-positive rate, true-positive rate)
+/// from (0, 0) to (1, 1), one point per distinct score, highest first. Its trapezoid area is
+/// [`roc_auc`].
+pub fn roc_curve(scores: &[f64], labels: &[usize]) -> Vec<(f64, f64)> {
+    let pos = labels.iter().filter(|&&l| l == 0).count().max(1) as f64;
+    let neg = labels.iter().filter(|&&l| l != 0).count().max(1) as f64;
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let mut points = vec![(0.0, 0.0)];
+    let (mut tp, mut fp) = (0.0, 0.0);
+    for (k, &i) in order.iter().enumerate() {
+        if labels[i] == 0 {
+            tp += 1.0;
+        } else {
+            fp += 1.0;
+        }
+        let last_of_tie = order.get(k + 1).is_none_or(|&j| scores[j] != scores[i]);
+        if last_of_tie {
+            points.push((fp / neg, tp / pos));
+        }
+    }
+    points
+}

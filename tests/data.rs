@@ -587,8 +587,10 @@ fn auto_grouping_splits_camera_photos_file_by_file_and_msld_by_patient() {
     assert_eq!(ds.split.val.len(), 4, "{report}");
     // The prefix rule on the same folder: one group per class, no split possible, and the error
     // says which flag makes one.
-    let mut cfg = TrainConfig::default();
-    cfg.group_by = "prefix".into();
+    let cfg = TrainConfig {
+        group_by: "prefix".into(),
+        ..TrainConfig::default()
+    };
     let err = format!(
         "{:#}",
         Dataset::for_training(dir.path(), &cfg, 64, 1 << 30).unwrap_err()

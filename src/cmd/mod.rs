@@ -4,6 +4,7 @@
 pub mod cv;
 pub mod doctor;
 pub mod eval;
+pub mod explain;
 pub mod export;
 pub mod import;
 pub mod predict;

@@ -103,12 +103,25 @@ impl EvalTransform {
 
     /// A batch `[N, 3, S, S]` from decoded images.
     pub fn batch(&self, images: &[RgbImage]) -> Result<Tensor> {
+        let crops: Vec<RgbImage> = images.iter().map(|img| self.crop(img)).collect();
+        self.batch_of_crops(&crops)
+    }
+
+    /// A batch `[N, 3, S, S]` from images already cropped by [`Self::crop`].
+    pub fn batch_of_crops(&self, crops: &[RgbImage]) -> Result<Tensor> {
         let s = self.image_size as i64;
-        let mut data = Vec::with_capacity(images.len() * 3 * (s * s) as usize);
-        for img in images {
-            self.apply_into(img, &mut data);
+        let mut data = Vec::with_capacity(crops.len() * 3 * (s * s) as usize);
+        for crop in crops {
+            if crop.dimensions() != (s as u32, s as u32) {
+                anyhow::bail!(
+                    "crop: expected {s}×{s}, got {}×{}",
+                    crop.width(),
+                    crop.height()
+                );
+            }
+            to_chw(crop, &self.normalization, &mut data);
         }
-        Ok(Tensor::f_from_slice(&data)?.f_view([images.len() as i64, 3, s, s])?)
+        Ok(Tensor::f_from_slice(&data)?.f_view([crops.len() as i64, 3, s, s])?)
     }
 }
 

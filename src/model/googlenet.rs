@@ -15,6 +15,7 @@ use tch::{TchError, Tensor};
 use super::inception::{Inception, Style, BLOCKS};
 use super::layers::{ConvBnRelu, Linear, MaxPool};
 use super::summary::Walker;
+use super::Tap;
 
 /// The smallest input side GoogLeNet accepts: 15 leaves a 1×1 map before `maxpool4`
 /// (checked against the shape walk and a real forward pass in tests/model.rs).
@@ -135,21 +136,35 @@ impl GoogLeNet {
 
     /// Logits, and in training with auxiliary heads also their logits (aux1, aux2).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<(Tensor, Vec<Tensor>), TchError> {
+        self.forward_tapped(x, train, &mut Tap::none())
+    }
+
+    /// [`Self::forward_t`], handing the output of the layer `tap` names to the tap and going
+    /// on with what it returns.
+    pub fn forward_tapped(
+        &self,
+        x: &Tensor,
+        train: bool,
+        tap: &mut Tap,
+    ) -> Result<(Tensor, Vec<Tensor>), TchError> {
         // x: [N, 3, S, S]; sizes below are for S = 224
         let x = if self.transform_input {
             transform_input(x)?
         } else {
             x.shallow_clone()
         };
-        let x = self.conv1.forward_t(&x, train)?; // [N, 64, 112, 112]
+        let x = tap.at("conv1", self.conv1.forward_t(&x, train)?)?; // [N, 64, 112, 112]
         let x = POOL3.forward(&x)?; // [N, 64, 56, 56]
-        let x = self.conv2.forward_t(&x, train)?; // [N, 64, 56, 56]
-        let x = self.conv3.forward_t(&x, train)?; // [N, 192, 56, 56]
+        let x = tap.at("conv2", self.conv2.forward_t(&x, train)?)?; // [N, 64, 56, 56]
+        let x = tap.at("conv3", self.conv3.forward_t(&x, train)?)?; // [N, 192, 56, 56]
         let mut x = POOL3.forward(&x)?; // [N, 192, 28, 28]
         let mut aux_logits = vec![];
         for (i, block) in self.blocks.iter().enumerate() {
             // 3a, 3b: 28×28; 4a–4e: 14×14; 5a, 5b: 7×7
-            x = block.forward_t(&x, train)?;
+            x = tap.at(
+                &format!("inception{}", BLOCKS[i].0),
+                block.forward_t(&x, train)?,
+            )?;
             match (after(i), &self.aux) {
                 (After::Pool(_, pool), _) => x = pool.forward(&x)?,
                 (After::Aux(k), Some(heads)) if train => {

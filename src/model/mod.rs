@@ -91,6 +91,60 @@ impl NetConfig {
     }
 }
 
+/// A look into a forward pass: the output of the layer named `layer` (`conv1`, `conv2`, `conv3`,
+/// `inception3a` … `inception5b`) goes through `f`, and the pass goes on with what `f` returns
+/// (Grad-CAM keeps it and detaches it to take gradients with respect to it).
+pub struct Tap<'a> {
+    layer: Option<&'a str>,
+    f: Option<&'a mut dyn FnMut(Tensor) -> Result<Tensor, tch::TchError>>,
+    /// Whether the layer was met.
+    pub hit: bool,
+}
+
+impl<'a> Tap<'a> {
+    /// No tap.
+    pub fn none() -> Tap<'static> {
+        Tap {
+            layer: None,
+            f: None,
+            hit: false,
+        }
+    }
+
+    pub fn new(
+        layer: &'a str,
+        f: &'a mut dyn FnMut(Tensor) -> Result<Tensor, tch::TchError>,
+    ) -> Tap<'a> {
+        Tap {
+            layer: Some(layer),
+            f: Some(f),
+            hit: false,
+        }
+    }
+
+    /// `x`, or what the tap makes of it when `name` is its layer.
+    pub fn at(&mut self, name: &str, x: Tensor) -> Result<Tensor, tch::TchError> {
+        match (&mut self.f, self.layer) {
+            (Some(f), Some(layer)) if layer == name => {
+                self.hit = true;
+                f(x)
+            }
+            _ => Ok(x),
+        }
+    }
+}
+
+/// The layers a [`Tap`] can name, in forward order (both networks).
+pub fn tap_layers() -> Vec<String> {
+    let mut names: Vec<String> = ["conv1", "conv2", "conv3"].map(String::from).to_vec();
+    names.extend(
+        inception::BLOCKS
+            .iter()
+            .map(|(b, _)| format!("inception{b}")),
+    );
+    names
+}
+
 /// What a forward pass returns: logits `[N, classes]`, and in training with auxiliary heads
 /// their logits too.
 #[derive(Debug)]
@@ -145,6 +199,19 @@ impl Model {
             Network::GoogLeNet(n) => n.forward_t(x, train)?,
         };
         Ok(Output { logits, aux_logits })
+    }
+
+    /// Eval-mode logits, with `tap` looking at one layer on the way ([`Tap`]).
+    pub fn forward_tapped(&self, x: &Tensor, tap: &mut Tap) -> Result<Tensor> {
+        let size = x.size();
+        match size.as_slice() {
+            [_, 3, h, w] => check_image_size(self.config.arch, *h.min(w))?,
+            _ => bail!("input: expected shape [N, 3, H, W], got {size:?}"),
+        }
+        Ok(match &self.net {
+            Network::Seed(n) => n.forward_tapped(x, false, tap)?,
+            Network::GoogLeNet(n) => n.forward_tapped(x, false, tap)?.0,
+        })
     }
 
     /// The layer-by-layer account for square inputs of side `image_size`.

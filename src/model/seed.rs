@@ -15,6 +15,7 @@ use tch::{TchError, Tensor};
 use super::inception::{Inception, Style, BLOCKS};
 use super::layers::{Conv2d, Linear, MaxPool};
 use super::summary::Walker;
+use super::Tap;
 
 /// The smallest input side the seed network accepts: the four 2×2 pools need a 2×2 map before
 /// the last one (checked against the shape walk and a real forward pass in tests/model.rs).
@@ -72,16 +73,30 @@ impl Seed {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+        self.forward_tapped(x, train, &mut Tap::none())
+    }
+
+    /// [`Self::forward_t`], handing the output of the layer `tap` names to the tap and going
+    /// on with what it returns.
+    pub fn forward_tapped(
+        &self,
+        x: &Tensor,
+        train: bool,
+        tap: &mut Tap,
+    ) -> Result<Tensor, TchError> {
         // x: [N, 3, S, S]; sizes below are for S = 224. ReLU in place: a convolution's backward
         // needs its input, not its output.
-        let x = self.conv1.forward(x)?.f_relu_()?; // [N, 64, 112, 112]
+        let x = tap.at("conv1", self.conv1.forward(x)?.f_relu_()?)?; // [N, 64, 112, 112]
         let x = POOL.forward(&x)?; // [N, 64, 56, 56]
-        let x = self.conv2.forward(&x)?.f_relu_()?; // [N, 64, 58, 58]
-        let x = self.conv3.forward(&x)?.f_relu_()?; // [N, 192, 58, 58]
+        let x = tap.at("conv2", self.conv2.forward(&x)?.f_relu_()?)?; // [N, 64, 58, 58]
+        let x = tap.at("conv3", self.conv3.forward(&x)?.f_relu_()?)?; // [N, 192, 58, 58]
         let mut x = POOL.forward(&x)?; // [N, 192, 29, 29]
         for (i, block) in self.blocks.iter().enumerate() {
             // 3a, 3b: 29×29; 4a–4e: 14×14; 5a, 5b: 7×7
-            x = block.forward_t(&x, train)?;
+            x = tap.at(
+                &format!("inception{}", BLOCKS[i].0),
+                block.forward_t(&x, train)?,
+            )?;
             if Self::pool_after(i) {
                 x = POOL.forward(&x)?;
             }

@@ -1,0 +1,187 @@
+//! `inception explain`: where the network looked, image by image — a Grad-CAM (or Grad-CAM++)
+//! map of the predicted class (or `--class`) at a layer, blended over the preprocessed image
+//! (`<stem>.cam.png`), and with `--raw` the map itself as 16-bit grayscale (`<stem>.map.png`).
+//! An ensemble's map is the mean of its members' maps. Gradients are taken in fp32.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use tch::{Kind, Tensor};
+
+use crate::cli::ExplainArgs;
+use crate::cmd::predict::expand;
+use crate::data::image::load_rgb;
+use crate::data::transform::EvalTransform;
+use crate::device;
+use crate::ensemble::Ensemble;
+use crate::explain::{check_layer, class_maps};
+use crate::metrics::argmax;
+use crate::plot;
+use crate::precision::{Compute, Precision};
+use crate::train::run_dir::{latest_model, RunDir, RUNS};
+
+/// Images explained per forward and backward pass.
+const BATCH: usize = 8;
+
+pub fn run(args: &ExplainArgs) -> Result<()> {
+    check_layer(&args.layer)?;
+    let checkpoints = match args.checkpoint.as_slice() {
+        [] => {
+            let c = latest_model(Path::new(RUNS))?;
+            eprintln!("checkpoint: {} (the most recent run)", c.display());
+            vec![c]
+        }
+        given => given.to_vec(),
+    };
+    let (images, missing) = expand(&args.paths);
+    let out = match &args.out {
+        Some(p) => RunDir::Exact(p.clone()),
+        None => RunDir::Next("explain"),
+    };
+    out.check()?;
+    let compute = Compute::new(device::resolve(&args.device)?, Precision::Fp32, false)?;
+    let ensemble = Ensemble::load(&checkpoints, compute)?;
+    let meta = ensemble.meta().clone();
+    let wanted = match &args.class {
+        None => None,
+        Some(name) => match meta.classes.iter().position(|c| c == name) {
+            Some(i) => Some(i),
+            None => bail!(
+                "--class {name:?} is not a class of the checkpoint; its classes: {}",
+                meta.classes.join(", ")
+            ),
+        },
+    };
+    if images.is_empty() {
+        for m in &missing {
+            eprintln!("error: {m}");
+        }
+        bail!("no image to explain");
+    }
+    device::announce(&args.device, &compute);
+    let dir = out.create()?;
+    for m in &missing {
+        eprintln!("error: {m}");
+    }
+    let transform = EvalTransform {
+        image_size: meta.image_size as u32,
+        normalization: meta.normalization,
+    };
+    let members = ensemble.members.len();
+    let how = format!(
+        "{} at {}{}",
+        args.method.name(),
+        args.layer,
+        if members > 1 {
+            format!(", mean of {members} members")
+        } else {
+            String::new()
+        }
+    );
+    let mut names = BTreeSet::new();
+    let mut failures = 0;
+    for chunk in images.chunks(BATCH) {
+        let mut crops = vec![];
+        let mut paths = vec![];
+        for path in chunk {
+            match load_rgb(path) {
+                Ok(img) => {
+                    crops.push(transform.crop(&img));
+                    paths.push(path);
+                }
+                Err(e) => {
+                    failures += 1;
+                    let word = if args.skip_bad { "skipped" } else { "error" };
+                    eprintln!("{word}: {}", crate::cmd::error_line(&e));
+                }
+            }
+        }
+        if crops.is_empty() {
+            continue;
+        }
+        let batch = transform.batch_of_crops(&crops)?;
+        let x = compute.input(&batch)?;
+        let probs = tch::no_grad(|| ensemble.probabilities(compute, &batch, Kind::Float))?;
+        let probs = rows(&probs)?;
+        let classes: Vec<i64> = probs
+            .iter()
+            .map(|p| wanted.unwrap_or_else(|| argmax(p)) as i64)
+            .collect();
+        let mut sum: Option<Tensor> = None;
+        for (_, m) in &ensemble.members {
+            let (maps, _) = class_maps(&m.model, &x, &classes, &args.layer, args.method)?;
+            sum = Some(match sum {
+                None => maps,
+                Some(s) => s.f_add(&maps)?,
+            });
+        }
+        let maps = sum
+            .context("an ensemble without members")?
+            .f_div_scalar(members as f64)?
+            .f_to_device(tch::Device::Cpu)?
+            .f_to_kind(Kind::Float)?
+            .f_contiguous()?;
+        let s = meta.image_size as usize;
+        let mut flat = vec![0f32; maps.numel()];
+        maps.f_copy_data(&mut flat, maps.numel())?;
+        for (i, path) in paths.iter().enumerate() {
+            let map = &flat[i * s * s..(i + 1) * s * s];
+            let c = classes[i] as usize;
+            let title = format!("{} {:.3}  ·  {how}", meta.classes[c], probs[i][c]);
+            let stem = unique_stem(path, &mut names);
+            let file = dir.join(format!("{stem}.cam.png"));
+            plot::save(&plot::cam::render(&crops[i], map, &title)?, &file)?;
+            let mut also = String::new();
+            if args.raw {
+                let raw = dir.join(format!("{stem}.map.png"));
+                let img = plot::cam::raw(map, s as u32, s as u32);
+                let mut bytes = std::io::Cursor::new(vec![]);
+                img.write_to(&mut bytes, image::ImageFormat::Png)
+                    .with_context(|| format!("encoding {}", raw.display()))?;
+                crate::checkpoint::write_atomic(&raw, bytes.get_ref())?;
+                also = format!(" and {}", raw.display());
+            }
+            println!(
+                "{}: {} {:.4} → {}{also}",
+                path.display(),
+                meta.classes[c],
+                probs[i][c],
+                file.display()
+            );
+        }
+    }
+    let total = images.len() + missing.len();
+    if args.skip_bad && failures > 0 {
+        eprintln!("skipped {failures} unreadable image(s) of {total} (listed above)");
+    }
+    let failed = if args.skip_bad { 0 } else { failures } + missing.len();
+    if failed > 0 {
+        bail!("{failed} of {total} inputs could not be read (listed above)");
+    }
+    Ok(())
+}
+
+/// The rows of a `[N, C]` tensor.
+fn rows(t: &Tensor) -> Result<Vec<Vec<f64>>> {
+    let t = t.f_to_kind(Kind::Double)?.f_contiguous()?;
+    let (n, c) = (t.size()[0] as usize, t.size()[1] as usize);
+    let mut flat = vec![0f64; n * c];
+    t.f_copy_data(&mut flat, n * c)?;
+    Ok(flat.chunks(c).map(|r| r.to_vec()).collect())
+}
+
+/// The file stem of `path`, with `-2`, `-3`… when another input had the same one.
+fn unique_stem(path: &Path, used: &mut BTreeSet<String>) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into());
+    let mut name = stem.clone();
+    let mut n = 2;
+    while !used.insert(name.clone()) {
+        name = format!("{stem}-{n}");
+        n += 1;
+    }
+    name
+}
