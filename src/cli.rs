@@ -353,6 +353,10 @@ pub struct RecipeArgs {
     /// Skip (and list) images that cannot be decoded instead of stopping.
     #[arg(long)]
     pub skip_bad: bool,
+    /// Write no pictures (results.png, confusion_matrix.png, roc.png, train_batch0.jpg; cv's
+    /// charts).
+    #[arg(long)]
+    pub no_plots: bool,
     /// Train without augmentation (the eval transform); the augmentation flags below then
     /// switch single parts back on.
     #[arg(long)]
@@ -466,6 +470,9 @@ pub struct EvalArgs {
     /// Print everything as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Also draw confusion_matrix.png and (two classes) roc.png into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
     /// Skip (and list) images that cannot be decoded instead of stopping.
     #[arg(long)]
     pub skip_bad: bool,

@@ -148,6 +148,9 @@ pub struct TrainConfig {
     pub workers: usize,
     /// Skip files that cannot be decoded, listing them, instead of stopping.
     pub skip_bad: bool,
+    /// Write the run's pictures (results.png, confusion_matrix.png, roc.png,
+    /// train_batch0.jpg; cv's charts).
+    pub plots: bool,
     /// auto, fp32, bf16 or fp16 (see `inception::precision`).
     pub precision: Precision,
     /// Channels-last (NHWC) layout for inputs and convolution weights.
@@ -197,6 +200,7 @@ impl Default for TrainConfig {
             cache_gib: 4.0,
             workers: 0,
             skip_bad: false,
+            plots: true,
             precision: Precision::Auto,
             channels_last: true,
             init: None,

@@ -122,6 +122,30 @@ fn cv_partitions_the_patients_predicts_every_image_once_and_its_statistics_recom
         groups_by_fold.push(g);
     }
     assert_eq!(seen.len(), 183);
+    // The charts are drawn from the fold results cv.json records (same pixels), and the ROC
+    // chart exists beside them.
+    let report = read_json(&run.join("cv.json"));
+    let acc: Vec<f64> = report["model"]["per_fold"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["accuracy"].as_f64().unwrap())
+        .collect();
+    let summary = inception::cv::stats::Summary::of(&acc);
+    let expected = inception::plot::cv::render_accuracy(
+        &acc,
+        summary.mean,
+        summary.std,
+        "accuracy (model.pt)",
+    )
+    .unwrap();
+    let drawn = image::open(run.join("cv_accuracy.png")).unwrap().to_rgb8();
+    assert!(
+        drawn == expected,
+        "cv_accuracy.png is not drawn from cv.json's accuracies"
+    );
+    let roc = image::open(run.join("cv_roc.png")).unwrap().to_rgb8();
+    assert_eq!(roc.dimensions(), (700, 700));
     for a in 0..3 {
         for b in a + 1..3 {
             assert!(groups_by_fold[a].is_disjoint(&groups_by_fold[b]));

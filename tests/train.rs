@@ -13,6 +13,7 @@ use common::{assert_clean_failure, inception, repo, serial, stderr, stdout};
 use inception::checkpoint;
 use inception::config::TrainConfig;
 use inception::data::dataset::SplitFiles;
+use inception::train::record::EpochRecord;
 use serde_json::Value;
 use tch::Device;
 
@@ -743,4 +744,148 @@ fn camera_named_photos_train_with_the_default_grouping_file_by_file() {
         "{out}"
     );
     assert!(out.contains("→ 16 train, 4 val"), "{out}");
+}
+
+#[test]
+fn a_run_draws_its_pictures_from_what_it_measured_and_no_plots_draws_none() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // fp32, so that predict's probabilities below are the ones validation computed.
+    let o = train(dir.path(), &["--epochs", "3", "--out", "run", "--precision", "fp32"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = dir.path().join("run");
+
+    // results.png: the metrics.csv columns, curve by curve (parsed here independently).
+    let text = fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let rows: Vec<Vec<f64>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(|x| x.parse().unwrap()).collect())
+        .collect();
+    let records: Vec<EpochRecord> = text
+        .lines()
+        .skip(1)
+        .map(|l| EpochRecord::from_csv_row(l).unwrap())
+        .collect();
+    let panels = inception::plot::results::panels(&records);
+    let column = |c: usize| -> Vec<(f64, f64)> { rows.iter().map(|r| (r[0], r[c])).collect() };
+    let titles: Vec<&str> = panels.iter().map(|p| p.title).collect();
+    assert_eq!(
+        titles,
+        ["loss", "accuracy", "validation macro-F1", "learning rate"]
+    );
+    assert_eq!(panels[0].series[0].points, column(1));
+    assert_eq!(panels[0].series[1].points, column(3));
+    assert_eq!(panels[1].series[0].points, column(2));
+    assert_eq!(panels[1].series[1].points, column(4));
+    assert_eq!(panels[2].series[0].points, column(5));
+    assert_eq!(panels[3].series[0].points, column(6));
+    let drawn = image::open(run.join("results.png")).unwrap().to_rgb8();
+    assert!(
+        drawn == inception::plot::results::render(&records).unwrap(),
+        "results.png is not drawn from metrics.csv"
+    );
+    let blue = drawn.pixels().filter(|p| p.0 == [31, 119, 180]).count();
+    let orange = drawn.pixels().filter(|p| p.0 == [255, 127, 14]).count();
+    assert!(
+        blue > 500 && orange > 500,
+        "curves: {blue} blue, {orange} orange pixels"
+    );
+
+    // confusion_matrix.png and roc.png: model.pt on the validation images, as eval and
+    // predict measure it.
+    let ckpt = run.join("model.pt").display().to_string();
+    let o = inception(
+        dir.path(),
+        &["eval", "--checkpoint", &ckpt, "--json", "--plots", "p"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let confusion: Vec<Vec<usize>> = serde_json::from_value(e["confusion"].clone()).unwrap();
+    let classes = vec!["Monkey Pox".to_string(), "Others".to_string()];
+    let title = format!(
+        "model.pt (epoch 3) on the {} validation images",
+        e["images"]
+    );
+    let expected = inception::plot::confusion::render(&classes, &confusion, &title).unwrap();
+    let drawn = image::open(run.join("confusion_matrix.png"))
+        .unwrap()
+        .to_rgb8();
+    assert!(
+        drawn == expected,
+        "confusion_matrix.png is not eval's confusion matrix"
+    );
+    let split: SplitFiles =
+        serde_json::from_str(&fs::read_to_string(run.join("split.json")).unwrap()).unwrap();
+    let mut args = vec![
+        "predict".to_string(),
+        "--json".into(),
+        "--precision".into(),
+        "fp32".into(),
+        "--checkpoint".into(),
+        ckpt.clone(),
+    ];
+    args.extend(split.val.iter().map(|f| format!("{}/{}", msld(), f.path)));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = inception(dir.path(), &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let preds: Vec<Value> = serde_json::from_str(&stdout(&o)).unwrap();
+    let scores: Vec<f64> = preds
+        .iter()
+        .map(|p| {
+            p["top_k"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["class"] == "Monkey Pox")
+                .unwrap()["probability"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    let labels: Vec<usize> = split
+        .val
+        .iter()
+        .map(|f| usize::from(f.class != "Monkey Pox"))
+        .collect();
+    let curve = inception::plot::roc::Curve {
+        name: title,
+        points: inception::metrics::roc_curve(&scores, &labels),
+        auc: inception::metrics::roc_auc(&scores, &labels),
+        bold: false,
+    };
+    let expected = inception::plot::roc::render(&[curve], "Monkey Pox").unwrap();
+    let drawn = image::open(run.join("roc.png")).unwrap().to_rgb8();
+    assert!(
+        drawn == expected,
+        "roc.png is not the ROC of predict's probabilities"
+    );
+    // eval --plots drew the same kinds of picture into its folder.
+    for f in ["confusion_matrix.png", "roc.png"] {
+        let img = image::open(dir.path().join("p").join(f)).unwrap();
+        assert!(img.width() >= 700, "{f}");
+    }
+
+    // train_batch0.jpg: the first batch of 16 at 64 px, enlarged to 128 px tiles, 4×4.
+    let mosaic = image::open(run.join("train_batch0.jpg")).unwrap().to_rgb8();
+    assert_eq!(mosaic.dimensions(), (512, 512));
+    let colours: BTreeSet<[u8; 3]> = mosaic.pixels().map(|p| p.0).collect();
+    assert!(colours.len() > 1000, "{} colours", colours.len());
+
+    let o = train(
+        dir.path(),
+        &["--epochs", "1", "--out", "quiet", "--no-plots"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in [
+        "results.png",
+        "confusion_matrix.png",
+        "roc.png",
+        "train_batch0.jpg",
+    ] {
+        assert!(
+            !dir.path().join("quiet").join(f).exists(),
+            "{f} with --no-plots"
+        );
+    }
 }

@@ -104,6 +104,21 @@ pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
     let (probs, labels) = set.predict(|x| ensemble.probabilities(compute, x, tch::Kind::Double))?;
     let images_per_s = probs.len() as f64 / started.elapsed().as_secs_f64();
     let members = ensemble.files();
+    if let Some(dir) = &a.plots {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let name = match members.as_slice() {
+            [one] => one.clone(),
+            many => format!("ensemble of {}", many.len()),
+        };
+        let title = format!(
+            "{name} on {} ({split}), {} images",
+            root.display(),
+            probs.len()
+        );
+        for f in crate::plot::evaluation(dir, &meta.classes, &probs, &labels, &title)? {
+            eprintln!("wrote {}", f.display());
+        }
+    }
     Ok(EvalReport {
         checkpoint: members.join(" + "),
         members,

@@ -62,6 +62,9 @@ pub fn apply_flags(cfg: &mut TrainConfig, a: &RecipeArgs) -> Result<()> {
     if a.skip_bad {
         cfg.skip_bad = true;
     }
+    if a.no_plots {
+        cfg.plots = false;
+    }
     if a.no_augment {
         cfg.augment = Augment::none();
     }
@@ -131,13 +134,14 @@ pub fn job(a: &TrainArgs) -> Result<TrainJob> {
 
 /// The flags that only say how to compute, not what (clap argument ids): those
 /// [`apply_runtime_flags`] applies, which a resumed run or cv folder accepts.
-pub const RUNTIME_FLAGS: [&str; 6] = [
+pub const RUNTIME_FLAGS: [&str; 7] = [
     "device",
     "precision",
     "channels_last",
     "workers",
     "cache_gib",
     "skip_bad",
+    "no_plots",
 ];
 
 /// A resumed run keeps its config and dataset; only --epochs, --patience and --device change.
@@ -179,6 +183,9 @@ pub fn apply_runtime_flags(cfg: &mut TrainConfig, r: &RecipeArgs) {
         cfg.device = d.clone();
     }
     cfg.skip_bad |= r.skip_bad;
+    if r.no_plots {
+        cfg.plots = false;
+    }
 }
 
 /// The device, precision and layout `cfg` asks for, said on stderr.

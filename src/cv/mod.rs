@@ -85,6 +85,7 @@ impl Plan {
             workers: 0,
             cache_gib: 0.0,
             skip_bad: false,
+            plots: true,
             ..p.config.clone()
         };
         self.dataset == other.dataset && recipe(self) == recipe(other)
@@ -372,6 +373,9 @@ pub fn collect(dir: &Path, compute: Compute) -> Result<CvReport> {
             best.push(entry(b));
         }
     }
+    if plan.config.plots {
+        plot_folds(dir, &classes, &model)?;
+    }
     let report = CvReport {
         cv: dir.display().to_string(),
         dataset: plan.dataset.clone(),
@@ -388,6 +392,45 @@ pub fn collect(dir: &Path, compute: Compute) -> Result<CvReport> {
     let json = serde_json::to_string_pretty(&report)? + "\n";
     write_atomic(&dir.join(CV_JSON), json.as_bytes())?;
     Ok(report)
+}
+
+/// File names of cross-validation's pictures.
+pub const CV_ACCURACY_PNG: &str = "cv_accuracy.png";
+pub const CV_ROC_PNG: &str = "cv_roc.png";
+
+/// `cv_accuracy.png` (each fold's accuracy, mean ± std) and, for two classes, `cv_roc.png`
+/// (each fold's ROC curve and the pooled out-of-fold one), from each fold's `model.pt`.
+fn plot_folds(
+    dir: &Path,
+    classes: &[String],
+    folds: &[(FoldResult, Vec<Vec<f64>>, Vec<usize>)],
+) -> Result<()> {
+    let acc: Vec<f64> = folds.iter().map(|(r, _, _)| r.accuracy).collect();
+    let s = Summary::of(&acc);
+    let img = crate::plot::cv::render_accuracy(&acc, s.mean, s.std, "accuracy (model.pt)")?;
+    crate::plot::save(&img, &dir.join(CV_ACCURACY_PNG))?;
+    if classes.len() == 2 {
+        let curve = |name: String, probs: &[Vec<f64>], labels: &[usize], bold: bool| {
+            let scores: Vec<f64> = probs.iter().map(|p| p[0]).collect();
+            crate::plot::roc::Curve {
+                name,
+                points: crate::metrics::roc_curve(&scores, labels),
+                auc: crate::metrics::roc_auc(&scores, labels),
+                bold,
+            }
+        };
+        let mut curves: Vec<_> = folds
+            .iter()
+            .enumerate()
+            .map(|(f, (_, p, l))| curve(format!("fold {f}"), p, l, false))
+            .collect();
+        let probs: Vec<Vec<f64>> = folds.iter().flat_map(|(_, p, _)| p.clone()).collect();
+        let labels: Vec<usize> = folds.iter().flat_map(|(_, _, l)| l.clone()).collect();
+        curves.push(curve("pooled out-of-fold".into(), &probs, &labels, true));
+        let img = crate::plot::roc::render(&curves, &classes[0])?;
+        crate::plot::save(&img, &dir.join(CV_ROC_PNG))?;
+    }
+    Ok(())
 }
 
 /// The `oof.csv` header: path, truth, one probability column per class, fold.

@@ -127,9 +127,12 @@ pub fn render(classes: &[String], confusion: &[Vec<usize>], title: &str) -> Resu
             ))
             .map_err(err)?;
             root.draw(&Text::new(
-                "true",
-                (x0 + side / 2, top - 18),
-                (FAMILY, 13).into_font().color(&BLACK.mix(0.6)).pos(centre),
+                "true ↓",
+                (x0 - 8, top - 14),
+                (FAMILY, 14)
+                    .into_font()
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Right, VPos::Center)),
             ))
             .map_err(err)?;
         }

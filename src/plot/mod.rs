@@ -84,6 +84,40 @@ pub fn save(img: &RgbImage, path: &Path) -> Result<()> {
     write_atomic(path, bytes.get_ref())
 }
 
+/// File names of an evaluation's pictures.
+pub const CONFUSION_PNG: &str = "confusion_matrix.png";
+pub const ROC_PNG: &str = "roc.png";
+
+/// An evaluation's pictures into `dir`: `confusion_matrix.png`, and for two classes `roc.png`
+/// (class 0 positive). `title` says what was measured. Returns the files written.
+pub fn evaluation(
+    dir: &Path,
+    classes: &[String],
+    probs: &[Vec<f64>],
+    labels: &[usize],
+    title: &str,
+) -> Result<Vec<std::path::PathBuf>> {
+    let e = crate::metrics::evaluate(classes, probs, labels);
+    let mut written = vec![dir.join(CONFUSION_PNG)];
+    save(
+        &confusion::render(classes, &e.confusion, title)?,
+        &written[0],
+    )?;
+    if let Some(b) = &e.binary {
+        let scores: Vec<f64> = probs.iter().map(|p| p[0]).collect();
+        let curve = roc::Curve {
+            name: title.to_string(),
+            points: crate::metrics::roc_curve(&scores, labels),
+            auc: b.roc_auc,
+            bold: false,
+        };
+        let path = dir.join(ROC_PNG);
+        save(&roc::render(&[curve], &b.positive_class)?, &path)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
 /// Viridis (van der Walt and Smith's perceptually uniform colour map, as in matplotlib) at
 /// `t` in [0, 1], interpolated between eleven of its colours.
 pub fn viridis(t: f64) -> [u8; 3] {
@@ -112,12 +146,18 @@ pub fn viridis(t: f64) -> [u8; 3] {
     [0, 1, 2].map(|c| (a[c] as f64 + (b[c] as f64 - a[c] as f64) * f).round() as u8)
 }
 
-/// Colours of the series in line charts (matplotlib's first tab10 colours).
-pub const SERIES: [RGBColor; 4] = [
+/// Colours of the series in line charts (matplotlib's tab10).
+pub const SERIES: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 
 #[cfg(test)]

@@ -9,8 +9,9 @@ use tch::{Kind, Tensor};
 use super::{draw_on, err, FAMILY};
 use crate::data::transform::Normalization;
 
-/// Tiles at most this wide.
+/// Tiles are this wide at most and at least (small inputs are enlarged to be seen).
 const TILE: u32 = 192;
+const MIN_TILE: u32 = 128;
 
 /// A grid of the batch `images` `[N, 3, S, S]` (normalised), each labelled.
 pub fn render(images: &Tensor, labels: &[String], norm: &Normalization) -> Result<RgbImage> {
@@ -40,7 +41,7 @@ pub fn render(images: &Tensor, labels: &[String], norm: &Normalization) -> Resul
     pixels.f_copy_data_u8(&mut bytes, len)?;
     let cols = (n as f64).sqrt().ceil().max(1.0) as u32;
     let rows = (n as u32).div_ceil(cols);
-    let tile = s.min(TILE);
+    let tile = s.clamp(MIN_TILE, TILE);
     let mut grid = RgbImage::from_pixel(cols * tile, rows * tile, image::Rgb([255, 255, 255]));
     for i in 0..n {
         let chunk = &bytes[i * (s * s * 3) as usize..(i + 1) * (s * s * 3) as usize];
@@ -49,7 +50,7 @@ pub fn render(images: &Tensor, labels: &[String], norm: &Normalization) -> Resul
         let img = if tile == s {
             img
         } else {
-            imageops::resize(&img, tile, tile, imageops::FilterType::Triangle)
+            imageops::resize(&img, tile, tile, imageops::FilterType::Nearest)
         };
         let (x, y) = ((i as u32 % cols) * tile, (i as u32 / cols) * tile);
         imageops::overlay(&mut grid, &img, x as i64, y as i64);
@@ -60,6 +61,18 @@ pub fn render(images: &Tensor, labels: &[String], norm: &Normalization) -> Resul
                 ((i as u32 % cols) * tile) as i32,
                 ((i as u32 / cols) * tile) as i32,
             );
+            let fits = (tile as usize - 8) / 8;
+            let label = if label.chars().count() > fits {
+                format!(
+                    "{}…",
+                    label
+                        .chars()
+                        .take(fits.saturating_sub(1))
+                        .collect::<String>()
+                )
+            } else {
+                label.clone()
+            };
             let w = 8 + 8 * label.chars().count() as i32;
             root.draw(&Rectangle::new(
                 [(x, y), (x + w, y + 20)],
@@ -67,7 +80,7 @@ pub fn render(images: &Tensor, labels: &[String], norm: &Normalization) -> Resul
             ))
             .map_err(err)?;
             root.draw(&Text::new(
-                label.clone(),
+                label,
                 (x + 4, y + 3),
                 (FAMILY, 14).into_font().color(&WHITE),
             ))

@@ -87,7 +87,10 @@ fn line_chart(
             (lo.min(p.1), hi.max(p.1))
         });
     let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
-    let pad = ((hi - lo) * 0.08).max(1e-9);
+    // A flat curve (a constant learning rate) gets a band around its value.
+    let pad = ((hi - lo) * 0.08)
+        .max(hi.abs().max(lo.abs()) * 0.1)
+        .max(1e-12);
     let y = (lo - pad)..(hi + pad);
     let mut chart = ChartBuilder::on(area)
         .caption(panel.title, (FAMILY, 22))
@@ -100,6 +103,14 @@ fn line_chart(
     chart
         .configure_mesh()
         .x_desc("epoch")
+        .x_labels((x_max as usize).clamp(2, 10))
+        .x_label_formatter(&|x| {
+            if x.fract().abs() < 1e-9 {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
+        })
         .label_style((FAMILY, 14))
         .y_label_formatter(&|v| {
             if sci {

@@ -265,6 +265,10 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
     let mut stopped_early = false;
     let mut epochs_run = 0;
     let mut last = None;
+    let mut last_val = None;
+    if cfg.plots && state.epochs_done == 0 {
+        plot_first_batch(&data, cfg, &files.dir)?;
+    }
     for epoch in state.epochs_done..cfg.epochs {
         if state.out_of_patience(cfg.patience) {
             stopped_early = true;
@@ -274,25 +278,30 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
         tch::manual_seed(mix(&[cfg.seed, epoch, 1]) as i64);
         let stats = epoch::train_epoch(&mut state, &data, epoch, cfg, job.compute)?;
         let val = validate::validate(state.shipped(), &data, job.compute)?;
+        let e = val.as_ref().map(|v| &v.evaluation);
         let record = EpochRecord {
             epoch: epoch + 1,
             train_loss: stats.loss,
             train_acc: stats.accuracy,
-            val_loss: val.as_ref().map(|v| v.loss),
-            val_acc: val.as_ref().map(|v| v.accuracy),
-            val_macro_f1: val.as_ref().map(|v| v.macro_avg.f1),
+            val_loss: e.map(|v| v.loss),
+            val_acc: e.map(|v| v.accuracy),
+            val_macro_f1: e.map(|v| v.macro_avg.f1),
             lr: stats.lr,
             images_per_s: stats.images_per_s,
             seconds: started.elapsed().as_secs_f64(),
         };
         println!("{}", record.line(cfg.epochs));
         files.append(&record)?;
+        if cfg.plots {
+            files.plot_results()?;
+        }
         if state.record(&record) {
             files.save_best(&state, &record)?;
         }
         files.save_last(&state, &record)?;
         epochs_run += 1;
         last = Some(record);
+        last_val = val;
     }
     let last = match last {
         Some(r) => Some(r),
@@ -300,6 +309,27 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
     };
     if let Some(record) = &last {
         files.save_model(&state, record)?;
+    }
+    if cfg.plots {
+        // model.pt's weights measured on the validation images (the last epoch's pass, or one
+        // more when a resumed run had no epoch left).
+        let val = match last_val {
+            Some(v) => Some(v),
+            None => validate::validate(state.shipped(), &data, job.compute)?,
+        };
+        if let (Some(v), Some(r)) = (val, &last) {
+            crate::plot::evaluation(
+                &files.dir,
+                &data.dataset.classes,
+                &v.probs,
+                &v.labels,
+                &format!(
+                    "model.pt (epoch {}) on the {} validation images",
+                    r.epoch,
+                    v.labels.len()
+                ),
+            )?;
+        }
     }
     let best = match state.progress.best {
         Some(b) => Some((b, files.best_record()?)),
@@ -312,6 +342,25 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
         epochs_run,
         stopped_early,
     })
+}
+
+/// `train_batch0.jpg`: the first training batch of the first epoch, as augmented.
+fn plot_first_batch(data: &RunData, cfg: &TrainConfig, dir: &std::path::Path) -> Result<()> {
+    let Some(batch) = data
+        .train_loader
+        .batches(&data.dataset.split.train, 0)
+        .next()
+    else {
+        return Ok(());
+    };
+    let batch = batch?;
+    let labels: Vec<String> = batch
+        .indices
+        .iter()
+        .map(|&i| data.dataset.classes[data.dataset.samples[i].label].clone())
+        .collect();
+    let img = crate::plot::mosaic::render(&batch.images, &labels, &cfg.normalization)?;
+    crate::plot::save(&img, &dir.join(run_files::BATCH_JPG))
 }
 
 /// A newly initialised network (seeded), from `cfg.init`'s weights where their shapes fit.

@@ -52,6 +52,39 @@ impl EpochRecord {
         )
     }
 
+    /// Parses a row written by [`Self::csv_row`].
+    pub fn from_csv_row(row: &str) -> anyhow::Result<EpochRecord> {
+        let f: Vec<&str> = row.split(',').collect();
+        if f.len() != 9 {
+            anyhow::bail!(
+                "metrics.csv row {row:?}: expected 9 fields, got {}",
+                f.len()
+            );
+        }
+        let num = |i: usize| -> anyhow::Result<f64> {
+            f[i].parse::<f64>()
+                .map_err(|_| anyhow::anyhow!("metrics.csv row {row:?}: field {i} is not a number"))
+        };
+        let opt = |i: usize| -> anyhow::Result<Option<f64>> {
+            if f[i].is_empty() {
+                Ok(None)
+            } else {
+                num(i).map(Some)
+            }
+        };
+        Ok(EpochRecord {
+            epoch: num(0)? as u64,
+            train_loss: num(1)?,
+            train_acc: num(2)?,
+            val_loss: opt(3)?,
+            val_acc: opt(4)?,
+            val_macro_f1: opt(5)?,
+            lr: num(6)?,
+            images_per_s: num(7)?,
+            seconds: num(8)?,
+        })
+    }
+
     /// The line printed after the epoch.
     pub fn line(&self, epochs: u64) -> String {
         let val = match (self.val_loss, self.val_acc, self.val_macro_f1) {

@@ -22,6 +22,10 @@ pub const MODEL: &str = "model.pt";
 pub const BEST: &str = "best.pt";
 /// The checkpoint of the latest epoch, with what resuming needs.
 pub const LAST: &str = "last.pt";
+/// The training curves, redrawn after every epoch.
+pub const RESULTS_PNG: &str = "results.png";
+/// The first augmented training batch.
+pub const BATCH_JPG: &str = "train_batch0.jpg";
 
 /// A run folder being written.
 pub struct RunFiles {
@@ -70,6 +74,20 @@ impl RunFiles {
         self.rows.push(record.csv_row());
         let text = format!("{}\n{}\n", EpochRecord::CSV_HEADER, self.rows.join("\n"));
         self.write("metrics.csv", text)
+    }
+
+    /// The rows of `metrics.csv` so far, parsed.
+    pub fn records(&self) -> Result<Vec<EpochRecord>> {
+        self.rows
+            .iter()
+            .map(|r| EpochRecord::from_csv_row(r))
+            .collect()
+    }
+
+    /// `results.png`, from the rows of `metrics.csv`.
+    pub fn plot_results(&self) -> Result<()> {
+        let img = crate::plot::results::render(&self.records()?)?;
+        crate::plot::save(&img, &self.dir.join(RESULTS_PNG))
     }
 
     /// The checkpoint record of a network of this run after `record`'s epoch.

@@ -34,8 +34,15 @@ pub fn predict_all(
     Ok((probs, labels))
 }
 
+/// A model's predictions on the validation images and their metrics.
+pub struct Validation {
+    pub evaluation: Evaluation,
+    pub probs: Vec<Vec<f64>>,
+    pub labels: Vec<usize>,
+}
+
 /// `model` measured on the run's validation images; `None` when it has none.
-pub fn validate(model: &Model, data: &RunData, compute: Compute) -> Result<Option<Evaluation>> {
+pub fn validate(model: &Model, data: &RunData, compute: Compute) -> Result<Option<Validation>> {
     let val = &data.dataset.split.val;
     if val.is_empty() {
         return Ok(None);
@@ -43,7 +50,11 @@ pub fn validate(model: &Model, data: &RunData, compute: Compute) -> Result<Optio
     let (probs, labels) = predict_all(&data.val_loader, val, |x| {
         compute.probabilities(model, x, Kind::Double)
     })?;
-    Ok(Some(evaluate(&data.dataset.classes, &probs, &labels)))
+    Ok(Some(Validation {
+        evaluation: evaluate(&data.dataset.classes, &probs, &labels),
+        probs,
+        labels,
+    }))
 }
 
 /// Images decoded once for measuring, with the loader that batches them: what eval and cv's
