@@ -210,7 +210,7 @@ pub struct Assessment {
 impl Assessment {
     fn new(
         checkpoint: String,
-        folds: Vec<(FoldResult, Vec<Vec<f64>>, Vec<usize>)>,
+        folds: Vec<FoldEntry>,
         classes: &[String],
     ) -> Assessment {
         let mut per_fold = vec![];
@@ -266,6 +266,9 @@ pub struct CvReport {
     /// Seconds each fold's training took (the sum of its metrics.csv rows).
     pub train_seconds: Vec<f64>,
 }
+
+/// A fold's result with the probabilities and labels it was measured from.
+type FoldEntry = (FoldResult, Vec<Vec<f64>>, Vec<usize>);
 
 /// One checkpoint's predictions on its fold's validation images.
 struct FoldPredictions {
@@ -403,7 +406,7 @@ pub const CV_ROC_PNG: &str = "cv_roc.png";
 fn plot_folds(
     dir: &Path,
     classes: &[String],
-    folds: &[(FoldResult, Vec<Vec<f64>>, Vec<usize>)],
+    folds: &[FoldEntry],
 ) -> Result<()> {
     let acc: Vec<f64> = folds.iter().map(|(r, _, _)| r.accuracy).collect();
     let s = Summary::of(&acc);
