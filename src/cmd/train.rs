@@ -9,10 +9,11 @@ use crate::cli::{fixed, RecipeArgs, TrainArgs};
 use crate::config::{self, ClassWeights, TrainConfig};
 use crate::data::transform::Augment;
 use crate::device;
+use crate::plot::{CONFUSION_PNG, ROC_PNG};
 use crate::precision::Compute;
 use crate::train::record::EpochRecord;
 use crate::train::run_dir::RunDir;
-use crate::train::run_files::{BEST, LAST, MODEL};
+use crate::train::run_files::{BATCH_JPG, BEST, LAST, MODEL, RESULTS_PNG};
 use crate::train::{train, RunSummary, TrainJob};
 
 /// Applies every flag that was given to `cfg`.
@@ -258,6 +259,11 @@ fn summary_text(job: &TrainJob, s: &RunSummary) -> String {
         files.push(BEST);
     }
     files.extend(["metrics.csv", "config.json", "split.json"]);
+    for picture in [RESULTS_PNG, CONFUSION_PNG, ROC_PNG, BATCH_JPG] {
+        if s.run_dir.join(picture).exists() {
+            files.push(picture);
+        }
+    }
     let files: Vec<String> = files.iter().map(|f| format!("{d}/{f}")).collect();
     out += &format!("wrote {}\n", files.join(", "));
     out

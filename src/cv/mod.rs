@@ -208,11 +208,7 @@ pub struct Assessment {
 }
 
 impl Assessment {
-    fn new(
-        checkpoint: String,
-        folds: Vec<FoldEntry>,
-        classes: &[String],
-    ) -> Assessment {
+    fn new(checkpoint: String, folds: Vec<FoldEntry>, classes: &[String]) -> Assessment {
         let mut per_fold = vec![];
         let (mut probs, mut labels) = (vec![], vec![]);
         for (r, p, l) in folds {
@@ -403,11 +399,7 @@ pub const CV_ROC_PNG: &str = "cv_roc.png";
 
 /// `cv_accuracy.png` (each fold's accuracy, mean ± std) and, for two classes, `cv_roc.png`
 /// (each fold's ROC curve and the pooled out-of-fold one), from each fold's `model.pt`.
-fn plot_folds(
-    dir: &Path,
-    classes: &[String],
-    folds: &[FoldEntry],
-) -> Result<()> {
+fn plot_folds(dir: &Path, classes: &[String], folds: &[FoldEntry]) -> Result<()> {
     let acc: Vec<f64> = folds.iter().map(|(r, _, _)| r.accuracy).collect();
     let s = Summary::of(&acc);
     let img = crate::plot::cv::render_accuracy(&acc, s.mean, s.std, "accuracy (model.pt)")?;
