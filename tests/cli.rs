@@ -565,7 +565,7 @@ fn bash_completion_completes_subcommands_and_flags() {
     assert!(o.status.success(), "{}", stderr(&o));
     let script = dir.path().join("inception.bash");
     fs::write(&script, &o.stdout).unwrap();
-    // What bash offers after `inception ex` and after `inception export --f`.
+    // What bash offers after `inception expo`, `inception ex` and `inception export --f`.
     let complete = |words: &str| {
         let n = words.split(' ').count() - 1;
         let cmd = format!(
@@ -582,7 +582,8 @@ fn bash_completion_completes_subcommands_and_flags() {
         assert!(o.status.success(), "{}", stderr(&o));
         stdout(&o)
     };
-    assert_eq!(complete("inception ex").trim(), "export");
+    assert_eq!(complete("inception expo").trim(), "export");
+    assert_eq!(complete("inception ex").trim(), "export explain");
     let flags = complete("inception export --f");
     assert!(
         flags.contains("--format") && flags.contains("--force"),

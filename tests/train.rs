@@ -751,7 +751,10 @@ fn a_run_draws_its_pictures_from_what_it_measured_and_no_plots_draws_none() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     // fp32, so that predict's probabilities below are the ones validation computed.
-    let o = train(dir.path(), &["--epochs", "3", "--out", "run", "--precision", "fp32"]);
+    let o = train(
+        dir.path(),
+        &["--epochs", "3", "--out", "run", "--precision", "fp32"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let run = dir.path().join("run");
 
@@ -887,5 +890,77 @@ fn a_run_draws_its_pictures_from_what_it_measured_and_no_plots_draws_none() {
             !dir.path().join("quiet").join(f).exists(),
             "{f} with --no-plots"
         );
+    }
+}
+
+#[test]
+fn resume_refuses_another_end_for_a_cosine_schedule_and_says_how_to_train_on() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let o = train(
+        dir.path(),
+        &["--epochs", "1", "--schedule", "cosine", "--out", "run"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let last = dir.path().join("run/last.pt").display().to_string();
+    let before = fs::read(dir.path().join("run/metrics.csv")).unwrap();
+    let o = inception(dir.path(), &["train", "--resume", &last, "--epochs", "3"]);
+    let err = assert_clean_failure(&o);
+    assert!(
+        err.contains("planned for 1 epochs") && err.contains("inception train --init"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(dir.path().join("run/metrics.csv")).unwrap(),
+        before
+    );
+    // The same end is fine (nothing left to run), and a constant schedule may be extended.
+    let o = inception(dir.path(), &["train", "--resume", &last, "--epochs", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = train(dir.path(), &["--epochs", "1", "--out", "flat"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let flat = dir.path().join("flat/last.pt").display().to_string();
+    let o = inception(dir.path(), &["train", "--resume", &flat, "--epochs", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lrs: Vec<String> = fs::read_to_string(dir.path().join("flat/metrics.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(6).unwrap().to_string())
+        .collect();
+    assert_eq!(lrs.len(), 2);
+    assert_eq!(lrs[0], lrs[1], "a constant schedule keeps its rate");
+}
+
+#[test]
+fn a_resumed_run_removes_the_temporary_files_of_killed_saves_and_nothing_else() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let o = train(dir.path(), &["--epochs", "1", "--out", "run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = dir.path().join("run");
+    // A save killed mid-write (a process id that cannot exist), one of this test's own process
+    // (alive), and files that only look similar.
+    let dead = run.join(".best.pt.tmp-2147483646");
+    let alive = run.join(format!(".last.pt.tmp-{}", std::process::id()));
+    let others = [
+        run.join(".notes.tmp-abc"),
+        run.join("mine.tmp-5"),
+        run.join(".tmp-7"),
+    ];
+    for f in others.iter().chain([&dead, &alive]) {
+        fs::write(f, "x").unwrap();
+    }
+    let last = run.join("last.pt").display().to_string();
+    let o = inception(dir.path(), &["train", "--resume", &last, "--epochs", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("removed"), "{}", stdout(&o));
+    assert!(!dead.exists(), "the killed save's file is still there");
+    assert!(
+        alive.exists(),
+        "a live process's temporary file was removed"
+    );
+    for f in &others {
+        assert!(f.exists(), "{} was removed", f.display());
     }
 }

@@ -145,7 +145,8 @@ pub const RUNTIME_FLAGS: [&str; 7] = [
     "no_plots",
 ];
 
-/// A resumed run keeps its config and dataset; only --epochs, --patience and --device change.
+/// A resumed run keeps its config and dataset; only --epochs (not with a cosine schedule),
+/// --patience and the runtime flags change.
 fn resume_config(a: &TrainArgs, last: &std::path::Path) -> Result<(TrainConfig, RunDir, PathBuf)> {
     let mut resumable = vec!["resume", "epochs", "patience"];
     resumable.extend(RUNTIME_FLAGS);
@@ -163,6 +164,24 @@ fn resume_config(a: &TrainArgs, last: &std::path::Path) -> Result<(TrainConfig, 
         .training
         .with_context(|| format!("{}: not written by inception train", last.display()))?;
     let mut cfg = record.config;
+    if let Some(n) = a.recipe.epochs {
+        // A cosine schedule is planned for the run's length: another end would bend it and
+        // the learning rate would jump at the resumed epoch. Step and constant schedules do
+        // not depend on the end.
+        if n != cfg.epochs && cfg.schedule == crate::config::Schedule::Cosine {
+            bail!(
+                "--epochs {n} with --resume: this run's cosine schedule was planned for {} \
+                 epochs, and another end would make the learning rate jump; resume without \
+                 --epochs to finish it, or train on from its weights in a new run: \
+                 inception train --init {} --epochs {n} (and its other flags)",
+                cfg.epochs,
+                last.parent()
+                    .map(|d| d.join(crate::train::run_files::MODEL))
+                    .unwrap_or_default()
+                    .display()
+            );
+        }
+    }
     set_if(&mut cfg.epochs, a.recipe.epochs);
     set_if(&mut cfg.patience, a.recipe.patience);
     apply_runtime_flags(&mut cfg, &a.recipe);

@@ -43,6 +43,12 @@ impl RunFiles {
     /// resumed run keeps the metrics of its first `epochs_done` epochs.
     pub fn open(job: &TrainJob, data: &RunData, epochs_done: u64) -> Result<RunFiles> {
         let dir = job.run_dir.create()?;
+        for stale in checkpoint::remove_stale_temporaries(&dir)? {
+            println!(
+                "removed {} (left by a save that was killed)",
+                stale.display()
+            );
+        }
         let files = RunFiles {
             rows: read_rows(&dir.join("metrics.csv"), epochs_done)?,
             dir,
