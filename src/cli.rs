@@ -464,9 +464,10 @@ pub struct EvalArgs {
     /// default: the checkpoint's dataset and its recorded split.
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Which side of the recorded split to measure (without --data).
-    #[arg(long, value_enum, default_value_t = EvalSplit::Val)]
-    pub split: EvalSplit,
+    /// Which side of the checkpoint's recorded split to measure (default val); not with
+    /// --data, which measures every image under DIR.
+    #[arg(long, value_enum, conflicts_with = "data")]
+    pub split: Option<EvalSplit>,
     /// Print everything as one JSON object.
     #[arg(long)]
     pub json: bool,

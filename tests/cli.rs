@@ -618,3 +618,106 @@ fn man_pages_cover_every_subcommand_and_its_flags() {
         "train page lacks --image-size"
     );
 }
+
+#[test]
+fn import_force_replaces_and_classes_file_names_the_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = fixtures().join("seed_2.safetensors").display().to_string();
+    fs::write(dir.path().join("classes.txt"), "  lesion \n\nother\n").unwrap();
+    fs::write(dir.path().join("m.pt"), "old").unwrap();
+    let o = inception(
+        dir.path(),
+        &[
+            "import",
+            "--arch",
+            "seed",
+            "--weights",
+            &w,
+            "--classes-file",
+            "classes.txt",
+            "--out",
+            "m.pt",
+            "--force",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let meta = inception::checkpoint::load(&dir.path().join("m.pt"), Device::Cpu)
+        .unwrap()
+        .meta;
+    assert_eq!(meta.classes, ["lesion", "other"]);
+    // --classes and --classes-file together are a usage error (clap: exit code 2).
+    let o = inception(
+        dir.path(),
+        &[
+            "import",
+            "--arch",
+            "seed",
+            "--weights",
+            &w,
+            "--classes",
+            "a,b",
+            "--classes-file",
+            "classes.txt",
+            "--out",
+            "n.pt",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!dir.path().join("n.pt").exists());
+}
+
+#[test]
+fn precision_flags_choose_how_eval_and_predict_compute() {
+    let dir = tempfile::tempdir().unwrap();
+    // The seed network: googlenet_2's random weights saturate its softmax on this image.
+    let ckpt = import_case(dir.path(), "seed_2", "Monkey Pox,Others", &[]);
+    let img = common::repo().join("data/monkeypox/Others/23_1.jpg");
+    let prob = |precision: &str| -> f64 {
+        let o = predict_on_cpu(
+            dir.path(),
+            &ckpt,
+            &["--json", "--precision", precision, img.to_str().unwrap()],
+        );
+        assert!(
+            stderr(&o).contains(&format!("compute: {precision}")),
+            "{}",
+            stderr(&o)
+        );
+        json(&o)[0]["top_k"][0]["probability"].as_f64().unwrap()
+    };
+    let (fp32, bf16) = (prob("fp32"), prob("bf16"));
+    assert_eq!(fp32, prob("fp32"), "fp32 is repeatable");
+    assert!(fp32 != bf16, "bf16 computed the same bits as fp32: {fp32}");
+    assert!((fp32 - bf16).abs() < 0.05, "{fp32} vs {bf16}");
+    // eval takes the flag too; --split does not go with --data (usage error, exit code 2).
+    let data = common::repo().join("data/monkeypox").display().to_string();
+    let o = inception(
+        dir.path(),
+        &[
+            "eval",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--data",
+            &data,
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("compute: fp32"), "{}", stderr(&o));
+    let o = inception(
+        dir.path(),
+        &[
+            "eval",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--data",
+            &data,
+            "--split",
+            "train",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

@@ -413,6 +413,9 @@ fn train_and_val_folders_are_a_given_split() {
     assert_eq!(train.samples.len(), 6);
     assert_eq!(val.samples.len(), 2);
     assert_eq!(train.classes, vec!["cat", "dog"]);
+    // Training on it says the split flags do not apply.
+    let (_, report) = training_split(root, |c| c.val_fraction = 0.5);
+    assert!(report.contains("do not apply to a given split"), "{report}");
     // Different classes on the two sides are an error.
     fill(&root.join("val").join("bird"), "b", 1);
     let err = scan(root).unwrap_err().to_string();

@@ -115,6 +115,9 @@ fn reductions_save_parameters_and_macs_in_every_block() {
 
 #[test]
 fn minimum_image_size_is_exact_for_both_networks() {
+    // The sizes README states.
+    assert_eq!(Arch::Seed.min_image_size(), 23);
+    assert_eq!(Arch::Googlenet.min_image_size(), 15);
     for a in [Arch::Seed, Arch::Googlenet] {
         let model = Model::new(NetConfig::new(a, 3), Device::Cpu).unwrap();
         let min = a.min_image_size();

@@ -68,7 +68,7 @@ fn images(a: &EvalArgs, ensemble: &Ensemble) -> Result<(PathBuf, String, Vec<Sam
     })?;
     let root = PathBuf::from(&record.dataset);
     let ds = Dataset::from_split_files(&root, classes, &record.split)?;
-    let (name, idx) = match a.split {
+    let (name, idx) = match a.split.unwrap_or(EvalSplit::Val) {
         EvalSplit::Val => ("val", ds.split.val.clone()),
         EvalSplit::Train => ("train", ds.split.train.clone()),
         EvalSplit::All => ("all", (0..ds.samples.len()).collect()),

@@ -96,7 +96,11 @@ impl Dataset {
                     classes: train.classes,
                     split,
                     samples,
-                    split_note: format!("given by {}", val.root.display()),
+                    split_note: format!(
+                        "given by {} (--val-fraction, --folds, --group-by and --dedup do not \
+                         apply to a given split)",
+                        val.root.display()
+                    ),
                     notes: vec![],
                     ignored,
                 };

@@ -23,7 +23,7 @@ pub struct EpochRecord {
     pub val_acc: Option<f64>,
     #[serde(default)]
     pub val_macro_f1: Option<f64>,
-    /// Learning rate at the end of the epoch.
+    /// Learning rate of the epoch's last step (the schedule moves every step).
     pub lr: f64,
     /// Training images per second (data loading included).
     pub images_per_s: f64,
