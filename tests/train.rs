@@ -446,6 +446,38 @@ fn kfold_flags_choose_the_validation_fold() {
     assert!(stderr(&o).contains("compute: fp32\n"), "{}", stderr(&o));
     let best = checkpoint::load(&dir.path().join("k/best.pt"), Device::Cpu).unwrap();
     assert_eq!(best.meta.normalization.mean, [0.5, 0.5, 0.5]);
+
+    // The other folds: their validation sides are disjoint, together they are every image,
+    // and no patient is on both sides of any fold.
+    let mut splits = vec![split];
+    for f in ["0", "2", "3"] {
+        let out = format!("k{f}");
+        let o = train(
+            dir.path(),
+            &["--folds", "4", "--fold", f, "--no-plots", "--out", &out],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let s: SplitFiles = serde_json::from_str(
+            &fs::read_to_string(dir.path().join(&out).join("split.json")).unwrap(),
+        )
+        .unwrap();
+        splits.push(s);
+    }
+    let mut seen = BTreeSet::new();
+    for s in &splits {
+        assert_eq!(s.train.len() + s.val.len(), 183);
+        for e in &s.val {
+            assert!(
+                seen.insert(e.path.clone()),
+                "{} validated by two folds",
+                e.path
+            );
+        }
+        let v: BTreeSet<String> = s.val.iter().map(|e| group(&e.path)).collect();
+        let t: BTreeSet<String> = s.train.iter().map(|e| group(&e.path)).collect();
+        assert!(v.is_disjoint(&t), "a patient on both sides");
+    }
+    assert_eq!(seen.len(), 183, "the folds' validation sides miss images");
 }
 
 #[test]
