@@ -474,6 +474,9 @@ pub struct EvalArgs {
     /// Also draw confusion_matrix.png and (two classes) roc.png into this folder.
     #[arg(long, value_name = "DIR")]
     pub plots: Option<PathBuf>,
+    /// Also write each image's probabilities to this CSV file (path, truth, prob_<class>…).
+    #[arg(long, value_name = "FILE")]
+    pub predictions: Option<PathBuf>,
     /// Skip (and list) images that cannot be decoded instead of stopping.
     #[arg(long)]
     pub skip_bad: bool,

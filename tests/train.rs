@@ -130,13 +130,23 @@ fn a_smoke_run_writes_a_complete_run_folder_and_never_overwrites_one() {
 fn eval_and_predict_agree_exactly_on_the_validation_files() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let o = train(dir.path(), &["--epochs", "2"]);
+    // Four epochs: enough for the smoke network to predict both classes on this split.
+    let o = train(dir.path(), &["--epochs", "4"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let run = dir.path().join("runs/train");
     let ckpt = run.join("model.pt");
     let o = inception(
         dir.path(),
-        &["eval", "--checkpoint", ckpt.to_str().unwrap(), "--json"],
+        &[
+            "eval",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--json",
+            "--precision",
+            "fp32",
+            "--predictions",
+            "eval.csv",
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let e: Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -147,27 +157,56 @@ fn eval_and_predict_agree_exactly_on_the_validation_files() {
     let confusion: Vec<Vec<u64>> = serde_json::from_value(e["confusion"].clone()).unwrap();
     let total: u64 = confusion.iter().flatten().sum();
     assert_eq!(total as usize, split.val.len());
+    assert!(
+        confusion[0][0] + confusion[1][0] > 0 && confusion[0][1] + confusion[1][1] > 0,
+        "the model predicts one class only: {confusion:?}"
+    );
     let auc = e["binary"]["roc_auc"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&auc));
 
-    // predict on the same files, without --checkpoint: the latest run's best.pt.
+    // eval's per-image probabilities (--predictions) against predict's, image by image. Without
+    // --checkpoint predict takes the latest run's model.pt.
+    let rows: Vec<Vec<String>> = fs::read_to_string(dir.path().join("eval.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect();
+    assert_eq!(rows.len(), split.val.len());
     let paths: Vec<String> = split
         .val
         .iter()
         .map(|f| format!("{}/{}", msld(), f.path))
         .collect();
-    let mut args = vec!["predict", "--json"];
+    let mut args = vec!["predict", "--json", "--precision", "fp32"];
     args.extend(paths.iter().map(String::as_str));
     let o = inception(dir.path(), &args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("runs/train/model.pt"), "{}", stderr(&o));
     let preds: Vec<Value> = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(preds.len(), split.val.len());
-    let correct = preds
-        .iter()
-        .zip(&split.val)
-        .filter(|(p, f)| p["class"].as_str() == Some(f.class.as_str()))
-        .count();
+    let mut correct = 0;
+    for ((p, f), row) in preds.iter().zip(&split.val).zip(&rows) {
+        assert!(row[0].ends_with(&f.path), "{} vs {}", row[0], f.path);
+        assert_eq!(row[1], f.class);
+        for (k, class) in ["Monkey Pox", "Others"].iter().enumerate() {
+            let from_eval: f64 = row[2 + k].parse().unwrap();
+            let from_predict = p["top_k"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["class"] == *class)
+                .unwrap()["probability"]
+                .as_f64()
+                .unwrap();
+            assert!(
+                (from_eval - from_predict).abs() <= 1e-6,
+                "{}: {class} {from_eval} by eval, {from_predict} by predict",
+                f.path
+            );
+        }
+        correct += usize::from(p["class"].as_str() == Some(f.class.as_str()));
+    }
     let acc = correct as f64 / split.val.len() as f64;
     assert_eq!(
         acc,

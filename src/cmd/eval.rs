@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::cli::{EvalArgs, EvalSplit};
+use crate::cmd::csv_field;
 use crate::data::dataset::Dataset;
 use crate::data::folder::Sample;
 use crate::data::transform::EvalTransform;
@@ -103,6 +104,25 @@ pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
     let set = EvalSet::prepare(samples, transform, a.batch_size, a.skip_bad)?;
     let (probs, labels) = set.predict(|x| ensemble.probabilities(compute, x, tch::Kind::Double))?;
     let images_per_s = probs.len() as f64 / started.elapsed().as_secs_f64();
+    if let Some(file) = &a.predictions {
+        let mut csv = format!(
+            "path,truth{}\n",
+            meta.classes
+                .iter()
+                .map(|c| format!(",{}", csv_field(&format!("prob_{c}"))))
+                .collect::<String>()
+        );
+        for ((&i, p), &y) in set.good.iter().zip(&probs).zip(&labels) {
+            let path = &set.loader.samples[i].path;
+            csv += &csv_field(&path.display().to_string());
+            csv += &format!(",{}", csv_field(&meta.classes[y]));
+            for v in p {
+                csv += &format!(",{v:.9}");
+            }
+            csv += "\n";
+        }
+        crate::checkpoint::write_atomic(file, csv.as_bytes())?;
+    }
     let members = ensemble.files();
     if let Some(dir) = &a.plots {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
