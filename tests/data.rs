@@ -835,13 +835,34 @@ fn msld_split_keeps_every_patient_on_one_side_and_stratifies() {
 fn group_by_none_and_regex_change_the_grouping() {
     let (samples, _) = msld_samples();
     let none = GroupBy::parse("none").unwrap();
+    let prefix = GroupBy::Prefix;
     let split = holdout(&samples, 2, &keys(&samples, &none), 0.25, 1).unwrap();
     assert_eq!(split.train.len() + split.val.len(), 183);
     let v = split.val.len() as f64;
     assert!((v - 0.25 * 183.0).abs() <= 2.0, "{v}");
+    // File by file, some patient ends on both sides; by prefix, none does.
+    let both = |split: &Split| {
+        groups_of(&samples, &split.train, &prefix)
+            .intersection(&groups_of(&samples, &split.val, &prefix))
+            .count()
+    };
+    assert!(both(&split) > 0, "none grouped by patient anyway");
+    let by_prefix = holdout(&samples, 2, &keys(&samples, &prefix), 0.25, 1).unwrap();
+    assert_eq!(both(&by_prefix), 0);
     // A regex: everything before the extension's first digit run ends, i.e. the file number.
     let re = GroupBy::parse(r"^P?(\d+)").unwrap();
     assert_eq!(re.key(Path::new("P13_2.jpg")).unwrap(), "13");
+    // A regex on the number alone joins Monkey Pox patient P13 with Others' 13 (and a13): they
+    // share a side, and the split is not the prefix one.
+    let re = GroupBy::parse(r"^\D*(\d+)").unwrap();
+    let by_re = holdout(&samples, 2, &keys(&samples, &re), 0.25, 1).unwrap();
+    assert_ne!(by_re, by_prefix);
+    let numbers = |idx: &[usize]| groups_of(&samples, idx, &re);
+    assert!(numbers(&by_re.train).is_disjoint(&numbers(&by_re.val)));
+    assert!(
+        !numbers(&by_prefix.train).is_disjoint(&numbers(&by_prefix.val)),
+        "the prefix split happens to keep the numbers apart too"
+    );
     let err = re.key(Path::new("x.jpg")).unwrap_err().to_string();
     assert!(err.contains("does not match x.jpg"), "{err}");
     let err = GroupBy::parse("no-group").unwrap_err().to_string();
