@@ -1035,3 +1035,110 @@ fn a_resumed_run_removes_the_temporary_files_of_killed_saves_and_nothing_else() 
         assert!(f.exists(), "{} was removed", f.display());
     }
 }
+
+#[test]
+fn skip_bad_goes_through_train_eval_and_predict_and_corrupt_checkpoints_are_refused_by_name() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // 12 photos of each class, and one cut JPEG in each.
+    let data = dir.path().join("photos");
+    for class in ["Monkey Pox", "Others"] {
+        fs::create_dir_all(data.join(class)).unwrap();
+        let mut files: Vec<_> = fs::read_dir(repo().join("data/monkeypox").join(class))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in files.iter().take(12) {
+            fs::copy(f, data.join(class).join(f.file_name().unwrap())).unwrap();
+        }
+        let bytes = fs::read(&files[12]).unwrap();
+        fs::write(data.join(class).join("cut.jpg"), &bytes[..bytes.len() / 2]).unwrap();
+    }
+    let (d, config) = (data.display().to_string(), smoke());
+    let base = [
+        "train",
+        "--data",
+        &d,
+        "--config",
+        &config,
+        "--group-by",
+        "none",
+    ];
+    let o = inception(dir.path(), &[&base[..], &["--out", "a"]].concat());
+    let err = assert_clean_failure(&o);
+    assert!(
+        err.contains("2 images cannot be read") && err.contains("cut.jpg: truncated"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("a").exists(),
+        "a refused run left a folder"
+    );
+    let o = inception(
+        dir.path(),
+        &[&base[..], &["--out", "b", "--skip-bad"]].concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("24 images (2 unreadable skipped"), "{out}");
+    assert_eq!(out.matches("  skipped: ").count(), 2, "{out}");
+
+    let ckpt = dir.path().join("b/model.pt").display().to_string();
+    let eval = |extra: &[&str]| {
+        let mut args = vec!["eval", "--checkpoint", &ckpt, "--data", &d, "--json"];
+        args.extend(extra);
+        inception(dir.path(), &args)
+    };
+    let err = assert_clean_failure(&eval(&[]));
+    assert!(err.contains("cut.jpg: truncated"), "{err}");
+    let o = eval(&["--skip-bad"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(e["images"], 24);
+    let skipped: Vec<String> = serde_json::from_value(e["skipped"].clone()).unwrap();
+    assert_eq!(skipped.len(), 2);
+    assert!(
+        skipped.iter().all(|s| s.contains("cut.jpg: truncated")),
+        "{skipped:?}"
+    );
+
+    // A checkpoint cut short and one with a flipped bit: predict, eval and --resume refuse them
+    // by name.
+    let good = fs::read(dir.path().join("b/model.pt")).unwrap();
+    fs::write(dir.path().join("cut.pt"), &good[..good.len() / 2]).unwrap();
+    let mut flipped = good.clone();
+    let at = flipped.len() - 1000;
+    flipped[at] ^= 0x10;
+    fs::write(dir.path().join("flipped.pt"), &flipped).unwrap();
+    let last = fs::read(dir.path().join("b/last.pt")).unwrap();
+    fs::create_dir_all(dir.path().join("r")).unwrap();
+    fs::write(dir.path().join("r/last.pt"), &last[..last.len() - 7]).unwrap();
+    let img = data.join("Others").display().to_string();
+    for (bad, args) in [
+        (
+            "cut.pt",
+            vec!["predict", "--checkpoint", "cut.pt", img.as_str()],
+        ),
+        (
+            "flipped.pt",
+            vec!["predict", "--checkpoint", "flipped.pt", img.as_str()],
+        ),
+        (
+            "cut.pt",
+            vec!["eval", "--checkpoint", "cut.pt", "--data", &d],
+        ),
+        (
+            "flipped.pt",
+            vec!["eval", "--checkpoint", "flipped.pt", "--data", &d],
+        ),
+        ("r/last.pt", vec!["train", "--resume", "r/last.pt"]),
+    ] {
+        let err = assert_clean_failure(&inception(dir.path(), &args));
+        assert!(err.contains(bad), "{args:?}: {err}");
+        assert!(
+            err.contains("checksum mismatch") || err.contains("truncated or corrupted"),
+            "{args:?}: {err}"
+        );
+    }
+}
