@@ -5,9 +5,11 @@
 //! JPEG EXIF orientation is applied. Alpha is composited onto [`BACKGROUND`]. A file whose data
 //! is cut short is refused ([`complete`]), not padded. Headers that claim more than [`MAX_SIDE`]
 //! pixels a side, or images whose pixels (decoded and as RGB) need more than [`MAX_ALLOC`] bytes,
-//! are refused before their pixels are allocated.
+//! are refused before their pixels are allocated, and decoding threads share one process-wide
+//! [`Budget`] of that size.
 
-use std::io::Cursor;
+use std::io::{BufRead, BufReader, Cursor, Read, Seek};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -42,38 +44,69 @@ fn decode(path: &Path) -> Result<RgbImage> {
             MAX_ALLOC >> 20
         );
     }
-    let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read: {e}"))?;
-    let format = match sniff(&bytes[..bytes.len().min(HEAD)], path) {
+    let open = || std::fs::File::open(path).map_err(|e| anyhow!("cannot open: {e}"));
+    let mut head = Vec::with_capacity(HEAD);
+    open()?
+        .take(HEAD as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| anyhow!("cannot read: {e}"))?;
+    let format = match sniff(&head, path) {
         Content::Image(f) => f,
         Content::Unsupported(kind) => bail!("{}", advice(kind)),
         Content::Other => bail!("not an image: the content is in no known image format"),
     };
+    // The header alone says what decoding will take: the file, the decoded pixels, the RGB copy
+    // and, with alpha, the 8-bit RGBA copy composited from. Checked before anything is read.
+    let need = match decoder(BufReader::new(open()?), format) {
+        Ok(d) => {
+            let (w, h) = d.dimensions();
+            let pixels = w as u64 * h as u64;
+            let alpha = if d.color_type().has_alpha() { pixels * 4 } else { 0 };
+            let need = d
+                .total_bytes()
+                .saturating_add(pixels * 3)
+                .saturating_add(alpha)
+                .saturating_add(len);
+            if need > MAX_ALLOC {
+                bail!(
+                    "too large to decode: {w}×{h} {:?} needs {} MiB, more than {} MiB",
+                    d.color_type(),
+                    need >> 20,
+                    MAX_ALLOC >> 20
+                );
+            }
+            need
+        }
+        Err(e) => {
+            // A header that does not parse: a file cut inside it says so.
+            let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read: {e}"))?;
+            complete::check(format, &bytes)?;
+            return Err(decode_error(e));
+        }
+    };
+    let _permit = Budget::global().take(need);
+    let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read: {e}"))?;
     complete::check(format, &bytes)?;
-    let mut reader = ImageReader::new(Cursor::new(&bytes));
+    let mut d = decoder(Cursor::new(&bytes), format).map_err(decode_error)?;
+    let orientation = d.orientation().map_err(decode_error)?;
+    let mut img = DynamicImage::from_decoder(d).map_err(decode_error)?;
+    img.apply_orientation(orientation);
+    Ok(to_rgb(img))
+}
+
+/// A decoder of `format` on `source`, within the size limits (its header read).
+fn decoder<'a, R: BufRead + Seek + 'a>(
+    source: R,
+    format: image::ImageFormat,
+) -> Result<impl ImageDecoder + 'a, ImageError> {
+    let mut reader = ImageReader::new(source);
     reader.set_format(format);
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_ALLOC);
     reader.limits(limits);
-    let mut decoder = reader.into_decoder().map_err(decode_error)?;
-    // The decoder's own limits cover its working memory, not the image it returns.
-    let (w, h) = decoder.dimensions();
-    let need = decoder
-        .total_bytes()
-        .saturating_add(w as u64 * h as u64 * 3);
-    if need > MAX_ALLOC {
-        bail!(
-            "too large to decode: {w}×{h} {:?} needs {} MiB, more than {} MiB",
-            decoder.color_type(),
-            need >> 20,
-            MAX_ALLOC >> 20
-        );
-    }
-    let orientation = decoder.orientation().map_err(decode_error)?;
-    let mut img = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
-    img.apply_orientation(orientation);
-    Ok(to_rgb(img))
+    reader.into_decoder()
 }
 
 /// A decoder's error in words; running out of bytes is called what it is.
@@ -83,6 +116,64 @@ fn decode_error(e: ImageError) -> anyhow::Error {
             anyhow!("truncated: the image data ends before the image does")
         }
         e => anyhow!("cannot decode: {e}"),
+    }
+}
+
+/// Bytes that decoding may hold at once across the whole process: threads decoding in
+/// parallel (the loader, predict's reader) wait for each other rather than each taking up to
+/// [`MAX_ALLOC`].
+pub struct Budget {
+    limit: u64,
+    used: Mutex<u64>,
+    freed: Condvar,
+}
+
+/// Bytes of a [`Budget`] held until dropped.
+pub struct Permit<'a> {
+    budget: &'a Budget,
+    bytes: u64,
+}
+
+impl Budget {
+    pub fn new(limit: u64) -> Budget {
+        Budget {
+            limit,
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// The process-wide budget of decoding: [`MAX_ALLOC`].
+    pub fn global() -> &'static Budget {
+        static GLOBAL: OnceLock<Budget> = OnceLock::new();
+        GLOBAL.get_or_init(|| Budget::new(MAX_ALLOC))
+    }
+
+    /// Waits until `bytes` fit beside what others hold (a request alone always fits), then
+    /// holds them.
+    pub fn take(&self, bytes: u64) -> Permit<'_> {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        while *used > 0 && *used + bytes > self.limit {
+            used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
+        }
+        *used += bytes;
+        Permit {
+            budget: self,
+            bytes,
+        }
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> u64 {
+        *self.used.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut used = self.budget.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used -= self.bytes;
+        self.budget.freed.notify_all();
     }
 }
 
