@@ -198,6 +198,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// Test-only: milliseconds [`write_atomic_with`] waits between writing a file and renaming it.
+pub const SLOW_SAVE_ENV: &str = "INCEPTION_TEST_SLOW_SAVE_MS";
+
 /// The temporary file [`write_atomic_with`] writes `name` through, for process `pid`.
 fn temporary_name(name: &str, pid: u32) -> String {
     format!(".{name}.tmp-{pid}")
@@ -257,6 +260,14 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -
         fs::File::open(&tmp)
             .and_then(|f| f.sync_all())
             .with_context(|| format!("syncing {}", tmp.display()))?;
+        // For tests only: widens the moment between writing and renaming, so that a test can
+        // kill a run in the middle of a save.
+        if let Some(ms) = std::env::var(SLOW_SAVE_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         fs::rename(&tmp, path)
             .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
     })();

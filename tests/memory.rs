@@ -60,7 +60,9 @@ fn main() {
     let need = SIDE as u64 * SIDE as u64 * (6 + 3);
     let before = peak_rss_bytes();
     let results = parallel_map(&paths, paths.len(), |p| {
-        load_rgb(p).map(|img| img.dimensions()).map_err(|e| format!("{e:#}"))
+        load_rgb(p)
+            .map(|img| img.dimensions())
+            .map_err(|e| format!("{e:#}"))
     });
     let grown = peak_rss_bytes().saturating_sub(before);
     for r in &results {

@@ -1142,3 +1142,122 @@ fn skip_bad_goes_through_train_eval_and_predict_and_corrupt_checkpoints_are_refu
         );
     }
 }
+
+/// Whether `dir` holds a checkpoint's temporary file of process `pid` (any process: `None`).
+fn save_in_progress(dir: &Path, pid: Option<u32>) -> bool {
+    let tag = match pid {
+        Some(p) => format!(".pt.tmp-{p}"),
+        None => ".pt.tmp-".into(),
+    };
+    fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.contains(&tag) && (pid.is_none() || name.ends_with(&tag))
+        })
+    })
+}
+
+#[test]
+fn a_run_killed_at_random_moments_and_during_saves_ends_bit_for_bit_like_an_uninterrupted_one() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = ["--epochs", "5", "--ema-decay", "0.9", "--no-plots"];
+    let a = dir.path().join("a");
+    let o = train(
+        dir.path(),
+        &[&recipe[..], &["--out", a.to_str().unwrap()]].concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let b = dir.path().join("b");
+    let (data, config) = (msld(), smoke());
+    let spawn = |resume: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_inception"));
+        if resume {
+            cmd.args(["train", "--resume", b.join("last.pt").to_str().unwrap()]);
+        } else {
+            cmd.args(["train", "--data", &data, "--config", &config])
+                .args(recipe)
+                .arg("--out")
+                .arg(&b);
+        }
+        cmd.env(inception::checkpoint::SLOW_SAVE_ENV, "150")
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let (mut kills, mut during_saves, mut of_resumed) = (0, 0, 0);
+    let mut resume = false;
+    while kills < 12 {
+        let mut child = spawn(resume);
+        let pid = child.id();
+        let started = Instant::now();
+        // A new run is killed only once its first epoch is saved (before, it would just start
+        // over). Then every other kill waits for one of this process's saves to be under way;
+        // the others come at a random moment, 0.2–3.2 s later.
+        let in_save = kills % 2 == 1;
+        let delay = Duration::from_millis(200 + next() % 3000);
+        let mut since: Option<Instant> = None;
+        loop {
+            assert!(started.elapsed() < Duration::from_secs(120), "stuck");
+            if since.is_none() && (resume || b.join("last.pt").exists()) {
+                since = Some(Instant::now());
+            }
+            let ready = match since {
+                None => false,
+                Some(_) if in_save => save_in_progress(&b, Some(pid)),
+                Some(t) => t.elapsed() >= delay,
+            };
+            if ready || child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if child.try_wait().unwrap().is_some() {
+            // The run got to its end before this kill: no more kills to make.
+            break;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        of_resumed += usize::from(resume);
+        during_saves += usize::from(save_in_progress(&b, Some(pid)));
+        assert!(
+            !b.join("model.pt").exists(),
+            "a kill came after the run ended"
+        );
+        // Whatever the kill hit, the checkpoints on disk are whole.
+        for f in ["last.pt", "best.pt"] {
+            if b.join(f).exists() {
+                checkpoint::load(&b.join(f), Device::Cpu)
+                    .unwrap_or_else(|e| panic!("{f} after kill {kills}: {e:#}"));
+            }
+        }
+        resume = true;
+    }
+    assert!(kills >= 10, "only {kills} kills before the run ended");
+    assert!(during_saves >= 3, "only {during_saves} kills during a save");
+    assert!(of_resumed >= 3, "only {of_resumed} kills of resumed runs");
+    // Let it finish.
+    let status = spawn(resume).wait().unwrap();
+    assert!(status.success());
+    assert_eq!(metric_rows(&a), metric_rows(&b), "metrics differ");
+    for f in ["model.pt", "last.pt", "best.pt"] {
+        let (x, y) = (
+            checkpoint::load(&a.join(f), Device::Cpu).unwrap(),
+            checkpoint::load(&b.join(f), Device::Cpu).unwrap(),
+        );
+        assert_eq!(x.meta.checksum, y.meta.checksum, "{f} differs");
+    }
+    // The killed saves left nothing behind once the run reopened its folder.
+    assert!(!save_in_progress(&b, None), "stale temporary files");
+}

@@ -9,8 +9,8 @@
 //! [`Budget`] of that size.
 
 use std::io::{BufRead, BufReader, Cursor, Read, Seek};
-use std::sync::{Condvar, Mutex, OnceLock};
 use std::path::Path;
+use std::sync::{Condvar, Mutex, OnceLock};
 
 use anyhow::{anyhow, bail, Context, Result};
 use image::{DynamicImage, ImageDecoder, ImageError, ImageReader, Limits, RgbImage};
@@ -61,7 +61,11 @@ fn decode(path: &Path) -> Result<RgbImage> {
         Ok(d) => {
             let (w, h) = d.dimensions();
             let pixels = w as u64 * h as u64;
-            let alpha = if d.color_type().has_alpha() { pixels * 4 } else { 0 };
+            let alpha = if d.color_type().has_alpha() {
+                pixels * 4
+            } else {
+                0
+            };
             let need = d
                 .total_bytes()
                 .saturating_add(pixels * 3)
