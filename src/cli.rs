@@ -261,9 +261,9 @@ pub struct TrainArgs {
     /// The run folder (default: the next free runs/train, runs/train-2, …).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue a run from its last.pt (its config and split); only --epochs, --patience,
-    /// --device, --precision, --channels-last, --workers, --cache-gib and --skip-bad may be
-    /// given with it.
+    /// Continue a run from its last.pt (its config and split); only --epochs (not with a
+    /// cosine schedule), --patience, --device, --precision, --channels-last, --workers,
+    /// --cache-gib, --skip-bad and --no-plots may be given with it.
     #[arg(long, value_name = "LAST.pt")]
     pub resume: Option<PathBuf>,
     #[command(flatten)]
@@ -433,7 +433,7 @@ pub struct CvArgs {
     pub out: Option<PathBuf>,
     /// Continue an interrupted cross-validation: finished folds are kept, a fold cut short
     /// resumes from its last.pt, the rest run. Only --device, --precision, --channels-last,
-    /// --workers, --cache-gib, --skip-bad and --json may be given with it.
+    /// --workers, --cache-gib, --skip-bad, --no-plots and --json may be given with it.
     #[arg(long, value_name = "CV_DIR", conflicts_with_all = ["out", "collect", "only_fold"])]
     pub resume: Option<PathBuf>,
     /// Train only fold I (0-based) into --out, so that folds run as separate jobs (a Slurm

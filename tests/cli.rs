@@ -606,17 +606,38 @@ fn man_pages_cover_every_subcommand_and_its_flags() {
     let o = inception(dir.path(), &["man", "--out", "pages"]);
     assert!(o.status.success(), "{}", stderr(&o));
     for sub in [
-        "train", "cv", "eval", "predict", "export", "doctor", "import", "summary",
+        "train",
+        "cv",
+        "eval",
+        "predict",
+        "export",
+        "doctor",
+        "import",
+        "summary",
+        "explain",
+        "completions",
+        "man",
     ] {
         assert!(page.contains(&format!("inception\\-{sub}(1)")), "{sub}");
         let text = fs::read_to_string(dir.path().join(format!("pages/inception-{sub}.1"))).unwrap();
         assert!(text.contains(&format!(".TH inception-{sub} 1")), "{sub}");
     }
-    let train = fs::read_to_string(dir.path().join("pages/inception-train.1")).unwrap();
-    assert!(
-        train.contains("\\-\\-image\\-size"),
-        "train page lacks --image-size"
-    );
+    // Every long flag of every subcommand is on its page (from the clap definitions).
+    use clap::CommandFactory;
+    for sub in inception::cli::Cli::command().get_subcommands() {
+        let name = sub.get_name();
+        let text =
+            fs::read_to_string(dir.path().join(format!("pages/inception-{name}.1"))).unwrap();
+        for arg in sub.get_arguments() {
+            if let Some(long) = arg.get_long() {
+                let roff = format!("\\-\\-{}", long.replace('-', "\\-"));
+                assert!(
+                    text.contains(&roff),
+                    "{name}: --{long} missing from its page"
+                );
+            }
+        }
+    }
 }
 
 #[test]

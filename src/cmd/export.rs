@@ -10,7 +10,6 @@
 //! done, the command loads the saved file back and checks it against the network on a batch of
 //! another size than the one traced.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -109,27 +108,28 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     tch::manual_seed(0);
     let example = Tensor::f_randn([2, 3, s, s], (Kind::Float, Device::Cpu))?;
     let module = tch::no_grad(|| trace(&ensemble, &example))?;
+    // The module is saved to a temporary file, loaded back and checked on another batch size;
+    // only then does it take OUT's place (an existing OUT stays as it was when the check fails).
+    let check = Tensor::f_randn([3, 3, s, s], (Kind::Float, Device::Cpu))?;
+    let mut diff = f64::NAN;
     write_atomic_with(&cfg.out, |tmp| {
         module
             .save(tmp)
-            .map_err(|e| anyhow!("writing TorchScript: {e}"))
+            .map_err(|e| anyhow!("writing TorchScript: {e}"))?;
+        diff = tch::no_grad(|| -> Result<f64> {
+            let saved = CModule::load(tmp).context("loading the module back")?;
+            let got = saved.forward_ts(&[&check])?;
+            let want = logits(&ensemble, &check)?;
+            Ok(got.f_sub(&want)?.f_abs()?.f_max()?.double_value(&[]))
+        })?;
+        if diff.is_nan() || diff > TOLERANCE {
+            bail!(
+                "the traced module's logits differ from the network's by {diff:.2e} (more than \
+                 {TOLERANCE:e}); nothing written"
+            );
+        }
+        Ok(())
     })?;
-
-    let check = Tensor::f_randn([3, 3, s, s], (Kind::Float, Device::Cpu))?;
-    let diff = tch::no_grad(|| -> Result<f64> {
-        let saved = CModule::load(&cfg.out)
-            .with_context(|| format!("loading back {}", cfg.out.display()))?;
-        let got = saved.forward_ts(&[&check])?;
-        let want = logits(&ensemble, &check)?;
-        Ok(got.f_sub(&want)?.f_abs()?.f_max()?.double_value(&[]))
-    })?;
-    if diff.is_nan() || diff > TOLERANCE {
-        let _ = fs::remove_file(&cfg.out);
-        bail!(
-            "the traced module's logits differ from the network's by {diff:.2e} (more than \
-             {TOLERANCE:e}); nothing written"
-        );
-    }
 
     let resize = resize_size(s as u32);
     let n = meta.normalization;

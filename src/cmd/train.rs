@@ -154,8 +154,8 @@ fn resume_config(a: &TrainArgs, last: &std::path::Path) -> Result<(TrainConfig, 
     if !fixed.is_empty() {
         bail!(
             "--resume continues a run as it was configured ({} cannot change): only --epochs, \
-             --patience, --device, --precision, --channels-last, --workers, --cache-gib and \
-             --skip-bad may be given with it",
+             --patience, --device, --precision, --channels-last, --workers, --cache-gib, \
+             --skip-bad and --no-plots may be given with it",
             fixed.join(", ")
         );
     }

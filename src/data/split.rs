@@ -177,7 +177,8 @@ pub fn prefix_is_a_key(
         let share = *n as f64 / *total as f64;
         if share > MAX_GROUP_SHARE && *n > 2 {
             return Err(format!(
-                "the file-name prefix {key:?} holds {n} of the {total} images of class {}                  ({:.0} %, more than {:.0} %): not a patient or subject key",
+                "the file-name prefix {key:?} holds {n} of the {total} images of class {} \
+                 ({:.0} %, more than {:.0} %), so it is no patient or subject key",
                 classes[*c],
                 share * 100.0,
                 MAX_GROUP_SHARE * 100.0
