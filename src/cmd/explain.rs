@@ -19,21 +19,14 @@ use crate::explain::{check_layer, class_maps};
 use crate::metrics::argmax;
 use crate::plot;
 use crate::precision::{Compute, Precision};
-use crate::train::run_dir::{latest_model, RunDir, RUNS};
+use crate::train::run_dir::{given_or_latest, RunDir};
 
 /// Images explained per forward and backward pass.
 const BATCH: usize = 8;
 
 pub fn run(args: &ExplainArgs) -> Result<()> {
     check_layer(&args.layer)?;
-    let checkpoints = match args.checkpoint.as_slice() {
-        [] => {
-            let c = latest_model(Path::new(RUNS))?;
-            eprintln!("checkpoint: {} (the most recent run)", c.display());
-            vec![c]
-        }
-        given => given.to_vec(),
-    };
+    let checkpoints = given_or_latest(&args.checkpoint)?;
     let (images, missing) = expand(&args.paths);
     let out = match &args.out {
         Some(p) => RunDir::Exact(p.clone()),

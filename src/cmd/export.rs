@@ -10,7 +10,7 @@
 //! done, the command loads the saved file back and checks it against the network on a batch of
 //! another size than the one traced.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
@@ -21,7 +21,7 @@ use crate::cli::{ExportArgs, ExportFormat};
 use crate::data::transform::resize_size;
 use crate::ensemble::Ensemble;
 use crate::precision::{Compute, Precision};
-use crate::train::run_dir::{latest_model, RUNS};
+use crate::train::run_dir::given_or_latest;
 
 /// Largest difference from the network's logits the saved module may show.
 pub const TOLERANCE: f64 = 1e-4;
@@ -45,14 +45,7 @@ impl ExportConfig {
                  here and convert it in Python (README, `inception export`)"
             ),
         }
-        let checkpoints = match args.checkpoint.as_slice() {
-            [] => {
-                let c = latest_model(Path::new(RUNS))?;
-                eprintln!("checkpoint: {} (the most recent run)", c.display());
-                vec![c]
-            }
-            given => given.to_vec(),
-        };
+        let checkpoints = given_or_latest(&args.checkpoint)?;
         let mut preprocessing = args.out.clone().into_os_string();
         preprocessing.push(".json");
         let cfg = ExportConfig {

@@ -16,7 +16,7 @@ use crate::data::transform::EvalTransform;
 use crate::device;
 use crate::ensemble::Ensemble;
 use crate::precision::Compute;
-use crate::train::run_dir::{latest_model, RUNS};
+use crate::train::run_dir::given_or_latest;
 
 /// How predictions are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,14 +54,7 @@ impl PredictConfig {
         if args.top_k == Some(0) {
             bail!("--top-k must be at least 1");
         }
-        let checkpoints = match args.checkpoint.as_slice() {
-            [] => {
-                let c = latest_model(Path::new(RUNS))?;
-                eprintln!("checkpoint: {} (the most recent run)", c.display());
-                vec![c]
-            }
-            given => given.to_vec(),
-        };
+        let checkpoints = given_or_latest(&args.checkpoint)?;
         let (images, missing) = expand(&args.paths);
         let format = match (args.json, args.csv) {
             (true, _) => Format::Json,

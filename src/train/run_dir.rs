@@ -73,6 +73,17 @@ impl RunDir {
     }
 }
 
+/// The `--checkpoint`s given, or else what the most recent finished run under `runs/` ships
+/// ([`latest_model`]), said on stderr: the default of predict, explain and export.
+pub fn given_or_latest(given: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if !given.is_empty() {
+        return Ok(given.to_vec());
+    }
+    let c = latest_model(Path::new(RUNS))?;
+    eprintln!("checkpoint: {} (the most recent run)", c.display());
+    Ok(vec![c])
+}
+
 /// What the most recent finished run under `runs/` ships: a training run's `model.pt`, or a
 /// finished cross-validation's folder (its folds' `model.pt` as an ensemble), by the time
 /// `model.pt` or `cv.json` was written.
