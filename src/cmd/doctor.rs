@@ -53,7 +53,7 @@ pub fn run(args: &DoctorArgs) -> Result<()> {
         let auto = system
             .devices()
             .into_iter()
-            .map(|d| (device_name(d), auto_precision(d)))
+            .map(|d| (crate::device::describe(d), auto_precision(d)))
             .collect();
         let report = Report {
             system: &system,
@@ -74,18 +74,11 @@ pub fn run(args: &DoctorArgs) -> Result<()> {
     Ok(())
 }
 
-fn device_name(d: Device) -> String {
-    match d {
-        Device::Cuda(i) => format!("cuda:{i}"),
-        _ => "cpu".into(),
-    }
-}
-
 /// GoogLeNet with fresh weights, forward passes of a random batch for [`SMOKE_SECONDS`].
 fn smoke_pass(device: Device) -> Smoke {
     let precision = Precision::Auto.resolve(device).unwrap_or(Precision::Fp32);
     let mut out = Smoke {
-        device: device_name(device),
+        device: crate::device::describe(device),
         precision: precision.to_string(),
         images_per_s: None,
         error: None,

@@ -95,8 +95,8 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         }
         let batch = transform.batch_of_crops(&crops)?;
         let x = compute.input(&batch)?;
-        let probs = tch::no_grad(|| ensemble.probabilities(compute, &batch, Kind::Float))?;
-        let probs = rows(&probs)?;
+        let probs = tch::no_grad(|| ensemble.probabilities(compute, &batch, Kind::Double))?;
+        let probs = Vec::<Vec<f64>>::try_from(probs)?;
         let classes: Vec<i64> = probs
             .iter()
             .map(|p| wanted.unwrap_or_else(|| argmax(p)) as i64)
@@ -153,15 +153,6 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         bail!("{failed} of {total} inputs could not be read (listed above)");
     }
     Ok(())
-}
-
-/// The rows of a `[N, C]` tensor.
-fn rows(t: &Tensor) -> Result<Vec<Vec<f64>>> {
-    let t = t.f_to_kind(Kind::Double)?.f_contiguous()?;
-    let (n, c) = (t.size()[0] as usize, t.size()[1] as usize);
-    let mut flat = vec![0f64; n * c];
-    t.f_copy_data(&mut flat, n * c)?;
-    Ok(flat.chunks(c).map(|r| r.to_vec()).collect())
 }
 
 /// The file stem of `path`, with `-2`, `-3`… when another input had the same one.
