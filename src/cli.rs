@@ -263,7 +263,7 @@ pub struct TrainArgs {
     pub out: Option<PathBuf>,
     /// Continue a run from its last.pt (its config and split); only --epochs (not with a
     /// cosine schedule), --patience, --device, --precision, --channels-last, --workers,
-    /// --cache-gib, --skip-bad and --no-plots may be given with it.
+    /// --cache-gib, --skip-bad, --no-skip-bad and --no-plots may be given with it.
     #[arg(long, value_name = "LAST.pt")]
     pub resume: Option<PathBuf>,
     #[command(flatten)]
@@ -338,6 +338,10 @@ pub struct RecipeArgs {
     /// K-fold cross-validation: the number of folds (cv: default 5).
     #[arg(long)]
     pub folds: Option<usize>,
+    /// No K-fold split even if the config file asks for one: split by --val-fraction (train
+    /// only).
+    #[arg(long, conflicts_with_all = ["folds", "fold"])]
+    pub no_folds: bool,
     /// K-fold cross-validation: the validation fold, 0-based (train only).
     #[arg(long)]
     pub fold: Option<usize>,
@@ -353,6 +357,9 @@ pub struct RecipeArgs {
     /// Skip (and list) images that cannot be decoded instead of stopping.
     #[arg(long)]
     pub skip_bad: bool,
+    /// Stop at the first image that cannot be decoded even if the config file says skip_bad.
+    #[arg(long, conflicts_with = "skip_bad")]
+    pub no_skip_bad: bool,
     /// Write no pictures (results.png, confusion_matrix.png, roc.png, train_batch0.jpg; cv's
     /// charts).
     #[arg(long)]
@@ -404,6 +411,9 @@ pub struct RecipeArgs {
     /// `inception import`); layers whose shape differs start fresh.
     #[arg(long, value_name = "CKPT")]
     pub init: Option<PathBuf>,
+    /// Start from fresh weights even if the config file names an init checkpoint.
+    #[arg(long, conflicts_with = "init")]
+    pub no_init: bool,
     /// Exponential moving average of the weights, decay per step (e.g. 0.99); validation,
     /// best.pt and model.pt then use the average. 0: off.
     #[arg(long)]
@@ -433,7 +443,7 @@ pub struct CvArgs {
     pub out: Option<PathBuf>,
     /// Continue an interrupted cross-validation: finished folds are kept, a fold cut short
     /// resumes from its last.pt, the rest run. Only --device, --precision, --channels-last,
-    /// --workers, --cache-gib, --skip-bad, --no-plots and --json may be given with it.
+    /// --workers, --cache-gib, --skip-bad, --no-skip-bad, --no-plots and --json may be given with it.
     #[arg(long, value_name = "CV_DIR", conflicts_with_all = ["out", "collect", "only_fold"])]
     pub resume: Option<PathBuf>,
     /// Train only fold I (0-based) into --out, so that folds run as separate jobs (a Slurm

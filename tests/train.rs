@@ -1084,6 +1084,48 @@ fn skip_bad_goes_through_train_eval_and_predict_and_corrupt_checkpoints_are_refu
     assert!(out.contains("24 images (2 unreadable skipped"), "{out}");
     assert_eq!(out.matches("  skipped: ").count(), 2, "{out}");
 
+    // skip_bad, init and folds from a config file; --no-skip-bad, --no-init and --no-folds
+    // switch each off (each refusal below comes from the one setting left on).
+    let mut cfg: Value = serde_json::from_str(&fs::read_to_string(&config).unwrap()).unwrap();
+    cfg["skip_bad"] = true.into();
+    cfg["init"] = "no-such-init.pt".into();
+    cfg["folds"] = 3.into();
+    cfg["fold"] = 7.into();
+    fs::write(dir.path().join("file.json"), cfg.to_string()).unwrap();
+    let from_file = |extra: &[&str]| {
+        let mut args = vec!["train", "--data", &d, "--config", "file.json"];
+        args.extend(["--group-by", "none"]);
+        args.extend(extra);
+        inception(dir.path(), &args)
+    };
+    let err = assert_clean_failure(&from_file(&["--no-folds", "--out", "x"]));
+    assert!(err.contains("no-such-init.pt"), "{err}");
+    let err = assert_clean_failure(&from_file(&["--no-init", "--out", "x"]));
+    assert!(err.contains("fold") && err.contains('7'), "{err}");
+    let err = assert_clean_failure(&from_file(&[
+        "--no-init",
+        "--no-folds",
+        "--no-skip-bad",
+        "--out",
+        "x",
+    ]));
+    assert!(err.contains("cut.jpg: truncated"), "{err}");
+    let o = from_file(&["--no-init", "--no-folds", "--out", "c"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("24 images (2 unreadable skipped"));
+    let saved: Value =
+        serde_json::from_str(&fs::read_to_string(dir.path().join("c/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (&saved["skip_bad"], &saved["init"], &saved["folds"]),
+        (&Value::Bool(true), &Value::Null, &Value::Null)
+    );
+    let err = assert_clean_failure(&inception(
+        dir.path(),
+        &["cv", "--data", &d, "--config", &config, "--no-folds"],
+    ));
+    assert!(err.contains("--no-folds is for train"), "{err}");
+
     let ckpt = dir.path().join("b/model.pt").display().to_string();
     let eval = |extra: &[&str]| {
         let mut args = vec!["eval", "--checkpoint", &ckpt, "--data", &d, "--json"];

@@ -25,6 +25,9 @@ fn new_plan(a: &CvArgs) -> Result<Plan> {
     if a.recipe.fold.is_some() {
         bail!("cv trains every fold; --only-fold I trains one (--fold is for train)");
     }
+    if a.recipe.no_folds {
+        bail!("cv always splits into folds (--folds K, default {DEFAULT_FOLDS}); --no-folds is for train");
+    }
     let mut cfg = config::load(a.config.as_ref())?;
     apply_flags(&mut cfg, &a.recipe)?;
     cfg.folds = Some(cfg.folds.unwrap_or(DEFAULT_FOLDS));

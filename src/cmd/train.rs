@@ -54,15 +54,20 @@ pub fn apply_flags(cfg: &mut TrainConfig, a: &RecipeArgs) -> Result<()> {
     if a.folds.is_some() {
         cfg.folds = a.folds;
     }
+    if a.no_folds {
+        cfg.folds = None;
+        cfg.fold = 0;
+    }
     if a.init.is_some() {
         cfg.init = a.init.clone();
+    }
+    if a.no_init {
+        cfg.init = None;
     }
     if let Some(w) = &a.class_weights {
         cfg.class_weights = ClassWeights::parse(w)?;
     }
-    if a.skip_bad {
-        cfg.skip_bad = true;
-    }
+    apply_skip_bad(cfg, a);
     if a.no_plots {
         cfg.plots = false;
     }
@@ -135,13 +140,14 @@ pub fn job(a: &TrainArgs) -> Result<TrainJob> {
 
 /// The flags that only say how to compute, not what (clap argument ids): those
 /// [`apply_runtime_flags`] applies, which a resumed run or cv folder accepts.
-pub const RUNTIME_FLAGS: [&str; 7] = [
+pub const RUNTIME_FLAGS: [&str; 8] = [
     "device",
     "precision",
     "channels_last",
     "workers",
     "cache_gib",
     "skip_bad",
+    "no_skip_bad",
     "no_plots",
 ];
 
@@ -155,7 +161,7 @@ fn resume_config(a: &TrainArgs, last: &std::path::Path) -> Result<(TrainConfig, 
         bail!(
             "--resume continues a run as it was configured ({} cannot change): only --epochs, \
              --patience, --device, --precision, --channels-last, --workers, --cache-gib, \
-             --skip-bad and --no-plots may be given with it",
+             --skip-bad, --no-skip-bad and --no-plots may be given with it",
             fixed.join(", ")
         );
     }
@@ -202,9 +208,18 @@ pub fn apply_runtime_flags(cfg: &mut TrainConfig, r: &RecipeArgs) {
     if let Some(d) = &r.device {
         cfg.device = d.clone();
     }
-    cfg.skip_bad |= r.skip_bad;
+    apply_skip_bad(cfg, r);
     if r.no_plots {
         cfg.plots = false;
+    }
+}
+
+fn apply_skip_bad(cfg: &mut TrainConfig, r: &RecipeArgs) {
+    if r.skip_bad {
+        cfg.skip_bad = true;
+    }
+    if r.no_skip_bad {
+        cfg.skip_bad = false;
     }
 }
 
