@@ -16,7 +16,9 @@ probabilities: decoding, preprocessing and the network, as the PyTorch loop), an
 the same weights (the checkpoint is a safetensors state_dict) and predicts the same image.
 
 Usage: PYTHONPATH=.deps/py python3 benches/side_by_side.py [--data DIR] [--steps N] [--profile]
-(make bench runs it). Prints a table with ratios against the seed-style baseline. --profile also
+[--device cpu|cuda] (make bench runs it on the CPU; scripts/gpu-check.sh on CUDA, where the
+third baseline is PyTorch AMP + channels-last: bf16 autocast on compute capability >= 8.0, else
+fp16 autocast with torch.amp.GradScaler, the choice inception's --precision auto makes). Prints a table with ratios against the seed-style baseline. --profile also
 prints where a PyTorch channels-last + bf16 training step spends its time, by operator
 (torch.profiler): the same libtorch kernels inception calls.
 """
@@ -59,7 +61,7 @@ print(sys.argv[2], int(p.argmax()), float(p.max()))
 """
 
 
-def loaders(data, batch, size):
+def loaders(data, batch, size, pin=False):
     train_tf = transforms.Compose([
         transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(),
         transforms.ToTensor(), transforms.Normalize(MEAN, STD),
@@ -70,60 +72,75 @@ def loaders(data, batch, size):
     ])
     train = torch.utils.data.DataLoader(
         datasets.ImageFolder(data, train_tf), batch_size=batch, shuffle=True, num_workers=1,
-        drop_last=True)
+        drop_last=True, pin_memory=pin)
     evals = torch.utils.data.DataLoader(
-        datasets.ImageFolder(data, eval_tf), batch_size=batch, shuffle=False, num_workers=1)
+        datasets.ImageFolder(data, eval_tf), batch_size=batch, shuffle=False, num_workers=1,
+        pin_memory=pin)
     return train, evals
 
 
-def trainer(channels_last, bf16):
-    """A seed network in training mode with AdamW, and its training step on a batch (x, y)."""
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def trainer(channels_last, amp, device="cpu"):
+    """A seed network in training mode with AdamW, and its training step on a batch (x, y).
+    amp: None (fp32), torch.bfloat16 or torch.float16 (then with a GradScaler)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = SeedInceptionV1(2).to(memory_format=fmt).train()
+    model = SeedInceptionV1(2).to(device=device, memory_format=fmt).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loss_fn = nn.CrossEntropyLoss()
+    scaler = torch.amp.GradScaler(device, enabled=amp == torch.float16)
 
     def step(x, y):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = loss_fn(model(x.to(memory_format=fmt)), y)
+        x = x.to(device, non_blocking=True).to(memory_format=fmt)
+        y = y.to(device, non_blocking=True)
+        with torch.autocast(device, dtype=amp or torch.bfloat16, enabled=amp is not None):
+            loss = loss_fn(model(x), y)
         opt.zero_grad()
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
 
     return step
 
 
-def torch_train(data, batch, size, steps, channels_last, bf16):
-    train, _ = loaders(data, batch, size)
-    step = trainer(channels_last, bf16)
+def torch_train(data, batch, size, steps, channels_last, amp, device):
+    train, _ = loaders(data, batch, size, pin=device == "cuda")
+    step = trainer(channels_last, amp, device)
     done, start = 0, None
     while done < steps + 2:
         for x, y in train:
             if done == 2:
+                sync(device)
                 start = time.perf_counter()
             step(x, y)
             done += 1
             if done == steps + 2:
                 break
+    sync(device)
     return steps * batch / (time.perf_counter() - start)
 
 
-def torch_infer(data, batch, size, channels_last, bf16):
-    _, evals = loaders(data, batch, size)
+def torch_infer(data, batch, size, channels_last, amp, device):
+    _, evals = loaders(data, batch, size, pin=device == "cuda")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = SeedInceptionV1(2).to(memory_format=fmt).eval()
+    model = SeedInceptionV1(2).to(device=device, memory_format=fmt).eval()
     n, start = 0, time.perf_counter()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.no_grad(), torch.autocast(device, dtype=amp or torch.bfloat16,
+                                         enabled=amp is not None):
         for x, _ in evals:
-            model(x.to(memory_format=fmt))
+            model(x.to(device, non_blocking=True).to(memory_format=fmt))
             n += len(x)
+    sync(device)
     return n / (time.perf_counter() - start)
 
 
 def profile_step(batch, size):
     """Self time by operator of two channels-last + bf16 training steps, synthetic data."""
     from torch.profiler import ProfilerActivity, profile
-    step = trainer(channels_last=True, bf16=True)
+    step = trainer(channels_last=True, amp=torch.bfloat16)
     x = torch.randn(batch, 3, size, size).to(memory_format=torch.channels_last)
     y = torch.randint(0, 2, (batch,))
     step(x, y)
@@ -163,20 +180,32 @@ def main():
     ap.add_argument("--profile", action="store_true",
                     help="print an operator profile of a channels-last + bf16 training step")
     ap.add_argument("--epochs", type=int, default=3, help="inception training epochs (the last two are timed)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     flags = next((l for l in open("/proc/cpuinfo") if l.startswith("flags")), "")
     bf16_cpu = "avx512_bf16" in flags or "amx_bf16" in flags
+    dev = args.device
+    amp = torch.bfloat16
+    if dev == "cuda":
+        if not torch.cuda.is_available():
+            sys.exit("--device cuda: PyTorch sees no CUDA device")
+        major, minor = torch.cuda.get_device_capability(0)
+        amp = torch.bfloat16 if major >= 8 else torch.float16
+        torch.backends.cudnn.benchmark = True
+        cpu += f"; {torch.cuda.get_device_name(0)} (capability {major}.{minor})"
+    amp_name = {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast + GradScaler"}[amp]
     print(f"{time.strftime('%Y-%m-%d')}, {cpu}, {os.cpu_count()} cores, CPU bf16: {bf16_cpu}, "
-          f"torch {torch.__version__}, batch {args.batch}, {args.size}x{args.size}, data {args.data}")
+          f"torch {torch.__version__}, device {dev}, batch {args.batch}, {args.size}x{args.size}, "
+          f"data {args.data}")
 
     rows = []
-    for name, cl, bf16 in [("PyTorch fp32 (seed-style)", False, False),
-                           ("PyTorch channels-last", True, False),
-                           ("PyTorch channels-last + bf16 autocast", True, True)]:
-        rows.append((name, torch_train(args.data, args.batch, args.size, args.steps, cl, bf16),
-                     torch_infer(args.data, args.batch, args.size, cl, bf16)))
+    for name, cl, a in [("PyTorch fp32 (seed-style)", False, None),
+                        ("PyTorch channels-last", True, None),
+                        (f"PyTorch channels-last + {amp_name}", True, amp)]:
+        rows.append((name, torch_train(args.data, args.batch, args.size, args.steps, cl, a, dev),
+                     torch_infer(args.data, args.batch, args.size, cl, a, dev)))
         print(f"  measured {name}", file=sys.stderr)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -187,13 +216,13 @@ def main():
             out = os.path.join(tmp, name.split()[1].strip("()").replace(",", ""))
             run([args.bin, "train", "--data", args.data, "--arch", "seed", "--aux-logits", "false",
                  "--image-size", str(args.size), "--batch-size", str(args.batch), "--epochs",
-                 str(args.epochs), "--device", "cpu", "--out", out] + extra, cwd=tmp)
+                 str(args.epochs), "--device", dev, "--out", out] + extra, cwd=tmp)
             with open(os.path.join(out, "metrics.csv")) as f:
                 rates = [float(r["images_per_s"]) for r in csv.DictReader(f)][1:]
             ckpt = os.path.join(out, "best.pt")
             prec = ["--precision", "fp32"] if extra else []
             ev = json.loads(run([args.bin, "eval", "--checkpoint", ckpt, "--data", args.data,
-                                 "--json", "--device", "cpu"] + prec, cwd=tmp).stdout)
+                                 "--json", "--device", dev] + prec, cwd=tmp).stdout)
             rows.append((name, sum(rates) / len(rates), ev["images_per_s"]))
             print(f"  measured {name}", file=sys.stderr)
 
@@ -202,6 +231,7 @@ def main():
         script = os.path.join(tmp, "predict_one.py")
         with open(script, "w") as f:
             f.write(PREDICT_ONE)
+        # Process start to answer, both on the CPU (a CUDA context alone takes longer).
         t_tool = best_time([args.bin, "predict", "--checkpoint", ckpt, "--device", "cpu", one])
         t_py = best_time([sys.executable, script, ckpt, one, os.path.join(root, "scripts")])
 

@@ -216,7 +216,8 @@ pub struct PredictArgs {
     /// Skip (and list) images that cannot be decoded; the exit code stays 0 for them.
     #[arg(long)]
     pub skip_bad: bool,
-    /// auto (bf16 on CUDA and on CPUs with native bf16, else fp32), fp32, bf16 or fp16.
+    /// auto (by device: bf16 on CUDA with compute capability ≥ 8.0 and on CPUs with native
+    /// bf16, fp16 with loss scaling on CUDA 7.x, else fp32), fp32, bf16 or fp16.
     #[arg(long, value_enum, default_value_t = Precision::Auto)]
     pub precision: Precision,
     /// Image files, folders (walked recursively, images only) or glob patterns.
@@ -401,7 +402,8 @@ pub struct RecipeArgs {
     /// Normalisation std per channel, R,G,B.
     #[arg(long, value_delimiter = ',', value_name = "R,G,B")]
     pub std: Option<Vec<f64>>,
-    /// auto (bf16 on CUDA and on CPUs with native bf16, else fp32), fp32, bf16 or fp16.
+    /// auto (by device: bf16 on CUDA with compute capability ≥ 8.0 and on CPUs with native
+    /// bf16, fp16 with loss scaling on CUDA 7.x, else fp32), fp32, bf16 or fp16.
     #[arg(long, value_enum)]
     pub precision: Option<Precision>,
     /// Channels-last (NHWC) layout for inputs and convolution weights: true or false.
@@ -496,7 +498,8 @@ pub struct EvalArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// auto (bf16 on CUDA and on CPUs with native bf16, else fp32), fp32, bf16 or fp16.
+    /// auto (by device: bf16 on CUDA with compute capability ≥ 8.0 and on CPUs with native
+    /// bf16, fp16 with loss scaling on CUDA 7.x, else fp32), fp32, bf16 or fp16.
     #[arg(long, value_enum, default_value_t = Precision::Auto)]
     pub precision: Precision,
 }

@@ -54,5 +54,5 @@ pub fn announce(spec: &str, compute: &crate::precision::Compute) {
         (true, _) => " (no CUDA device found)".into(),
     };
     eprintln!("device: {}{why}", describe(compute.device));
-    eprintln!("compute: {compute}");
+    eprintln!("compute: {compute} ({})", compute.why);
 }

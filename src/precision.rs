@@ -21,14 +21,15 @@ extern "C" {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
-    /// The fastest safe choice: bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16 or
-    /// AMX), fp32 elsewhere.
+    /// The fastest safe choice for the device ([`Why`]): bf16 on CUDA devices of compute
+    /// capability 8.0 or more and on CPUs with native bf16 (AVX512-BF16 or AMX); fp16 with loss
+    /// scaling on CUDA devices of capability 7.x; fp32 elsewhere.
     #[default]
     Auto,
     Fp32,
     /// bfloat16 autocast.
     Bf16,
-    /// float16 autocast (CUDA only).
+    /// float16 autocast, with dynamic loss scaling when training.
     Fp16,
 }
 
@@ -55,16 +56,79 @@ pub fn cpu_has_bf16() -> bool {
         .unwrap_or(false)
 }
 
+/// Why a precision was taken: asked for, or what `auto` saw of the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// `--precision` named it.
+    Asked,
+    /// A CPU with (true) or without native bf16.
+    Cpu { bf16: bool },
+    /// A CUDA device of this compute capability (major, minor); `None` when the driver did not
+    /// say.
+    Cuda { capability: Option<(i32, i32)> },
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Why::Asked => f.write_str("as asked"),
+            Why::Cpu { bf16: true } => f.write_str("auto: this CPU has native bf16"),
+            Why::Cpu { bf16: false } => {
+                f.write_str("auto: this CPU has no native bf16 (AVX512-BF16 or AMX)")
+            }
+            Why::Cuda { capability: None } => {
+                f.write_str("auto: the driver did not give the compute capability")
+            }
+            Why::Cuda {
+                capability: Some((major, minor)),
+            } => {
+                write!(f, "auto: compute capability {major}.{minor}")?;
+                f.write_str(match (major, minor) {
+                    (8.., _) => " ≥ 8.0, native bf16",
+                    (7, _) => " < 8.0, no fast bf16; fp16 tensor cores, with loss scaling",
+                    _ => " < 7.0, no tensor cores: neither bf16 nor fp16 pays",
+                })
+            }
+        }
+    }
+}
+
 impl Precision {
     /// The concrete precision for `device`: never `Auto`.
     pub fn resolve(self, device: Device) -> Result<Precision> {
-        Ok(match (self, device) {
-            (Precision::Auto, Device::Cuda(_)) => Precision::Bf16,
-            (Precision::Auto, _) if cpu_has_bf16() => Precision::Bf16,
-            (Precision::Auto, _) => Precision::Fp32,
-            (Precision::Fp16, Device::Cpu) => bail!("--precision fp16 needs a CUDA device"),
-            (p, _) => p,
-        })
+        Ok(self.choose(device)?.0)
+    }
+
+    /// The concrete precision for `device` and why; the capability of a CUDA device comes from
+    /// the NVIDIA driver.
+    pub fn choose(self, device: Device) -> Result<(Precision, Why)> {
+        let why = match device {
+            Device::Cuda(i) => Why::Cuda {
+                capability: crate::system::cuda_capability(i),
+            },
+            _ => Why::Cpu {
+                bf16: cpu_has_bf16(),
+            },
+        };
+        self.choose_for(why)
+    }
+
+    /// [`Precision::choose`] for a device described by `seen` (`Why::Cpu` or `Why::Cuda`).
+    pub fn choose_for(self, seen: Why) -> Result<(Precision, Why)> {
+        if self != Precision::Auto {
+            return Ok((self, Why::Asked));
+        }
+        let p = match seen {
+            Why::Asked => bail!("auto needs the device it is chosen for"),
+            Why::Cpu { bf16: true } => Precision::Bf16,
+            Why::Cpu { bf16: false } => Precision::Fp32,
+            Why::Cuda { capability } => match capability {
+                Some((8.., _)) => Precision::Bf16,
+                Some((7, _)) => Precision::Fp16,
+                _ => Precision::Fp32,
+            },
+        };
+        Ok((p, seen))
     }
 }
 
@@ -118,6 +182,8 @@ pub struct Compute {
     pub device: Device,
     /// Resolved: never `Auto`.
     pub precision: Precision,
+    /// Why that precision.
+    pub why: Why,
     pub channels_last: bool,
 }
 
@@ -128,16 +194,31 @@ impl Compute {
         if device.is_cuda() {
             tch::Cuda::cudnn_set_benchmark(true);
         }
+        let (precision, why) = precision.choose(device)?;
         Ok(Compute {
             device,
-            precision: precision.resolve(device)?,
+            precision,
+            why,
             channels_last,
         })
     }
 
-    /// A batch moved to the device, in the layout the network computes in.
+    /// `x` on the device. To a CUDA device the copy goes from pinned (page-locked) memory
+    /// without blocking, so the host goes on while it runs (libtorch's caching host allocator
+    /// keeps the pinned buffers; the copy is ordered before later work on the stream).
+    pub fn to_device(&self, x: &Tensor) -> Result<Tensor, TchError> {
+        match self.device {
+            Device::Cuda(_) if x.device() == Device::Cpu => x
+                .f_pin_memory(self.device)?
+                .f_to_device_(self.device, x.kind(), true, false),
+            _ => x.f_to_device(self.device),
+        }
+    }
+
+    /// A batch moved to the device ([`Compute::to_device`]), in the layout the network
+    /// computes in.
     pub fn input(&self, x: &Tensor) -> Result<Tensor, TchError> {
-        let x = x.f_to_device(self.device)?;
+        let x = self.to_device(x)?;
         if self.channels_last {
             channels_last(&x)
         } else {

@@ -114,12 +114,25 @@ impl System {
     }
 }
 
-/// What `--precision auto` takes on `device`, in words.
+/// What `--precision auto` takes on `device`, and why, in words.
 pub fn auto_precision(device: Device) -> String {
-    match Precision::Auto.resolve(device) {
-        Ok(p) => p.to_string(),
+    match Precision::Auto.choose(device) {
+        Ok((p, why)) => format!("{p} ({})", why.to_string().trim_start_matches("auto: ")),
         Err(e) => format!("{e:#}"),
     }
+}
+
+/// The compute capability of CUDA device `index` as the NVIDIA driver reports it (asked once
+/// per process).
+pub fn cuda_capability(index: usize) -> Option<(i32, i32)> {
+    static DRIVER: std::sync::OnceLock<Option<Driver>> = std::sync::OnceLock::new();
+    DRIVER
+        .get_or_init(|| driver().ok())
+        .as_ref()?
+        .devices
+        .iter()
+        .find(|d| d.index == index)
+        .map(|d| d.capability)
 }
 
 /// libtorch's version encoding (major*1000 + minor*10 for CUDA 12+, major*10000 + minor*100

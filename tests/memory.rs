@@ -103,6 +103,8 @@ fn decoding_in_parallel_stays_within_the_budget() {
 /// memory (wait4's rusage of that child alone) and its stdout.
 fn run_measured(mut cmd: std::process::Command) -> (bool, u64, Vec<u8>) {
     use std::io::Read;
+    // Waited for with wait4 below, not `Child::wait`, for its own rusage.
+    #[allow(clippy::zombie_processes)]
     let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
     let mut stdout = vec![];
     child

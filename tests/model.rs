@@ -239,11 +239,15 @@ fn folding_batchnorm_keeps_the_eval_logits_and_leaves_training_alone() {
 }
 
 #[test]
-fn channels_last_and_bf16_autocast_keep_the_logits_close() {
+fn channels_last_and_bf16_and_fp16_autocast_keep_the_logits_close() {
     use inception::precision::{is_channels_last, Compute, Precision};
     let c = case("seed_2");
     let (x, expected) = io(&c.name);
-    for (precision, tolerance) in [(Precision::Fp32, 1e-4), (Precision::Bf16, 5e-2)] {
+    for (precision, tolerance) in [
+        (Precision::Fp32, 1e-4),
+        (Precision::Bf16, 5e-2),
+        (Precision::Fp16, 1e-2),
+    ] {
         let mut model = model_for(&c);
         model.load_state_dict(&state_dict(&c.name)).unwrap();
         let compute = Compute::new(Device::Cpu, precision, true).unwrap();
@@ -258,10 +262,10 @@ fn channels_last_and_bf16_autocast_keep_the_logits_close() {
             let _autocast = compute.autocast();
             model.forward_t(&input, false).unwrap().logits
         });
-        let want = if precision == Precision::Bf16 {
-            Kind::BFloat16
-        } else {
-            Kind::Float
+        let want = match precision {
+            Precision::Bf16 => Kind::BFloat16,
+            Precision::Fp16 => Kind::Half,
+            _ => Kind::Float,
         };
         assert_eq!(logits.kind(), want, "autocast was not engaged as asked");
         let err = relative_error(&logits.to_kind(Kind::Float), &expected);
@@ -274,8 +278,8 @@ fn channels_last_and_bf16_autocast_keep_the_logits_close() {
 }
 
 #[test]
-fn auto_precision_follows_the_cpu_and_fp16_needs_cuda() {
-    use inception::precision::{cpu_has_bf16, Precision};
+fn auto_precision_follows_the_cpu_and_the_cuda_compute_capability() {
+    use inception::precision::{cpu_has_bf16, Precision, Why};
     let auto = Precision::Auto.resolve(Device::Cpu).unwrap();
     assert_eq!(
         auto,
@@ -285,9 +289,31 @@ fn auto_precision_follows_the_cpu_and_fp16_needs_cuda() {
             Precision::Fp32
         }
     );
-    let err = Precision::Fp16
-        .resolve(Device::Cpu)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("needs a CUDA device"), "{err}");
+    let choose = |seen| Precision::Auto.choose_for(seen).unwrap().0;
+    let cuda = |major, minor| Why::Cuda {
+        capability: Some((major, minor)),
+    };
+    // A100/H100/H200 and RTX 30xx/40xx: bf16; V100, T4, RTX 20xx: fp16 (with loss scaling);
+    // Pascal and older, or a device the driver says nothing of: fp32.
+    for (seen, want) in [
+        (cuda(9, 0), Precision::Bf16),
+        (cuda(8, 6), Precision::Bf16),
+        (cuda(8, 0), Precision::Bf16),
+        (cuda(7, 5), Precision::Fp16),
+        (cuda(7, 0), Precision::Fp16),
+        (cuda(6, 1), Precision::Fp32),
+        (Why::Cuda { capability: None }, Precision::Fp32),
+        (Why::Cpu { bf16: true }, Precision::Bf16),
+        (Why::Cpu { bf16: false }, Precision::Fp32),
+    ] {
+        assert_eq!(choose(seen), want, "{seen:?}");
+    }
+    assert_eq!(
+        cuda(7, 5).to_string(),
+        "auto: compute capability 7.5 < 8.0, no fast bf16; fp16 tensor cores, with loss scaling"
+    );
+    // An explicit choice is kept, fp16 on the CPU included (libtorch's CPU autocast has it).
+    for p in [Precision::Fp32, Precision::Bf16, Precision::Fp16] {
+        assert_eq!(p.choose(Device::Cpu).unwrap(), (p, Why::Asked));
+    }
 }

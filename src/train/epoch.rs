@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Beta, Distribution};
 use tch::{Kind, Reduction, Tensor};
 
+use super::scaler::StepOutcome;
 use super::{optim, RunData, State, AUX_WEIGHT};
 use crate::config::TrainConfig;
 use crate::data::loader::mix;
@@ -108,7 +109,10 @@ impl Mixing {
     }
 }
 
-/// Trains `state` for one epoch over the training split.
+/// Trains `state` for one epoch over the training split. The losses and the count of correct
+/// predictions stay on the device until the epoch ends (or a terminal's progress bar asks every
+/// [`BAR_EVERY`] batches): no step waits for the device, except fp16's for the scaler's
+/// inf/NaN check, as GradScaler's does.
 pub fn train_epoch(
     state: &mut State,
     data: &RunData,
@@ -120,7 +124,9 @@ pub fn train_epoch(
     let total = batches.len();
     let bar = progress_bar(total as u64, epoch, cfg.epochs);
     let started = Instant::now();
-    let (mut loss_sum, mut correct, mut seen) = (0.0, 0i64, 0usize);
+    let mut losses: Vec<Tensor> = Vec::with_capacity(total);
+    let mut sizes: Vec<usize> = Vec::with_capacity(total);
+    let mut correct: Option<Tensor> = None;
     let mut lr = cfg.lr;
     let weights = data.class_weights.as_ref();
     for (b, batch) in batches.enumerate() {
@@ -131,7 +137,7 @@ pub fn train_epoch(
             None => batch.images.shallow_clone(),
         };
         let x = compute.input(&images)?;
-        let y = batch.labels.f_to_device(compute.device)?;
+        let y = compute.to_device(&batch.labels)?;
         let y_rev = y.f_flip([0])?;
         lr = optim::learning_rate(cfg, epoch as f64 + b as f64 / total as f64);
         let (out, loss) = {
@@ -154,54 +160,121 @@ pub fn train_epoch(
             }
             (out, loss)
         };
-        let value = loss.f_double_value(&[])?;
-        if !value.is_finite() {
-            bail!(
-                "non-finite loss ({value}) at epoch {}, batch {}: training stopped; best.pt (with \
-                 validation) keeps the best epoch so far (try a lower --lr)",
-                epoch + 1,
-                b + 1
-            );
-        }
-        state.optimizer.zero_grad();
-        loss.f_backward()?;
-        let steps_before = state.optimizer.step;
-        state.optimizer.step(lr)?;
-        if let Some(ema) = &mut state.ema {
-            ema.update(&state.model, steps_before)?;
-        }
-        let n = batch.indices.len();
-        loss_sum += value * n as f64;
-        seen += n;
+        backward_and_step(state, &loss, lr)?;
+        losses.push(loss.f_detach()?.f_to_kind(Kind::Double)?);
+        sizes.push(batch.indices.len());
         let dominant = match &mixing {
             Some(m) if m.lambda() < 0.5 => &y_rev,
             _ => &y,
         };
-        correct += out
+        let hits = out
             .logits
             .f_argmax(-1, false)?
             .f_eq_tensor(dominant)?
-            .f_sum(Kind::Int64)?
-            .int64_value(&[]);
+            .f_sum(Kind::Int64)?;
+        correct = Some(match correct {
+            None => hits,
+            Some(c) => c.f_add(&hits)?,
+        });
         if let Some(bar) = &bar {
-            let rate = seen as f64 / started.elapsed().as_secs_f64();
-            bar.set_message(format!(
-                "loss {:.4}  {rate:.1} img/s",
-                loss_sum / seen as f64
-            ));
+            if b % BAR_EVERY == 0 || b + 1 == total {
+                let (sum, seen) = finite_weighted(&read_values(&losses)?, &sizes);
+                let rate = seen as f64 / started.elapsed().as_secs_f64();
+                bar.set_message(format!("loss {:.4}  {rate:.1} img/s", sum / seen as f64));
+            }
             bar.inc(1);
         }
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let seen_f = seen.max(1) as f64;
+    let values = read_values(&losses)?;
+    if state.scaler.is_none() {
+        if let Some(b) = values.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "non-finite loss ({}) at epoch {}, batch {}: training stopped; best.pt (with \
+                 validation) keeps the best epoch so far (try a lower --lr)",
+                values[b],
+                epoch + 1,
+                b + 1
+            );
+        }
+    }
+    // With the loss scaler, a batch with a non-finite loss was a skipped step: left out.
+    let (loss_sum, seen) = finite_weighted(&values, &sizes);
+    let all: usize = sizes.iter().sum();
+    let correct = match correct {
+        Some(c) => c.f_int64_value(&[])?,
+        None => 0,
+    };
     Ok(EpochStats {
-        loss: loss_sum / seen_f,
-        accuracy: correct as f64 / seen_f,
+        loss: loss_sum / seen.max(1) as f64,
+        accuracy: correct as f64 / all.max(1) as f64,
         lr,
-        images_per_s: seen as f64 / started.elapsed().as_secs_f64(),
+        images_per_s: all as f64 / started.elapsed().as_secs_f64(),
     })
+}
+
+/// Batches between two readings of the loss for a terminal's progress bar.
+pub const BAR_EVERY: usize = 10;
+
+/// The backward pass and the optimiser's update of one batch (and the weight average's): plain,
+/// or through the loss scaler with fp16, whose skipped steps leave the weights, the optimiser
+/// and the average as they were. Returns whether the weights were updated.
+pub fn backward_and_step(state: &mut State, loss: &Tensor, lr: f64) -> Result<bool> {
+    state.optimizer.zero_grad();
+    let steps_before = state.optimizer.step;
+    let stepped = match &mut state.scaler {
+        None => {
+            loss.f_backward()?;
+            state.optimizer.step(lr)?;
+            true
+        }
+        Some(scaler) => {
+            scaler.scale_loss(loss)?.f_backward()?;
+            let params = state.optimizer.parameters();
+            let optimizer = &mut state.optimizer;
+            let outcome = scaler.step(&params, || optimizer.step(lr))?;
+            if scaler.scale() < MIN_SCALE {
+                bail!(
+                    "the fp16 loss scale fell to {:e}: the gradients are inf or NaN at every \
+                     scale (try a lower --lr, or --precision bf16 or fp32)",
+                    scaler.scale()
+                );
+            }
+            outcome == StepOutcome::Stepped
+        }
+    };
+    if stepped {
+        if let Some(ema) = &mut state.ema {
+            ema.update(&state.model, steps_before)?;
+        }
+    }
+    Ok(stepped)
+}
+
+/// Below this loss scale (fp16's smallest subnormal, 2^-24) no scale can help.
+const MIN_SCALE: f64 = 1.0 / (1u64 << 24) as f64;
+
+/// The losses of the batches so far, read from the device at once.
+fn read_values(losses: &[Tensor]) -> Result<Vec<f64>> {
+    if losses.is_empty() {
+        return Ok(vec![]);
+    }
+    let all = Tensor::f_stack(losses, 0)?.f_to_device(tch::Device::Cpu)?;
+    Ok(Vec::<f64>::try_from(&all)?)
+}
+
+/// Σ loss × batch size over the finite losses, and the images they cover.
+fn finite_weighted(values: &[f64], sizes: &[usize]) -> (f64, usize) {
+    let (mut sum, mut seen) = (0.0, 0);
+    for (v, n) in values.iter().zip(sizes) {
+        if v.is_finite() {
+            sum += v * *n as f64;
+            seen += n;
+        }
+    }
+    (sum, seen)
 }
 
 /// A progress bar on a terminal; `None` when stderr is not one (CI, pipes, files).

@@ -12,6 +12,7 @@ pub mod optim;
 pub mod record;
 pub mod run_dir;
 pub mod run_files;
+pub mod scaler;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ use ema::Ema;
 use optim::Optimizer;
 use record::{Best, EpochRecord, ResumeState};
 use run_files::RunFiles;
+use scaler::GradScaler;
 pub use validate::{eval_loader, predict_all, EvalSet};
 
 /// Weight of each auxiliary head's loss.
@@ -143,6 +145,8 @@ pub struct State {
     pub model: Model,
     pub optimizer: Optimizer,
     pub ema: Option<Ema>,
+    /// The loss scaler, with fp16.
+    pub scaler: Option<GradScaler>,
     pub progress: ResumeState,
     /// Epochs completed.
     pub epochs_done: u64,
@@ -187,6 +191,7 @@ impl State {
                     optimizer_step: 0,
                     best: None,
                     epochs_since_best: 0,
+                    scaler: None,
                 };
                 (fresh_model(cfg, classes, device)?, None, progress, 0)
             }
@@ -206,10 +211,14 @@ impl State {
                 ema.load_state(tensors).with_context(ctx)?;
             }
         }
+        // A run resumed in another precision starts a scaler afresh (or drops it).
+        let scaler = (compute.precision == crate::precision::Precision::Fp16)
+            .then(|| GradScaler::new(progress.scaler.unwrap_or_default()));
         Ok(State {
             model,
             optimizer,
             ema,
+            scaler,
             progress,
             epochs_done,
         })
@@ -227,6 +236,7 @@ impl State {
     fn record(&mut self, record: &EpochRecord) -> bool {
         self.epochs_done = record.epoch;
         self.progress.optimizer_step = self.optimizer.step;
+        self.progress.scaler = self.scaler.as_ref().map(|s| s.state);
         let Some(now) = Best::of(record) else {
             return false;
         };

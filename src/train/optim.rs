@@ -73,6 +73,14 @@ impl Optimizer {
         })
     }
 
+    /// The parameters it updates (shallow copies: the same storage).
+    pub fn parameters(&self) -> Vec<Tensor> {
+        self.params
+            .iter()
+            .map(|p| p.tensor.shallow_clone())
+            .collect()
+    }
+
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {
             p.tensor.zero_grad();

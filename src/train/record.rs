@@ -136,6 +136,9 @@ pub struct ResumeState {
     pub best: Option<Best>,
     /// Epochs since the best one (for `patience`).
     pub epochs_since_best: u64,
+    /// The fp16 loss scaler's state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaler: Option<crate::train::scaler::ScalerState>,
 }
 
 /// How a checkpoint was trained.

@@ -208,3 +208,20 @@ pub fn import_case(dir: &Path, case: &str, classes: &str, extra: &[&str]) -> Pat
     assert!(o.status.success(), "import failed: {}", stderr(&o));
     out
 }
+
+/// `dir/photos` with 12 light and 12 dark noisy `side`-pixel PNGs (classes `light`, `dark`): a
+/// task any network learns within a few steps.
+pub fn light_and_dark(dir: &Path, side: u32) -> PathBuf {
+    let data = dir.join("photos");
+    for (class, level) in [("light", 190.0), ("dark", 60.0)] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for i in 0..12u32 {
+            let img = image::RgbImage::from_fn(side, side, |x, y| {
+                let noise = ((x * 7 + y * 13 + i * 31) % 41) as f64 - 20.0;
+                image::Rgb([(level + noise) as u8; 3])
+            });
+            img.save(data.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    data
+}
