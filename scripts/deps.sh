@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs the project's dependencies from PyPI, once, into the git-ignored folder .deps/py:
 # torch==2.13.0 (whose libtorch the build links against) and the PyTorch side of the tests
-# (scripts/requirements.txt). A second run is a no-op.
+# (scripts/requirements.txt); and into .deps/gloo the headers of gloo (Debian's libgloo-dev,
+# unpacked, not installed), which the C++ shim of multi-process training (src/shim/dist.cpp)
+# compiles against: libtorch ships gloo compiled in, not its headers. Without them the tool
+# builds without multi-process training (it says so when asked for it). A second run is a no-op.
 #
 #   scripts/deps.sh             install everything (the tests need it)
 #   scripts/deps.sh --libtorch  only what the build needs: nothing when $LIBTORCH names a
@@ -26,17 +29,43 @@ install() {
   echo "$want" > "$stamp"
 }
 
+gloo() {
+  local dir=.deps/gloo
+  if [ -f "$dir/usr/include/gloo/context.h" ]; then
+    return
+  fi
+  command -v apt-get >/dev/null || {
+    echo "deps: no apt-get: building without multi-process training (gloo headers)" >&2
+    return
+  }
+  local tmp
+  tmp=$(mktemp -d)
+  if ! (cd "$tmp" && { apt-get download libgloo-dev >/dev/null 2>&1 ||
+      { apt-get update >/dev/null 2>&1 && apt-get download libgloo-dev >/dev/null 2>&1; }; }); then
+    echo "deps: could not download Debian's libgloo-dev: building without multi-process training" >&2
+    rm -rf "$tmp"
+    return
+  fi
+  rm -rf "$dir.partial"
+  dpkg-deb -x "$tmp"/libgloo-dev_*.deb "$dir.partial"
+  rm -rf "$tmp" "$dir"
+  mv "$dir.partial" "$dir"
+}
+
 if [ "${1:-}" = "--libtorch" ]; then
   if [ -n "${LIBTORCH:-}" ] && [ "$LIBTORCH" != "$root/$deps/torch" ]; then
     if [ ! -e "$LIBTORCH/lib/libtorch.so" ] && [ ! -e "$LIBTORCH/lib/libtorch_cpu.so" ]; then
       echo "deps: LIBTORCH=$LIBTORCH has no lib/libtorch.so" >&2
       exit 1
     fi
+    gloo
     echo "$LIBTORCH"
     exit 0
   fi
   install
+  gloo
   echo "$root/$deps/torch"
 else
   install
+  gloo
 fi

@@ -21,6 +21,7 @@ pub mod config;
 pub mod cv;
 pub mod data;
 pub mod device;
+pub mod dist;
 pub mod ensemble;
 pub mod explain;
 pub mod metrics;

@@ -1,0 +1,139 @@
+// libtorch's distributed layer (c10d) for src/dist.rs: a TCPStore for the rendezvous and a Gloo
+// process group (CPU and CUDA tensors) with the collectives data-parallel training needs. Built
+// with INCEPTION_C10D when build.rs finds gloo's headers (scripts/deps.sh); otherwise every
+// function reports that the tool was built without it.
+//
+// Errors never cross the C boundary as exceptions: each function returns 0 on success, or -1
+// with the message in `err`.
+
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#ifdef INCEPTION_C10D
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/torch.h>
+#else
+#include <ATen/ATen.h>
+#endif
+
+namespace {
+void set_error(char* err, int len, const std::string& what) {
+  if (err && len > 0) {
+    std::snprintf(err, len, "%s", what.c_str());
+  }
+}
+
+#ifdef INCEPTION_C10D
+struct Group {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  std::chrono::milliseconds timeout;
+};
+
+std::vector<at::Tensor> tensors_of(at::Tensor** ts, int n) {
+  std::vector<at::Tensor> v;
+  v.reserve(n);
+  for (int i = 0; i < n; i++) {
+    v.push_back(*ts[i]);
+  }
+  return v;
+}
+
+// The first line of a c10d message (they carry C++ stack traces below it).
+std::string first_line(const char* what) {
+  std::string s(what);
+  auto nl = s.find('\n');
+  return nl == std::string::npos ? s : s.substr(0, nl);
+}
+#endif
+}  // namespace
+
+extern "C" {
+
+int inception_c10d_available() {
+#ifdef INCEPTION_C10D
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+// Joins the group of `size` processes whose rank 0 listens on host:port (rank 0 starts the
+// store). Collectives time out after `timeout_ms`.
+void* inception_pg_new(const char* host, int port, int rank, int size, int timeout_ms, char* err,
+                       int len) {
+#ifdef INCEPTION_C10D
+  try {
+    auto timeout = std::chrono::milliseconds(timeout_ms);
+    c10d::TCPStoreOptions o;
+    o.port = static_cast<uint16_t>(port);
+    o.isServer = rank == 0;
+    o.numWorkers = size;
+    o.timeout = timeout;
+    auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), o);
+    auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host));
+    auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, opts);
+    return new Group{store, pg, timeout};
+  } catch (const std::exception& e) {
+    set_error(err, len, first_line(e.what()));
+    return nullptr;
+  }
+#else
+  (void)host, (void)port, (void)rank, (void)size, (void)timeout_ms;
+  set_error(err, len, "this build has no multi-process training (gloo headers were missing)");
+  return nullptr;
+#endif
+}
+
+// Sums the tensors in place across the group.
+int inception_pg_allreduce_sum(void* g, at::Tensor** ts, int n, char* err, int len) {
+#ifdef INCEPTION_C10D
+  try {
+    auto group = static_cast<Group*>(g);
+    auto v = tensors_of(ts, n);
+    group->pg->allreduce(v)->wait(group->timeout);
+    return 0;
+  } catch (const std::exception& e) {
+    set_error(err, len, first_line(e.what()));
+    return -1;
+  }
+#else
+  (void)g, (void)ts, (void)n;
+  set_error(err, len, "no c10d in this build");
+  return -1;
+#endif
+}
+
+// Copies rank `root`'s tensors into everyone's.
+int inception_pg_broadcast(void* g, at::Tensor** ts, int n, int root, char* err, int len) {
+#ifdef INCEPTION_C10D
+  try {
+    auto group = static_cast<Group*>(g);
+    auto v = tensors_of(ts, n);
+    c10d::BroadcastOptions o;
+    o.rootRank = root;
+    group->pg->broadcast(v, o)->wait(group->timeout);
+    return 0;
+  } catch (const std::exception& e) {
+    set_error(err, len, first_line(e.what()));
+    return -1;
+  }
+#else
+  (void)g, (void)ts, (void)n, (void)root;
+  set_error(err, len, "no c10d in this build");
+  return -1;
+#endif
+}
+
+void inception_pg_free(void* g) {
+#ifdef INCEPTION_C10D
+  delete static_cast<Group*>(g);
+#else
+  (void)g;
+#endif
+}
+}

@@ -1,0 +1,128 @@
+//! The c10d process group (src/dist.rs): collectives between ranks on loopback (here two
+//! threads of one process, each its own rank), gradient averaging in buckets, and a rank whose
+//! partner never comes failing with a clear error instead of hanging.
+
+use std::time::{Duration, Instant};
+
+use inception::dist::{Group, World, BUCKET_BYTES};
+use tch::{Device, Kind, Tensor};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn world(rank: usize, size: usize, port: u16) -> World {
+    World {
+        rank,
+        size,
+        addr: "127.0.0.1".into(),
+        port,
+    }
+}
+
+/// Runs `f(group)` on `size` ranks at once, one thread each; their results by rank.
+fn on_ranks<T: Send>(size: usize, f: impl Fn(&Group) -> T + Sync) -> Vec<T> {
+    let port = free_port();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..size)
+            .map(|rank| {
+                let f = &f;
+                s.spawn(move || {
+                    let g = Group::join(&world(rank, size, port), Duration::from_secs(60)).unwrap();
+                    f(&g)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn all_reduce_sums_and_broadcast_copies_across_ranks() {
+    let out = on_ranks(2, |g| {
+        let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0]) * (g.rank as f64 + 1.0);
+        g.all_reduce_sum(std::slice::from_ref(&t)).unwrap();
+        let b = Tensor::from_slice(&[g.rank as f32 * 10.0 + 5.0]);
+        g.broadcast(std::slice::from_ref(&b), 1).unwrap();
+        (Vec::<f32>::try_from(&t).unwrap(), b.double_value(&[0]))
+    });
+    for (sum, b) in out {
+        assert_eq!(sum, [3.0, 6.0, 9.0]);
+        assert_eq!(b, 15.0);
+    }
+}
+
+#[test]
+fn gradients_are_averaged_over_ranks_across_several_buckets() {
+    // A parameter larger than a bucket between two small ones: three all-reduces.
+    let big = (BUCKET_BYTES / 4 + 1000) as i64;
+    let out = on_ranks(2, |g| {
+        let r = g.rank as f64;
+        let params: Vec<Tensor> = [3i64, big, 5]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let p = Tensor::zeros([n], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+                // Gradient: (rank + 1) · (i + 1) everywhere.
+                (&p * ((r + 1.0) * (i as f64 + 1.0)))
+                    .sum(Kind::Float)
+                    .backward();
+                p
+            })
+            .collect();
+        g.average_gradients(&params).unwrap();
+        params
+            .iter()
+            .map(|p| {
+                let gr = p.grad();
+                (gr.min().double_value(&[]), gr.max().double_value(&[]))
+            })
+            .collect::<Vec<_>>()
+    });
+    for ranks in out {
+        // Mean of (1, 2) · (i + 1) = 1.5 · (i + 1).
+        assert_eq!(ranks, [(1.5, 1.5), (3.0, 3.0), (4.5, 4.5)]);
+    }
+}
+
+#[test]
+fn a_rank_whose_partner_never_comes_fails_with_a_clear_error() {
+    let started = Instant::now();
+    let err = Group::join(&world(0, 2, free_port()), Duration::from_secs(2))
+        .unwrap_err()
+        .to_string();
+    assert!(started.elapsed() < Duration::from_secs(30), "it hung");
+    assert!(
+        err.starts_with("rank 0 of 2: joining the process group at 127.0.0.1:"),
+        "{err}"
+    );
+    assert!(!err.contains('\n'), "a multi-line error: {err}");
+}
+
+#[test]
+fn the_world_comes_from_torchruns_variables() {
+    // Read from the process environment: set here for this test only (no other test reads it).
+    std::env::set_var("WORLD_SIZE", "4");
+    std::env::set_var("RANK", "2");
+    std::env::set_var("MASTER_ADDR", "10.0.0.7");
+    std::env::set_var("MASTER_PORT", "29400");
+    let w = World::from_env().unwrap();
+    std::env::set_var("RANK", "4");
+    let err = World::from_env().unwrap_err().to_string();
+    for v in ["WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT"] {
+        std::env::remove_var(v);
+    }
+    assert_eq!(
+        w,
+        Some(world(2, 4, 29400)).map(|w| World {
+            addr: "10.0.0.7".into(),
+            ..w
+        })
+    );
+    assert!(err.contains("RANK=4 is not below WORLD_SIZE=4"), "{err}");
+    assert_eq!(World::from_env().unwrap(), None);
+}
