@@ -88,6 +88,7 @@ fn main() -> Result<()> {
         prefetch: 2,
         seed: 0,
         drop_last: false,
+        shard: None,
     };
     let cold = loader_rate(&make(uncached.store), &idx, 1)?;
     let warm = loader_rate(&make(cached.store), &idx, 2)?;

@@ -267,6 +267,12 @@ pub struct TrainArgs {
     /// --cache-gib, --skip-bad, --no-skip-bad and --no-plots may be given with it.
     #[arg(long, value_name = "LAST.pt")]
     pub resume: Option<PathBuf>,
+    /// Data-parallel training in N processes on this machine (libtorch's c10d with Gloo): each
+    /// takes --batch-size images per step and the gradients are averaged; on CUDA each takes
+    /// its own GPU. Processes started by a launcher (torchrun-style, Slurm) give RANK,
+    /// WORLD_SIZE, MASTER_ADDR and MASTER_PORT instead.
+    #[arg(long, value_name = "N")]
+    pub nproc: Option<usize>,
     #[command(flatten)]
     pub recipe: RecipeArgs,
 }

@@ -105,9 +105,11 @@ pub struct Group {
     pub size: usize,
 }
 
-// SAFETY: the c10d process group is used from one thread at a time (the training loop); the
-// pointer only moves with the `Group` that owns it.
+// SAFETY: the pointer only moves with the `Group` that owns it, and c10d's process group takes
+// calls from any thread (ProcessGroupGloo queues its work under a mutex); collectives must
+// still come in the same order on every process, which the training loop's single thread does.
 unsafe impl Send for Group {}
+unsafe impl Sync for Group {}
 
 /// Calls a shim function with an error buffer, turning -1 into the message.
 fn checked(what: &str, f: impl FnOnce(*mut c_char, c_int) -> c_int) -> Result<()> {
@@ -165,77 +167,90 @@ impl Group {
         })
     }
 
-    /// Sums each tensor in place across the processes.
+    /// Sums each tensor in place across the processes (in buckets, as [`Group::bucketed`]).
     pub fn all_reduce_sum(&self, tensors: &[Tensor]) -> Result<()> {
-        let ptrs: Vec<*mut c_void> = tensors.iter().map(|t| t.as_ptr() as *mut c_void).collect();
-        checked(&format!("rank {}: all-reduce", self.rank), |err, len| {
-            // SAFETY: the tensors outlive the call, which blocks until it is done.
-            unsafe {
-                inception_pg_allreduce_sum(self.ptr, ptrs.as_ptr(), ptrs.len() as c_int, err, len)
-            }
-        })
+        self.bucketed(tensors, |flat| self.all_reduce_one(flat), |t| Ok(t))
     }
 
     /// Copies rank `root`'s tensors into every process's, in place.
     pub fn broadcast(&self, tensors: &[Tensor], root: usize) -> Result<()> {
-        let ptrs: Vec<*mut c_void> = tensors.iter().map(|t| t.as_ptr() as *mut c_void).collect();
-        checked(&format!("rank {}: broadcast", self.rank), |err, len| {
-            // SAFETY: as in `all_reduce_sum`.
-            unsafe {
-                inception_pg_broadcast(
-                    self.ptr,
-                    ptrs.as_ptr(),
-                    ptrs.len() as c_int,
-                    root as c_int,
-                    err,
-                    len,
-                )
-            }
-        })
+        self.bucketed(tensors, |flat| self.broadcast_one(flat, root), |t| Ok(t))
     }
 
-    /// Replaces each defined gradient of `params` by its mean over the processes, in buckets
-    /// of at most [`BUCKET_BYTES`] (one all-reduce each, on a flattened copy).
+    /// Replaces each defined gradient of `params` by its mean over the processes.
     pub fn average_gradients(&self, params: &[Tensor]) -> Result<()> {
-        let _guard = tch::no_grad_guard();
         let grads: Vec<Tensor> = params
             .iter()
             .map(|p| p.grad())
             .filter(|g| g.defined())
             .collect();
+        let n = self.size as f64;
+        self.bucketed(
+            &grads,
+            |flat| self.all_reduce_one(flat),
+            |t| Ok(t.f_div_scalar(n)?),
+        )
+    }
+
+    /// Runs `collective` on flattened copies of `tensors`, in buckets of consecutive tensors
+    /// of one kind and device of at most [`BUCKET_BYTES`] (a larger tensor is a bucket of its
+    /// own), like DDP's gradient buckets, and copies `then(result)` back into them.
+    fn bucketed(
+        &self,
+        tensors: &[Tensor],
+        collective: impl Fn(&Tensor) -> Result<()>,
+        then: impl Fn(Tensor) -> Result<Tensor>,
+    ) -> Result<()> {
+        let _guard = tch::no_grad_guard();
         let mut start = 0;
-        while start < grads.len() {
-            let (kind, device) = (grads[start].kind(), grads[start].device());
-            let mut end = start;
-            let mut bytes = 0;
-            while end < grads.len()
-                && grads[end].kind() == kind
-                && grads[end].device() == device
-                && (end == start || bytes + grads[end].numel() * 4 <= BUCKET_BYTES)
+        while start < tensors.len() {
+            let (kind, device) = (tensors[start].kind(), tensors[start].device());
+            let bytes_of = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
+            let (mut end, mut bytes) = (start, 0);
+            while end < tensors.len()
+                && tensors[end].kind() == kind
+                && tensors[end].device() == device
+                && (end == start || bytes + bytes_of(&tensors[end]) <= BUCKET_BYTES)
             {
-                bytes += grads[end].numel() * 4;
+                bytes += bytes_of(&tensors[end]);
                 end += 1;
             }
-            let bucket = &grads[start..end];
+            let bucket = &tensors[start..end];
             let flat = Tensor::f_cat(
                 &bucket
                     .iter()
-                    .map(|g| g.f_reshape([-1]))
+                    .map(|t| t.f_reshape([-1]))
                     .collect::<Result<Vec<_>, _>>()?,
                 0,
             )?;
-            self.all_reduce_sum(std::slice::from_ref(&flat))?;
-            let flat = flat.f_div_scalar(self.size as f64)?;
+            collective(&flat)?;
+            let flat = then(flat)?;
             let mut offset = 0;
-            for g in bucket {
-                let n = g.numel() as i64;
-                let mut g = g.shallow_clone();
-                g.f_copy_(&flat.f_narrow(0, offset, n)?.f_view(g.size().as_slice())?)?;
+            for t in bucket {
+                let n = t.numel() as i64;
+                let mut t = t.shallow_clone();
+                t.f_copy_(&flat.f_narrow(0, offset, n)?.f_view(t.size().as_slice())?)?;
                 offset += n;
             }
             start = end;
         }
         Ok(())
+    }
+
+    fn all_reduce_one(&self, t: &Tensor) -> Result<()> {
+        let ptrs = [t.as_ptr() as *mut c_void];
+        checked(&format!("rank {}: all-reduce", self.rank), |err, len| {
+            // SAFETY: the tensor outlives the call, which blocks until it is done.
+            unsafe { inception_pg_allreduce_sum(self.ptr, ptrs.as_ptr(), 1, err, len) }
+        })
+    }
+
+    fn broadcast_one(&self, t: &Tensor, root: usize) -> Result<()> {
+        let ptrs = [t.as_ptr() as *mut c_void];
+        checked(&format!("rank {}: broadcast", self.rank), |err, len| {
+            // SAFETY: as in `all_reduce_one`.
+            unsafe { inception_pg_broadcast(self.ptr, ptrs.as_ptr(), 1, root as c_int, err, len) }
+        })
     }
 }
 
@@ -243,5 +258,80 @@ impl Drop for Group {
     fn drop(&mut self) {
         // SAFETY: `ptr` came from `inception_pg_new` and is freed once.
         unsafe { inception_pg_free(self.ptr) }
+    }
+}
+
+/// `inception train --nproc N`: runs this same command in N processes on this machine, as
+/// torchrun does (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR=127.0.0.1, a free MASTER_PORT and
+/// OMP_NUM_THREADS = cores / N unless set),
+/// rank 0 speaking on stdout and every rank's errors on stderr. When one process fails the
+/// others are stopped, and the error says which rank failed and how.
+pub fn launch(n: usize) -> Result<()> {
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe().context("finding this program to start its processes")?;
+    let mut args: Vec<String> = vec![];
+    let mut given = std::env::args().skip(1);
+    while let Some(a) = given.next() {
+        if a == "--nproc" {
+            given.next();
+        } else if !a.starts_with("--nproc=") {
+            args.push(a);
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("finding a free port for the rendezvous")?
+        .port();
+    // Each process computes on its share of the cores (torchrun's OMP_NUM_THREADS), unless set.
+    let threads = std::env::var("OMP_NUM_THREADS").unwrap_or_else(|_| {
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        (cores / n).max(1).to_string()
+    });
+    let mut children = Vec::with_capacity(n);
+    for rank in 0..n {
+        let child = Command::new(&exe)
+            .args(&args)
+            .env("OMP_NUM_THREADS", &threads)
+            .env("RANK", rank.to_string())
+            .env("LOCAL_RANK", rank.to_string())
+            .env("WORLD_SIZE", n.to_string())
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .stdout(if rank == 0 {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .with_context(|| format!("starting process {rank} of {n}"))?;
+        children.push(Some(child));
+    }
+    let mut failure: Option<String> = None;
+    while children.iter().any(Option::is_some) {
+        for (rank, slot) in children.iter_mut().enumerate() {
+            let Some(child) = slot else { continue };
+            let Some(status) = child.try_wait().context("waiting for a training process")? else {
+                continue;
+            };
+            *slot = None;
+            if !status.success() && failure.is_none() {
+                failure = Some(match status.code() {
+                    Some(c) => format!("process {rank} of {n} exited with code {c}"),
+                    None => format!("process {rank} of {n} was killed by a signal"),
+                });
+            }
+        }
+        if failure.is_some() {
+            for child in children.iter_mut().flatten() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    match failure {
+        Some(f) => bail!("{f}; the other processes were stopped"),
+        None => Ok(()),
     }
 }

@@ -1074,6 +1074,7 @@ fn loader(
         prefetch: 2,
         seed: 42,
         drop_last: false,
+        shard: None,
     }
 }
 
@@ -1204,4 +1205,48 @@ fn parallel_map_keeps_the_order_and_leaves_out_only_what_a_panicked_thread_took(
         out[51..].iter().all(Option::is_some),
         "the other threads finish the work"
     );
+}
+
+#[test]
+fn data_parallel_shards_are_the_slices_of_one_processs_larger_batches() {
+    // 13 images, 2 processes of batch 2 against one process of batch 4: the processes' batches
+    // are the halves of the single process's (same images, same augmentation), and the last,
+    // smaller global batch is left out so that both take the same number of steps.
+    let dir = tempfile::tempdir().unwrap();
+    let samples = tiny_dataset(dir.path());
+    let idx: Vec<usize> = (0..samples.len()).collect();
+    let prepared = prepare(&samples, 32, 1 << 30, false, 2).unwrap();
+    let mode = Mode::Train(train_transform(Augment {
+        rotation: 10.0,
+        ..Augment::default()
+    }));
+    let one = collect_epoch(
+        &Loader {
+            drop_last: true,
+            ..loader(prepared.store.clone(), &samples, mode.clone(), 2)
+        },
+        &idx,
+        1,
+    );
+    assert_eq!(one.0.len(), 3);
+    let shard = |rank| {
+        collect_epoch(
+            &Loader {
+                batch_size: 2,
+                shard: Some((rank, 2)),
+                ..loader(prepared.store.clone(), &samples, mode.clone(), 2)
+            },
+            &idx,
+            1,
+        )
+    };
+    let (r0, r1) = (shard(0), shard(1));
+    assert_eq!((r0.0.len(), r1.0.len()), (3, 3));
+    for b in 0..3 {
+        let half = one.0[b].len() / 2;
+        assert_eq!(r0.0[b], one.0[b][..half], "batch {b}, rank 0");
+        assert_eq!(r1.0[b], one.0[b][half..], "batch {b}, rank 1");
+        assert_eq!(r0.1[2 * b..2 * b + 2], one.1[4 * b..4 * b + 2]);
+        assert_eq!(r1.1[2 * b..2 * b + 2], one.1[4 * b + 2..4 * b + 4]);
+    }
 }

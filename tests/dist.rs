@@ -2,6 +2,7 @@
 //! threads of one process, each its own rank), gradient averaging in buckets, and a rank whose
 //! partner never comes failing with a clear error instead of hanging.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use inception::dist::{Group, World, BUCKET_BYTES};
@@ -25,7 +26,7 @@ fn world(rank: usize, size: usize, port: u16) -> World {
 }
 
 /// Runs `f(group)` on `size` ranks at once, one thread each; their results by rank.
-fn on_ranks<T: Send>(size: usize, f: impl Fn(&Group) -> T + Sync) -> Vec<T> {
+fn on_ranks<T: Send>(size: usize, f: impl Fn(Arc<Group>) -> T + Sync) -> Vec<T> {
     let port = free_port();
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..size)
@@ -33,7 +34,7 @@ fn on_ranks<T: Send>(size: usize, f: impl Fn(&Group) -> T + Sync) -> Vec<T> {
                 let f = &f;
                 s.spawn(move || {
                     let g = Group::join(&world(rank, size, port), Duration::from_secs(60)).unwrap();
-                    f(&g)
+                    f(Arc::new(g))
                 })
             })
             .collect();
@@ -125,4 +126,101 @@ fn the_world_comes_from_torchruns_variables() {
     );
     assert!(err.contains("RANK=4 is not below WORLD_SIZE=4"), "{err}");
     assert_eq!(World::from_env().unwrap(), None);
+}
+
+/// A seed-network training state (SGD with momentum and weight decay: an update that saw
+/// summed instead of averaged gradients would differ) with the weights saved in `init`.
+fn seed_state(init: &std::path::Path, group: Option<Arc<Group>>) -> inception::train::State {
+    use inception::model::{Arch, Model, NetConfig};
+    let mut model = Model::new(NetConfig::new(Arch::Seed, 2), Device::Cpu).unwrap();
+    model.vs.load(init).unwrap();
+    let optimizer = inception::train::optim::Optimizer::new(
+        &model,
+        inception::config::OptimizerKind::Sgd,
+        0.9,
+        0.05,
+    )
+    .unwrap();
+    inception::train::State {
+        model,
+        optimizer,
+        ema: None,
+        scaler: None,
+        group,
+        progress: inception::train::record::ResumeState {
+            optimizer_step: 0,
+            best: None,
+            epochs_since_best: 0,
+            scaler: None,
+        },
+        epochs_done: 0,
+    }
+}
+
+fn params(state: &inception::train::State) -> Vec<(String, Tensor)> {
+    let mut p: Vec<_> = state
+        .model
+        .state_dict()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .map(|(k, t)| (k, t.detach().copy()))
+        .collect();
+    p.sort_by(|a, b| a.0.cmp(&b.0));
+    p
+}
+
+#[test]
+fn two_processes_of_batch_b_step_like_one_process_of_batch_2b() {
+    // The network normalises with BatchNorm's running statistics here (forward_t(x, false):
+    // no batch statistics, no dropout). In training mode each process's BatchNorm would use
+    // the statistics of its own B images, not of all 2B — by design, as DDP without
+    // SyncBatchNorm — and the two runs would differ by that, not by the averaging tested here.
+    use inception::model::{Arch, Model, NetConfig};
+    use inception::train::epoch::backward_and_step;
+    let dir = tempfile::tempdir().unwrap();
+    let init = dir.path().join("init.safetensors");
+    tch::manual_seed(11);
+    Model::new(NetConfig::new(Arch::Seed, 2), Device::Cpu)
+        .unwrap()
+        .vs
+        .save(&init)
+        .unwrap();
+    tch::manual_seed(5);
+    let x: Vec<f32> =
+        Vec::try_from(Tensor::randn([8 * 3 * 32 * 32], (Kind::Float, Device::Cpu))).unwrap();
+    let y = [0i64, 1, 1, 0, 1, 0, 0, 1];
+    // The images [from, from + n) and their labels.
+    let batch = |from: usize, n: usize| {
+        let px = 3 * 32 * 32;
+        (
+            Tensor::from_slice(&x[from * px..(from + n) * px]).view([n as i64, 3, 32, 32]),
+            Tensor::from_slice(&y[from..from + n]),
+        )
+    };
+    let step = |state: &mut inception::train::State, (x, y): (Tensor, Tensor)| {
+        let logits = state.model.forward_t(&x, false).unwrap().logits;
+        let loss = logits.cross_entropy_for_logits(&y);
+        assert!(backward_and_step(state, &loss, 0.05).unwrap());
+    };
+    let mut one = seed_state(&init, None);
+    for _ in 0..3 {
+        step(&mut one, batch(0, 8));
+    }
+    let want = params(&one);
+    let got = on_ranks(2, |g| {
+        let r = g.rank;
+        let mut state = seed_state(&init, Some(g));
+        for _ in 0..3 {
+            step(&mut state, batch(4 * r, 4));
+        }
+        params(&state)
+    });
+    for ((name, a), (_, b)) in got[0].iter().zip(&got[1]) {
+        assert!(a.equal(b), "{name}: the two processes differ");
+    }
+    for ((name, a), (_, b)) in want.iter().zip(&got[0]) {
+        let diff = (a - b).abs().max().double_value(&[]);
+        let size = a.abs().max().double_value(&[]).max(1e-6);
+        assert!(diff <= 1e-5 * size, "{name}: {diff:e} apart (of {size:e})");
+    }
 }

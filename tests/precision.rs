@@ -142,6 +142,7 @@ fn state(scaler: Option<GradScaler>) -> State {
         optimizer,
         ema: None,
         scaler,
+        group: None,
         progress: ResumeState {
             optimizer_step: 0,
             best: None,

@@ -1383,3 +1383,128 @@ fn fp16_trains_with_loss_scaling_and_resumes_its_scale_exactly() {
         );
     }
 }
+
+#[test]
+fn nproc_trains_in_processes_whose_rank_0_writes_the_run_and_a_dead_one_stops_the_others() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::light_and_dark(dir.path(), 24);
+    let (d, config) = (data.display().to_string(), smoke());
+    let args = |epochs: &'static str, out: &'static str| {
+        vec![
+            "train".to_string(),
+            "--data".into(),
+            d.clone(),
+            "--config".into(),
+            config.clone(),
+            "--image-size".into(),
+            "24".into(),
+            "--batch-size".into(),
+            "4".into(),
+            "--group-by".into(),
+            "none".into(),
+            "--no-plots".into(),
+            "--epochs".into(),
+            epochs.into(),
+            "--nproc".into(),
+            "2".into(),
+            "--out".into(),
+            out.into(),
+        ]
+    };
+    let a: Vec<String> = args("2", "a");
+    let o = inception(
+        dir.path(),
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("data-parallel: 2 processes (c10d, Gloo), 4 images per step each, 8 in all"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("epoch   1/2").count(),
+        1,
+        "rank 1 spoke too: {out}"
+    );
+    assert_eq!(
+        metric_rows(&dir.path().join("a")).len(),
+        1 + 2,
+        "header and 2 epochs"
+    );
+    checkpoint::load(&dir.path().join("a/model.pt"), Device::Cpu).unwrap();
+
+    // A long run whose rank 1 is killed: the launcher stops rank 0 and says what happened.
+    let mut launcher = Command::new(env!("CARGO_BIN_EXE_inception"))
+        .args(args("500", "b"))
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !dir.path().join("b/last.pt").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no last.pt after 2 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let children = |parent: u32| -> Vec<(u32, String)> {
+        fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| {
+                        s.rsplit(')')
+                            .next()?
+                            .split_whitespace()
+                            .nth(1)?
+                            .parse()
+                            .ok()
+                    })
+                    == Some(parent)
+            })
+            .map(|pid| {
+                let env = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+                let rank = env
+                    .split(|&b| b == 0)
+                    .find_map(|v| v.strip_prefix(b"RANK="))
+                    .map(|r| String::from_utf8_lossy(r).into_owned())
+                    .unwrap_or_default();
+                (pid, rank)
+            })
+            .collect()
+    };
+    let ranks = children(launcher.id());
+    assert_eq!(ranks.len(), 2, "{ranks:?}");
+    let rank1 = ranks.iter().find(|(_, r)| r == "1").unwrap().0;
+    let rank0 = ranks.iter().find(|(_, r)| r == "0").unwrap().0;
+    // SAFETY: sending SIGKILL to a child process of the launcher this test started.
+    assert_eq!(unsafe { libc::kill(rank1 as i32, libc::SIGKILL) }, 0);
+    let killed = Instant::now();
+    let status = launcher.wait().unwrap();
+    assert!(
+        killed.elapsed() < Duration::from_secs(60),
+        "the launcher hung"
+    );
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut launcher.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "error: process 1 of 2 was killed by a signal; the other processes were stopped"
+        ),
+        "{err}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{rank0}")).exists()
+            || fs::read_to_string(format!("/proc/{rank0}/stat")).is_ok_and(|s| s.contains(") Z")),
+        "rank 0 still runs"
+    );
+    // What rank 0 saved stays whole.
+    checkpoint::load(&dir.path().join("b/last.pt"), Device::Cpu).unwrap();
+}

@@ -9,6 +9,7 @@ use crate::cli::{fixed, RecipeArgs, TrainArgs};
 use crate::config::{self, ClassWeights, TrainConfig};
 use crate::data::transform::Augment;
 use crate::device;
+use crate::dist::World;
 use crate::plot::{CONFUSION_PNG, ROC_PNG};
 use crate::precision::Compute;
 use crate::train::record::EpochRecord;
@@ -111,8 +112,8 @@ pub fn apply_flags(cfg: &mut TrainConfig, a: &RecipeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Turns the arguments into a validated job.
-pub fn job(a: &TrainArgs) -> Result<TrainJob> {
+/// Turns the arguments into a validated job; `world` places it among data-parallel processes.
+pub fn job(a: &TrainArgs, world: Option<World>) -> Result<TrainJob> {
     let (config, run_dir, data) = match &a.resume {
         Some(last) => resume_config(a, last)?,
         None => {
@@ -128,13 +129,23 @@ pub fn job(a: &TrainArgs) -> Result<TrainJob> {
     };
     config.validate().context("training config")?;
     run_dir.check()?;
-    let compute = compute_for(&config)?;
+    let mut compute = compute_for(&config)?;
+    if let (Some(w), tch::Device::Cuda(_)) = (&world, compute.device) {
+        // One GPU per process on each machine (LOCAL_RANK, as torchrun sets it).
+        let local = std::env::var("LOCAL_RANK")
+            .ok()
+            .and_then(|r| r.parse::<usize>().ok())
+            .unwrap_or(w.rank);
+        let count = tch::Cuda::device_count().max(1) as usize;
+        compute.device = tch::Device::Cuda(local % count);
+    }
     Ok(TrainJob {
         config,
         data,
         run_dir,
         compute,
         resume: a.resume.clone(),
+        world,
     })
 }
 
@@ -154,14 +165,14 @@ pub const RUNTIME_FLAGS: [&str; 8] = [
 /// A resumed run keeps its config and dataset; only --epochs (not with a cosine schedule),
 /// --patience and the runtime flags change.
 fn resume_config(a: &TrainArgs, last: &std::path::Path) -> Result<(TrainConfig, RunDir, PathBuf)> {
-    let mut resumable = vec!["resume", "epochs", "patience"];
+    let mut resumable = vec!["resume", "epochs", "patience", "nproc"];
     resumable.extend(RUNTIME_FLAGS);
     let fixed = super::other_flags(&a.given, &resumable);
     if !fixed.is_empty() {
         bail!(
             "--resume continues a run as it was configured ({} cannot change): only --epochs, \
-             --patience, --device, --precision, --channels-last, --workers, --cache-gib, \
-             --skip-bad, --no-skip-bad and --no-plots may be given with it",
+             --patience, --nproc, --device, --precision, --channels-last, --workers, \
+             --cache-gib, --skip-bad, --no-skip-bad and --no-plots may be given with it",
             fixed.join(", ")
         );
     }
@@ -239,10 +250,27 @@ fn set_if<T: Copy>(field: &mut T, v: Option<T>) {
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
-    let job = job(a)?;
+    if let Some(n) = a.nproc {
+        if World::from_env()?.is_some() {
+            bail!("--nproc {n}: this process is already one of several (WORLD_SIZE is set)");
+        }
+        if n == 0 {
+            bail!("--nproc 0: at least one process");
+        }
+        if n > 1 {
+            // The flags are checked once here, not N times in the processes.
+            job(a, None)?;
+            return crate::dist::launch(n);
+        }
+    }
+    let world = World::from_env()?;
+    let lead = world.as_ref().is_none_or(|w| w.rank == 0);
+    let job = job(a, world)?;
     let summary = train(&job)?;
-    println!();
-    print!("{}", summary_text(&job, &summary));
+    if lead {
+        println!();
+        print!("{}", summary_text(&job, &summary));
+    }
     Ok(())
 }
 

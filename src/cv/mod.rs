@@ -140,6 +140,7 @@ pub fn run_fold(dir: &Path, plan: &Plan, fold: usize, compute: Compute) -> Resul
         run_dir: RunDir::Resumed(folder),
         compute,
         resume,
+        world: None,
     };
     train(&job)?;
     Ok(true)

@@ -242,6 +242,11 @@ pub struct Loader {
     pub seed: u64,
     /// Leave out a last batch smaller than `batch_size`.
     pub drop_last: bool,
+    /// Data-parallel training: (rank, processes). The shuffled order is cut into global
+    /// batches of `batch_size × processes` (a last smaller one is left out, so that every
+    /// process takes the same number of steps) and this process takes its `batch_size` slice of
+    /// each, so that N processes see together what one process with N times the batch sees.
+    pub shard: Option<(usize, usize)>,
 }
 
 /// A 64-bit mix of several words (splitmix64 finaliser), for deriving independent seeds.
@@ -274,9 +279,16 @@ impl Loader {
     pub fn batches(&self, indices: &[usize], epoch: u64) -> Batches {
         let order = self.order(indices, epoch);
         let bs = self.batch_size.max(1);
-        let mut chunks: Vec<Vec<usize>> = order.chunks(bs).map(<[usize]>::to_vec).collect();
-        if self.drop_last && chunks.last().is_some_and(|c| c.len() < bs) {
+        let (rank, world) = self.shard.unwrap_or((0, 1));
+        let global = bs * world.max(1);
+        let mut chunks: Vec<Vec<usize>> = order.chunks(global).map(<[usize]>::to_vec).collect();
+        if (self.drop_last || world > 1) && chunks.last().is_some_and(|c| c.len() < global) {
             chunks.pop();
+        }
+        if world > 1 {
+            for c in &mut chunks {
+                *c = c[rank * bs..(rank + 1) * bs].to_vec();
+            }
         }
         let chunks = Arc::new(chunks);
         let workers = self.workers.clamp(1, chunks.len().max(1));

@@ -188,7 +188,28 @@ pub fn train_epoch(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let values = read_values(&losses)?;
+    // With several processes: each batch's loss is the mean of theirs, the counts their sums.
+    let (values, correct, all) = match &state.group {
+        None => (read_values(&losses)?, correct, sizes.iter().sum::<usize>()),
+        Some(g) => {
+            let _guard = tch::no_grad_guard();
+            let v = match losses.is_empty() {
+                true => Tensor::f_zeros([0], (Kind::Double, compute.device))?,
+                false => Tensor::f_stack(&losses, 0)?,
+            };
+            let c = match &correct {
+                Some(c) => c.f_to_kind(Kind::Int64)?,
+                None => Tensor::f_zeros([], (Kind::Int64, compute.device))?,
+            };
+            g.all_reduce_sum(&[v.shallow_clone(), c.shallow_clone()])?;
+            let v = v.f_div_scalar(g.size as f64)?;
+            (
+                Vec::<f64>::try_from(&v.f_to_device(tch::Device::Cpu)?)?,
+                Some(c),
+                sizes.iter().sum::<usize>() * g.size,
+            )
+        }
+    };
     if state.scaler.is_none() {
         if let Some(b) = values.iter().position(|v| !v.is_finite()) {
             bail!(
@@ -202,7 +223,6 @@ pub fn train_epoch(
     }
     // With the loss scaler, a batch with a non-finite loss was a skipped step: left out.
     let (loss_sum, seen) = finite_weighted(&values, &sizes);
-    let all: usize = sizes.iter().sum();
     let correct = match correct {
         Some(c) => c.f_int64_value(&[])?,
         None => 0,
@@ -224,15 +244,23 @@ pub const BAR_EVERY: usize = 10;
 pub fn backward_and_step(state: &mut State, loss: &Tensor, lr: f64) -> Result<bool> {
     state.optimizer.zero_grad();
     let steps_before = state.optimizer.step;
+    let params = state.optimizer.parameters();
+    let group = state.group.clone();
+    let backward = |loss: &Tensor| -> Result<()> {
+        loss.f_backward()?;
+        if let Some(g) = &group {
+            g.average_gradients(&params)?;
+        }
+        Ok(())
+    };
     let stepped = match &mut state.scaler {
         None => {
-            loss.f_backward()?;
+            backward(loss)?;
             state.optimizer.step(lr)?;
             true
         }
         Some(scaler) => {
-            scaler.scale_loss(loss)?.f_backward()?;
-            let params = state.optimizer.parameters();
+            backward(&scaler.scale_loss(loss)?)?;
             let optimizer = &mut state.optimizer;
             let outcome = scaler.step(&params, || optimizer.step(lr))?;
             if scaler.scale() < MIN_SCALE {

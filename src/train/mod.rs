@@ -17,6 +17,8 @@ pub mod validate;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use crate::dist::{Group, World};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -50,6 +52,8 @@ pub struct TrainJob {
     pub compute: Compute,
     /// A `last.pt` to continue from.
     pub resume: Option<PathBuf>,
+    /// Data-parallel training: this process's place among the processes (`None`: alone).
+    pub world: Option<World>,
 }
 
 /// What a finished run reports.
@@ -75,13 +79,17 @@ pub struct RunData {
 }
 
 impl RunData {
-    /// Scans, splits and decodes the dataset, printing the scan report.
+    /// Scans, splits and decodes the dataset, printing the scan report (rank 0 only). With
+    /// several processes, each takes its slice of every global batch.
     pub fn load(job: &TrainJob) -> Result<RunData> {
         let cfg = &job.config;
         let image_size = cfg.image_size as u32;
         let cache = (cfg.cache_gib * (1u64 << 30) as f64) as u64;
         let (dataset, prepared) = Dataset::for_training(&job.data, cfg, image_size, cache)?;
-        print!("{}", dataset.report(&prepared));
+        let lead = job.world.as_ref().is_none_or(|w| w.rank == 0);
+        if lead {
+            print!("{}", dataset.report(&prepared));
+        }
         let split_files = dataset.split_files();
         let counts: Vec<usize> = (0..dataset.classes.len())
             .map(|c| {
@@ -112,17 +120,21 @@ impl RunData {
             prefetch: 2,
             seed: cfg.seed,
             drop_last,
+            shard: None,
         };
         // A last training batch of one image would break BatchNorm: dropped when it would be one.
         let drop_last = dataset.split.train.len() % cfg.batch_size == 1;
-        let train_loader = loader(
-            Mode::Train(TrainTransform {
-                image_size,
-                normalization: cfg.normalization,
-                augment: cfg.augment.clone(),
-            }),
-            drop_last,
-        );
+        let train_loader = Loader {
+            shard: job.world.as_ref().map(|w| (w.rank, w.size)),
+            ..loader(
+                Mode::Train(TrainTransform {
+                    image_size,
+                    normalization: cfg.normalization,
+                    augment: cfg.augment.clone(),
+                }),
+                drop_last,
+            )
+        };
         let val_loader = loader(
             Mode::Eval(EvalTransform {
                 image_size,
@@ -147,14 +159,17 @@ pub struct State {
     pub ema: Option<Ema>,
     /// The loss scaler, with fp16.
     pub scaler: Option<GradScaler>,
+    /// The process group of data-parallel training.
+    pub group: Option<Arc<Group>>,
     pub progress: ResumeState,
     /// Epochs completed.
     pub epochs_done: u64,
 }
 
 impl State {
-    /// A fresh start, or the state saved in the job's `last.pt`.
-    pub fn start(job: &TrainJob, data: &RunData) -> Result<State> {
+    /// A fresh start, or the state saved in the job's `last.pt`; with a process group, every
+    /// process starts from rank 0's weights (as DDP does).
+    pub fn start(job: &TrainJob, data: &RunData, group: Option<Arc<Group>>) -> Result<State> {
         let cfg = &job.config;
         let compute = job.compute;
         let device = compute.device;
@@ -181,7 +196,9 @@ impl State {
                         path.display()
                     );
                 }
-                println!("resuming {} after epoch {}", path.display(), record.epoch);
+                if job.world.as_ref().is_none_or(|w| w.rank == 0) {
+                    println!("resuming {} after epoch {}", path.display(), record.epoch);
+                }
                 let epoch = record.epoch;
                 (ckpt.model, Some(ckpt.extra), progress, epoch)
             }
@@ -214,14 +231,42 @@ impl State {
         // A run resumed in another precision starts a scaler afresh (or drops it).
         let scaler = (compute.precision == crate::precision::Precision::Fp16)
             .then(|| GradScaler::new(progress.scaler.unwrap_or_default()));
-        Ok(State {
+        let state = State {
             model,
             optimizer,
             ema,
             scaler,
+            group,
             progress,
             epochs_done,
-        })
+        };
+        state.broadcast_from_lead(true)?;
+        Ok(state)
+    }
+
+    /// Copies rank 0's model (all of it, or only its buffers: BatchNorm's running statistics,
+    /// which each process updates from its own images) and weight average into every process,
+    /// as DDP's `broadcast_buffers` does. Nothing without a process group.
+    pub fn broadcast_from_lead(&self, all: bool) -> Result<()> {
+        let Some(g) = &self.group else {
+            return Ok(());
+        };
+        let mut tensors: Vec<Tensor> = self
+            .model
+            .state_dict()
+            .into_values()
+            .filter(|t| all || !t.requires_grad())
+            .collect();
+        if let Some(ema) = &self.ema {
+            tensors.extend(ema.model.state_dict().into_values());
+        }
+        let _guard = tch::no_grad_guard();
+        g.broadcast(&tensors, 0)
+    }
+
+    /// Whether this process writes the run folder and speaks: rank 0, or the only process.
+    pub fn lead(&self) -> bool {
+        self.group.as_ref().is_none_or(|g| g.rank == 0)
     }
 
     /// The weights the run validates and ships: the average when there is one.
@@ -260,6 +305,10 @@ impl State {
 /// run is complete.
 pub fn train(job: &TrainJob) -> Result<RunSummary> {
     let cfg = &job.config;
+    let group = match &job.world {
+        Some(w) => Some(Arc::new(Group::join(w, crate::dist::DEFAULT_TIMEOUT)?)),
+        None => None,
+    };
     let data = RunData::load(job)?;
     if cfg.validates() && data.dataset.split.val.is_empty() {
         bail!(
@@ -267,17 +316,32 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
             job.data.display()
         );
     }
-    let mut state = State::start(job, &data)?;
-    let mut files = RunFiles::open(job, &data, state.epochs_done)?;
-    crate::device::announce(&cfg.device, &job.compute);
-    println!("run folder: {}", files.dir.display());
+    let mut state = State::start(job, &data, group)?;
+    let lead = state.lead();
+    // Only rank 0 writes the run folder.
+    let mut files = match lead {
+        true => Some(RunFiles::open(job, &data, state.epochs_done)?),
+        false => None,
+    };
+    if let Some(f) = &files {
+        crate::device::announce(&cfg.device, &job.compute);
+        if let Some(w) = &job.world {
+            println!(
+                "data-parallel: {} processes (c10d, Gloo), {} images per step each, {} in all",
+                w.size,
+                cfg.batch_size,
+                cfg.batch_size * w.size
+            );
+        }
+        println!("run folder: {}", f.dir.display());
+    }
 
     let mut stopped_early = false;
     let mut epochs_run = 0;
     let mut last = None;
     let mut last_val = None;
-    if cfg.plots && state.epochs_done == 0 {
-        plot_first_batch(&data, cfg, &files.dir)?;
+    if let (true, Some(f)) = (cfg.plots && state.epochs_done == 0, &files) {
+        plot_first_batch(&data, cfg, &f.dir)?;
     }
     for epoch in state.epochs_done..cfg.epochs {
         if state.out_of_patience(cfg.patience) {
@@ -287,6 +351,7 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
         let started = Instant::now();
         tch::manual_seed(mix(&[cfg.seed, epoch, 1]) as i64);
         let stats = epoch::train_epoch(&mut state, &data, epoch, cfg, job.compute)?;
+        state.broadcast_from_lead(false)?;
         let val = validate::validate(state.shipped(), &data, job.compute)?;
         let e = val.as_ref().map(|v| &v.evaluation);
         let record = EpochRecord {
@@ -300,19 +365,32 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
             images_per_s: stats.images_per_s,
             seconds: started.elapsed().as_secs_f64(),
         };
-        println!("{}", record.line(cfg.epochs));
-        files.append(&record)?;
-        if cfg.plots {
-            files.plot_results()?;
+        let best = state.record(&record);
+        if let Some(files) = &mut files {
+            println!("{}", record.line(cfg.epochs));
+            files.append(&record)?;
+            if cfg.plots {
+                files.plot_results()?;
+            }
+            if best {
+                files.save_best(&state, &record)?;
+            }
+            files.save_last(&state, &record)?;
         }
-        if state.record(&record) {
-            files.save_best(&state, &record)?;
-        }
-        files.save_last(&state, &record)?;
         epochs_run += 1;
         last = Some(record);
         last_val = val;
     }
+    let Some(files) = files else {
+        // Another rank: rank 0 writes and reports.
+        return Ok(RunSummary {
+            run_dir: PathBuf::new(),
+            best: None,
+            last,
+            epochs_run,
+            stopped_early,
+        });
+    };
     let last = match last {
         Some(r) => Some(r),
         None => files.last_record()?,

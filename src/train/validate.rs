@@ -118,5 +118,6 @@ pub fn eval_loader(
         prefetch: 2,
         seed: 0,
         drop_last: false,
+        shard: None,
     }
 }
