@@ -169,12 +169,12 @@ impl Group {
 
     /// Sums each tensor in place across the processes (in buckets, as [`Group::bucketed`]).
     pub fn all_reduce_sum(&self, tensors: &[Tensor]) -> Result<()> {
-        self.bucketed(tensors, |flat| self.all_reduce_one(flat), |t| Ok(t))
+        self.bucketed(tensors, |flat| self.all_reduce_one(flat), Ok)
     }
 
     /// Copies rank `root`'s tensors into every process's, in place.
     pub fn broadcast(&self, tensors: &[Tensor], root: usize) -> Result<()> {
-        self.bucketed(tensors, |flat| self.broadcast_one(flat, root), |t| Ok(t))
+        self.bucketed(tensors, |flat| self.broadcast_one(flat, root), Ok)
     }
 
     /// Replaces each defined gradient of `params` by its mean over the processes.
