@@ -114,12 +114,21 @@ impl System {
     }
 }
 
-/// What `--precision auto` takes on `device`, and why, in words.
-pub fn auto_precision(device: Device) -> String {
+/// What `--precision auto` takes on `device` and why, in words (the error, if it cannot).
+pub fn auto_precision(device: Device) -> (String, String) {
     match Precision::Auto.choose(device) {
-        Ok((p, why)) => format!("{p} ({})", why.to_string().trim_start_matches("auto: ")),
-        Err(e) => format!("{e:#}"),
+        Ok((p, why)) => (
+            p.to_string(),
+            why.to_string().trim_start_matches("auto: ").to_string(),
+        ),
+        Err(e) => (String::new(), format!("{e:#}")),
     }
+}
+
+/// [`auto_precision`] as one phrase: `bf16 (this CPU has native bf16)`.
+pub fn auto_precision_line(device: Device) -> String {
+    let (p, why) = auto_precision(device);
+    format!("{p} ({why})")
 }
 
 /// The compute capability of CUDA device `index` as the NVIDIA driver reports it (asked once

@@ -542,6 +542,14 @@ fn doctor_reports_the_libtorch_it_runs_on_with_its_cuda_library_and_a_working_cp
     let auto = &report["auto_precision"][0];
     assert_eq!(auto[0], "cpu");
     assert_eq!(auto[1], if bf16 { "bf16" } else { "fp32" });
+    assert_eq!(
+        auto[2],
+        if bf16 {
+            "this CPU has native bf16"
+        } else {
+            "this CPU has no native bf16 (AVX512-BF16 or AMX)"
+        }
+    );
     let gpus = report["driver"]["devices"]
         .as_array()
         .map_or(0, |d| d.len() as i64);

@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor};
 use crate::cli::DoctorArgs;
 use crate::model::{Arch, Model, NetConfig};
 use crate::precision::{Compute, Precision};
-use crate::system::{auto_precision, System};
+use crate::system::{auto_precision, auto_precision_line, System};
 
 /// How long each device's smoke pass runs.
 pub const SMOKE_SECONDS: f64 = 2.0;
@@ -40,7 +40,8 @@ pub struct Problem {
 struct Report<'a> {
     #[serde(flatten)]
     system: &'a System,
-    auto_precision: Vec<(String, String)>,
+    /// Device, what `--precision auto` takes there, and why.
+    auto_precision: Vec<(String, String, String)>,
     smoke: &'a [Smoke],
     problems: &'a [Problem],
 }
@@ -53,7 +54,10 @@ pub fn run(args: &DoctorArgs) -> Result<()> {
         let auto = system
             .devices()
             .into_iter()
-            .map(|d| (crate::device::describe(d), auto_precision(d)))
+            .map(|d| {
+                let (p, why) = auto_precision(d);
+                (crate::device::describe(d), p, why)
+            })
             .collect();
         let report = Report {
             system: &system,
@@ -179,7 +183,7 @@ fn render(system: &System, smoke: &[Smoke], problems: &[Problem]) -> String {
         } else {
             "emulated (no AVX512-BF16 or AMX)"
         },
-        auto_precision(Device::Cpu)
+        auto_precision_line(Device::Cpu)
     );
     match &system.driver {
         None => {
@@ -209,7 +213,7 @@ fn render(system: &System, smoke: &[Smoke], problems: &[Problem]) -> String {
                     dev.memory_bytes as f64 / (1u64 << 30) as f64,
                     dev.capability.0,
                     dev.capability.1,
-                    auto_precision(Device::Cuda(dev.index))
+                    auto_precision_line(Device::Cuda(dev.index))
                 );
             }
         }
