@@ -1434,6 +1434,39 @@ fn nproc_trains_in_processes_whose_rank_0_writes_the_run_and_a_dead_one_stops_th
         "header and 2 epochs"
     );
     checkpoint::load(&dir.path().join("a/model.pt"), Device::Cpu).unwrap();
+    // Resumed in two processes to a longer (constant-schedule) run.
+    let o = inception(
+        dir.path(),
+        &[
+            "train",
+            "--resume",
+            "a/last.pt",
+            "--epochs",
+            "3",
+            "--nproc",
+            "2",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("resuming a/last.pt after epoch 2"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(metric_rows(&dir.path().join("a")).len(), 1 + 3);
+    // cv launched as several processes is refused: each would train every fold.
+    let o = Command::new(env!("CARGO_BIN_EXE_inception"))
+        .args(["cv", "--data", &d, "--config", &config])
+        .env("WORLD_SIZE", "2")
+        .env("RANK", "0")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = assert_clean_failure(&o);
+    assert!(
+        err.contains("every process would train every fold"),
+        "{err}"
+    );
 
     // A long run whose rank 1 is killed: the launcher stops rank 0 and says what happened.
     let mut launcher = Command::new(env!("CARGO_BIN_EXE_inception"))

@@ -177,6 +177,13 @@ fn execute(a: &CvArgs) -> Result<Outcome> {
 }
 
 pub fn run(a: &CvArgs) -> Result<()> {
+    if let Some(w) = crate::dist::World::from_env()? {
+        bail!(
+            "cv in {} processes (WORLD_SIZE is set): every process would train every fold; \
+             folds run as separate jobs with --only-fold I (scripts/slurm-cv.sh)",
+            w.size
+        );
+    }
     // With --json only the summary goes to stdout: the training logs go to stderr meanwhile.
     let outcome = if a.json {
         let _redirect = StdoutToStderr::new();

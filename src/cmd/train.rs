@@ -258,6 +258,13 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             bail!("--nproc 0: at least one process");
         }
         if n > 1 {
+            if !crate::dist::available() {
+                bail!(
+                    "--nproc {n}: this build has no multi-process training: gloo's headers were \
+                     missing when it was compiled (scripts/deps.sh puts them in .deps/gloo; then \
+                     rebuild)"
+                );
+            }
             // The flags are checked once here, not N times in the processes.
             job(a, None)?;
             return crate::dist::launch(n);
