@@ -432,6 +432,13 @@ pub struct RecipeArgs {
     /// CutMix: paste a box of the reversed batch, λ ~ Beta(α, α); this is α (0: off).
     #[arg(long)]
     pub cutmix: Option<f64>,
+    /// BatchNorm on its running statistics in training too (γ and β still learn): true or
+    /// false.
+    #[arg(long)]
+    pub freeze_bn: Option<bool>,
+    /// The final dropout's probability in training (default: the architecture's).
+    #[arg(long)]
+    pub dropout: Option<f64>,
 }
 
 #[derive(Debug, Args)]

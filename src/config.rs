@@ -167,6 +167,13 @@ pub struct TrainConfig {
     /// CutMix (Yun et al. 2019): paste a box of the reversed batch, area share 1−λ,
     /// λ ~ Beta(α, α). 0: off. With mixup also on, each batch takes one of the two at random.
     pub cutmix: f64,
+    /// BatchNorm normalises with its running statistics in training too (frozen statistics,
+    /// γ and β still learn): for fine-tuning with small batches, and what makes data-parallel
+    /// steps equal one larger batch's.
+    pub freeze_bn: bool,
+    /// The final dropout's probability in training (`None`: the architecture's, seed 0.4,
+    /// googlenet 0.2; GoogLeNet's auxiliary heads keep their 0.7).
+    pub dropout: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -207,6 +214,8 @@ impl Default for TrainConfig {
             ema_decay: 0.0,
             mixup: 0.0,
             cutmix: 0.0,
+            freeze_bn: false,
+            dropout: None,
         }
     }
 }
@@ -277,6 +286,11 @@ impl TrainConfig {
                 "ema_decay must be in [0, 1) (0: off), got {}",
                 self.ema_decay
             );
+        }
+        if let Some(p) = self.dropout {
+            if !(0.0..1.0).contains(&p) {
+                bail!("dropout must be in [0, 1), got {p}");
+            }
         }
         for (name, v) in [("mixup", self.mixup), ("cutmix", self.cutmix)] {
             if !(v.is_finite() && v >= 0.0) {

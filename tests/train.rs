@@ -1541,3 +1541,104 @@ fn nproc_trains_in_processes_whose_rank_0_writes_the_run_and_a_dead_one_stops_th
     // What rank 0 saved stays whole.
     checkpoint::load(&dir.path().join("b/last.pt"), Device::Cpu).unwrap();
 }
+
+#[test]
+fn two_processes_of_batch_4_train_like_one_of_batch_8_with_frozen_batchnorm_and_no_dropout() {
+    // Per-process BatchNorm normalises each process's 4 images by their own statistics, not by
+    // all 8 (by design, as DDP without SyncBatchNorm), and each process draws its own dropout
+    // masks: with BatchNorm frozen (running statistics) and dropout 0 every image's gradient is
+    // its own, and the averaged gradient of 2 × 4 is the gradient of 8. Class weights off (a
+    // weighted mean over 4 is not one over 8), fp32, SGD (AdamW's normalised step turns the
+    // last-bit noise of near-zero gradients into whole steps), 16 training images.
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::light_and_dark(dir.path(), 24);
+    let (d, config) = (data.display().to_string(), smoke());
+    let run = |freeze: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--data",
+            &d,
+            "--config",
+            &config,
+            "--arch",
+            "seed",
+            "--image-size",
+            "24",
+            "--freeze-bn",
+            freeze,
+            "--dropout",
+            "0",
+            "--class-weights",
+            "none",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "0.05",
+            "--precision",
+            "fp32",
+            "--val-fraction",
+            "0.34",
+            "--group-by",
+            "none",
+            "--dedup",
+            "off",
+            "--epochs",
+            "2",
+            "--no-plots",
+        ];
+        args.extend(extra);
+        let o = inception(dir.path(), &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        o
+    };
+    let o = run("true", &["--batch-size", "8", "--out", "one"]);
+    assert!(stdout(&o).contains("16 train, 8 val"), "{}", stdout(&o));
+    run(
+        "true",
+        &["--batch-size", "4", "--nproc", "2", "--out", "two"],
+    );
+    let load = |run: &str| {
+        checkpoint::load(&dir.path().join(run).join("model.pt"), Device::Cpu)
+            .unwrap()
+            .model
+            .state_dict()
+    };
+    // The largest difference between two runs' weights, relative to the largest weight (a
+    // bias of size 1e-7 differs in its last bits by 1e-10: noise, not a different step).
+    let apart = |x: &str, y: &str| {
+        let (x, y) = (load(x), load(y));
+        assert_eq!(x.len(), y.len());
+        let (mut diff, mut size) = (0f64, 0f64);
+        for (name, a) in x.iter().filter(|(_, a)| a.is_floating_point()) {
+            diff = diff.max((a - &y[name]).abs().max().double_value(&[]));
+            size = size.max(a.abs().max().double_value(&[]));
+        }
+        diff / size
+    };
+    let d = apart("one", "two");
+    assert!(d <= 1e-5, "2 × 4 and 1 × 8 differ by {d:e}");
+    // The loss each logs is the loss over the same 8 images a step.
+    let loss = |run: &str| -> Vec<f64> {
+        fs::read_to_string(dir.path().join(run).join("metrics.csv"))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|r| EpochRecord::from_csv_row(r).unwrap().train_loss)
+            .collect()
+    };
+    for (a, b) in loss("one").iter().zip(loss("two")) {
+        assert!((a - b).abs() <= 1e-5 * a.abs(), "train loss {a} vs {b}");
+    }
+    // Without freezing, per-process batch statistics make them differ, as they should.
+    run("false", &["--batch-size", "8", "--out", "three"]);
+    run(
+        "false",
+        &["--batch-size", "4", "--nproc", "2", "--out", "four"],
+    );
+    let d = apart("three", "four");
+    assert!(
+        d > 1e-3,
+        "with batch statistics, 2 × 4 and 1 × 8 differ by only {d:e}"
+    );
+}

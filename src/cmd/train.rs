@@ -50,8 +50,12 @@ pub fn apply_flags(cfg: &mut TrainConfig, a: &RecipeArgs) -> Result<()> {
         channels_last,
         ema_decay,
         mixup,
-        cutmix
+        cutmix,
+        freeze_bn
     );
+    if a.dropout.is_some() {
+        cfg.dropout = a.dropout;
+    }
     if a.folds.is_some() {
         cfg.folds = a.folds;
     }

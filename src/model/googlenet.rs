@@ -13,7 +13,7 @@ use tch::nn::Path;
 use tch::{TchError, Tensor};
 
 use super::inception::{Inception, Style, BLOCKS};
-use super::layers::{ConvBnRelu, Linear, MaxPool};
+use super::layers::{ConvBnRelu, Linear, MaxPool, Mode};
 use super::summary::Walker;
 use super::Tap;
 
@@ -58,15 +58,18 @@ impl InceptionAux {
         }
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+    fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<Tensor, TchError> {
         // x: [N, 512 or 528, 14, 14] at 224
         let x = x.f_adaptive_avg_pool2d([4, 4])?; // [N, C, 4, 4]
-        let x = self.conv.forward_t(&x, train)?.f_flatten(1, -1)?; // [N, 2048]
+        let x = self
+            .conv
+            .forward_t(&x, mode.batch_stats)?
+            .f_flatten(1, -1)?; // [N, 2048]
         let x = self
             .fc1
             .forward(&x)?
             .f_relu()?
-            .f_dropout(AUX_DROPOUT, train)?; // [N, 1024]
+            .f_dropout(AUX_DROPOUT, mode.train)?; // [N, 1024]
         self.fc2.forward(&x) // [N, num_classes]
     }
 
@@ -135,8 +138,8 @@ impl GoogLeNet {
     }
 
     /// Logits, and in training with auxiliary heads also their logits (aux1, aux2).
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<(Tensor, Vec<Tensor>), TchError> {
-        self.forward_tapped(x, train, &mut Tap::none())
+    pub fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<(Tensor, Vec<Tensor>), TchError> {
+        self.forward_tapped(x, mode, &mut Tap::none())
     }
 
     /// [`Self::forward_t`], handing the output of the layer `tap` names to the tap and going
@@ -144,7 +147,7 @@ impl GoogLeNet {
     pub fn forward_tapped(
         &self,
         x: &Tensor,
-        train: bool,
+        mode: Mode,
         tap: &mut Tap,
     ) -> Result<(Tensor, Vec<Tensor>), TchError> {
         // x: [N, 3, S, S]; sizes below are for S = 224
@@ -153,28 +156,28 @@ impl GoogLeNet {
         } else {
             x.shallow_clone()
         };
-        let x = tap.at("conv1", self.conv1.forward_t(&x, train)?)?; // [N, 64, 112, 112]
+        let x = tap.at("conv1", self.conv1.forward_t(&x, mode.batch_stats)?)?; // [N, 64, 112, 112]
         let x = POOL3.forward(&x)?; // [N, 64, 56, 56]
-        let x = tap.at("conv2", self.conv2.forward_t(&x, train)?)?; // [N, 64, 56, 56]
-        let x = tap.at("conv3", self.conv3.forward_t(&x, train)?)?; // [N, 192, 56, 56]
+        let x = tap.at("conv2", self.conv2.forward_t(&x, mode.batch_stats)?)?; // [N, 64, 56, 56]
+        let x = tap.at("conv3", self.conv3.forward_t(&x, mode.batch_stats)?)?; // [N, 192, 56, 56]
         let mut x = POOL3.forward(&x)?; // [N, 192, 28, 28]
         let mut aux_logits = vec![];
         for (i, block) in self.blocks.iter().enumerate() {
             // 3a, 3b: 28×28; 4a–4e: 14×14; 5a, 5b: 7×7
             x = tap.at(
                 &format!("inception{}", BLOCKS[i].0),
-                block.forward_t(&x, train)?,
+                block.forward_t(&x, mode.batch_stats)?,
             )?;
             match (after(i), &self.aux) {
                 (After::Pool(_, pool), _) => x = pool.forward(&x)?,
-                (After::Aux(k), Some(heads)) if train => {
-                    aux_logits.push(heads[k].forward_t(&x, train)?);
+                (After::Aux(k), Some(heads)) if mode.train => {
+                    aux_logits.push(heads[k].forward_t(&x, mode)?);
                 }
                 _ => {}
             }
         }
         let x = x.f_adaptive_avg_pool2d([1, 1])?.f_flatten(1, -1)?; // [N, 1024]
-        let x = x.f_dropout(DROPOUT, train)?;
+        let x = x.f_dropout(mode.dropout(DROPOUT), mode.train)?;
         Ok((self.fc.forward(&x)?, aux_logits)) // [N, num_classes]
     }
 

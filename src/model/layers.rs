@@ -184,6 +184,38 @@ pub fn conv_cost(cin: i64, cout: i64, k: i64, bias: bool, out: Shape) -> Cost {
     }
 }
 
+/// How a forward pass runs: what training changes, as PyTorch's `train()` does, with BatchNorm
+/// and dropout adjustable apart.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mode {
+    /// Training: dropout is active and GoogLeNet's auxiliary heads are computed.
+    pub train: bool,
+    /// BatchNorm normalises with the batch's statistics and updates its running ones; false:
+    /// with the running statistics (eval, or BatchNorm frozen in training).
+    pub batch_stats: bool,
+    /// The final dropout's probability (`None`: the architecture's).
+    pub dropout: Option<f64>,
+}
+
+impl Mode {
+    /// PyTorch's `train(on)`: batch statistics and the architecture's dropout in training.
+    pub fn plain(train: bool) -> Mode {
+        Mode {
+            train,
+            batch_stats: train,
+            dropout: None,
+        }
+    }
+
+    /// The final dropout's probability: `default` unless overridden, 0 outside training.
+    pub fn dropout(&self, default: f64) -> f64 {
+        match self.train {
+            true => self.dropout.unwrap_or(default),
+            false => 0.0,
+        }
+    }
+}
+
 /// `torch.nn.BatchNorm2d`: `weight`, `bias`, `running_mean`, `running_var`, `num_batches_tracked`.
 #[derive(Debug)]
 pub struct BatchNorm2d {

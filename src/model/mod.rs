@@ -20,6 +20,7 @@ use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
 use googlenet::GoogLeNet;
+use layers::Mode;
 use seed::Seed;
 use summary::{Summary, Walker};
 
@@ -164,6 +165,11 @@ enum Network {
 pub struct Model {
     pub vs: VarStore,
     pub config: NetConfig,
+    /// In training, BatchNorm normalises with its running statistics, not the batch's (they
+    /// stay as they are); γ and β still learn. A training setting, not saved with the weights.
+    pub freeze_bn: bool,
+    /// In training, the final dropout's probability (`None`: the architecture's).
+    pub dropout: Option<f64>,
     net: Network,
 }
 
@@ -182,7 +188,13 @@ impl Model {
                 config.transform_input,
             ))),
         };
-        Ok(Model { vs, config, net })
+        Ok(Model {
+            vs,
+            config,
+            freeze_bn: false,
+            dropout: None,
+            net,
+        })
     }
 
     /// Runs the network on `x` (`[N, 3, H, W]`, normalised).
@@ -194,9 +206,14 @@ impl Model {
             }
             _ => bail!("input: expected shape [N, 3, H, W], got {size:?}"),
         }
+        let mode = Mode {
+            train,
+            batch_stats: train && !self.freeze_bn,
+            dropout: self.dropout,
+        };
         let (logits, aux_logits) = match &self.net {
-            Network::Seed(n) => (n.forward_t(x, train)?, vec![]),
-            Network::GoogLeNet(n) => n.forward_t(x, train)?,
+            Network::Seed(n) => (n.forward_t(x, mode)?, vec![]),
+            Network::GoogLeNet(n) => n.forward_t(x, mode)?,
         };
         Ok(Output { logits, aux_logits })
     }
@@ -209,8 +226,8 @@ impl Model {
             _ => bail!("input: expected shape [N, 3, H, W], got {size:?}"),
         }
         Ok(match &self.net {
-            Network::Seed(n) => n.forward_tapped(x, false, tap)?,
-            Network::GoogLeNet(n) => n.forward_tapped(x, false, tap)?.0,
+            Network::Seed(n) => n.forward_tapped(x, Mode::plain(false), tap)?,
+            Network::GoogLeNet(n) => n.forward_tapped(x, Mode::plain(false), tap)?.0,
         })
     }
 

@@ -13,7 +13,7 @@ use tch::nn::Path;
 use tch::{TchError, Tensor};
 
 use super::inception::{Inception, Style, BLOCKS};
-use super::layers::{Conv2d, Linear, MaxPool};
+use super::layers::{Conv2d, Linear, MaxPool, Mode};
 use super::summary::Walker;
 use super::Tap;
 
@@ -72,8 +72,8 @@ impl Seed {
         matches!(BLOCKS[i].0, "3b" | "4e")
     }
 
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
-        self.forward_tapped(x, train, &mut Tap::none())
+    pub fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<Tensor, TchError> {
+        self.forward_tapped(x, mode, &mut Tap::none())
     }
 
     /// [`Self::forward_t`], handing the output of the layer `tap` names to the tap and going
@@ -81,7 +81,7 @@ impl Seed {
     pub fn forward_tapped(
         &self,
         x: &Tensor,
-        train: bool,
+        mode: Mode,
         tap: &mut Tap,
     ) -> Result<Tensor, TchError> {
         // x: [N, 3, S, S]; sizes below are for S = 224. ReLU in place: a convolution's backward
@@ -95,14 +95,16 @@ impl Seed {
             // 3a, 3b: 29×29; 4a–4e: 14×14; 5a, 5b: 7×7
             x = tap.at(
                 &format!("inception{}", BLOCKS[i].0),
-                block.forward_t(&x, train)?,
+                block.forward_t(&x, mode.batch_stats)?,
             )?;
             if Self::pool_after(i) {
                 x = POOL.forward(&x)?;
             }
         }
         let x = x.f_adaptive_avg_pool2d([1, 1])?; // [N, 1024, 1, 1]
-        let x = x.f_dropout(DROPOUT, train)?.f_flatten(1, -1)?; // [N, 1024]
+        let x = x
+            .f_dropout(mode.dropout(DROPOUT), mode.train)?
+            .f_flatten(1, -1)?; // [N, 1024]
         let x = self.fc1.forward(&x)?.f_relu()?; // [N, 1024]
         self.fc2.forward(&x) // [N, num_classes]
     }

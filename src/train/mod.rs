@@ -214,6 +214,8 @@ impl State {
             }
         };
         compute.prepare(&mut model)?;
+        model.freeze_bn = cfg.freeze_bn;
+        model.dropout = cfg.dropout;
         let mut optimizer = Optimizer::new(&model, cfg.optimizer, cfg.momentum, cfg.weight_decay)?;
         let mut ema = match cfg.ema_decay > 0.0 {
             true => Some(Ema::new(&model, cfg.ema_decay, compute)?),
