@@ -1250,3 +1250,36 @@ fn data_parallel_shards_are_the_slices_of_one_processs_larger_batches() {
         assert_eq!(r1.1[2 * b..2 * b + 2], one.1[4 * b + 2..4 * b + 4]);
     }
 }
+
+#[test]
+fn images_in_memory_decode_as_their_files_and_are_refused_alike() {
+    use inception::data::image::decode_bytes;
+    let dir = common::repo().join("data/monkeypox/Others");
+    let mut files: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in files.iter().take(20) {
+        let bytes = fs::read(f).unwrap();
+        assert_eq!(
+            decode_bytes(&bytes, f).unwrap(),
+            load_rgb(f).unwrap(),
+            "{f:?}"
+        );
+    }
+    let name = std::path::Path::new("upload.jpg");
+    let bytes = fs::read(&files[0]).unwrap();
+    let err = format!(
+        "{:#}",
+        decode_bytes(&bytes[..bytes.len() / 2], name).unwrap_err()
+    );
+    assert!(err.starts_with("truncated"), "{err}");
+    let err = format!(
+        "{:#}",
+        decode_bytes(b"{\"not\": \"an image\"}", name).unwrap_err()
+    );
+    assert_eq!(err, "not an image: the content is in no known image format");
+    let err = format!("{:#}", decode_bytes(&[], name).unwrap_err());
+    assert_eq!(err, "empty file (0 bytes)");
+}

@@ -30,10 +30,65 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     decode(path).with_context(|| format!("{}", path.display()))
 }
 
+/// Decodes an image held in memory (an upload, say) into RGB, with the same checks and
+/// budget as [`load_rgb`]; `name` is what errors call it and what the format check reads
+/// (its extension, for kinds known by name).
+pub fn decode_bytes(bytes: &[u8], name: &Path) -> Result<RgbImage> {
+    let len = check_length(bytes.len() as u64)?;
+    let format = format_of(&bytes[..bytes.len().min(HEAD)], name)?;
+    let need = match decoder(Cursor::new(bytes), format) {
+        Ok(d) => decoded_need(&d, len)?,
+        Err(e) => {
+            complete::check(format, bytes)?;
+            return Err(decode_error(e));
+        }
+    };
+    let _permit = Budget::global().take(need);
+    decode_whole(bytes, format)
+}
+
 fn decode(path: &Path) -> Result<RgbImage> {
-    let len = std::fs::metadata(path)
-        .map_err(|e| anyhow!("cannot open: {e}"))?
-        .len();
+    let len = check_length(
+        std::fs::metadata(path)
+            .map_err(|e| anyhow!("cannot open: {e}"))?
+            .len(),
+    )?;
+    let mut file = std::fs::File::open(path).map_err(|e| anyhow!("cannot open: {e}"))?;
+    let mut head = Vec::with_capacity(HEAD);
+    (&mut file)
+        .take(HEAD as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| anyhow!("cannot read: {e}"))?;
+    let format = format_of(&head, path)?;
+    // The header alone says what decoding will take (the file's bytes included): checked
+    // before the file is read whole. The same open file is read from its start again.
+    file.rewind().map_err(|e| anyhow!("cannot read: {e}"))?;
+    let header = decoder(BufReader::new(&mut file), format).map(|d| decoded_need(&d, len));
+    let need = match header {
+        Ok(need) => need?,
+        Err(e) => {
+            // A header that does not parse: a file cut inside it says so.
+            let bytes = read_all(&mut file)?;
+            complete::check(format, &bytes)?;
+            return Err(decode_error(e));
+        }
+    };
+    let _permit = Budget::global().take(need);
+    let bytes = read_all(&mut file)?;
+    decode_whole(&bytes, format)
+}
+
+/// The whole of an open file, from its start.
+fn read_all(file: &mut std::fs::File) -> Result<Vec<u8>> {
+    file.rewind().map_err(|e| anyhow!("cannot read: {e}"))?;
+    let mut bytes = vec![];
+    file.read_to_end(&mut bytes)
+        .map_err(|e| anyhow!("cannot read: {e}"))?;
+    Ok(bytes)
+}
+
+/// Refuses an empty input or one larger than [`MAX_ALLOC`]; passes its length on.
+fn check_length(len: u64) -> Result<u64> {
     if len == 0 {
         return Err(anyhow!("empty file (0 bytes)"));
     }
@@ -44,54 +99,49 @@ fn decode(path: &Path) -> Result<RgbImage> {
             MAX_ALLOC >> 20
         );
     }
-    let open = || std::fs::File::open(path).map_err(|e| anyhow!("cannot open: {e}"));
-    let mut head = Vec::with_capacity(HEAD);
-    open()?
-        .take(HEAD as u64)
-        .read_to_end(&mut head)
-        .map_err(|e| anyhow!("cannot read: {e}"))?;
-    let format = match sniff(&head, path) {
-        Content::Image(f) => f,
+    Ok(len)
+}
+
+/// The image format the first bytes show; the reason otherwise.
+fn format_of(head: &[u8], name: &Path) -> Result<image::ImageFormat> {
+    match sniff(head, name) {
+        Content::Image(f) => Ok(f),
         Content::Unsupported(kind) => bail!("{}", advice(kind)),
         Content::Other => bail!("not an image: the content is in no known image format"),
+    }
+}
+
+/// What decoding after this header takes: the `len` bytes of the encoded image, the decoded
+/// pixels, the RGB copy and, with alpha, the 8-bit RGBA copy composited from; refused above
+/// [`MAX_ALLOC`].
+fn decoded_need(d: &impl ImageDecoder, len: u64) -> Result<u64> {
+    let (w, h) = d.dimensions();
+    let pixels = w as u64 * h as u64;
+    let alpha = if d.color_type().has_alpha() {
+        pixels * 4
+    } else {
+        0
     };
-    // The header alone says what decoding will take: the file, the decoded pixels, the RGB copy
-    // and, with alpha, the 8-bit RGBA copy composited from. Checked before anything is read.
-    let need = match decoder(BufReader::new(open()?), format) {
-        Ok(d) => {
-            let (w, h) = d.dimensions();
-            let pixels = w as u64 * h as u64;
-            let alpha = if d.color_type().has_alpha() {
-                pixels * 4
-            } else {
-                0
-            };
-            let need = d
-                .total_bytes()
-                .saturating_add(pixels * 3)
-                .saturating_add(alpha)
-                .saturating_add(len);
-            if need > MAX_ALLOC {
-                bail!(
-                    "too large to decode: {w}×{h} {:?} needs {} MiB, more than {} MiB",
-                    d.color_type(),
-                    need >> 20,
-                    MAX_ALLOC >> 20
-                );
-            }
-            need
-        }
-        Err(e) => {
-            // A header that does not parse: a file cut inside it says so.
-            let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read: {e}"))?;
-            complete::check(format, &bytes)?;
-            return Err(decode_error(e));
-        }
-    };
-    let _permit = Budget::global().take(need);
-    let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read: {e}"))?;
-    complete::check(format, &bytes)?;
-    let mut d = decoder(Cursor::new(&bytes), format).map_err(decode_error)?;
+    let need = d
+        .total_bytes()
+        .saturating_add(pixels * 3)
+        .saturating_add(alpha)
+        .saturating_add(len);
+    if need > MAX_ALLOC {
+        bail!(
+            "too large to decode: {w}×{h} {:?} needs {} MiB, more than {} MiB",
+            d.color_type(),
+            need >> 20,
+            MAX_ALLOC >> 20
+        );
+    }
+    Ok(need)
+}
+
+/// Decodes a whole image of `format` (checked complete first), EXIF orientation applied.
+fn decode_whole(bytes: &[u8], format: image::ImageFormat) -> Result<RgbImage> {
+    complete::check(format, bytes)?;
+    let mut d = decoder(Cursor::new(bytes), format).map_err(decode_error)?;
     let orientation = d.orientation().map_err(decode_error)?;
     let mut img = DynamicImage::from_decoder(d).map_err(decode_error)?;
     img.apply_orientation(orientation);
