@@ -34,6 +34,9 @@ pub enum Command {
     Import(ImportArgs),
     /// Classify images with a checkpoint: top classes and their probabilities.
     Predict(PredictArgs),
+    /// Serve a checkpoint (or an ensemble) over HTTP: POST an image to /v1/predict, get
+    /// predict --json's answer; requests are batched for the network.
+    Serve(ServeArgs),
     /// Write a checkpoint (or an ensemble) as a TorchScript module for serving engines, with
     /// its preprocessing beside it as JSON.
     Export(ExportArgs),
@@ -523,4 +526,36 @@ pub enum EvalSplit {
     Val,
     Train,
     All,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The checkpoint to serve (default: what the most recent finished run under runs/ ships);
+    /// repeat it, or give a cross-validation folder, to serve an ensemble.
+    #[arg(long, value_name = "CKPT|CV_DIR")]
+    pub checkpoint: Vec<PathBuf>,
+    /// Address to listen on (127.0.0.1: this machine only).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port, printed at start).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Most images passed through the network at once.
+    #[arg(long, default_value_t = 32)]
+    pub max_batch: usize,
+    /// Longest a request waits for others to fill its batch, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    pub max_wait_ms: u64,
+    /// Most images waiting for the network; more get 503 with Retry-After.
+    #[arg(long, default_value_t = 256)]
+    pub max_queue: usize,
+    /// Largest request body, in MiB; larger get 413.
+    #[arg(long, default_value_t = 20)]
+    pub max_body_mib: usize,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// auto (by device), fp32, bf16 or fp16.
+    #[arg(long, value_enum, default_value_t = Precision::Auto)]
+    pub precision: Precision,
 }

@@ -29,5 +29,6 @@ pub mod model;
 pub mod plot;
 pub mod precision;
 pub mod runtime;
+pub mod serve;
 pub mod system;
 pub mod train;

@@ -39,6 +39,7 @@ fn run() -> anyhow::Result<()> {
         Command::Summary(args) => cmd::summary::run(&args),
         Command::Import(args) => cmd::import::run(&args),
         Command::Predict(args) => cmd::predict::run(&args),
+        Command::Serve(args) => cmd::serve::run(&args),
         Command::Export(args) => cmd::export::run(&args),
         Command::Doctor(args) => cmd::doctor::run(&args),
         Command::Explain(args) => cmd::explain::run(&args),

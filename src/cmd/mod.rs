@@ -8,6 +8,7 @@ pub mod explain;
 pub mod export;
 pub mod import;
 pub mod predict;
+pub mod serve;
 pub mod shell;
 pub mod summary;
 pub mod train;

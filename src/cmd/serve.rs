@@ -1,0 +1,69 @@
+//! `inception serve`: the flags checked, the model loaded, then the HTTP server until Ctrl-C
+//! or SIGTERM (which stop new connections and let requests in flight finish).
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::ServeArgs;
+use crate::device;
+use crate::ensemble::Ensemble;
+use crate::precision::Compute;
+use crate::serve::{app, Limits};
+use crate::train::run_dir::given_or_latest;
+
+pub fn run(a: &ServeArgs) -> Result<()> {
+    for (flag, v) in [
+        ("--max-batch", a.max_batch),
+        ("--max-queue", a.max_queue),
+        ("--max-body-mib", a.max_body_mib),
+    ] {
+        if v == 0 {
+            bail!("{flag} must be at least 1");
+        }
+    }
+    let checkpoints = given_or_latest(&a.checkpoint)?;
+    let compute = Compute::new(device::resolve(&a.device)?, a.precision, true)?;
+    let ensemble = Ensemble::load(&checkpoints, compute)?;
+    let limits = Limits {
+        max_batch: a.max_batch,
+        max_wait: Duration::from_millis(a.max_wait_ms),
+        max_queue: a.max_queue,
+        max_body_bytes: a.max_body_mib << 20,
+    };
+    device::announce(&a.device, &compute);
+    let members = ensemble.files().join(", ");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the server's runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port))
+            .await
+            .with_context(|| format!("listening on {}:{}", a.host, a.port))?;
+        let addr = listener.local_addr()?;
+        eprintln!("serving {members} on http://{addr} (POST an image to /v1/predict)");
+        axum::serve(listener, app(ensemble, compute, limits)?)
+            .with_graceful_shutdown(shutdown())
+            .await
+            .context("serving")?;
+        eprintln!("stopped");
+        Ok(())
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

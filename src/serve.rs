@@ -1,0 +1,222 @@
+//! `inception serve`: the model behind an HTTP API (axum on tokio), with dynamic batching as
+//! TorchServe and Triton do it: one worker thread owns the network and gathers concurrent
+//! requests into batches of up to `max_batch`, waiting at most `max_wait` for a batch to fill;
+//! images are decoded and preprocessed on tokio's blocking threads by the same code as
+//! `predict` (src/data), so answers are `predict --json`'s.
+//!
+//! Endpoints: `GET /healthz`, `GET /v1/model`, `POST /v1/predict` (the image as the raw body;
+//! `?top_k=`). Bounded: bodies over `max_body` get 413, what is not a whole image 400 with the
+//! reason, a full queue 503 with `Retry-After`.
+
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+use tokio::sync::oneshot;
+
+use crate::cmd::predict::{Prediction, Scored};
+use crate::data::image::decode_bytes;
+use crate::data::transform::EvalTransform;
+use crate::ensemble::Ensemble;
+use crate::precision::Compute;
+
+/// How the server batches and bounds its work.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_batch: usize,
+    pub max_wait: Duration,
+    /// Preprocessed images waiting for the network.
+    pub max_queue: usize,
+    pub max_body_bytes: usize,
+}
+
+/// One preprocessed image waiting for the network, and where its probabilities go.
+struct Job {
+    /// `[3 × S × S]`, normalised.
+    pixels: Vec<f32>,
+    reply: oneshot::Sender<Result<Vec<f32>, String>>,
+}
+
+/// What the handlers share.
+struct Shared {
+    queue: SyncSender<Job>,
+    transform: EvalTransform,
+    model: ModelInfo,
+}
+
+/// `GET /v1/model`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub classes: Vec<String>,
+    pub arch: String,
+    pub image_size: i64,
+    pub mean: [f64; 3],
+    pub std: [f64; 3],
+    /// The checkpoint files (several: an ensemble whose probabilities are averaged).
+    pub members: Vec<String>,
+    pub device: String,
+    pub precision: String,
+    pub max_batch: usize,
+}
+
+/// The router and the network's worker thread (which ends when the router is dropped).
+pub fn app(ensemble: Ensemble, compute: Compute, limits: Limits) -> Result<Router> {
+    let meta = ensemble.meta().clone();
+    let transform = EvalTransform {
+        image_size: meta.image_size as u32,
+        normalization: meta.normalization,
+    };
+    let model = ModelInfo {
+        classes: meta.classes.clone(),
+        arch: meta.arch.to_string(),
+        image_size: meta.image_size,
+        mean: meta.normalization.mean,
+        std: meta.normalization.std,
+        members: ensemble.files(),
+        device: crate::device::describe(compute.device),
+        precision: compute.precision.to_string(),
+        max_batch: limits.max_batch,
+    };
+    let (queue, jobs) = sync_channel(limits.max_queue.max(1));
+    let size = meta.image_size;
+    std::thread::Builder::new()
+        .name("network".into())
+        .spawn(move || worker(ensemble, compute, jobs, limits, size))
+        .context("starting the network's thread")?;
+    let shared = Arc::new(Shared {
+        queue,
+        transform,
+        model,
+    });
+    Ok(Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/model", get(model_info))
+        .route("/v1/predict", post(predict))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .with_state(shared))
+}
+
+async fn model_info(State(s): State<Arc<Shared>>) -> Json<ModelInfo> {
+    Json(s.model.clone())
+}
+
+#[derive(Debug, Deserialize)]
+struct PredictQuery {
+    top_k: Option<usize>,
+}
+
+/// An error answer: the status and the reason, as JSON `{"error": …}`.
+fn error(status: StatusCode, reason: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": reason.into() }))).into_response()
+}
+
+async fn predict(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<PredictQuery>,
+    body: Bytes,
+) -> Response {
+    let classes = s.model.classes.len();
+    let k = q.top_k.unwrap_or(5).clamp(1, classes);
+    let transform = s.transform;
+    let pixels = tokio::task::spawn_blocking(move || -> Result<Vec<f32>> {
+        let img = decode_bytes(&body, Path::new("upload"))?;
+        let n = transform.image_size as usize;
+        let mut data = Vec::with_capacity(3 * n * n);
+        transform.apply_into(&img, &mut data);
+        Ok(data)
+    })
+    .await;
+    let pixels = match pixels {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("{e:#}")),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "decoding failed"),
+    };
+    let (reply, answer) = oneshot::channel();
+    match s.queue.try_send(Job { pixels, reply }) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "the queue is full");
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return r;
+        }
+        Err(TrySendError::Disconnected(_)) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "the network has stopped")
+        }
+    }
+    let probs = match answer.await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "the network has stopped"),
+    };
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+    let top_k: Vec<Scored> = order[..k]
+        .iter()
+        .map(|&c| Scored {
+            class: s.model.classes[c].clone(),
+            probability: probs[c] as f64,
+        })
+        .collect();
+    Json(vec![Prediction {
+        path: "upload".into(),
+        class: top_k[0].class.clone(),
+        probability: top_k[0].probability,
+        top_k,
+    }])
+    .into_response()
+}
+
+/// The network's thread: takes a job, gathers more until the batch is full or `max_wait` has
+/// passed since the first, runs them as one batch, answers each.
+fn worker(ensemble: Ensemble, compute: Compute, jobs: Receiver<Job>, limits: Limits, size: i64) {
+    while let Ok(first) = jobs.recv() {
+        let deadline = Instant::now() + limits.max_wait;
+        let mut batch = vec![first];
+        while batch.len() < limits.max_batch {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match jobs.recv_timeout(left) {
+                Ok(job) => batch.push(job),
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let result = run_batch(&ensemble, compute, &batch, size);
+        match result {
+            Ok(rows) => {
+                for (job, row) in batch.into_iter().zip(rows) {
+                    let _ = job.reply.send(Ok(row));
+                }
+            }
+            Err(e) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(format!("{e:#}")));
+                }
+            }
+        }
+    }
+}
+
+fn run_batch(
+    ensemble: &Ensemble,
+    compute: Compute,
+    batch: &[Job],
+    size: i64,
+) -> Result<Vec<Vec<f32>>> {
+    let mut data = Vec::with_capacity(batch.len() * batch[0].pixels.len());
+    for job in batch {
+        data.extend_from_slice(&job.pixels);
+    }
+    let images = Tensor::f_from_slice(&data)?.f_view([batch.len() as i64, 3, size, size])?;
+    let probs = ensemble.probabilities(compute, &images, Kind::Float)?;
+    Ok(Vec::<Vec<f32>>::try_from(&probs)?)
+}
