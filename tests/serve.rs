@@ -46,18 +46,7 @@ fn serve(dir: &std::path::Path, args: &[&str]) -> Server {
 
 /// One HTTP/1.1 request; the status code and the body.
 fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    // A server may answer (413) before it has read a large body: a failed write is fine then.
-    let _ = s.write_all(body);
-    let mut raw = vec![];
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
+    let text = raw(addr, method, path, body);
     let status = text
         .split_whitespace()
         .nth(1)
@@ -69,6 +58,22 @@ fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
         .unwrap_or("")
         .to_string();
     (status, body)
+}
+
+/// One HTTP/1.1 request; the whole answer, status line and headers included.
+fn raw(addr: &str, method: &str, path: &str, body: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    // A server may answer (413) before it has read a large body: a failed write is fine then.
+    let _ = s.write_all(body);
+    let mut answer = vec![];
+    let _ = s.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 #[test]
@@ -139,11 +144,49 @@ fn serve_answers_as_predict_does_refuses_bad_requests_and_stops_on_sigterm() {
         assert_eq!(status, 400, "{body}");
         assert!(body.contains(reason), "{body}");
     }
-    let (status, _) = request(&addr, "POST", "/v1/predict", &vec![0u8; 2 << 20]);
+    let (status, body) = request(&addr, "POST", "/v1/predict", &vec![0u8; 2 << 20]);
     assert_eq!(status, 413);
+    assert!(
+        body.contains("\"error\"") && body.contains("length limit"),
+        "{body}"
+    );
     // None of that changed what a good request gets.
     let (status, body) = request(&addr, "POST", "/v1/predict", &jpeg);
     assert_eq!(status, 200, "{body}");
+
+    // What /metrics counted: every request above, by route and status.
+    let (status, text) = request(&addr, "GET", "/metrics", b"");
+    assert_eq!(status, 200);
+    for (line, n) in [
+        (
+            "inception_requests_total{route=\"/healthz\",status=\"200\"}",
+            1,
+        ),
+        (
+            "inception_requests_total{route=\"/v1/model\",status=\"200\"}",
+            1,
+        ),
+        (
+            "inception_requests_total{route=\"/v1/predict\",status=\"200\"}",
+            5,
+        ),
+        (
+            "inception_requests_total{route=\"/v1/predict\",status=\"400\"}",
+            3,
+        ),
+        (
+            "inception_requests_total{route=\"/v1/predict\",status=\"413\"}",
+            1,
+        ),
+        ("inception_batch_size_count", 5),
+        ("inception_request_seconds_count", 11),
+        ("inception_queue_depth", 0),
+    ] {
+        assert!(
+            text.contains(&format!("{line} {n}\n")),
+            "{line} {n} not in:\n{text}"
+        );
+    }
 
     // SIGTERM: stops, exit code 0.
     // SAFETY: signalling the child this test started.
@@ -214,6 +257,57 @@ fn concurrent_requests_are_answered_each_with_its_own_image() {
         );
         assert!((pa - pb).abs() <= 1e-5, "{pa} alone, {pb} in a batch");
     }
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+}
+
+#[test]
+fn a_full_queue_answers_503_with_retry_after_and_recovers() {
+    // One image at a time through GoogLeNet and room for one waiting: of 16 requests sent at
+    // once (decoded in milliseconds, each tens of milliseconds in the network), some find the
+    // queue full.
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = common::import_case(dir.path(), "googlenet_2", "Monkey Pox,Others", &[]);
+    let mut server = serve(
+        dir.path(),
+        &[
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--max-queue",
+            "1",
+            "--max-batch",
+            "1",
+            "--max-wait-ms",
+            "0",
+        ],
+    );
+    let photo = std::fs::read(common::repo().join("data/monkeypox/Others/23_1.jpg")).unwrap();
+    let answers: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let (addr, photo) = (server.addr.clone(), &photo);
+                s.spawn(move || raw(&addr, "POST", "/v1/predict", photo))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let full: Vec<&String> = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 503"))
+        .collect();
+    let ok = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 200"))
+        .count();
+    assert!(!full.is_empty(), "no request found the queue full");
+    assert_eq!(ok + full.len(), 16, "{answers:?}");
+    for a in &full {
+        assert!(a.to_ascii_lowercase().contains("retry-after: 1"), "{a}");
+        assert!(a.contains("the queue is full"), "{a}");
+    }
+    // Afterwards the server answers again.
+    let (status, _) = request(&server.addr, "POST", "/v1/predict", &photo);
+    assert_eq!(status, 200);
     let _ = server.child.kill();
     let _ = server.child.wait();
 }
