@@ -51,6 +51,17 @@ pub fn available() -> bool {
     unsafe { inception_c10d_available() != 0 }
 }
 
+/// An error unless this build has c10d, saying how to get it.
+pub fn require() -> Result<()> {
+    if !available() {
+        bail!(
+            "this build has no multi-process training: gloo's headers were missing when it was \
+             compiled (scripts/deps.sh puts them in .deps/gloo; then rebuild)"
+        );
+    }
+    Ok(())
+}
+
 /// Where this process stands among the training processes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct World {
@@ -62,6 +73,12 @@ pub struct World {
 }
 
 impl World {
+    /// Whether the process `world` places (none: a process alone) is rank 0, the one that
+    /// writes and speaks.
+    pub fn leads(world: Option<&World>) -> bool {
+        world.is_none_or(|w| w.rank == 0)
+    }
+
     /// From torchrun's variables; `None` when `WORLD_SIZE` is unset or 1.
     pub fn from_env() -> Result<Option<World>> {
         let var = |name: &str| std::env::var(name).ok();
@@ -126,12 +143,7 @@ impl Group {
     /// Joins the group `world` describes; waits up to `timeout` for the others, there and in
     /// every collective.
     pub fn join(world: &World, timeout: Duration) -> Result<Group> {
-        if !available() {
-            bail!(
-                "this build has no multi-process training: gloo's headers were missing when \
-                 it was compiled (scripts/deps.sh puts them in .deps/gloo; then rebuild)"
-            );
-        }
+        require()?;
         let host = CString::new(world.addr.as_str()).context("MASTER_ADDR holds a NUL")?;
         let mut ptr = std::ptr::null_mut();
         let ms = timeout.as_millis().min(i32::MAX as u128) as c_int;

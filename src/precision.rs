@@ -68,27 +68,36 @@ pub enum Why {
     Cuda { capability: Option<(i32, i32)> },
 }
 
-impl fmt::Display for Why {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Why {
+    /// The reason in words, without the `auto: ` that [`Why`]'s `Display` puts before a choice
+    /// `auto` made.
+    pub fn reason(&self) -> String {
         match *self {
-            Why::Asked => f.write_str("as asked"),
-            Why::Cpu { bf16: true } => f.write_str("auto: this CPU has native bf16"),
-            Why::Cpu { bf16: false } => {
-                f.write_str("auto: this CPU has no native bf16 (AVX512-BF16 or AMX)")
-            }
+            Why::Asked => "as asked".into(),
+            Why::Cpu { bf16: true } => "this CPU has native bf16".into(),
+            Why::Cpu { bf16: false } => "this CPU has no native bf16 (AVX512-BF16 or AMX)".into(),
             Why::Cuda { capability: None } => {
-                f.write_str("auto: the driver did not give the compute capability")
+                "the driver did not give the compute capability".into()
             }
             Why::Cuda {
                 capability: Some((major, minor)),
-            } => {
-                write!(f, "auto: compute capability {major}.{minor}")?;
-                f.write_str(match (major, minor) {
+            } => format!(
+                "compute capability {major}.{minor}{}",
+                match (major, minor) {
                     (8.., _) => " ≥ 8.0, native bf16",
                     (7, _) => " < 8.0, no fast bf16; fp16 tensor cores, with loss scaling",
                     _ => " < 7.0, no tensor cores: neither bf16 nor fp16 pays",
-                })
-            }
+                }
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Why::Asked => f.write_str(&self.reason()),
+            _ => write!(f, "auto: {}", self.reason()),
         }
     }
 }

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 use tokio::sync::oneshot;
 
-use crate::cmd::predict::{Prediction, Scored};
+use crate::cmd::predict::Prediction;
 use crate::data::image::decode_bytes;
 use crate::data::transform::EvalTransform;
 use crate::ensemble::Ensemble;
@@ -271,8 +271,7 @@ async fn predict(
         Ok(b) => b,
         Err(e) => return error(e.status(), e.body_text()),
     };
-    let classes = s.model.classes.len();
-    let k = q.top_k.unwrap_or(5).clamp(1, classes);
+    let k = q.top_k.unwrap_or(5).clamp(1, s.model.classes.len());
     let transform = s.transform;
     let pixels = tokio::task::spawn_blocking(move || -> Result<Vec<f32>> {
         let img = decode_bytes(&body, Path::new("upload"))?;
@@ -307,22 +306,8 @@ async fn predict(
         Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
         Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "the network has stopped"),
     };
-    let mut order: Vec<usize> = (0..probs.len()).collect();
-    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-    let top_k: Vec<Scored> = order[..k]
-        .iter()
-        .map(|&c| Scored {
-            class: s.model.classes[c].clone(),
-            probability: probs[c] as f64,
-        })
-        .collect();
-    Json(vec![Prediction {
-        path: "upload".into(),
-        class: top_k[0].class.clone(),
-        probability: top_k[0].probability,
-        top_k,
-    }])
-    .into_response()
+    let prediction = Prediction::from_probabilities("upload".into(), &probs, &s.model.classes, k);
+    Json(vec![prediction]).into_response()
 }
 
 /// The network's thread: takes a job, gathers more until the batch is full or `max_wait` has

@@ -117,10 +117,7 @@ impl System {
 /// What `--precision auto` takes on `device` and why, in words (the error, if it cannot).
 pub fn auto_precision(device: Device) -> (String, String) {
     match Precision::Auto.choose(device) {
-        Ok((p, why)) => (
-            p.to_string(),
-            why.to_string().trim_start_matches("auto: ").to_string(),
-        ),
+        Ok((p, why)) => (p.to_string(), why.reason()),
         Err(e) => (String::new(), format!("{e:#}")),
     }
 }

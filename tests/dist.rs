@@ -147,12 +147,7 @@ fn seed_state(init: &std::path::Path, group: Option<Arc<Group>>) -> inception::t
         ema: None,
         scaler: None,
         group,
-        progress: inception::train::record::ResumeState {
-            optimizer_step: 0,
-            best: None,
-            epochs_since_best: 0,
-            scaler: None,
-        },
+        progress: inception::train::record::ResumeState::default(),
         epochs_done: 0,
     }
 }

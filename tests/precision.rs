@@ -143,12 +143,7 @@ fn state(scaler: Option<GradScaler>) -> State {
         ema: None,
         scaler,
         group: None,
-        progress: ResumeState {
-            optimizer_step: 0,
-            best: None,
-            epochs_since_best: 0,
-            scaler: None,
-        },
+        progress: ResumeState::default(),
         epochs_done: 0,
     }
 }

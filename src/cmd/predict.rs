@@ -137,6 +137,29 @@ pub struct Prediction {
     pub top_k: Vec<Scored>,
 }
 
+impl Prediction {
+    /// The prediction for `path` from its class probabilities: the `k` most probable classes,
+    /// most probable first (ties: the class listed first).
+    pub fn from_probabilities(path: String, probs: &[f32], classes: &[String], k: usize) -> Self {
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+        let top_k: Vec<Scored> = order
+            .iter()
+            .take(k.max(1))
+            .map(|&c| Scored {
+                class: classes[c].clone(),
+                probability: probs[c] as f64,
+            })
+            .collect();
+        Prediction {
+            path,
+            class: top_k[0].class.clone(),
+            probability: top_k[0].probability,
+            top_k,
+        }
+    }
+}
+
 pub fn run(args: &PredictArgs) -> Result<()> {
     let cfg = PredictConfig::from_args(args)?;
     let mut ensemble = Ensemble::load(&cfg.checkpoints, cfg.compute)?;
@@ -288,24 +311,10 @@ pub fn predict(ensemble: &Ensemble, cfg: &PredictConfig) -> Result<(Vec<Predicti
                 continue;
             };
             let probs = ensemble.probabilities(cfg.compute, images, Kind::Float)?;
-            let (values, indices) = probs.f_topk(k as i64, -1, true, true)?;
-            let values = Vec::<Vec<f32>>::try_from(&values)?;
-            let indices = Vec::<Vec<i64>>::try_from(&indices)?;
-            for ((path, v), i) in batch.paths.iter().zip(values).zip(indices) {
-                let top_k: Vec<Scored> = v
-                    .iter()
-                    .zip(&i)
-                    .map(|(p, &c)| Scored {
-                        class: meta.classes[c as usize].clone(),
-                        probability: *p as f64,
-                    })
-                    .collect();
-                predictions.push(Prediction {
-                    path: path.display().to_string(),
-                    class: top_k[0].class.clone(),
-                    probability: top_k[0].probability,
-                    top_k,
-                });
+            let probs = Vec::<Vec<f32>>::try_from(&probs)?;
+            for (path, p) in batch.paths.iter().zip(probs) {
+                let path = path.display().to_string();
+                predictions.push(Prediction::from_probabilities(path, &p, &meta.classes, k));
             }
         }
         reader

@@ -262,23 +262,15 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             bail!("--nproc 0: at least one process");
         }
         if n > 1 {
-            if !crate::dist::available() {
-                bail!(
-                    "--nproc {n}: this build has no multi-process training: gloo's headers were \
-                     missing when it was compiled (scripts/deps.sh puts them in .deps/gloo; then \
-                     rebuild)"
-                );
-            }
+            crate::dist::require().with_context(|| format!("--nproc {n}"))?;
             // The flags are checked once here, not N times in the processes.
             job(a, None)?;
             return crate::dist::launch(n);
         }
     }
-    let world = World::from_env()?;
-    let lead = world.as_ref().is_none_or(|w| w.rank == 0);
-    let job = job(a, world)?;
+    let job = job(a, World::from_env()?)?;
     let summary = train(&job)?;
-    if lead {
+    if World::leads(job.world.as_ref()) {
         println!();
         print!("{}", summary_text(&job, &summary));
     }

@@ -38,10 +38,7 @@ pub fn decode_bytes(bytes: &[u8], name: &Path) -> Result<RgbImage> {
     let format = format_of(&bytes[..bytes.len().min(HEAD)], name)?;
     let need = match decoder(Cursor::new(bytes), format) {
         Ok(d) => decoded_need(&d, len)?,
-        Err(e) => {
-            complete::check(format, bytes)?;
-            return Err(decode_error(e));
-        }
+        Err(e) => return Err(header_error(format, bytes, e)),
     };
     let _permit = Budget::global().take(need);
     decode_whole(bytes, format)
@@ -66,12 +63,7 @@ fn decode(path: &Path) -> Result<RgbImage> {
     let header = decoder(BufReader::new(&mut file), format).map(|d| decoded_need(&d, len));
     let need = match header {
         Ok(need) => need?,
-        Err(e) => {
-            // A header that does not parse: a file cut inside it says so.
-            let bytes = read_all(&mut file)?;
-            complete::check(format, &bytes)?;
-            return Err(decode_error(e));
-        }
+        Err(e) => return Err(header_error(format, &read_all(&mut file)?, e)),
     };
     let _permit = Budget::global().take(need);
     let bytes = read_all(&mut file)?;
@@ -85,6 +77,14 @@ fn read_all(file: &mut std::fs::File) -> Result<Vec<u8>> {
     file.read_to_end(&mut bytes)
         .map_err(|e| anyhow!("cannot read: {e}"))?;
     Ok(bytes)
+}
+
+/// Why a header did not parse: an image cut short says so; otherwise the decoder's reason.
+fn header_error(format: image::ImageFormat, bytes: &[u8], e: ImageError) -> anyhow::Error {
+    match complete::check(format, bytes) {
+        Err(cut) => cut,
+        Ok(()) => decode_error(e),
+    }
 }
 
 /// Refuses an empty input or one larger than [`MAX_ALLOC`]; passes its length on.

@@ -189,27 +189,21 @@ pub fn train_epoch(
         bar.finish_and_clear();
     }
     // With several processes: each batch's loss is the mean of theirs, the counts their sums.
-    let (values, correct, all) = match &state.group {
-        None => (read_values(&losses)?, correct, sizes.iter().sum::<usize>()),
+    let losses = stacked(&losses, compute.device)?;
+    let correct = match correct {
+        Some(c) => c,
+        None => Tensor::f_zeros([], (Kind::Int64, compute.device))?,
+    };
+    let mut all = sizes.iter().sum::<usize>();
+    let losses = match &state.group {
+        None => losses,
         Some(g) => {
-            let _guard = tch::no_grad_guard();
-            let v = match losses.is_empty() {
-                true => Tensor::f_zeros([0], (Kind::Double, compute.device))?,
-                false => Tensor::f_stack(&losses, 0)?,
-            };
-            let c = match &correct {
-                Some(c) => c.f_to_kind(Kind::Int64)?,
-                None => Tensor::f_zeros([], (Kind::Int64, compute.device))?,
-            };
-            g.all_reduce_sum(&[v.shallow_clone(), c.shallow_clone()])?;
-            let v = v.f_div_scalar(g.size as f64)?;
-            (
-                Vec::<f64>::try_from(&v.f_to_device(tch::Device::Cpu)?)?,
-                Some(c),
-                sizes.iter().sum::<usize>() * g.size,
-            )
+            g.all_reduce_sum(&[losses.shallow_clone(), correct.shallow_clone()])?;
+            all *= g.size;
+            losses.f_div_scalar(g.size as f64)?
         }
     };
+    let values = Vec::<f64>::try_from(&losses.f_to_device(tch::Device::Cpu)?)?;
     if state.scaler.is_none() {
         if let Some(b) = values.iter().position(|v| !v.is_finite()) {
             bail!(
@@ -223,10 +217,7 @@ pub fn train_epoch(
     }
     // With the loss scaler, a batch with a non-finite loss was a skipped step: left out.
     let (loss_sum, seen) = finite_weighted(&values, &sizes);
-    let correct = match correct {
-        Some(c) => c.f_int64_value(&[])?,
-        None => 0,
-    };
+    let correct = correct.f_int64_value(&[])?;
     Ok(EpochStats {
         loss: loss_sum / seen.max(1) as f64,
         accuracy: correct as f64 / all.max(1) as f64,
@@ -284,12 +275,17 @@ pub fn backward_and_step(state: &mut State, loss: &Tensor, lr: f64) -> Result<bo
 /// Below this loss scale (fp16's smallest subnormal, 2^-24) no scale can help.
 const MIN_SCALE: f64 = 1.0 / (1u64 << 24) as f64;
 
+/// The batches' losses as one `[batches]` tensor (empty without batches).
+fn stacked(losses: &[Tensor], device: tch::Device) -> Result<Tensor> {
+    Ok(match losses.is_empty() {
+        true => Tensor::f_zeros([0], (Kind::Double, device))?,
+        false => Tensor::f_stack(losses, 0)?,
+    })
+}
+
 /// The losses of the batches so far, read from the device at once.
 fn read_values(losses: &[Tensor]) -> Result<Vec<f64>> {
-    if losses.is_empty() {
-        return Ok(vec![]);
-    }
-    let all = Tensor::f_stack(losses, 0)?.f_to_device(tch::Device::Cpu)?;
+    let all = stacked(losses, tch::Device::Cpu)?.f_to_device(tch::Device::Cpu)?;
     Ok(Vec::<f64>::try_from(&all)?)
 }
 

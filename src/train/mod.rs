@@ -17,8 +17,6 @@ pub mod validate;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-
-use crate::dist::{Group, World};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -29,6 +27,7 @@ use crate::config::TrainConfig;
 use crate::data::dataset::{Dataset, SplitFiles};
 use crate::data::loader::{default_threads, mix, Loader, Mode};
 use crate::data::transform::{EvalTransform, TrainTransform};
+use crate::dist::{Group, World};
 use crate::model::{Model, NetConfig};
 use crate::precision::Compute;
 use ema::Ema;
@@ -86,8 +85,7 @@ impl RunData {
         let image_size = cfg.image_size as u32;
         let cache = (cfg.cache_gib * (1u64 << 30) as f64) as u64;
         let (dataset, prepared) = Dataset::for_training(&job.data, cfg, image_size, cache)?;
-        let lead = job.world.as_ref().is_none_or(|w| w.rank == 0);
-        if lead {
+        if World::leads(job.world.as_ref()) {
             print!("{}", dataset.report(&prepared));
         }
         let split_files = dataset.split_files();
@@ -196,7 +194,7 @@ impl State {
                         path.display()
                     );
                 }
-                if job.world.as_ref().is_none_or(|w| w.rank == 0) {
+                if World::leads(job.world.as_ref()) {
                     println!("resuming {} after epoch {}", path.display(), record.epoch);
                 }
                 let epoch = record.epoch;
@@ -204,12 +202,7 @@ impl State {
             }
             None => {
                 let classes = data.dataset.classes.len() as i64;
-                let progress = ResumeState {
-                    optimizer_step: 0,
-                    best: None,
-                    epochs_since_best: 0,
-                    scaler: None,
-                };
+                let progress = ResumeState::default();
                 (fresh_model(cfg, classes, device)?, None, progress, 0)
             }
         };
@@ -266,11 +259,6 @@ impl State {
         g.broadcast(&tensors, 0)
     }
 
-    /// Whether this process writes the run folder and speaks: rank 0, or the only process.
-    pub fn lead(&self) -> bool {
-        self.group.as_ref().is_none_or(|g| g.rank == 0)
-    }
-
     /// The weights the run validates and ships: the average when there is one.
     pub fn shipped(&self) -> &Model {
         match &self.ema {
@@ -319,7 +307,7 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
         );
     }
     let mut state = State::start(job, &data, group)?;
-    let lead = state.lead();
+    let lead = World::leads(job.world.as_ref());
     // Only rank 0 writes the run folder.
     let mut files = match lead {
         true => Some(RunFiles::open(job, &data, state.epochs_done)?),

@@ -127,8 +127,8 @@ impl Best {
 
 /// What `--resume` needs beyond the weights and the optimiser's buffers. The random state is
 /// derived from the seed and the epoch (shuffling, augmentation, dropout), so the next epoch
-/// number restores it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// number restores it. The default is a run's start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResumeState {
     /// Optimiser updates made so far.
