@@ -4,7 +4,9 @@
 # (scripts/requirements.txt); and into .deps/gloo the headers of gloo (Debian's libgloo-dev,
 # unpacked, not installed), which the C++ shim of multi-process training (src/shim/dist.cpp)
 # compiles against: libtorch ships gloo compiled in, not its headers. Without them the tool
-# builds without multi-process training (it says so when asked for it). A second run is a no-op.
+# builds without multi-process training (it says so when asked for it). For the tests, also
+# Debian's chromium and chromium-driver (the browser test of `inception serve`'s page), by
+# apt-get when missing. A second run is a no-op.
 #
 #   scripts/deps.sh             install everything (the tests need it)
 #   scripts/deps.sh --libtorch  only what the build needs: nothing when $LIBTORCH names a
@@ -52,6 +54,22 @@ gloo() {
   mv "$dir.partial" "$dir"
 }
 
+browser() {
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+    return
+  fi
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null && sudo="sudo -n"
+  fi
+  echo "deps: installing Debian's chromium and chromium-driver (the page's browser test)" >&2
+  if ! { $sudo apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null 2>&1 ||
+      { $sudo apt-get update >/dev/null 2>&1 &&
+        $sudo apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null 2>&1; }; }; then
+    echo "deps: could not install chromium and chromium-driver: the browser test will fail" >&2
+  fi
+}
+
 if [ "${1:-}" = "--libtorch" ]; then
   if [ -n "${LIBTORCH:-}" ] && [ "$LIBTORCH" != "$root/$deps/torch" ]; then
     if [ ! -e "$LIBTORCH/lib/libtorch.so" ] && [ ! -e "$LIBTORCH/lib/libtorch_cpu.so" ]; then
@@ -68,4 +86,5 @@ if [ "${1:-}" = "--libtorch" ]; then
 else
   install
   gloo
+  browser
 fi

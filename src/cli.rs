@@ -34,8 +34,9 @@ pub enum Command {
     Import(ImportArgs),
     /// Classify images with a checkpoint: top classes and their probabilities.
     Predict(PredictArgs),
-    /// Serve a checkpoint (or an ensemble) over HTTP: POST an image to /v1/predict, get
-    /// predict --json's answer; requests are batched for the network.
+    /// Serve a checkpoint (or an ensemble) over HTTP: a web page at /, POST images to
+    /// /v1/predict for predict --json's answer, one to /v1/explain for its Grad-CAM overlay;
+    /// requests are batched for the network.
     Serve(ServeArgs),
     /// Write a checkpoint (or an ensemble) as a TorchScript module for serving engines, with
     /// its preprocessing beside it as JSON.
@@ -552,6 +553,10 @@ pub struct ServeArgs {
     /// Largest request body, in MiB; larger get 413.
     #[arg(long, default_value_t = 20)]
     pub max_body_mib: usize,
+    /// Longest a request's headers, and then its body, may take to arrive, in seconds: a
+    /// connection whose headers are late is closed, a body that is late gets 408.
+    #[arg(long, default_value_t = 30)]
+    pub read_timeout_s: u64,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,

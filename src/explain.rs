@@ -11,7 +11,9 @@
 use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
+use crate::ensemble::Ensemble;
 use crate::model::{tap_layers, Model, Tap};
+use crate::precision::{Compute, Precision};
 
 /// The layer explained by default: the last inception block.
 pub const DEFAULT_LAYER: &str = "inception5b";
@@ -116,4 +118,54 @@ pub fn class_maps(
     let hi = map.f_amax([1, 2].as_slice(), true)?;
     let map = map.f_sub(&lo)?.f_div(&hi.f_sub(&lo)?.f_add_scalar(1e-7)?)?;
     Ok((map.f_detach()?, logits.f_detach()?))
+}
+
+/// An ensemble's maps for a batch `batch` `[N, 3, S, S]` (on the CPU), one class per image:
+/// the mean of its members' maps, as `N` rows of `S × S` values in [0, 1] (row-major). The
+/// gradients are taken in fp32 whatever precision `compute` serves in.
+pub fn ensemble_maps(
+    ensemble: &Ensemble,
+    compute: Compute,
+    batch: &Tensor,
+    classes: &[i64],
+    layer: &str,
+    method: Method,
+) -> Result<Vec<f32>> {
+    let compute = Compute {
+        precision: Precision::Fp32,
+        ..compute
+    };
+    let x = compute.input(batch)?;
+    let mut sum: Option<Tensor> = None;
+    for (_, m) in &ensemble.members {
+        let (maps, _) = class_maps(&m.model, &x, classes, layer, method)?;
+        sum = Some(match sum {
+            None => maps,
+            Some(s) => s.f_add(&maps)?,
+        });
+    }
+    let maps = sum
+        .context("an ensemble without members")?
+        .f_div_scalar(ensemble.members.len() as f64)?
+        .f_to_device(tch::Device::Cpu)?
+        .f_to_kind(Kind::Float)?
+        .f_contiguous()?;
+    let mut flat = vec![0f32; maps.numel()];
+    maps.f_copy_data(&mut flat, maps.numel())?;
+    Ok(flat)
+}
+
+/// How maps were made, for titles: "Grad-CAM at inception5b", with the number of members
+/// of an ensemble.
+pub fn describe(method: Method, layer: &str, members: usize) -> String {
+    let mut how = format!("{} at {layer}", method.name());
+    if members > 1 {
+        how.push_str(&format!(", mean of {members} members"));
+    }
+    how
+}
+
+/// The title drawn over a map: the class explained, its probability and how.
+pub fn title(class: &str, probability: f64, how: &str) -> String {
+    format!("{class} {probability:.3}  ·  {how}")
 }

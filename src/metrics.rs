@@ -125,7 +125,7 @@ pub fn evaluate(classes: &[String], probs: &[Vec<f64>], labels: &[usize]) -> Eva
 }
 
 /// Index of the largest value (the first on ties).
-pub fn argmax(p: &[f64]) -> usize {
+pub fn argmax<T: PartialOrd>(p: &[T]) -> usize {
     let mut best = 0;
     for (i, v) in p.iter().enumerate() {
         if *v > p[best] {

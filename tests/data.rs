@@ -197,27 +197,6 @@ fn jpeg_exif_orientation_is_applied() {
 // ---------- bad files ----------
 
 /// A PNG of a header, an empty IDAT and IEND, claiming w×h pixels of 8-bit RGB.
-fn png_header_claiming(w: u32, h: u32) -> Vec<u8> {
-    png_header_of(w, h, 8, 2)
-}
-
-fn png_header_of(w: u32, h: u32, bit_depth: u8, colour_type: u8) -> Vec<u8> {
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut chunk = b"IHDR".to_vec();
-    chunk.extend(w.to_be_bytes());
-    chunk.extend(h.to_be_bytes());
-    chunk.extend([bit_depth, colour_type, 0, 0, 0]);
-    out.extend(13u32.to_be_bytes());
-    out.extend(&chunk);
-    out.extend(crc32fast::hash(&chunk).to_be_bytes());
-    for kind in [b"IDAT", b"IEND"] {
-        out.extend(0u32.to_be_bytes());
-        out.extend(kind);
-        out.extend(crc32fast::hash(kind).to_be_bytes());
-    }
-    out
-}
-
 #[test]
 fn bad_files_are_errors_that_name_the_file_and_the_reason() {
     let dir = tempfile::tempdir().unwrap();
@@ -232,12 +211,16 @@ fn bad_files_are_errors_that_name_the_file_and_the_reason() {
             "not an image",
         ),
         ("cut.png", bytes[..bytes.len() / 2].to_vec(), "truncated"),
-        ("huge.png", png_header_claiming(60_000, 60_000), "limit"),
+        (
+            "huge.png",
+            common::png_header_claiming(60_000, 60_000),
+            "limit",
+        ),
         // Within the side limit, but 2 GiB of 16-bit RGBA: refused before decoding, or the
         // missing pixel data would be the error.
         (
             "deep.png",
-            png_header_of(16_384, 16_384, 16, 6),
+            common::png_header_of(16_384, 16_384, 16, 6),
             "too large to decode: 16384×16384",
         ),
     ];

@@ -17,6 +17,14 @@ struct Server {
     log: BufReader<std::process::ChildStderr>,
 }
 
+impl Drop for Server {
+    /// A test that fails leaves no server behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn serve(dir: &std::path::Path, args: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_inception"))
         .args(["serve", "--port", "0", "--device", "cpu"])
@@ -62,18 +70,7 @@ fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
 
 /// One HTTP/1.1 request; the whole answer, status line and headers included.
 fn raw(addr: &str, method: &str, path: &str, body: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    // A server may answer (413) before it has read a large body: a failed write is fine then.
-    let _ = s.write_all(body);
-    let mut answer = vec![];
-    let _ = s.read_to_end(&mut answer);
-    String::from_utf8_lossy(&answer).into_owned()
+    String::from_utf8_lossy(&raw_bytes(addr, method, path, body)).into_owned()
 }
 
 #[test]
@@ -308,6 +305,692 @@ fn a_full_queue_answers_503_with_retry_after_and_recovers() {
     // Afterwards the server answers again.
     let (status, _) = request(&server.addr, "POST", "/v1/predict", &photo);
     assert_eq!(status, 200);
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+}
+
+/// A `multipart/form-data` body of `files` (name, bytes) and its content type.
+fn multipart(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "----inception-test-boundary";
+    let mut body = vec![];
+    for (name, bytes) in files {
+        write!(
+            body,
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        )
+        .unwrap();
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    write!(body, "--{boundary}--\r\n").unwrap();
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// One HTTP/1.1 POST with a content type; the whole answer as bytes.
+fn post_typed(addr: &str, path: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    send(
+        addr,
+        "POST",
+        path,
+        &format!("Content-Type: {content_type}\r\n"),
+        body,
+    )
+}
+
+/// The status, the headers (lower-case) and the body of a whole answer.
+fn split_answer(answer: &[u8]) -> (u16, String, Vec<u8>) {
+    let end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(answer)));
+    let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head, answer[end + 4..].to_vec())
+}
+
+fn photos(class: &str) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(common::repo().join("data/monkeypox").join(class))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn multipart_uploads_and_explain_answer_as_the_commands_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = common::import_case(dir.path(), "googlenet_2", "Monkey Pox,Others", &[]);
+    let ckpt = ckpt.to_str().unwrap();
+    let mut server = serve(dir.path(), &["--checkpoint", ckpt, "--precision", "fp32"]);
+    let addr = server.addr.clone();
+    let (a, b) = (photos("Monkey Pox")[0].clone(), photos("Others")[0].clone());
+    let (bytes_a, bytes_b) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+
+    // Several files in one form: one prediction each, in order, named by file name, with the
+    // probabilities each gets alone.
+    let (ct, body) = multipart(&[("a.jpg", &bytes_a), ("b.jpg", &bytes_b)]);
+    let (status, _, body) = split_answer(&post_typed(&addr, "/v1/predict?top_k=2", &ct, &body));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let both: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(both.as_array().unwrap().len(), 2);
+    for (i, (name, bytes)) in [("a.jpg", &bytes_a), ("b.jpg", &bytes_b)]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(both[i]["path"], *name);
+        let (s, alone) = request(&addr, "POST", "/v1/predict?top_k=2", bytes);
+        assert_eq!(s, 200);
+        let alone: Value = serde_json::from_str(&alone).unwrap();
+        // Two images in one batch: the same as alone, up to the batch size's rounding.
+        for (x, y) in both[i]["top_k"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(alone[0]["top_k"].as_array().unwrap())
+        {
+            assert_eq!(x["class"], y["class"], "{name}");
+            let (p, q) = (
+                x["probability"].as_f64().unwrap(),
+                y["probability"].as_f64().unwrap(),
+            );
+            assert!((p - q).abs() <= 1e-6, "{name}: {p} in the form, {q} alone");
+        }
+    }
+    // A form without a file, a field that is not a file, a form cut short: 400 with the reason.
+    let (ct, _) = multipart(&[]);
+    for (body, reason) in [
+        (format!("--{}--\r\n", ct.split("boundary=").nth(1).unwrap()), "no file"),
+        (
+            format!(
+                "--{b}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n--{b}--\r\n",
+                b = ct.split("boundary=").nth(1).unwrap()
+            ),
+            "\\\"note\\\" is not a file",
+        ),
+        ("garbage without a boundary".into(), "multipart"),
+    ] {
+        let (status, _, answer) =
+            split_answer(&post_typed(&addr, "/v1/predict", &ct, body.as_bytes()));
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer.to_lowercase().contains(reason), "{reason}: {answer}");
+    }
+    // A bad image among good ones: 400 naming it.
+    let (ct, body) = multipart(&[("a.jpg", &bytes_a), ("cut.jpg", &bytes_b[..100])]);
+    let (status, _, answer) = split_answer(&post_typed(&addr, "/v1/predict", &ct, &body));
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("cut.jpg"), "{answer}");
+
+    // /v1/explain: the overlay `inception explain` draws, pixel for pixel, for the predicted
+    // class and for one asked for.
+    let out = dir.path().join("explained");
+    let o = common::inception(
+        dir.path(),
+        &[
+            "explain",
+            "--device",
+            "cpu",
+            "--checkpoint",
+            ckpt,
+            "--class",
+            "Others",
+            "--out",
+            out.to_str().unwrap(),
+            a.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let stem = a.file_stem().unwrap().to_str().unwrap();
+    let cli = image::open(out.join(format!("{stem}.cam.png")))
+        .unwrap()
+        .to_rgb8();
+    let (status, head, png) = split_answer(&raw_bytes(
+        &addr,
+        "POST",
+        "/v1/explain?class=Others",
+        &bytes_a,
+    ));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&png));
+    assert!(head.contains("content-type: image/png"), "{head}");
+    assert!(head.contains("x-class: others"), "{head}");
+    let served = image::load_from_memory(&png).unwrap().to_rgb8();
+    assert_eq!(served.dimensions(), cli.dimensions());
+    let differ = served
+        .pixels()
+        .zip(cli.pixels())
+        .filter(|(p, q)| p != q)
+        .count();
+    assert_eq!(differ, 0, "{differ} pixels differ from inception explain's");
+
+    // The default class is the predicted one; what explain cannot do is refused by name.
+    let (_, predicted) = request(&addr, "POST", "/v1/predict", &bytes_a);
+    let predicted: Value = serde_json::from_str(&predicted).unwrap();
+    let (status, head, _) = split_answer(&raw_bytes(
+        &addr,
+        "POST",
+        "/v1/explain?method=gradcam%2B%2B&layer=inception4e",
+        &bytes_a,
+    ));
+    assert_eq!(status, 200);
+    let class = predicted[0]["class"].as_str().unwrap().to_ascii_lowercase();
+    assert!(head.contains(&format!("x-class: {class}")), "{head}");
+    for (query, reason) in [
+        ("?class=Cowpox", "\"Cowpox\" is not a class"),
+        ("?layer=fc", "\"fc\" is not a layer"),
+        ("?method=lime", "\"lime\": expected gradcam or gradcam++"),
+    ] {
+        let (status, body) = request(&addr, "POST", &format!("/v1/explain{query}"), &bytes_a);
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(
+            body.contains(&reason.replace('"', "\\\"")),
+            "{query}: {body}"
+        );
+    }
+    let (ct, body) = multipart(&[("a.jpg", &bytes_a), ("b.jpg", &bytes_b)]);
+    let (status, _, answer) = split_answer(&post_typed(&addr, "/v1/explain", &ct, &body));
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&answer).contains("one image, not 2"));
+
+    // The page: self-contained (nothing fetched from elsewhere), with its file input.
+    let (status, page) = request(&addr, "GET", "/", b"");
+    assert_eq!(status, 200);
+    assert!(page.contains("<input id=\"file\" type=\"file\""), "{page}");
+    for outside in ["http://", "https://", "src=\"//", "href=\"//"] {
+        assert!(!page.contains(outside), "the page refers to {outside}");
+    }
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+}
+
+/// One HTTP/1.1 request; the whole answer as bytes.
+fn raw_bytes(addr: &str, method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    send(addr, method, path, "", body)
+}
+
+/// One HTTP/1.1 request with extra header lines (each ending in CRLF); the whole answer.
+fn send(addr: &str, method: &str, path: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{headers}Content-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    // A server may answer (413) before it has read a large body: a failed write is fine then.
+    let _ = s.write_all(body);
+    let mut answer = vec![];
+    let _ = s.read_to_end(&mut answer);
+    answer
+}
+
+/// Sends the head of a request, then `body` one byte per 100 ms until the server answers or
+/// closes the connection; the answer (empty: closed without one). Gives up after 20 s.
+fn dribble(addr: &str, head: &str, body: &[u8]) -> String {
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut answer = vec![];
+    let mut buf = [0u8; 4096];
+    let mut sent = 0;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if answer.is_empty() && e.kind() == std::io::ErrorKind::WouldBlock => {
+                if started.elapsed() > Duration::from_secs(20) {
+                    return "no answer within 20 s".into();
+                }
+                if sent < body.len() && s.write_all(&body[sent..sent + 1]).is_ok() {
+                    sent += 1;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn valid_requests_keep_succeeding_among_malformed_truncated_oversized_and_slow_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = common::import_case(dir.path(), "seed_2", "Monkey Pox,Others", &[]);
+    let mut server = serve(
+        dir.path(),
+        &[
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--max-body-mib",
+            "1",
+            "--read-timeout-s",
+            "2",
+        ],
+    );
+    let addr = server.addr.clone();
+    let photo = std::fs::read(&photos("Others")[0]).unwrap();
+    let (status, first) = request(&addr, "POST", "/v1/predict", &photo);
+    assert_eq!(status, 200, "{first}");
+    let first: Value = serde_json::from_str(&first).unwrap();
+
+    let bomb = common::png_header_claiming(60_000, 60_000);
+    let post = |headers: &str| format!("POST /v1/predict HTTP/1.1\r\nHost: t\r\n{headers}\r\n");
+    // (what is sent, how: whole or dribbled, the status expected, a word of the reason)
+    let faults: Vec<(String, Vec<u8>, bool, &str, &str)> = vec![
+        ("GARBAGE\r\n\r\n".into(), vec![], false, "400", ""),
+        (
+            post("Transfer-Encoding: chunked\r\n"),
+            b"zz\r\nhello\r\n0\r\n\r\n".to_vec(),
+            false,
+            "400",
+            "",
+        ),
+        (
+            post("Content-Length: 100\r\nConnection: close\r\n"),
+            photo[..50].to_vec(),
+            false,
+            "400",
+            "",
+        ),
+        (
+            post(&format!(
+                "Content-Length: {}\r\nConnection: close\r\n",
+                photo.len() / 2
+            )),
+            photo[..photo.len() / 2].to_vec(),
+            false,
+            "400",
+            "truncated",
+        ),
+        (
+            post(&format!(
+                "Content-Length: {}\r\nConnection: close\r\n",
+                2 << 20
+            )),
+            vec![0; 2 << 20],
+            false,
+            "413",
+            "length limit",
+        ),
+        (
+            post("Transfer-Encoding: chunked\r\nConnection: close\r\n"),
+            [
+                format!("{:x}\r\n", 1 << 20).as_bytes(),
+                &vec![0u8; 1 << 20],
+                b"\r\n",
+            ]
+            .concat()
+            .repeat(2),
+            false,
+            "413",
+            "length limit",
+        ),
+        (
+            post(&format!(
+                "Content-Length: {}\r\nConnection: close\r\n",
+                bomb.len()
+            )),
+            bomb.clone(),
+            false,
+            "400",
+            "limit",
+        ),
+        (
+            post("Content-Length: 1000\r\nConnection: close\r\n"),
+            photo[..1000].to_vec(),
+            true,
+            "408",
+            "did not arrive within 2 s",
+        ),
+        // Headers one byte at a time: the server closes the connection after 2 s.
+        (
+            "POST /v1/predict HTTP/1.1\r\n".into(),
+            b"Host: t\r\nX-Slow: one-byte-per-100-ms-for-longer-than-the-timeout\r\n".to_vec(),
+            true,
+            "",
+            "",
+        ),
+    ];
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let (answers, valid) = std::thread::scope(|sc| {
+        let handles: Vec<_> = faults
+            .iter()
+            .map(|(head, body, slow, _, _)| {
+                let (addr, done) = (&addr, &done);
+                sc.spawn(move || {
+                    let answer = if *slow {
+                        dribble(addr, head, body)
+                    } else {
+                        let mut s = TcpStream::connect(addr).unwrap();
+                        s.write_all(head.as_bytes()).unwrap();
+                        let _ = s.write_all(body);
+                        let _ = s.shutdown(std::net::Shutdown::Write);
+                        let mut a = vec![];
+                        let _ = s.read_to_end(&mut a);
+                        String::from_utf8_lossy(&a).into_owned()
+                    };
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    answer
+                })
+            })
+            .collect();
+        // Meanwhile, valid requests one after another: every one answered, as the first was.
+        let mut valid = 0;
+        while done.load(std::sync::atomic::Ordering::SeqCst) < faults.len() {
+            let (status, body) = request(&addr, "POST", "/v1/predict", &photo);
+            assert_eq!(status, 200, "{body}");
+            let answer: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(answer[0]["top_k"], first[0]["top_k"]);
+            valid += 1;
+        }
+        let answers: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        (answers, valid)
+    });
+    assert!(
+        valid >= 5,
+        "only {valid} valid requests while the faults ran"
+    );
+    for ((head, _, _, status, reason), answer) in faults.iter().zip(&answers) {
+        let first_line = head.lines().next().unwrap_or("");
+        if !status.is_empty() {
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {status}")),
+                "{head:?} …: expected {status}, got {answer:?}"
+            );
+        }
+        assert!(
+            answer.contains(reason),
+            "{first_line} …: {reason:?} not in {answer:?}"
+        );
+        assert!(
+            !answer.contains("no answer within"),
+            "{first_line} …: {answer}"
+        );
+    }
+    // And afterwards.
+    let (status, body) = request(&addr, "POST", "/v1/predict", &photo);
+    assert_eq!(status, 200, "{body}");
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+}
+
+/// A headless Chromium under ChromeDriver, spoken to in WebDriver's JSON over HTTP.
+struct Browser {
+    driver: Child,
+    addr: String,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+            assert!(
+                std::path::Path::new(tool).exists(),
+                "{tool} is missing: scripts/deps.sh installs Debian's chromium and chromium-driver"
+            );
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        let started = Instant::now();
+        while TcpStream::connect(&addr).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "chromedriver did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let profile = tempfile::tempdir().unwrap();
+        // The flags Chromium needs on a machine without a network or a display, as root.
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1100,900",
+            &format!("--user-data-dir={}", profile.path().display()),
+        ];
+        let mut browser = Browser {
+            driver,
+            addr,
+            session: String::new(),
+            _profile: profile,
+        };
+        let session = browser.call(
+            "POST",
+            "/session",
+            serde_json::json!({"capabilities": {"alwaysMatch": {
+                "browserName": "chrome",
+                "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
+            }}}),
+        );
+        browser.session = session["sessionId"].as_str().unwrap().to_string();
+        browser
+    }
+
+    /// One WebDriver command; its `value`.
+    fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        // ChromeDriver takes requests for localhost only, and keeps the connection open: the
+        // answer ends where its Content-Length says.
+        let mut stream = TcpStream::connect(&self.addr).unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut reader = BufReader::new(stream);
+        let (mut status_line, mut length) = (String::new(), 0);
+        reader.read_line(&mut status_line).unwrap();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line.trim().is_empty() {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut answer = vec![0; length];
+        reader.read_exact(&mut answer).unwrap();
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let answer: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(status, 200, "{method} {path}: {answer}");
+        answer["value"].clone()
+    }
+
+    fn session_call(&self, method: &str, path: &str, body: Value) -> Value {
+        self.call(method, &format!("/session/{}{path}", self.session), body)
+    }
+
+    /// Runs `script` in the page until it returns something other than null (30 s at most).
+    fn wait_for(&self, script: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let v = self.session_call(
+                "POST",
+                "/execute/sync",
+                serde_json::json!({"script": script, "args": []}),
+            );
+            if !v.is_null() {
+                return v;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the page never answered: {script}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Puts `file` in the page's file input, as a person choosing it would.
+    fn choose_file(&self, file: &std::path::Path) {
+        let input = self.session_call(
+            "POST",
+            "/element",
+            serde_json::json!({"using": "css selector", "value": "#file"}),
+        );
+        let id = input["element-6066-11e4-a52e-4f735466cecf"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        self.session_call(
+            "POST",
+            &format!("/element/{id}/value"),
+            serde_json::json!({"text": file.to_str().unwrap()}),
+        );
+    }
+
+    /// A screenshot of the page, saved as `name` under the build's temporary folder.
+    fn screenshot(&self, name: &str) -> std::path::PathBuf {
+        use base64::Engine;
+        let png = self.session_call("GET", "/screenshot", Value::Null);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+        std::fs::write(&path, &png).unwrap();
+        eprintln!("screenshot: {}", path.display());
+        path
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() && !std::thread::panicking() {
+            self.call("DELETE", &format!("/session/{}", self.session), Value::Null);
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[test]
+fn the_page_in_chromium_shows_predict_s_answer_and_the_heat_map_of_a_photo() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = common::import_case(dir.path(), "googlenet_2", "Monkey Pox,Others", &[]);
+    let ckpt = ckpt.to_str().unwrap();
+    let mut server = serve(dir.path(), &["--checkpoint", ckpt]);
+    let photo = photos("Monkey Pox")[1].clone();
+    let o = common::inception(
+        dir.path(),
+        &[
+            "predict",
+            "--json",
+            "--device",
+            "cpu",
+            "--checkpoint",
+            ckpt,
+            photo.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let predicted: Value = serde_json::from_str(&common::stdout(&o)).unwrap();
+
+    let browser = Browser::start();
+    browser.session_call(
+        "POST",
+        "/url",
+        serde_json::json!({"url": format!("http://{}/", server.addr)}),
+    );
+    let about = browser.wait_for(
+        "const t = document.getElementById('about').textContent; \
+         return t.includes('googlenet') ? t : null;",
+    );
+    assert!(
+        about.as_str().unwrap().contains("Monkey Pox, Others"),
+        "{about}"
+    );
+
+    // A photo chosen: the bars show predict's classes and probabilities, then the heat-map.
+    browser.choose_file(&photo);
+    let shown = browser.wait_for(
+        "const cam = document.getElementById('cam'); \
+         const error = document.getElementById('error').textContent; \
+         if (error) return {error}; \
+         if (cam.hidden || !cam.complete || cam.naturalWidth === 0) return null; \
+         return {rows: [...document.querySelectorAll('#result .row')].map(r => \
+                   [r.dataset.class, Number(r.dataset.probability)]), \
+                 status: document.getElementById('status').textContent, \
+                 cam: [cam.naturalWidth, cam.naturalHeight]};",
+    );
+    assert!(shown["error"].is_null(), "the page shows an error: {shown}");
+    let pairs = |v: &Value, class: &str, p: &str| -> Vec<(String, f64)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                (
+                    x[class].as_str().unwrap().to_string(),
+                    x[p].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let want: Vec<(String, f64)> = pairs(&predicted[0]["top_k"], "class", "probability");
+    let rows: Vec<Value> = shown["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::json!({"class": r[0], "p": r[1]}))
+        .collect();
+    assert_eq!(pairs(&Value::Array(rows), "class", "p"), want, "{shown}");
+    let class = predicted[0]["class"].as_str().unwrap();
+    assert!(
+        shown["status"].as_str().unwrap().starts_with(class),
+        "{shown}"
+    );
+    assert!(shown["cam"][0].as_u64().unwrap() >= 224, "{shown}");
+    let shot = browser.screenshot("serve-page.png");
+    let shot = image::open(&shot).unwrap().to_rgb8();
+    assert_eq!(shot.width(), 1100, "a screenshot of the window");
+
+    // Not a photo: the reason in words, and no bars.
+    let text = dir.path().join("notes.jpg");
+    std::fs::write(&text, "these are notes, not a photo").unwrap();
+    browser.choose_file(&text);
+    let error = browser
+        .wait_for("const e = document.getElementById('error').textContent; return e ? e : null;");
+    let error = error.as_str().unwrap();
+    assert!(
+        error.contains("notes.jpg") && error.contains("not an image"),
+        "{error}"
+    );
+    assert!(error.contains("HTTP 400"), "{error}");
+    let rows = browser.wait_for("return document.querySelectorAll('#result .row').length;");
+    assert_eq!(rows, 0);
+    browser.screenshot("serve-page-error.png");
+    drop(browser);
     let _ = server.child.kill();
     let _ = server.child.wait();
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use tch::{Kind, Tensor};
+use tch::Kind;
 
 use crate::cli::ExplainArgs;
 use crate::cmd::predict::expand;
@@ -15,7 +15,7 @@ use crate::data::image::load_rgb;
 use crate::data::transform::EvalTransform;
 use crate::device;
 use crate::ensemble::Ensemble;
-use crate::explain::{check_layer, class_maps};
+use crate::explain::{check_layer, describe, ensemble_maps, title};
 use crate::metrics::argmax;
 use crate::plot;
 use crate::precision::{Compute, Precision};
@@ -33,7 +33,7 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         None => RunDir::Next("explain"),
     };
     out.check()?;
-    let compute = Compute::new(device::resolve(&args.device)?, Precision::Fp32, false)?;
+    let compute = Compute::new(device::resolve(&args.device)?, Precision::Fp32, true)?;
     let ensemble = Ensemble::load(&checkpoints, compute)?;
     let meta = ensemble.meta().clone();
     let wanted = match &args.class {
@@ -61,17 +61,7 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         image_size: meta.image_size as u32,
         normalization: meta.normalization,
     };
-    let members = ensemble.members.len();
-    let how = format!(
-        "{} at {}{}",
-        args.method.name(),
-        args.layer,
-        if members > 1 {
-            format!(", mean of {members} members")
-        } else {
-            String::new()
-        }
-    );
+    let how = describe(args.method, &args.layer, ensemble.members.len());
     let mut names = BTreeSet::new();
     let mut failures = 0;
     for chunk in images.chunks(BATCH) {
@@ -94,34 +84,25 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
             continue;
         }
         let batch = transform.batch_of_crops(&crops)?;
-        let x = compute.input(&batch)?;
         let probs = tch::no_grad(|| ensemble.probabilities(compute, &batch, Kind::Double))?;
         let probs = Vec::<Vec<f64>>::try_from(probs)?;
         let classes: Vec<i64> = probs
             .iter()
             .map(|p| wanted.unwrap_or_else(|| argmax(p)) as i64)
             .collect();
-        let mut sum: Option<Tensor> = None;
-        for (_, m) in &ensemble.members {
-            let (maps, _) = class_maps(&m.model, &x, &classes, &args.layer, args.method)?;
-            sum = Some(match sum {
-                None => maps,
-                Some(s) => s.f_add(&maps)?,
-            });
-        }
-        let maps = sum
-            .context("an ensemble without members")?
-            .f_div_scalar(members as f64)?
-            .f_to_device(tch::Device::Cpu)?
-            .f_to_kind(Kind::Float)?
-            .f_contiguous()?;
+        let flat = ensemble_maps(
+            &ensemble,
+            compute,
+            &batch,
+            &classes,
+            &args.layer,
+            args.method,
+        )?;
         let s = meta.image_size as usize;
-        let mut flat = vec![0f32; maps.numel()];
-        maps.f_copy_data(&mut flat, maps.numel())?;
         for (i, path) in paths.iter().enumerate() {
             let map = &flat[i * s * s..(i + 1) * s * s];
             let c = classes[i] as usize;
-            let title = format!("{} {:.3}  ·  {how}", meta.classes[c], probs[i][c]);
+            let title = title(&meta.classes[c], probs[i][c], &how);
             let stem = unique_stem(path, &mut names);
             let file = dir.join(format!("{stem}.cam.png"));
             plot::save(&plot::cam::render(&crops[i], map, &title)?, &file)?;

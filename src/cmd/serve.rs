@@ -9,7 +9,7 @@ use crate::cli::ServeArgs;
 use crate::device;
 use crate::ensemble::Ensemble;
 use crate::precision::Compute;
-use crate::serve::{app, Limits};
+use crate::serve::{app, serve_until, Limits};
 use crate::train::run_dir::given_or_latest;
 
 pub fn run(a: &ServeArgs) -> Result<()> {
@@ -17,6 +17,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         ("--max-batch", a.max_batch),
         ("--max-queue", a.max_queue),
         ("--max-body-mib", a.max_body_mib),
+        ("--read-timeout-s", a.read_timeout_s as usize),
     ] {
         if v == 0 {
             bail!("{flag} must be at least 1");
@@ -30,6 +31,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         max_wait: Duration::from_millis(a.max_wait_ms),
         max_queue: a.max_queue,
         max_body_bytes: a.max_body_mib << 20,
+        read_timeout: Duration::from_secs(a.read_timeout_s),
     };
     device::announce(&a.device, &compute);
     let members = ensemble.files().join(", ");
@@ -42,11 +44,9 @@ pub fn run(a: &ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("listening on {}:{}", a.host, a.port))?;
         let addr = listener.local_addr()?;
-        eprintln!("serving {members} on http://{addr} (POST an image to /v1/predict)");
-        axum::serve(listener, app(ensemble, compute, limits)?)
-            .with_graceful_shutdown(shutdown())
-            .await
-            .context("serving")?;
+        eprintln!("serving {members} on http://{addr} (a page at /, POST images to /v1/predict)");
+        let router = app(ensemble, compute, limits)?;
+        serve_until(listener, router, limits.read_timeout, shutdown()).await?;
         eprintln!("stopped");
         Ok(())
     })

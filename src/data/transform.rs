@@ -98,7 +98,12 @@ impl EvalTransform {
 
     /// Appends the image's normalised `[3, S, S]` values (channel-major) to `out`.
     pub fn apply_into(&self, img: &RgbImage, out: &mut Vec<f32>) {
-        to_chw(&self.crop(img), &self.normalization, out);
+        self.values_of_crop(&self.crop(img), out);
+    }
+
+    /// Appends the normalised `[3, S, S]` values of a crop made by [`Self::crop`] to `out`.
+    pub fn values_of_crop(&self, crop: &RgbImage, out: &mut Vec<f32>) {
+        to_chw(crop, &self.normalization, out);
     }
 
     /// A batch `[N, 3, S, S]` from decoded images.

@@ -84,6 +84,14 @@ pub fn save(img: &RgbImage, path: &Path) -> Result<()> {
     write_atomic(path, bytes.get_ref())
 }
 
+/// `img` encoded as PNG.
+pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
+    let mut bytes = std::io::Cursor::new(vec![]);
+    img.write_to(&mut bytes, ImageFormat::Png)
+        .map_err(|e| anyhow!("encoding a PNG: {e}"))?;
+    Ok(bytes.into_inner())
+}
+
 /// File names of an evaluation's pictures.
 pub const CONFUSION_PNG: &str = "confusion_matrix.png";
 pub const ROC_PNG: &str = "roc.png";

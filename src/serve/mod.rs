@@ -1,38 +1,42 @@
-//! `inception serve`: the model behind an HTTP API (axum on tokio), with dynamic batching as
-//! TorchServe and Triton do it: one worker thread owns the network and gathers concurrent
-//! requests into batches of up to `max_batch`, waiting at most `max_wait` for a batch to fill;
-//! images are decoded and preprocessed on tokio's blocking threads by the same code as
-//! `predict` (src/data), so answers are `predict --json`'s.
+//! `inception serve`: the model behind an HTTP API and a web page (axum on tokio), with dynamic
+//! batching as TorchServe and Triton do it (src/serve/worker.rs). Images are decoded and
+//! preprocessed on tokio's blocking threads by the same code as `predict` (src/data), so
+//! answers are `predict --json`'s.
 //!
-//! Endpoints: `GET /healthz`, `GET /v1/model`, `POST /v1/predict` (the image as the raw body;
-//! `?top_k=`), `GET /metrics` (Prometheus text). Bounded: bodies over `max_body` get 413, what
-//! is not a whole image 400 with the reason, a full queue 503 with `Retry-After`; every error is
-//! JSON `{"error": …}`.
+//! Endpoints: `GET /` (the page, src/serve/page.html), `POST /v1/predict` (images as the raw
+//! body or multipart, several files allowed; `?top_k=`), `POST /v1/explain` (one image; the
+//! Grad-CAM overlay as PNG; `?class=&layer=&method=`), `GET /v1/model`, `GET /healthz`,
+//! `GET /metrics` (Prometheus text, src/serve/metrics.rs). Bounded: a body over `max_body` gets
+//! 413, one that has not arrived within `read_timeout` 408, what is not a whole image 400 with
+//! the reason, a full queue 503 with `Retry-After`; every error is JSON `{"error": …}`.
 
-use std::collections::BTreeMap;
+mod metrics;
+mod worker;
+
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Query, Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::{from_fn_with_state, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::from_fn_with_state;
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
 use tokio::sync::oneshot;
 
+use self::metrics::{track, Metrics};
+use self::worker::{Answer, Batching, Job, Work};
 use crate::cmd::predict::Prediction;
 use crate::data::image::decode_bytes;
 use crate::data::transform::EvalTransform;
 use crate::ensemble::Ensemble;
+use crate::explain::{self, check_layer, Method, DEFAULT_LAYER};
 use crate::precision::Compute;
 
 /// How the server batches and bounds its work.
@@ -43,13 +47,8 @@ pub struct Limits {
     /// Preprocessed images waiting for the network.
     pub max_queue: usize,
     pub max_body_bytes: usize,
-}
-
-/// One preprocessed image waiting for the network, and where its probabilities go.
-struct Job {
-    /// `[3 × S × S]`, normalised.
-    pixels: Vec<f32>,
-    reply: oneshot::Sender<Result<Vec<f32>, String>>,
+    /// Longest a request body may take to arrive.
+    pub read_timeout: Duration,
 }
 
 /// What the handlers share.
@@ -58,129 +57,7 @@ struct Shared {
     transform: EvalTransform,
     model: ModelInfo,
     metrics: Arc<Metrics>,
-}
-
-/// Upper bounds of the latency histogram's buckets, in seconds.
-const LATENCY_BUCKETS: [f64; 11] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-/// Upper bounds of the batch-size histogram's buckets.
-const BATCH_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
-
-/// A Prometheus histogram: cumulative counts per bucket, the sum and the count.
-struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<AtomicU64>,
-    /// Sum in millionths (an integer, for atomics).
-    sum_micros: AtomicU64,
-    count: AtomicU64,
-}
-
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram {
-            bounds,
-            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
-    }
-
-    fn observe(&self, v: f64) {
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            if v <= *b {
-                c.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.sum_micros
-            .fetch_add((v * 1e6) as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn render(&self, name: &str, help: &str, out: &mut String) {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            out.push_str(&format!(
-                "{name}_bucket{{le=\"{b}\"}} {}\n",
-                c.load(Ordering::Relaxed)
-            ));
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {count}\n"));
-        out.push_str(&format!(
-            "{name}_sum {}\n{name}_count {count}\n",
-            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        ));
-    }
-}
-
-/// What `GET /metrics` reports.
-struct Metrics {
-    /// Requests by (route, status code).
-    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
-    latency: Histogram,
-    batch_size: Histogram,
-    /// Images waiting for the network.
-    queued: AtomicU64,
-}
-
-impl Metrics {
-    fn new() -> Metrics {
-        Metrics {
-            requests: Mutex::new(BTreeMap::new()),
-            latency: Histogram::new(&LATENCY_BUCKETS),
-            batch_size: Histogram::new(&BATCH_BUCKETS),
-            queued: AtomicU64::new(0),
-        }
-    }
-
-    fn render(&self) -> String {
-        let mut out = String::from(
-            "# HELP inception_requests_total HTTP requests by route and status code.\n\
-             # TYPE inception_requests_total counter\n",
-        );
-        if let Ok(r) = self.requests.lock() {
-            for ((route, status), n) in r.iter() {
-                out.push_str(&format!(
-                    "inception_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}\n"
-                ));
-            }
-        }
-        self.latency.render(
-            "inception_request_seconds",
-            "Time from a request's arrival to its answer.",
-            &mut out,
-        );
-        self.batch_size.render(
-            "inception_batch_size",
-            "Images per batch through the network.",
-            &mut out,
-        );
-        out.push_str(&format!(
-            "# HELP inception_queue_depth Images waiting for the network.\n\
-             # TYPE inception_queue_depth gauge\ninception_queue_depth {}\n",
-            self.queued.load(Ordering::Relaxed)
-        ));
-        out
-    }
-}
-
-/// Counts every request by route and status, and times it.
-async fn track(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let route = match req.uri().path() {
-        "/healthz" => "/healthz",
-        "/metrics" => "/metrics",
-        "/v1/model" => "/v1/model",
-        "/v1/predict" => "/v1/predict",
-        _ => "other",
-    };
-    let started = Instant::now();
-    let response = next.run(req).await;
-    if let Ok(mut r) = s.metrics.requests.lock() {
-        *r.entry((route, response.status().as_u16())).or_default() += 1;
-    }
-    s.metrics.latency.observe(started.elapsed().as_secs_f64());
-    response
+    limits: Limits,
 }
 
 /// `GET /v1/model`.
@@ -196,9 +73,12 @@ pub struct ModelInfo {
     pub device: String,
     pub precision: String,
     pub max_batch: usize,
+    /// The layers `/v1/explain?layer=` takes, and the one it takes by default.
+    pub explain_layers: Vec<String>,
+    pub explain_layer: String,
 }
 
-/// The router and the network's worker thread (which ends when the router is dropped).
+/// The router and the network's thread (which ends when the router is dropped).
 pub fn app(ensemble: Ensemble, compute: Compute, limits: Limits) -> Result<Router> {
     let meta = ensemble.meta().clone();
     let transform = EvalTransform {
@@ -215,29 +95,39 @@ pub fn app(ensemble: Ensemble, compute: Compute, limits: Limits) -> Result<Route
         device: crate::device::describe(compute.device),
         precision: compute.precision.to_string(),
         max_batch: limits.max_batch,
+        explain_layers: crate::model::tap_layers(),
+        explain_layer: DEFAULT_LAYER.into(),
     };
     let (queue, jobs) = sync_channel(limits.max_queue.max(1));
-    let size = meta.image_size;
+    let batching = Batching {
+        max_batch: limits.max_batch,
+        max_wait: limits.max_wait,
+        size: meta.image_size,
+    };
     let metrics = Arc::new(Metrics::new());
     let worker_metrics = Arc::clone(&metrics);
     std::thread::Builder::new()
         .name("network".into())
-        .spawn(move || worker(ensemble, compute, jobs, limits, size, &worker_metrics))
+        .spawn(move || worker::run(ensemble, compute, jobs, batching, &worker_metrics))
         .context("starting the network's thread")?;
     let shared = Arc::new(Shared {
         queue,
         transform,
         model,
-        metrics,
+        metrics: Arc::clone(&metrics),
+        limits,
     });
     Ok(Router::new()
+        .route("/", get(|| async { Html(include_str!("page.html")) }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_text))
         .route("/v1/model", get(model_info))
         .route("/v1/predict", post(predict))
+        .route("/v1/explain", post(explain))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(from_fn_with_state(Arc::clone(&shared), track))
-        .with_state(shared))
+        .with_state(shared)
+        .layer(from_fn_with_state(metrics, track)))
 }
 
 async fn model_info(State(s): State<Arc<Shared>>) -> Json<ModelInfo> {
@@ -252,115 +142,329 @@ async fn metrics_text(State(s): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-#[derive(Debug, Deserialize)]
-struct PredictQuery {
-    top_k: Option<usize>,
-}
-
 /// An error answer: the status and the reason, as JSON `{"error": …}`.
 fn error(status: StatusCode, reason: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": reason.into() }))).into_response()
 }
 
-async fn predict(
-    State(s): State<Arc<Shared>>,
-    Query(q): Query<PredictQuery>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return error(e.status(), e.body_text()),
+/// The uploaded files of a request, each with the name answers call it by: the raw body
+/// (`upload`), or every file field of a `multipart/form-data` body (its file name). The whole
+/// body must arrive within the read timeout and fit in the body limit.
+async fn uploads(s: &Shared, req: Request) -> Result<Vec<(String, Bytes)>, Response> {
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    let read = async move {
+        if !multipart {
+            return match Bytes::from_request(req, &()).await {
+                Ok(b) => Ok(vec![("upload".to_string(), b)]),
+                Err(e) => Err(error(e.status(), e.body_text())),
+            };
+        }
+        let mut form = Multipart::from_request(req, &())
+            .await
+            .map_err(|e| error(e.status(), e.body_text()))?;
+        let mut files = vec![];
+        loop {
+            let field = match form.next_field().await {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return Err(error(e.status(), e.body_text())),
+            };
+            let Some(name) = field.file_name().map(str::to_string) else {
+                let field_name = field.name().unwrap_or("").to_string();
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    format!("multipart field {field_name:?} is not a file"),
+                ));
+            };
+            match field.bytes().await {
+                Ok(b) => files.push((name, b)),
+                Err(e) => return Err(error(e.status(), e.body_text())),
+            }
+        }
+        if files.is_empty() {
+            return Err(error(StatusCode::BAD_REQUEST, "the form holds no file"));
+        }
+        Ok(files)
     };
-    let k = q.top_k.unwrap_or(5).clamp(1, s.model.classes.len());
+    match tokio::time::timeout(s.limits.read_timeout, read).await {
+        Ok(r) => r,
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                s.limits.read_timeout.as_secs_f64()
+            ),
+        )),
+    }
+}
+
+/// Decodes and preprocesses each upload on a blocking thread: the normalised pixels and the
+/// centre crop they were taken from. The first that is not a whole image fails the request.
+async fn preprocess(
+    s: &Shared,
+    files: Vec<(String, Bytes)>,
+) -> Result<Vec<(String, Vec<f32>, image::RgbImage)>, Response> {
     let transform = s.transform;
-    let pixels = tokio::task::spawn_blocking(move || -> Result<Vec<f32>> {
-        let img = decode_bytes(&body, Path::new("upload"))?;
-        let n = transform.image_size as usize;
-        let mut data = Vec::with_capacity(3 * n * n);
-        transform.apply_into(&img, &mut data);
-        Ok(data)
-    })
-    .await;
-    let pixels = match pixels {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("{e:#}")),
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "decoding failed"),
-    };
+    let tasks: Vec<_> = files
+        .into_iter()
+        .map(|(name, bytes)| {
+            tokio::task::spawn_blocking(move || {
+                let img = decode_bytes(&bytes, Path::new(&name)).with_context(|| name.clone())?;
+                let crop = transform.crop(&img);
+                let n = transform.image_size as usize;
+                let mut pixels = Vec::with_capacity(3 * n * n);
+                transform.values_of_crop(&crop, &mut pixels);
+                anyhow::Ok((name, pixels, crop))
+            })
+        })
+        .collect();
+    let mut out = vec![];
+    for t in tasks {
+        match t.await {
+            Ok(Ok(x)) => out.push(x),
+            Ok(Err(e)) => return Err(error(StatusCode::BAD_REQUEST, format!("{e:#}"))),
+            Err(_) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "decoding failed")),
+        }
+    }
+    Ok(out)
+}
+
+/// Queues one image for the network.
+fn enqueue(
+    s: &Shared,
+    pixels: Vec<f32>,
+    work: Work,
+) -> Result<oneshot::Receiver<Result<Answer, String>>, Response> {
     let (reply, answer) = oneshot::channel();
-    match s.queue.try_send(Job { pixels, reply }) {
+    match s.queue.try_send(Job {
+        pixels,
+        work,
+        reply,
+    }) {
         Ok(()) => {
             s.metrics.queued.fetch_add(1, Ordering::Relaxed);
+            Ok(answer)
         }
         Err(TrySendError::Full(_)) => {
             let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "the queue is full");
             r.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            return r;
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Err(r)
         }
-        Err(TrySendError::Disconnected(_)) => {
-            return error(StatusCode::SERVICE_UNAVAILABLE, "the network has stopped")
-        }
+        Err(TrySendError::Disconnected(_)) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the network has stopped",
+        )),
     }
-    let probs = match answer.await {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
-        Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "the network has stopped"),
+}
+
+/// The network's answer to a queued image.
+async fn answer(rx: oneshot::Receiver<Result<Answer, String>>) -> Result<Answer, Response> {
+    match rx.await {
+        Ok(Ok(a)) => Ok(a),
+        Ok(Err(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Err(_) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the network has stopped",
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PredictQuery {
+    top_k: Option<usize>,
+}
+
+/// `POST /v1/predict`: one prediction per uploaded image, as `predict --json` writes them.
+async fn predict(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<PredictQuery>,
+    req: Request,
+) -> Response {
+    let k = q.top_k.unwrap_or(5).clamp(1, s.model.classes.len());
+    let images = match uploads(&s, req).await {
+        Ok(files) => match preprocess(&s, files).await {
+            Ok(images) => images,
+            Err(r) => return r,
+        },
+        Err(r) => return r,
     };
-    let prediction = Prediction::from_probabilities("upload".into(), &probs, &s.model.classes, k);
-    Json(vec![prediction]).into_response()
+    // All of the request's images are queued before any answer is awaited, so that they can
+    // share a batch.
+    let mut waiting = vec![];
+    for (name, pixels, _) in images {
+        match enqueue(&s, pixels, Work::Predict) {
+            Ok(rx) => waiting.push((name, rx)),
+            Err(r) => return r,
+        }
+    }
+    let mut predictions = vec![];
+    for (name, rx) in waiting {
+        match answer(rx).await {
+            Ok(a) => predictions.push(Prediction::from_probabilities(
+                name,
+                &a.probs,
+                &s.model.classes,
+                k,
+            )),
+            Err(r) => return r,
+        }
+    }
+    Json(predictions).into_response()
 }
 
-/// The network's thread: takes a job, gathers more until the batch is full or `max_wait` has
-/// passed since the first, runs them as one batch, answers each.
-fn worker(
-    ensemble: Ensemble,
-    compute: Compute,
-    jobs: Receiver<Job>,
-    limits: Limits,
-    size: i64,
-    metrics: &Metrics,
-) {
-    while let Ok(first) = jobs.recv() {
-        let deadline = Instant::now() + limits.max_wait;
-        let mut batch = vec![first];
-        while batch.len() < limits.max_batch {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match jobs.recv_timeout(left) {
-                Ok(job) => batch.push(job),
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+#[derive(Debug, Deserialize)]
+struct ExplainQuery {
+    class: Option<String>,
+    layer: Option<String>,
+    method: Option<String>,
+}
+
+/// `POST /v1/explain`: the class activation map of one image over its centre crop, as PNG;
+/// the class explained and its probability also in the headers `X-Class`, `X-Probability`.
+async fn explain(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<ExplainQuery>,
+    req: Request,
+) -> Response {
+    let class = match &q.class {
+        None => None,
+        Some(name) => match s.model.classes.iter().position(|c| c == name) {
+            Some(i) => Some(i),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "class {name:?} is not a class of the model; its classes: {}",
+                        s.model.classes.join(", ")
+                    ),
+                )
             }
+        },
+    };
+    let layer = q.layer.clone().unwrap_or_else(|| DEFAULT_LAYER.into());
+    if check_layer(&layer).is_err() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "layer {layer:?} is not a layer of the network; valid: {}",
+                s.model.explain_layers.join(", ")
+            ),
+        );
+    }
+    let method = match q.method.as_deref() {
+        None => Method::GradCam,
+        Some(m) => match <Method as clap::ValueEnum>::from_str(m, true) {
+            Ok(m) => m,
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("method {m:?}: expected gradcam or gradcam++"),
+                )
+            }
+        },
+    };
+    let mut images = match uploads(&s, req).await {
+        Ok(files) if files.len() == 1 => match preprocess(&s, files).await {
+            Ok(images) => images,
+            Err(r) => return r,
+        },
+        Ok(files) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("explain takes one image, not {}", files.len()),
+            )
         }
-        metrics
-            .queued
-            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
-        metrics.batch_size.observe(batch.len() as f64);
-        let result = run_batch(&ensemble, compute, &batch, size);
-        match result {
-            Ok(rows) => {
-                for (job, row) in batch.into_iter().zip(rows) {
-                    let _ = job.reply.send(Ok(row));
-                }
+        Err(r) => return r,
+    };
+    let (_, pixels, crop) = images.remove(0);
+    let work = Work::Explain {
+        class,
+        layer: layer.clone(),
+        method,
+    };
+    let answer = match enqueue(&s, pixels, work) {
+        Ok(rx) => match answer(rx).await {
+            Ok(a) => a,
+            Err(r) => return r,
+        },
+        Err(r) => return r,
+    };
+    let Some((class, map)) = answer.map else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "no map came back");
+    };
+    let name = s.model.classes[class].clone();
+    let probability = answer.probs[class];
+    let title = explain::title(
+        &name,
+        probability as f64,
+        &explain::describe(method, &layer, s.model.members.len()),
+    );
+    let png = tokio::task::spawn_blocking(move || {
+        crate::plot::png_bytes(&crate::plot::cam::render(&crop, &map, &title)?)
+    })
+    .await;
+    match png {
+        Ok(Ok(png)) => {
+            let mut r = ([(header::CONTENT_TYPE, "image/png")], png).into_response();
+            if let Ok(v) = HeaderValue::from_str(&name) {
+                r.headers_mut().insert("x-class", v);
             }
-            Err(e) => {
-                for job in batch {
-                    let _ = job.reply.send(Err(format!("{e:#}")));
-                }
+            if let Ok(v) = HeaderValue::from_str(&format!("{probability}")) {
+                r.headers_mut().insert("x-probability", v);
             }
+            r
         }
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "drawing failed"),
     }
 }
 
-fn run_batch(
-    ensemble: &Ensemble,
-    compute: Compute,
-    batch: &[Job],
-    size: i64,
-) -> Result<Vec<Vec<f32>>> {
-    let mut data = Vec::with_capacity(batch.len() * batch[0].pixels.len());
-    for job in batch {
-        data.extend_from_slice(&job.pixels);
+/// Serves `router` on `listener` until `stop` resolves, then stops accepting and waits for the
+/// connections' requests in flight. HTTP/1.1 with keep-alive; a connection whose request head
+/// has not arrived within `header_timeout` is closed (hyper's header read timeout: a client
+/// sending its headers slowly cannot hold a connection for ever).
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    header_timeout: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // half_close: a client that shuts its side after sending still gets its answer.
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .half_close(true);
+    tokio::pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors and the like: wait a little, as hyper's examples do.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // A client that goes away mid-request is its own business.
+            let _ = connection.await;
+        });
     }
-    let images = Tensor::f_from_slice(&data)?.f_view([batch.len() as i64, 3, size, size])?;
-    let probs = ensemble.probabilities(compute, &images, Kind::Float)?;
-    Ok(Vec::<Vec<f32>>::try_from(&probs)?)
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }

@@ -225,3 +225,27 @@ pub fn light_and_dark(dir: &Path, side: u32) -> PathBuf {
     }
     data
 }
+
+/// The start of a PNG whose header claims `w × h` pixels (8-bit RGB), with no pixel data:
+/// what a decompression bomb looks like to a decoder that trusts headers.
+pub fn png_header_claiming(w: u32, h: u32) -> Vec<u8> {
+    png_header_of(w, h, 8, 2)
+}
+
+/// A PNG header of `w × h` pixels, `bit_depth` and `colour_type`, and empty IDAT and IEND.
+pub fn png_header_of(w: u32, h: u32, bit_depth: u8, colour_type: u8) -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = b"IHDR".to_vec();
+    chunk.extend(w.to_be_bytes());
+    chunk.extend(h.to_be_bytes());
+    chunk.extend([bit_depth, colour_type, 0, 0, 0]);
+    out.extend(13u32.to_be_bytes());
+    out.extend(&chunk);
+    out.extend(crc32fast::hash(&chunk).to_be_bytes());
+    for kind in [b"IDAT", b"IEND"] {
+        out.extend(0u32.to_be_bytes());
+        out.extend(kind);
+        out.extend(crc32fast::hash(kind).to_be_bytes());
+    }
+    out
+}

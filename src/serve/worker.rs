@@ -1,0 +1,140 @@
+//! The network's thread: dynamic batching as TorchServe and Triton do it. One thread owns the
+//! ensemble; it takes a job, gathers more until the batch holds `max_batch` images or
+//! `max_wait` has passed since the first, runs the predictions as one batch and answers each.
+//! Explanations (a forward and a backward pass each) run one by one after the batch.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use tch::{Kind, Tensor};
+use tokio::sync::oneshot;
+
+use super::metrics::Metrics;
+use crate::ensemble::Ensemble;
+use crate::explain::{ensemble_maps, Method};
+use crate::metrics::argmax;
+use crate::precision::Compute;
+
+/// What one image needs from the network.
+pub enum Work {
+    /// Class probabilities.
+    Predict,
+    /// Probabilities and a class activation map of `class` (default: the most probable).
+    Explain {
+        class: Option<usize>,
+        layer: String,
+        method: Method,
+    },
+}
+
+/// One preprocessed image waiting for the network, and where its answer goes.
+pub struct Job {
+    /// `[3 × S × S]`, normalised.
+    pub pixels: Vec<f32>,
+    pub work: Work,
+    pub reply: oneshot::Sender<Result<Answer, String>>,
+}
+
+/// The network's answer for one image.
+pub struct Answer {
+    /// Class probabilities (in the serving precision, as predict computes them).
+    pub probs: Vec<f32>,
+    /// For an explanation: the class explained and its map, `S × S` values in [0, 1].
+    pub map: Option<(usize, Vec<f32>)>,
+}
+
+/// How the thread batches.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    pub max_batch: usize,
+    pub max_wait: Duration,
+    /// The image side `S`.
+    pub size: i64,
+}
+
+/// Runs until every sender of `jobs` is gone.
+pub fn run(
+    ensemble: Ensemble,
+    compute: Compute,
+    jobs: Receiver<Job>,
+    batching: Batching,
+    metrics: &Metrics,
+) {
+    while let Ok(first) = jobs.recv() {
+        let deadline = Instant::now() + batching.max_wait;
+        let mut batch = vec![first];
+        while batch.len() < batching.max_batch {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match jobs.recv_timeout(left) {
+                Ok(job) => batch.push(job),
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        metrics
+            .queued
+            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        metrics.batch_size.observe(batch.len() as f64);
+        let (explain, predict): (Vec<Job>, Vec<Job>) = batch
+            .into_iter()
+            .partition(|j| matches!(j.work, Work::Explain { .. }));
+        if !predict.is_empty() {
+            match probabilities(&ensemble, compute, &predict, batching.size) {
+                Ok(rows) => {
+                    for (job, probs) in predict.into_iter().zip(rows) {
+                        let _ = job.reply.send(Ok(Answer { probs, map: None }));
+                    }
+                }
+                Err(e) => {
+                    for job in predict {
+                        let _ = job.reply.send(Err(format!("{e:#}")));
+                    }
+                }
+            }
+        }
+        for job in explain {
+            let answer = explanation(&ensemble, compute, &job, batching.size);
+            let _ = job.reply.send(answer.map_err(|e| format!("{e:#}")));
+        }
+    }
+}
+
+/// The jobs' images as one batch `[N, 3, S, S]` on the CPU.
+fn batch_of(jobs: &[Job], size: i64) -> Result<Tensor> {
+    let mut data = Vec::with_capacity(jobs.len() * jobs[0].pixels.len());
+    for job in jobs {
+        data.extend_from_slice(&job.pixels);
+    }
+    Ok(Tensor::f_from_slice(&data)?.f_view([jobs.len() as i64, 3, size, size])?)
+}
+
+fn probabilities(
+    ensemble: &Ensemble,
+    compute: Compute,
+    jobs: &[Job],
+    size: i64,
+) -> Result<Vec<Vec<f32>>> {
+    let probs = ensemble.probabilities(compute, &batch_of(jobs, size)?, Kind::Float)?;
+    Ok(Vec::<Vec<f32>>::try_from(&probs)?)
+}
+
+fn explanation(ensemble: &Ensemble, compute: Compute, job: &Job, size: i64) -> Result<Answer> {
+    let Work::Explain {
+        class,
+        layer,
+        method,
+    } = &job.work
+    else {
+        anyhow::bail!("not an explanation");
+    };
+    let x = batch_of(std::slice::from_ref(job), size)?;
+    let probs = ensemble.probabilities(compute, &x, Kind::Float)?;
+    let probs = Vec::<Vec<f32>>::try_from(&probs)?.remove(0);
+    let class = class.unwrap_or_else(|| argmax(&probs));
+    let map = ensemble_maps(ensemble, compute, &x, &[class as i64], layer, *method)?;
+    Ok(Answer {
+        probs,
+        map: Some((class, map)),
+    })
+}
