@@ -185,12 +185,33 @@ fn serve_answers_as_predict_does_refuses_bad_requests_and_stops_on_sigterm() {
         );
     }
 
-    // SIGTERM: stops, exit code 0.
+    // SIGTERM while a request is in flight (its body still arriving): that request is
+    // answered, new connections are not taken, exit code 0.
+    let mut in_flight = TcpStream::connect(&addr).unwrap();
+    write!(
+        in_flight,
+        "POST /v1/predict HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        jpeg.len()
+    )
+    .unwrap();
+    in_flight.write_all(&jpeg[..100]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     // SAFETY: signalling the child this test started.
     assert_eq!(
         unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) },
         0
     );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        TcpStream::connect(&addr).is_err(),
+        "a new connection was taken after SIGTERM"
+    );
+    in_flight.write_all(&jpeg[100..]).unwrap();
+    let mut answer = vec![];
+    in_flight.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("top_k"), "{answer}");
     let status = server.child.wait().unwrap();
     let mut rest = String::new();
     server.log.read_to_string(&mut rest).unwrap();
@@ -493,6 +514,13 @@ fn multipart_uploads_and_explain_answer_as_the_commands_do() {
     let (status, _, answer) = split_answer(&post_typed(&addr, "/v1/explain", &ct, &body));
     assert_eq!(status, 400);
     assert!(String::from_utf8_lossy(&answer).contains("one image, not 2"));
+
+    // A path that is no endpoint: 404, as JSON like every error.
+    let (status, body) = request(&addr, "GET", "/v2/predict", b"");
+    assert_eq!(
+        (status, body.as_str()),
+        (404, "{\"error\":\"no such endpoint\"}")
+    );
 
     // The page: self-contained (nothing fetched from elsewhere), with its file input.
     let (status, page) = request(&addr, "GET", "/", b"");

@@ -234,6 +234,7 @@ async fn preprocess(
 }
 
 /// Queues one image for the network.
+#[allow(clippy::result_large_err)] // the error is the answer to send, built once per request
 fn enqueue(
     s: &Shared,
     pixels: Vec<f32>,
