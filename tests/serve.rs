@@ -93,30 +93,12 @@ fn serve_answers_as_predict_does_refuses_bad_requests_and_stops_on_sigterm() {
     assert_eq!(model["image_size"], 224);
 
     // The same probabilities as predict --json, to the last bit, for several MSLD photos.
-    let photos = common::repo().join("data/monkeypox/Monkey Pox");
-    let mut files: Vec<_> = std::fs::read_dir(&photos)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
+    let files = photos("Monkey Pox");
     for f in files.iter().take(3) {
         let (status, body) = request(&addr, "POST", "/v1/predict", &std::fs::read(f).unwrap());
         assert_eq!(status, 200, "{body}");
         let served: Value = serde_json::from_str(&body).unwrap();
-        let o = common::inception(
-            dir.path(),
-            &[
-                "predict",
-                "--json",
-                "--device",
-                "cpu",
-                "--checkpoint",
-                ckpt,
-                f.to_str().unwrap(),
-            ],
-        );
-        assert!(o.status.success(), "{}", common::stderr(&o));
-        let predicted: Value = serde_json::from_str(&common::stdout(&o)).unwrap();
+        let predicted = predict_json(dir.path(), ckpt, f);
         assert_eq!(served[0]["top_k"], predicted[0]["top_k"], "{f:?}");
         assert_eq!(served[0]["class"], predicted[0]["class"]);
     }
@@ -232,12 +214,7 @@ fn concurrent_requests_are_answered_each_with_its_own_image() {
             "50",
         ],
     );
-    let photos = common::repo().join("data/monkeypox/Others");
-    let mut files: Vec<_> = std::fs::read_dir(&photos)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
+    let files = photos("Others");
     let files = &files[..8];
     let alone: Vec<Value> = files
         .iter()
@@ -370,6 +347,25 @@ fn split_answer(answer: &[u8]) -> (u16, String, Vec<u8>) {
     (status, head, answer[end + 4..].to_vec())
 }
 
+/// `inception predict --json` of one image on the CPU.
+fn predict_json(dir: &std::path::Path, ckpt: &str, image: &std::path::Path) -> Value {
+    let o = common::inception(
+        dir,
+        &[
+            "predict",
+            "--json",
+            "--device",
+            "cpu",
+            "--checkpoint",
+            ckpt,
+            image.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    serde_json::from_str(&common::stdout(&o)).unwrap()
+}
+
+/// MSLD's photos of `class`, in name order.
 fn photos(class: &str) -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(common::repo().join("data/monkeypox").join(class))
         .unwrap()
@@ -515,12 +511,23 @@ fn multipart_uploads_and_explain_answer_as_the_commands_do() {
     assert_eq!(status, 400);
     assert!(String::from_utf8_lossy(&answer).contains("one image, not 2"));
 
-    // A path that is no endpoint: 404, as JSON like every error.
-    let (status, body) = request(&addr, "GET", "/v2/predict", b"");
-    assert_eq!(
-        (status, body.as_str()),
-        (404, "{\"error\":\"no such endpoint\"}")
-    );
+    // A path that is no endpoint, a method an endpoint does not take, a query that does not
+    // parse: JSON like every error.
+    for (method, path, status, reason) in [
+        ("GET", "/v2/predict", 404, "no such endpoint"),
+        (
+            "GET",
+            "/v1/predict",
+            405,
+            "not a method this endpoint takes",
+        ),
+        ("POST", "/v1/predict?top_k=many", 400, "top_k"),
+    ] {
+        let (got, body) = request(&addr, method, path, &bytes_a);
+        assert_eq!(got, status, "{method} {path}: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert!(body["error"].as_str().unwrap().contains(reason), "{body}");
+    }
 
     // The page: self-contained (nothing fetched from elsewhere), with its file input.
     let (status, page) = request(&addr, "GET", "/", b"");
@@ -930,20 +937,7 @@ fn the_page_in_chromium_shows_predict_s_answer_and_the_heat_map_of_a_photo() {
     let ckpt = ckpt.to_str().unwrap();
     let mut server = serve(dir.path(), &["--checkpoint", ckpt]);
     let photo = photos("Monkey Pox")[1].clone();
-    let o = common::inception(
-        dir.path(),
-        &[
-            "predict",
-            "--json",
-            "--device",
-            "cpu",
-            "--checkpoint",
-            ckpt,
-            photo.to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success(), "{}", common::stderr(&o));
-    let predicted: Value = serde_json::from_str(&common::stdout(&o)).unwrap();
+    let predicted = predict_json(dir.path(), ckpt, &photo);
 
     let browser = Browser::start();
     browser.session_call(

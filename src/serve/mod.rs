@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::from_fn_with_state;
@@ -125,6 +126,12 @@ pub fn app(ensemble: Ensemble, compute: Compute, limits: Limits) -> Result<Route
         .route("/v1/predict", post(predict))
         .route("/v1/explain", post(explain))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "not a method this endpoint takes",
+            )
+        })
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .with_state(shared)
         .layer(from_fn_with_state(metrics, track)))
@@ -283,9 +290,13 @@ struct PredictQuery {
 /// `POST /v1/predict`: one prediction per uploaded image, as `predict --json` writes them.
 async fn predict(
     State(s): State<Arc<Shared>>,
-    Query(q): Query<PredictQuery>,
+    q: Result<Query<PredictQuery>, QueryRejection>,
     req: Request,
 ) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     let k = q.top_k.unwrap_or(5).clamp(1, s.model.classes.len());
     let images = match uploads(&s, req).await {
         Ok(files) => match preprocess(&s, files).await {
@@ -329,9 +340,13 @@ struct ExplainQuery {
 /// the class explained and its probability also in the headers `X-Class`, `X-Probability`.
 async fn explain(
     State(s): State<Arc<Shared>>,
-    Query(q): Query<ExplainQuery>,
+    q: Result<Query<ExplainQuery>, QueryRejection>,
     req: Request,
 ) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     let class = match &q.class {
         None => None,
         Some(name) => match s.model.classes.iter().position(|c| c == name) {
