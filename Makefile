@@ -1,6 +1,7 @@
 # Two commands do all of the set-up on a fresh machine:
 #   make train   installs libtorch (once), builds, runs the main job: 5-fold cross-validation of
-#                the recipe, which measures it and ships the folds' ensemble
+#                the recipe, which measures it, then the recipe once on every image: the
+#                network it ships (README: "Which weights to ship")
 #   make test    installs libtorch and the test deps (once), builds, runs every test
 .PHONY: train test bench build deps libtorch clean
 
@@ -11,6 +12,7 @@ DATA ?= data/monkeypox
 train: build
 	@[ -d "$(DATA)" ] || { echo "make train: no dataset at $(DATA) (a clone has MSLD in data/monkeypox; data/README.md; make train DATA=DIR)" >&2; exit 1; }
 	./target/release/inception cv --data "$(DATA)"
+	./target/release/inception train --data "$(DATA)" --val-fraction 0
 
 test: deps
 	$(CARGO) test --release
