@@ -23,6 +23,15 @@ pub fn run(a: &ServeArgs) -> Result<()> {
             bail!("{flag} must be at least 1");
         }
     }
+    for (flag, v, max) in [
+        ("--max-wait-ms", a.max_wait_ms, 60_000),
+        ("--max-body-mib", a.max_body_mib as u64, 4096),
+        ("--read-timeout-s", a.read_timeout_s, 86_400),
+    ] {
+        if v > max {
+            bail!("{flag} {v}: at most {max}");
+        }
+    }
     let checkpoints = given_or_latest(&a.checkpoint)?;
     let compute = Compute::new(device::resolve(&a.device)?, a.precision, true)?;
     let ensemble = Ensemble::load(&checkpoints, compute)?;

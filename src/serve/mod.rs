@@ -248,15 +248,18 @@ fn enqueue(
     work: Work,
 ) -> Result<oneshot::Receiver<Result<Answer, String>>, Response> {
     let (reply, answer) = oneshot::channel();
-    match s.queue.try_send(Job {
+    // Counted before it is sent, so that the worker's count of what it took never goes first.
+    s.metrics.queued.fetch_add(1, Ordering::Relaxed);
+    let sent = s.queue.try_send(Job {
         pixels,
         work,
         reply,
-    }) {
-        Ok(()) => {
-            s.metrics.queued.fetch_add(1, Ordering::Relaxed);
-            Ok(answer)
-        }
+    });
+    if sent.is_err() {
+        s.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+    match sent {
+        Ok(()) => Ok(answer),
         Err(TrySendError::Full(_)) => {
             let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "the queue is full");
             r.headers_mut()
@@ -275,9 +278,10 @@ async fn answer(rx: oneshot::Receiver<Result<Answer, String>>) -> Result<Answer,
     match rx.await {
         Ok(Ok(a)) => Ok(a),
         Ok(Err(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        // The reply was dropped unanswered: the network's thread panicked on this batch.
         Err(_) => Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the network has stopped",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the network failed on this request",
         )),
     }
 }

@@ -76,27 +76,38 @@ pub fn run(
             .queued
             .fetch_sub(batch.len() as u64, Ordering::Relaxed);
         metrics.batch_size.observe(batch.len() as f64);
-        let (explain, predict): (Vec<Job>, Vec<Job>) = batch
-            .into_iter()
-            .partition(|j| matches!(j.work, Work::Explain { .. }));
-        if !predict.is_empty() {
-            match probabilities(&ensemble, compute, &predict, batching.size) {
-                Ok(rows) => {
-                    for (job, probs) in predict.into_iter().zip(rows) {
-                        let _ = job.reply.send(Ok(Answer { probs, map: None }));
-                    }
+        // A panic inside libtorch must not end the thread that every later request needs.
+        let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            answer(&ensemble, compute, batch, batching.size)
+        }));
+        if answered.is_err() {
+            eprintln!("error: the network panicked on a batch; its requests got 500");
+        }
+    }
+}
+
+/// Runs one batch's predictions together, then its explanations one by one, and answers each.
+fn answer(ensemble: &Ensemble, compute: Compute, batch: Vec<Job>, size: i64) {
+    let (explain, predict): (Vec<Job>, Vec<Job>) = batch
+        .into_iter()
+        .partition(|j| matches!(j.work, Work::Explain { .. }));
+    if !predict.is_empty() {
+        match probabilities(ensemble, compute, &predict, size) {
+            Ok(rows) => {
+                for (job, probs) in predict.into_iter().zip(rows) {
+                    let _ = job.reply.send(Ok(Answer { probs, map: None }));
                 }
-                Err(e) => {
-                    for job in predict {
-                        let _ = job.reply.send(Err(format!("{e:#}")));
-                    }
+            }
+            Err(e) => {
+                for job in predict {
+                    let _ = job.reply.send(Err(format!("{e:#}")));
                 }
             }
         }
-        for job in explain {
-            let answer = explanation(&ensemble, compute, &job, batching.size);
-            let _ = job.reply.send(answer.map_err(|e| format!("{e:#}")));
-        }
+    }
+    for job in explain {
+        let answer = explanation(ensemble, compute, &job, size);
+        let _ = job.reply.send(answer.map_err(|e| format!("{e:#}")));
     }
 }
 
