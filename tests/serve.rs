@@ -52,20 +52,19 @@ fn serve(dir: &std::path::Path, args: &[&str]) -> Server {
     Server { child, addr, log }
 }
 
+/// The PyTorch fixture `case` imported with MSLD's two classes and served with `args`; the
+/// server and the checkpoint's path.
+fn serve_case(dir: &std::path::Path, case: &str, args: &[&str]) -> (Server, String) {
+    let ckpt = common::import_case(dir, case, "Monkey Pox,Others", &[]);
+    let ckpt = ckpt.to_str().unwrap().to_string();
+    let server = serve(dir, &[&["--checkpoint", ckpt.as_str()], args].concat());
+    (server, ckpt)
+}
+
 /// One HTTP/1.1 request; the status code and the body.
 fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    let text = raw(addr, method, path, body);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_string();
-    (status, body)
+    let (status, _, body) = split_answer(&raw_bytes(addr, method, path, body));
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// One HTTP/1.1 request; the whole answer, status line and headers included.
@@ -76,9 +75,8 @@ fn raw(addr: &str, method: &str, path: &str, body: &[u8]) -> String {
 #[test]
 fn serve_answers_as_predict_does_refuses_bad_requests_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = common::import_case(dir.path(), "googlenet_2", "Monkey Pox,Others", &[]);
-    let ckpt = ckpt.to_str().unwrap();
-    let mut server = serve(dir.path(), &["--checkpoint", ckpt, "--max-body-mib", "1"]);
+    let (mut server, ckpt) = serve_case(dir.path(), "googlenet_2", &["--max-body-mib", "1"]);
+    let ckpt = ckpt.as_str();
     let addr = server.addr.clone();
 
     assert_eq!(request(&addr, "GET", "/healthz", b""), (200, "ok\n".into()));
@@ -204,16 +202,7 @@ fn serve_answers_as_predict_does_refuses_bad_requests_and_stops_on_sigterm() {
 #[test]
 fn concurrent_requests_are_answered_each_with_its_own_image() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = common::import_case(dir.path(), "seed_2", "Monkey Pox,Others", &[]);
-    let mut server = serve(
-        dir.path(),
-        &[
-            "--checkpoint",
-            ckpt.to_str().unwrap(),
-            "--max-wait-ms",
-            "50",
-        ],
-    );
+    let (server, _) = serve_case(dir.path(), "seed_2", &["--max-wait-ms", "50"]);
     let files: Vec<_> = photos("Others")[..4]
         .iter()
         .chain(&photos("Monkey Pox")[..4])
@@ -276,8 +265,6 @@ fn concurrent_requests_are_answered_each_with_its_own_image() {
         .parse()
         .unwrap();
     assert!(count < 16.0, "{count} batches for 16 images:\n{text}");
-    let _ = server.child.kill();
-    let _ = server.child.wait();
 }
 
 #[test]
@@ -286,19 +273,10 @@ fn a_full_queue_answers_503_with_retry_after_and_recovers() {
     // once (decoded in milliseconds, each tens of milliseconds in the network), some find the
     // queue full.
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = common::import_case(dir.path(), "googlenet_2", "Monkey Pox,Others", &[]);
-    let mut server = serve(
+    let (server, _) = serve_case(
         dir.path(),
-        &[
-            "--checkpoint",
-            ckpt.to_str().unwrap(),
-            "--max-queue",
-            "1",
-            "--max-batch",
-            "1",
-            "--max-wait-ms",
-            "0",
-        ],
+        "googlenet_2",
+        &["--max-queue", "1", "--max-batch", "1", "--max-wait-ms", "0"],
     );
     let photo = std::fs::read(common::repo().join("data/monkeypox/Others/23_1.jpg")).unwrap();
     let answers: Vec<String> = std::thread::scope(|s| {
@@ -327,8 +305,6 @@ fn a_full_queue_answers_503_with_retry_after_and_recovers() {
     // Afterwards the server answers again.
     let (status, _) = request(&server.addr, "POST", "/v1/predict", &photo);
     assert_eq!(status, 200);
-    let _ = server.child.kill();
-    let _ = server.child.wait();
 }
 
 /// A `multipart/form-data` body of `files` (name, bytes) and its content type.
@@ -402,9 +378,8 @@ fn photos(class: &str) -> Vec<std::path::PathBuf> {
 #[test]
 fn multipart_uploads_and_explain_answer_as_the_commands_do() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = common::import_case(dir.path(), "googlenet_2", "Monkey Pox,Others", &[]);
-    let ckpt = ckpt.to_str().unwrap();
-    let mut server = serve(dir.path(), &["--checkpoint", ckpt, "--precision", "fp32"]);
+    let (server, ckpt) = serve_case(dir.path(), "googlenet_2", &["--precision", "fp32"]);
+    let ckpt = ckpt.as_str();
     let addr = server.addr.clone();
     let (a, b) = (photos("Monkey Pox")[0].clone(), photos("Others")[0].clone());
     let (bytes_a, bytes_b) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
@@ -579,8 +554,6 @@ fn multipart_uploads_and_explain_answer_as_the_commands_do() {
     for outside in ["http://", "https://", "src=\"//", "href=\"//"] {
         assert!(!page.contains(outside), "the page refers to {outside}");
     }
-    let _ = server.child.kill();
-    let _ = server.child.wait();
 }
 
 /// One HTTP/1.1 request; the whole answer as bytes.
@@ -637,17 +610,10 @@ fn dribble(addr: &str, head: &str, body: &[u8]) -> String {
 #[test]
 fn valid_requests_keep_succeeding_among_malformed_truncated_oversized_and_slow_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = common::import_case(dir.path(), "seed_2", "Monkey Pox,Others", &[]);
-    let mut server = serve(
+    let (server, _) = serve_case(
         dir.path(),
-        &[
-            "--checkpoint",
-            ckpt.to_str().unwrap(),
-            "--max-body-mib",
-            "1",
-            "--read-timeout-s",
-            "2",
-        ],
+        "seed_2",
+        &["--max-body-mib", "1", "--read-timeout-s", "2"],
     );
     let addr = server.addr.clone();
     let photo = std::fs::read(&photos("Others")[0]).unwrap();
@@ -802,8 +768,6 @@ fn valid_requests_keep_succeeding_among_malformed_truncated_oversized_and_slow_o
     // And afterwards.
     let (status, body) = request(&addr, "POST", "/v1/predict", &photo);
     assert_eq!(status, 200, "{body}");
-    let _ = server.child.kill();
-    let _ = server.child.wait();
 }
 
 /// A headless Chromium under ChromeDriver, spoken to in WebDriver's JSON over HTTP.
@@ -986,9 +950,8 @@ impl Drop for Browser {
 #[test]
 fn the_page_in_chromium_shows_predict_s_answer_and_the_heat_map_of_a_photo() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = common::import_case(dir.path(), "googlenet_2", "Monkey Pox,Others", &[]);
-    let ckpt = ckpt.to_str().unwrap();
-    let mut server = serve(dir.path(), &["--checkpoint", ckpt]);
+    let (server, ckpt) = serve_case(dir.path(), "googlenet_2", &[]);
+    let ckpt = ckpt.as_str();
     let photo = photos("Monkey Pox")[1].clone();
     let predicted = predict_json(dir.path(), ckpt, &photo);
 
@@ -1066,6 +1029,4 @@ fn the_page_in_chromium_shows_predict_s_answer_and_the_heat_map_of_a_photo() {
     assert_eq!(rows, 0);
     browser.screenshot("serve-page-error.png");
     drop(browser);
-    let _ = server.child.kill();
-    let _ = server.child.wait();
 }
