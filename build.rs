@@ -2,7 +2,10 @@
 //! compiles the small C++ shim that switches libtorch's CPU autocast (src/shim/autocast.cpp),
 //! reports its version and build (src/shim/info.cpp) and reaches its distributed layer
 //! (src/shim/dist.cpp: with c10d when gloo's headers are found in `GLOO_INCLUDE` or
-//! `.deps/gloo/usr/include`, put there by scripts/deps.sh; without, a stub that says so).
+//! `.deps/gloo/usr/include`, put there by scripts/deps.sh; without, a stub that says so; and
+//! with NCCL too when the libtorch is a CUDA build and the CUDA runtime, crt, cccl and NCCL
+//! headers are found: in `CUDA_INCLUDE` (folders separated by `:`), or where torch's wheel and
+//! scripts/deps.sh put them, `.deps/py/nvidia/*/include` and `.deps/cuda/nvidia/*/include`).
 //!
 //! torch-sys (`links = "tch"`) exports the folder of the libtorch it linked as
 //! `DEP_TCH_LIBTORCH_LIB`; tch itself sets no rpath.
@@ -15,6 +18,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/shim/info.cpp");
     println!("cargo:rerun-if-changed=src/shim/dist.cpp");
     println!("cargo:rerun-if-env-changed=GLOO_INCLUDE");
+    println!("cargo:rerun-if-env-changed=CUDA_INCLUDE");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;
     };
@@ -54,6 +58,23 @@ fn main() {
             .include(&gloo)
             .define("INCEPTION_C10D", None)
             .define("USE_C10D_GLOO", None);
+        let has_cuda = PathBuf::from(&lib).join("libtorch_cuda.so").exists();
+        let nccl_pg = include.join("torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp");
+        match cuda_includes() {
+            Some(dirs) if has_cuda && nccl_pg.exists() => {
+                for d in dirs {
+                    build.include(d);
+                }
+                build
+                    .define("INCEPTION_NCCL", None)
+                    .define("USE_C10D_NCCL", None);
+            }
+            _ if has_cuda => println!(
+                "cargo:warning=CUDA libtorch but no CUDA/NCCL headers (scripts/deps.sh puts \
+                 them in .deps/cuda, or set CUDA_INCLUDE): multi-GPU training will use Gloo"
+            ),
+            _ => {}
+        }
     } else {
         println!(
             "cargo:warning=no gloo headers at {} (scripts/deps.sh): building without \
@@ -62,4 +83,39 @@ fn main() {
         );
     }
     build.compile("inception_shim");
+}
+
+/// The folders holding the headers ProcessGroupNCCL.hpp needs (the CUDA runtime's, crt's,
+/// cccl's `nv/target` and NCCL's), or `None` when one of them is missing.
+fn cuda_includes() -> Option<Vec<PathBuf>> {
+    let needed = ["cuda_runtime.h", "crt/host_config.h", "nv/target", "nccl.h"];
+    let candidates: Vec<PathBuf> = match std::env::var("CUDA_INCLUDE") {
+        Ok(dirs) => std::env::split_paths(&dirs).collect(),
+        Err(_) => {
+            let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
+            let mut found = vec![];
+            for base in [".deps/py/nvidia", ".deps/cuda/nvidia"] {
+                let Ok(entries) = std::fs::read_dir(root.join(base)) else {
+                    continue;
+                };
+                let mut dirs: Vec<PathBuf> = entries
+                    .flatten()
+                    .map(|e| e.path().join("include"))
+                    .filter(|p| p.is_dir())
+                    .collect();
+                dirs.sort();
+                found.extend(dirs);
+            }
+            found
+        }
+    };
+    let mut dirs = vec![];
+    for file in needed {
+        let dir = candidates.iter().find(|d| d.join(file).exists())?;
+        println!("cargo:rerun-if-changed={}", dir.join(file).display());
+        if !dirs.contains(dir) {
+            dirs.push(dir.clone());
+        }
+    }
+    Some(dirs)
 }

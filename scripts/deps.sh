@@ -4,7 +4,10 @@
 # (scripts/requirements.txt); and into .deps/gloo the headers of gloo (Debian's libgloo-dev,
 # unpacked, not installed), which the C++ shim of multi-process training (src/shim/dist.cpp)
 # compiles against: libtorch ships gloo compiled in, not its headers. Without them the tool
-# builds without multi-process training (it says so when asked for it). For the tests, also
+# builds without multi-process training (it says so when asked for it). When torch's wheel is a
+# CUDA build, also into .deps/cuda the two small header wheels of NVIDIA's CUDA (crt, cccl) that
+# ProcessGroupNCCL's header needs beside the runtime and NCCL headers torch's own dependencies
+# bring: with them the shim builds NCCL for multi-GPU training. For the tests, also
 # Debian's chromium and chromium-driver (the browser test of `inception serve`'s page), by
 # apt-get when missing. A second run is a no-op.
 #
@@ -54,6 +57,31 @@ gloo() {
   mv "$dir.partial" "$dir"
 }
 
+cuda_headers() {
+  local dir=.deps/cuda
+  local runtime
+  runtime=$(ls -d "$deps"/nvidia_cuda_runtime-*.dist-info 2>/dev/null | head -n 1)
+  if [ ! -e "$deps/torch/lib/libtorch_cuda.so" ] || [ -z "$runtime" ]; then
+    return
+  fi
+  # The runtime's major.minor (nvidia_cuda_runtime-13.0.96.dist-info: 13.0).
+  local version
+  version=$(basename "$runtime" | sed -E 's/^nvidia_cuda_runtime-([0-9]+\.[0-9]+)\..*/\1/')
+  if [ -f "$dir/.installed" ] && [ "$(cat "$dir/.installed")" = "$version" ]; then
+    return
+  fi
+  rm -rf "$dir.partial"
+  if ! python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$dir.partial" \
+      "nvidia-cuda-crt==$version.*" "nvidia-cuda-cccl==$version.*" >&2; then
+    echo "deps: could not install CUDA $version's crt and cccl headers: building without NCCL" >&2
+    rm -rf "$dir.partial"
+    return
+  fi
+  echo "$version" > "$dir.partial/.installed"
+  rm -rf "$dir"
+  mv "$dir.partial" "$dir"
+}
+
 browser() {
   if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
     return
@@ -82,9 +110,11 @@ if [ "${1:-}" = "--libtorch" ]; then
   fi
   install
   gloo
+  cuda_headers
   echo "$root/$deps/torch"
 else
   install
   gloo
+  cuda_headers
   browser
 fi

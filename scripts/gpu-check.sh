@@ -8,7 +8,9 @@
 #    fail instead of skipping when libtorch sees no device;
 # 3. tests/cuda.rs again, one at a time, printing the numbers: logits against PyTorch's on the
 #    GPU (fp32 <= 1e-4, bf16 <= 5e-2, fp16 <= 1e-2 relative), short fp16 and bf16 training runs
-#    whose loss falls, a run killed with SIGKILL and resumed, what --precision auto takes;
+#    whose loss falls, a run killed with SIGKILL and resumed, what --precision auto takes, and
+#    2 processes of batch 4 against 1 of batch 8 (over NCCL with two GPUs or more; with one, over
+#    Gloo on the shared GPU, NCCL refusing two ranks on one device);
 # 4. the side-by-side benchmark against PyTorch AMP + channels-last on the GPU.
 # Each step's output goes to OUT_DIR/NN-name.log; the summary says which passed. Exit code 1
 # if any failed. Needs what `make test` needs (scripts/deps.sh installs it).
@@ -44,7 +46,7 @@ step 04-tests env INCEPTION_TEST_CUDA=1 cargo test --release
 step 05-cuda-tests env INCEPTION_TEST_CUDA=1 cargo test --release --test cuda -- --nocapture --test-threads 1
 step 06-bench python3 benches/side_by_side.py --device cuda
 echo
-grep -h "on cuda:\|train loss by epoch" "$out/05-cuda-tests.log" 2>/dev/null
+grep -h "on cuda:\|on cuda (\|train loss by epoch" "$out/05-cuda-tests.log" 2>/dev/null
 sed -n '/train img\/s/,$p' "$out/06-bench.log" 2>/dev/null
 if [ "$failed" = 0 ]; then
   echo "gpu-check: all passed (logs in $out)"

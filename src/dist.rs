@@ -1,5 +1,6 @@
 //! Data-parallel training's process group: libtorch's own c10d (a `TCPStore` rendezvous and a
-//! Gloo process group, through src/shim/dist.cpp), as PyTorch's DistributedDataParallel uses it.
+//! Gloo or NCCL process group, through src/shim/dist.cpp), as PyTorch's DistributedDataParallel
+//! uses it: NCCL for CUDA devices when the build has it, Gloo otherwise ([`Backend`]).
 //! Processes find each other as torchrun's do: `RANK`, `WORLD_SIZE`, `MASTER_ADDR`,
 //! `MASTER_PORT` (and `LOCAL_RANK` for the GPU). Gradients are averaged in buckets of at most
 //! [`BUCKET_BYTES`] (flattened, all-reduced, copied back), like DDP's gradient buckets.
@@ -12,12 +13,14 @@ use tch::Tensor;
 
 extern "C" {
     fn inception_c10d_available() -> c_int;
+    fn inception_nccl_available() -> c_int;
     fn inception_pg_new(
         host: *const c_char,
         port: c_int,
         rank: c_int,
         size: c_int,
         timeout_ms: c_int,
+        nccl: c_int,
         err: *mut c_char,
         len: c_int,
     ) -> *mut c_void;
@@ -49,6 +52,64 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 pub fn available() -> bool {
     // SAFETY: a constant from the shim.
     unsafe { inception_c10d_available() != 0 }
+}
+
+/// Whether this build has c10d's NCCL backend (a CUDA libtorch, and the CUDA and NCCL headers
+/// were there when it was compiled).
+pub fn nccl_available() -> bool {
+    // SAFETY: a constant from the shim.
+    unsafe { inception_nccl_available() != 0 }
+}
+
+/// The c10d backend that carries the collectives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Gloo,
+    Nccl,
+}
+
+impl Backend {
+    /// The variable that overrides the choice, as `init_process_group(backend=…)` does.
+    pub const ENV: &'static str = "INCEPTION_DIST_BACKEND";
+
+    /// PyTorch's choice: NCCL for CUDA devices when this build has it, Gloo otherwise (Gloo
+    /// all-reduces CUDA tensors too, through host memory). `INCEPTION_DIST_BACKEND=gloo|nccl`
+    /// overrides it; NCCL on the CPU, or in a build without it, is an error.
+    pub fn for_device(device: tch::Device) -> Result<Backend> {
+        let forced = std::env::var(Self::ENV).ok().filter(|v| !v.is_empty());
+        let backend = match forced.as_deref() {
+            None if device.is_cuda() && nccl_available() => Backend::Nccl,
+            None | Some("gloo") => Backend::Gloo,
+            Some("nccl") => Backend::Nccl,
+            Some(other) => bail!("{}={other:?}: expected gloo or nccl", Self::ENV),
+        };
+        if backend == Backend::Nccl {
+            if !device.is_cuda() {
+                bail!(
+                    "{}=nccl: NCCL needs CUDA devices, and this process computes on the CPU \
+                     (gloo works on both)",
+                    Self::ENV
+                );
+            }
+            if !nccl_available() {
+                bail!(
+                    "{}=nccl: this build has no NCCL: the CUDA and NCCL headers were missing \
+                     when it was compiled (scripts/deps.sh puts them in .deps/cuda; then rebuild)",
+                    Self::ENV
+                );
+            }
+        }
+        Ok(backend)
+    }
+
+    /// As c10d names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Gloo => "Gloo",
+            Backend::Nccl => "NCCL",
+        }
+    }
 }
 
 /// An error unless this build has c10d, saying how to get it.
@@ -120,10 +181,11 @@ pub struct Group {
     ptr: *mut c_void,
     pub rank: usize,
     pub size: usize,
+    pub backend: Backend,
 }
 
-// SAFETY: the pointer only moves with the `Group` that owns it, and c10d's process group takes
-// calls from any thread (ProcessGroupGloo queues its work under a mutex); collectives must
+// SAFETY: the pointer only moves with the `Group` that owns it, and c10d's process groups take
+// calls from any thread (they queue their work under a mutex); collectives must
 // still come in the same order on every process, which the training loop's single thread does.
 unsafe impl Send for Group {}
 unsafe impl Sync for Group {}
@@ -140,17 +202,23 @@ fn checked(what: &str, f: impl FnOnce(*mut c_char, c_int) -> c_int) -> Result<()
 }
 
 impl Group {
-    /// Joins the group `world` describes; waits up to `timeout` for the others, there and in
-    /// every collective.
-    pub fn join(world: &World, timeout: Duration) -> Result<Group> {
+    /// Joins the group `world` describes over `backend`; waits up to `timeout` for the others,
+    /// there and in every collective. With NCCL a collective that hangs past it ends the
+    /// process (NCCL's watchdog), and a collective only orders the GPU's work, so waiting
+    /// costs the host nothing.
+    pub fn join(world: &World, backend: Backend, timeout: Duration) -> Result<Group> {
         require()?;
         let host = CString::new(world.addr.as_str()).context("MASTER_ADDR holds a NUL")?;
         let mut ptr = std::ptr::null_mut();
         let ms = timeout.as_millis().min(i32::MAX as u128) as c_int;
         checked(
             &format!(
-                "rank {} of {}: joining the process group at {}:{}",
-                world.rank, world.size, world.addr, world.port
+                "rank {} of {}: joining the {} process group at {}:{}",
+                world.rank,
+                world.size,
+                backend.name(),
+                world.addr,
+                world.port
             ),
             |err, len| {
                 // SAFETY: `host` outlives the call; the shim copies what it keeps.
@@ -161,6 +229,7 @@ impl Group {
                         world.rank as c_int,
                         world.size as c_int,
                         ms,
+                        c_int::from(backend == Backend::Nccl),
                         err,
                         len,
                     )
@@ -176,6 +245,7 @@ impl Group {
             ptr,
             rank: world.rank,
             size: world.size,
+            backend,
         })
     }
 
@@ -252,7 +322,8 @@ impl Group {
     fn all_reduce_one(&self, t: &Tensor) -> Result<()> {
         let ptrs = [t.as_ptr() as *mut c_void];
         checked(&format!("rank {}: all-reduce", self.rank), |err, len| {
-            // SAFETY: the tensor outlives the call, which blocks until it is done.
+            // SAFETY: the tensor outlives the call, which blocks until it is done (NCCL: until
+            // the current stream waits for it; the work holds the tensor until then).
             unsafe { inception_pg_allreduce_sum(self.ptr, ptrs.as_ptr(), 1, err, len) }
         })
     }

@@ -79,6 +79,15 @@ pub struct System {
     /// CUDA devices libtorch can use.
     pub torch_cuda_devices: i64,
     pub cudnn_available: bool,
+    /// The c10d backends this build has for multi-process training.
+    pub distributed: Distributed,
+}
+
+/// c10d backends compiled into this build (src/shim/dist.cpp).
+#[derive(Debug, Clone, Serialize)]
+pub struct Distributed {
+    pub gloo: bool,
+    pub nccl: bool,
 }
 
 impl System {
@@ -103,6 +112,10 @@ impl System {
             no_driver,
             torch_cuda_devices: Cuda::device_count(),
             cudnn_available: Cuda::cudnn_is_available(),
+            distributed: Distributed {
+                gloo: crate::dist::available(),
+                nccl: crate::dist::nccl_available(),
+            },
         }
     }
 

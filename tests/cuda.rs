@@ -217,3 +217,101 @@ fn a_run_killed_on_cuda_resumes_from_its_last_epoch_and_finishes() {
         checkpoint::load(&run.join(f), Device::Cuda(0)).unwrap();
     }
 }
+
+#[test]
+fn data_parallel_on_cuda_steps_like_one_process_of_the_whole_batch() {
+    // As tests/train.rs's CPU test (frozen BatchNorm, no dropout, SGD, fp32: then 2 × 4 images
+    // average to the gradient of 8), on CUDA: over NCCL with one GPU per process where there
+    // are two GPUs; where there is one, both processes share it over Gloo (NCCL refuses two
+    // ranks on one GPU), which tests Gloo's CUDA path and says that NCCL did not run.
+    let Some(_) = cuda("data_parallel_on_cuda") else {
+        return;
+    };
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::light_and_dark(dir.path(), 24);
+    let config = common::repo().join("configs/smoke.json");
+    let (d, config) = (data.display().to_string(), config.display().to_string());
+    let gpus = tch::Cuda::device_count();
+    let backend = if gpus >= 2 { "nccl" } else { "gloo" };
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--data",
+            &d,
+            "--config",
+            &config,
+            "--device",
+            "cuda",
+            "--arch",
+            "seed",
+            "--image-size",
+            "24",
+            "--freeze-bn",
+            "true",
+            "--dropout",
+            "0",
+            "--class-weights",
+            "none",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "0.05",
+            "--precision",
+            "fp32",
+            "--val-fraction",
+            "0.34",
+            "--group-by",
+            "none",
+            "--dedup",
+            "off",
+            "--epochs",
+            "2",
+            "--no-plots",
+        ];
+        args.extend(extra);
+        let o = Command::new(env!("CARGO_BIN_EXE_inception"))
+            .args(&args)
+            .env("INCEPTION_DIST_BACKEND", backend)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    run(&["--batch-size", "8", "--out", "one"]);
+    let out = run(&["--batch-size", "4", "--nproc", "2", "--out", "two"]);
+    let name = if gpus >= 2 { "NCCL" } else { "Gloo" };
+    assert!(
+        out.contains(&format!("data-parallel: 2 processes (c10d, {name})")),
+        "{out}"
+    );
+    let load = |run: &str| {
+        checkpoint::load(&dir.path().join(run).join("model.pt"), Device::Cpu)
+            .unwrap()
+            .model
+            .state_dict()
+    };
+    let (x, y) = (load("one"), load("two"));
+    let (mut diff, mut size) = (0f64, 0f64);
+    for (name, a) in x.iter().filter(|(_, a)| a.is_floating_point()) {
+        diff = diff.max((a - &y[name]).abs().max().double_value(&[]));
+        size = size.max(a.abs().max().double_value(&[]));
+    }
+    eprintln!(
+        "data-parallel on cuda ({name}, {gpus} GPU(s)): 2 × 4 and 1 × 8 differ by {:e} of the \
+         largest weight{}",
+        diff / size,
+        if gpus < 2 {
+            "; NCCL not run: it needs two GPUs"
+        } else {
+            ""
+        }
+    );
+    // cuDNN may pick other kernels for 4 images than for 8: fp32 rounding, not another step.
+    assert!(
+        diff / size <= 1e-4,
+        "2 × 4 and 1 × 8 differ by {:e}",
+        diff / size
+    );
+}

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use inception::dist::{Group, World, BUCKET_BYTES};
+use inception::dist::{Backend, Group, World, BUCKET_BYTES};
 use tch::{Device, Kind, Tensor};
 
 fn free_port() -> u16 {
@@ -33,7 +33,12 @@ fn on_ranks<T: Send>(size: usize, f: impl Fn(Arc<Group>) -> T + Sync) -> Vec<T> 
             .map(|rank| {
                 let f = &f;
                 s.spawn(move || {
-                    let g = Group::join(&world(rank, size, port), Duration::from_secs(60)).unwrap();
+                    let g = Group::join(
+                        &world(rank, size, port),
+                        Backend::Gloo,
+                        Duration::from_secs(60),
+                    )
+                    .unwrap();
                     f(Arc::new(g))
                 })
             })
@@ -93,14 +98,54 @@ fn gradients_are_averaged_over_ranks_across_several_buckets() {
 #[test]
 fn a_rank_whose_partner_never_comes_fails_with_a_clear_error() {
     let started = Instant::now();
-    let err = Group::join(&world(0, 2, free_port()), Duration::from_secs(2))
-        .unwrap_err()
-        .to_string();
+    let err = Group::join(
+        &world(0, 2, free_port()),
+        Backend::Gloo,
+        Duration::from_secs(2),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(started.elapsed() < Duration::from_secs(30), "it hung");
     assert!(
-        err.starts_with("rank 0 of 2: joining the process group at 127.0.0.1:"),
+        err.starts_with("rank 0 of 2: joining the Gloo process group at 127.0.0.1:"),
         "{err}"
     );
+    assert!(!err.contains('\n'), "a multi-line error: {err}");
+}
+
+/// A CUDA build of libtorch gets NCCL (scripts/deps.sh brings the headers, build.rs finds them),
+/// and its process group is really linked in: without a GPU its constructor refuses, in one
+/// line, instead of the shim's "no NCCL in this build". With a GPU, scripts/gpu-check.sh runs
+/// training on NCCL instead.
+#[test]
+fn a_cuda_build_has_nccl_which_refuses_a_machine_without_gpus_in_one_line() {
+    let system = inception::system::System::probe();
+    if system.libtorch.cuda_runtime.is_none() {
+        eprintln!("skipped: a CPU-only libtorch has no NCCL");
+        return;
+    }
+    assert!(
+        inception::dist::nccl_available(),
+        "a CUDA libtorch, but the build has no NCCL (CUDA headers missing from .deps/cuda?)"
+    );
+    if tch::Cuda::device_count() > 0 {
+        eprintln!("skipped: there is a GPU here (scripts/gpu-check.sh trains on NCCL)");
+        return;
+    }
+    let err = Group::join(
+        &world(0, 1, free_port()),
+        Backend::Nccl,
+        Duration::from_secs(10),
+    )
+    .unwrap_err()
+    .to_string();
+    eprintln!("NCCL without a GPU: {err}");
+    assert!(
+        err.starts_with("rank 0 of 1: joining the NCCL process group at 127.0.0.1:"),
+        "{err}"
+    );
+    assert!(err.contains("GPU"), "{err}");
+    assert!(!err.contains("no NCCL"), "{err}");
     assert!(!err.contains('\n'), "a multi-line error: {err}");
 }
 

@@ -1467,6 +1467,22 @@ fn nproc_trains_in_processes_whose_rank_0_writes_the_run_and_a_dead_one_stops_th
         err.contains("every process would train every fold"),
         "{err}"
     );
+    // The backend: NCCL asked for on the CPU, or one c10d does not have here, is refused
+    // before any process starts.
+    for (backend, why) in [
+        ("nccl", "INCEPTION_DIST_BACKEND=nccl: NCCL needs CUDA devices, and this process computes on the CPU"),
+        ("mpi", "INCEPTION_DIST_BACKEND=\"mpi\": expected gloo or nccl"),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_inception"))
+            .args(args("2", "c"))
+            .env("INCEPTION_DIST_BACKEND", backend)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let err = assert_clean_failure(&o);
+        assert!(err.contains(why), "{err}");
+        assert!(!dir.path().join("c").exists(), "a run folder was started");
+    }
 
     // A long run whose rank 1 is killed: the launcher stops rank 0 and says what happened.
     let mut launcher = Command::new(env!("CARGO_BIN_EXE_inception"))

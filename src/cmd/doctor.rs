@@ -154,6 +154,19 @@ pub fn problems(system: &System, smoke: &[Smoke]) -> Vec<Problem> {
             });
         }
     }
+    if system.torch_cuda_devices > 1 && !system.distributed.nccl {
+        out.push(Problem {
+            problem: format!(
+                "{} GPUs, but this build has no NCCL: training on several of them goes through \
+                 Gloo and host memory (correct, slower)",
+                system.torch_cuda_devices
+            ),
+            fix: "scripts/deps.sh (it installs the CUDA headers NCCL's process group needs into \
+                  .deps/cuda, or set CUDA_INCLUDE to your CUDA toolkit's and NCCL's include \
+                  folders), then cargo build --release"
+                .into(),
+        });
+    }
     out
 }
 
@@ -218,6 +231,12 @@ fn render(system: &System, smoke: &[Smoke], problems: &[Problem]) -> String {
             }
         }
     }
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    s += &format!(
+        "multi-process training (c10d): Gloo {}, NCCL {}\n",
+        yes(system.distributed.gloo),
+        yes(system.distributed.nccl)
+    );
     s += &format!(
         "smoke test: GoogLeNet forward passes, batch {SMOKE_BATCH} at {SMOKE_SIZE} px, random \
          weights, {SMOKE_SECONDS} s per device\n"
@@ -262,6 +281,7 @@ mod tests {
                 .collect(),
         });
         s.torch_cuda_devices = torch_gpus;
+        s.distributed.nccl = true;
         s
     }
 
@@ -287,6 +307,23 @@ mod tests {
             .contains("install a libtorch built for a CUDA version"));
         assert!(problems(&system(2, 2), &[ok("cpu"), ok("cuda:0"), ok("cuda:1")]).is_empty());
         assert!(problems(&system(0, 0), &[ok("cpu")]).is_empty());
+    }
+
+    #[test]
+    fn several_gpus_without_nccl_are_a_problem_with_a_fix() {
+        let mut s = system(2, 2);
+        s.distributed.nccl = false;
+        let p = problems(&s, &[ok("cpu"), ok("cuda:0"), ok("cuda:1")]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].problem.contains("2 GPUs, but this build has no NCCL"),
+            "{p:?}"
+        );
+        assert!(p[0].fix.contains("scripts/deps.sh"));
+        let one = system(1, 1);
+        let mut one_without = one.clone();
+        one_without.distributed.nccl = false;
+        assert!(problems(&one_without, &[ok("cpu"), ok("cuda:0")]).is_empty());
     }
 
     #[test]

@@ -264,7 +264,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         if n > 1 {
             crate::dist::require().with_context(|| format!("--nproc {n}"))?;
             // The flags are checked once here, not N times in the processes.
-            job(a, None)?;
+            let job = job(a, None)?;
+            crate::dist::Backend::for_device(job.compute.device)?;
             return crate::dist::launch(n);
         }
     }

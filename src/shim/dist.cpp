@@ -1,7 +1,8 @@
 // libtorch's distributed layer (c10d) for src/dist.rs: a TCPStore for the rendezvous and a Gloo
-// process group (CPU and CUDA tensors) with the collectives data-parallel training needs. Built
-// with INCEPTION_C10D when build.rs finds gloo's headers (scripts/deps.sh); otherwise every
-// function reports that the tool was built without it.
+// process group (CPU and CUDA tensors) or an NCCL one (CUDA tensors, one GPU per process) with
+// the collectives data-parallel training needs. Built with INCEPTION_C10D when build.rs finds
+// gloo's headers (scripts/deps.sh), and with INCEPTION_NCCL as well when it finds the CUDA and
+// NCCL headers; otherwise the functions report that the tool was built without them.
 //
 // Errors never cross the C boundary as exceptions: each function returns 0 on success, or -1
 // with the message in `err`.
@@ -15,6 +16,9 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/torch.h>
+#ifdef INCEPTION_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 #else
 #include <ATen/ATen.h>
 #endif
@@ -29,8 +33,20 @@ void set_error(char* err, int len, const std::string& what) {
 #ifdef INCEPTION_C10D
 struct Group {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  c10::intrusive_ptr<c10d::Backend> pg;
   std::chrono::milliseconds timeout;
+  // NCCL's work is waited for without a timeout: wait() then only orders the current CUDA
+  // stream after the collective (no host synchronisation); NCCL's watchdog thread enforces the
+  // timeout given at creation and ends the process when a collective hangs past it.
+  bool nccl;
+
+  void wait(const c10::intrusive_ptr<c10d::Work>& work) const {
+    if (nccl) {
+      work->wait();
+    } else {
+      work->wait(timeout);
+    }
+  }
 };
 
 std::vector<at::Tensor> tensors_of(at::Tensor** ts, int n) {
@@ -61,11 +77,27 @@ int inception_c10d_available() {
 #endif
 }
 
+int inception_nccl_available() {
+#ifdef INCEPTION_NCCL
+  return 1;
+#else
+  return 0;
+#endif
+}
+
 // Joins the group of `size` processes whose rank 0 listens on host:port (rank 0 starts the
-// store). Collectives time out after `timeout_ms`.
-void* inception_pg_new(const char* host, int port, int rank, int size, int timeout_ms, char* err,
-                       int len) {
+// store), with Gloo (`nccl` 0) or NCCL (`nccl` 1). Collectives time out after `timeout_ms`.
+void* inception_pg_new(const char* host, int port, int rank, int size, int timeout_ms, int nccl,
+                       char* err, int len) {
 #ifdef INCEPTION_C10D
+#ifndef INCEPTION_NCCL
+  if (nccl) {
+    set_error(err, len,
+              "this build has no NCCL (the CUDA and NCCL headers were missing when it was "
+              "compiled)");
+    return nullptr;
+  }
+#endif
   try {
     auto timeout = std::chrono::milliseconds(timeout_ms);
     c10d::TCPStoreOptions o;
@@ -74,16 +106,24 @@ void* inception_pg_new(const char* host, int port, int rank, int size, int timeo
     o.numWorkers = size;
     o.timeout = timeout;
     auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), o);
+#ifdef INCEPTION_NCCL
+    if (nccl) {
+      auto opts = c10d::ProcessGroupNCCL::Options::create();
+      opts->timeout = timeout;
+      auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, opts);
+      return new Group{store, pg, timeout, true};
+    }
+#endif
     auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
     opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host));
     auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, opts);
-    return new Group{store, pg, timeout};
+    return new Group{store, pg, timeout, false};
   } catch (const std::exception& e) {
     set_error(err, len, first_line(e.what()));
     return nullptr;
   }
 #else
-  (void)host, (void)port, (void)rank, (void)size, (void)timeout_ms;
+  (void)host, (void)port, (void)rank, (void)size, (void)timeout_ms, (void)nccl;
   set_error(err, len, "this build has no multi-process training (gloo headers were missing)");
   return nullptr;
 #endif
@@ -95,7 +135,7 @@ int inception_pg_allreduce_sum(void* g, at::Tensor** ts, int n, char* err, int l
   try {
     auto group = static_cast<Group*>(g);
     auto v = tensors_of(ts, n);
-    group->pg->allreduce(v)->wait(group->timeout);
+    group->wait(group->pg->allreduce(v));
     return 0;
   } catch (const std::exception& e) {
     set_error(err, len, first_line(e.what()));
@@ -116,7 +156,7 @@ int inception_pg_broadcast(void* g, at::Tensor** ts, int n, int root, char* err,
     auto v = tensors_of(ts, n);
     c10d::BroadcastOptions o;
     o.rootRank = root;
-    group->pg->broadcast(v, o)->wait(group->timeout);
+    group->wait(group->pg->broadcast(v, o));
     return 0;
   } catch (const std::exception& e) {
     set_error(err, len, first_line(e.what()));

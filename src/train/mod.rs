@@ -27,7 +27,7 @@ use crate::config::TrainConfig;
 use crate::data::dataset::{Dataset, SplitFiles};
 use crate::data::loader::{default_threads, mix, Loader, Mode};
 use crate::data::transform::{EvalTransform, TrainTransform};
-use crate::dist::{Group, World};
+use crate::dist::{Backend, Group, World};
 use crate::model::{Model, NetConfig};
 use crate::precision::Compute;
 use ema::Ema;
@@ -296,7 +296,14 @@ impl State {
 pub fn train(job: &TrainJob) -> Result<RunSummary> {
     let cfg = &job.config;
     let group = match &job.world {
-        Some(w) => Some(Arc::new(Group::join(w, crate::dist::DEFAULT_TIMEOUT)?)),
+        Some(w) => {
+            let backend = Backend::for_device(job.compute.device)?;
+            Some(Arc::new(Group::join(
+                w,
+                backend,
+                crate::dist::DEFAULT_TIMEOUT,
+            )?))
+        }
         None => None,
     };
     let data = RunData::load(job)?;
@@ -315,10 +322,11 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
     };
     if let Some(f) = &files {
         crate::device::announce(&cfg.device, &job.compute);
-        if let Some(w) = &job.world {
+        if let (Some(w), Some(g)) = (&job.world, &state.group) {
             println!(
-                "data-parallel: {} processes (c10d, Gloo), {} images per step each, {} in all",
+                "data-parallel: {} processes (c10d, {}), {} images per step each, {} in all",
                 w.size,
+                g.backend.name(),
                 cfg.batch_size,
                 cfg.batch_size * w.size
             );
