@@ -286,22 +286,11 @@ fn data_parallel_on_cuda_steps_like_one_process_of_the_whole_batch() {
         out.contains(&format!("data-parallel: 2 processes (c10d, {name})")),
         "{out}"
     );
-    let load = |run: &str| {
-        checkpoint::load(&dir.path().join(run).join("model.pt"), Device::Cpu)
-            .unwrap()
-            .model
-            .state_dict()
-    };
-    let (x, y) = (load("one"), load("two"));
-    let (mut diff, mut size) = (0f64, 0f64);
-    for (name, a) in x.iter().filter(|(_, a)| a.is_floating_point()) {
-        diff = diff.max((a - &y[name]).abs().max().double_value(&[]));
-        size = size.max(a.abs().max().double_value(&[]));
-    }
+    let apart = common::weights_apart(&dir.path().join("one"), &dir.path().join("two"));
     eprintln!(
         "data-parallel on cuda ({name}, {gpus} GPU(s)): 2 × 4 and 1 × 8 differ by {:e} of the \
          largest weight{}",
-        diff / size,
+        apart,
         if gpus < 2 {
             "; NCCL not run: it needs two GPUs"
         } else {
@@ -309,9 +298,5 @@ fn data_parallel_on_cuda_steps_like_one_process_of_the_whole_batch() {
         }
     );
     // cuDNN may pick other kernels for 4 images than for 8: fp32 rounding, not another step.
-    assert!(
-        diff / size <= 1e-4,
-        "2 × 4 and 1 × 8 differ by {:e}",
-        diff / size
-    );
+    assert!(apart <= 1e-4, "2 × 4 and 1 × 8 differ by {apart:e}");
 }

@@ -1614,24 +1614,7 @@ fn two_processes_of_batch_4_train_like_one_of_batch_8_with_frozen_batchnorm_and_
         "true",
         &["--batch-size", "4", "--nproc", "2", "--out", "two"],
     );
-    let load = |run: &str| {
-        checkpoint::load(&dir.path().join(run).join("model.pt"), Device::Cpu)
-            .unwrap()
-            .model
-            .state_dict()
-    };
-    // The largest difference between two runs' weights, relative to the largest weight (a
-    // bias of size 1e-7 differs in its last bits by 1e-10: noise, not a different step).
-    let apart = |x: &str, y: &str| {
-        let (x, y) = (load(x), load(y));
-        assert_eq!(x.len(), y.len());
-        let (mut diff, mut size) = (0f64, 0f64);
-        for (name, a) in x.iter().filter(|(_, a)| a.is_floating_point()) {
-            diff = diff.max((a - &y[name]).abs().max().double_value(&[]));
-            size = size.max(a.abs().max().double_value(&[]));
-        }
-        diff / size
-    };
+    let apart = |x: &str, y: &str| common::weights_apart(&dir.path().join(x), &dir.path().join(y));
     let d = apart("one", "two");
     assert!(d <= 1e-5, "2 × 4 and 1 × 8 differ by {d:e}");
     // The loss each logs is the loss over the same 8 images a step.

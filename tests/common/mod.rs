@@ -249,3 +249,23 @@ pub fn png_header_of(w: u32, h: u32, bit_depth: u8, colour_type: u8) -> Vec<u8> 
     }
     out
 }
+
+/// The largest difference between the weights of two runs' `model.pt`, relative to the largest
+/// weight of the first (a bias of size 1e-7 differs in its last bits by 1e-10: noise, not a
+/// different step).
+pub fn weights_apart(a: &Path, b: &Path) -> f64 {
+    let load = |run: &Path| {
+        inception::checkpoint::load(&run.join("model.pt"), tch::Device::Cpu)
+            .unwrap()
+            .model
+            .state_dict()
+    };
+    let (x, y) = (load(a), load(b));
+    assert_eq!(x.len(), y.len());
+    let (mut diff, mut size) = (0f64, 0f64);
+    for (name, t) in x.iter().filter(|(_, t)| t.is_floating_point()) {
+        diff = diff.max((t - &y[name]).abs().max().double_value(&[]));
+        size = size.max(t.abs().max().double_value(&[]));
+    }
+    diff / size
+}
