@@ -220,8 +220,8 @@ fn a_run_killed_on_cuda_resumes_from_its_last_epoch_and_finishes() {
 
 #[test]
 fn data_parallel_on_cuda_steps_like_one_process_of_the_whole_batch() {
-    // As tests/train.rs's CPU test (frozen BatchNorm, no dropout, SGD, fp32: then 2 × 4 images
-    // average to the gradient of 8), on CUDA: over NCCL with one GPU per process where there
+    // As tests/train.rs's CPU test (frozen BatchNorm and common::DATA_PARALLEL_EQUIVALENT: then
+    // 2 × 4 images average to the gradient of 8), on CUDA: over NCCL with one GPU per process where there
     // are two GPUs; where there is one, both processes share it over Gloo (NCCL refuses two
     // ranks on one GPU), which tests Gloo's CUDA path and says that NCCL did not run.
     let Some(_) = cuda("data_parallel_on_cuda") else {
@@ -243,32 +243,11 @@ fn data_parallel_on_cuda_steps_like_one_process_of_the_whole_batch() {
             &config,
             "--device",
             "cuda",
-            "--arch",
-            "seed",
-            "--image-size",
-            "24",
             "--freeze-bn",
             "true",
-            "--dropout",
-            "0",
-            "--class-weights",
-            "none",
-            "--optimizer",
-            "sgd",
-            "--lr",
-            "0.05",
-            "--precision",
-            "fp32",
-            "--val-fraction",
-            "0.34",
-            "--group-by",
-            "none",
-            "--dedup",
-            "off",
-            "--epochs",
-            "2",
             "--no-plots",
         ];
+        args.extend(common::DATA_PARALLEL_EQUIVALENT);
         args.extend(extra);
         let o = Command::new(env!("CARGO_BIN_EXE_inception"))
             .args(&args)

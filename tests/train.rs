@@ -1563,9 +1563,8 @@ fn two_processes_of_batch_4_train_like_one_of_batch_8_with_frozen_batchnorm_and_
     // Per-process BatchNorm normalises each process's 4 images by their own statistics, not by
     // all 8 (by design, as DDP without SyncBatchNorm), and each process draws its own dropout
     // masks: with BatchNorm frozen (running statistics) and dropout 0 every image's gradient is
-    // its own, and the averaged gradient of 2 × 4 is the gradient of 8. Class weights off (a
-    // weighted mean over 4 is not one over 8), fp32, SGD (AdamW's normalised step turns the
-    // last-bit noise of near-zero gradients into whole steps), 16 training images.
+    // its own, and the averaged gradient of 2 × 4 is the gradient of 8 (with the other settings
+    // of common::DATA_PARALLEL_EQUIVALENT), 16 training images.
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let data = common::light_and_dark(dir.path(), 24);
@@ -1577,32 +1576,11 @@ fn two_processes_of_batch_4_train_like_one_of_batch_8_with_frozen_batchnorm_and_
             &d,
             "--config",
             &config,
-            "--arch",
-            "seed",
-            "--image-size",
-            "24",
             "--freeze-bn",
             freeze,
-            "--dropout",
-            "0",
-            "--class-weights",
-            "none",
-            "--optimizer",
-            "sgd",
-            "--lr",
-            "0.05",
-            "--precision",
-            "fp32",
-            "--val-fraction",
-            "0.34",
-            "--group-by",
-            "none",
-            "--dedup",
-            "off",
-            "--epochs",
-            "2",
             "--no-plots",
         ];
+        args.extend(common::DATA_PARALLEL_EQUIVALENT);
         args.extend(extra);
         let o = inception(dir.path(), &args);
         assert!(o.status.success(), "{}", stderr(&o));

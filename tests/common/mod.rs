@@ -269,3 +269,32 @@ pub fn weights_apart(a: &Path, b: &Path) -> f64 {
     }
     diff / size
 }
+
+/// `train` flags under which two processes of batch B take the steps of one process of batch
+/// 2B when BatchNorm is frozen (`--freeze-bn true`, given apart): the seed network, no dropout,
+/// no class weights (a weighted mean over B is not one over 2B), SGD (AdamW's normalised step
+/// turns the last-bit noise of near-zero gradients into whole steps), fp32, 24 px, 2 epochs.
+pub const DATA_PARALLEL_EQUIVALENT: [&str; 22] = [
+    "--arch",
+    "seed",
+    "--image-size",
+    "24",
+    "--dropout",
+    "0",
+    "--class-weights",
+    "none",
+    "--optimizer",
+    "sgd",
+    "--lr",
+    "0.05",
+    "--precision",
+    "fp32",
+    "--val-fraction",
+    "0.34",
+    "--group-by",
+    "none",
+    "--dedup",
+    "off",
+    "--epochs",
+    "2",
+];
