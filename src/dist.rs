@@ -20,7 +20,7 @@ extern "C" {
         rank: c_int,
         size: c_int,
         timeout_ms: c_int,
-        nccl: c_int,
+        cuda_device: c_int,
         err: *mut c_char,
         len: c_int,
     ) -> *mut c_void;
@@ -39,6 +39,7 @@ extern "C" {
         err: *mut c_char,
         len: c_int,
     ) -> c_int;
+    fn inception_pg_shutdown(g: *mut c_void, err: *mut c_char, len: c_int) -> c_int;
     fn inception_pg_free(g: *mut c_void);
 }
 
@@ -62,52 +63,72 @@ pub fn nccl_available() -> bool {
 }
 
 /// The c10d backend that carries the collectives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Gloo,
-    Nccl,
+    /// NCCL on this process's CUDA device.
+    Nccl {
+        device: usize,
+    },
 }
 
 impl Backend {
     /// The variable that overrides the choice, as `init_process_group(backend=…)` does.
     pub const ENV: &'static str = "INCEPTION_DIST_BACKEND";
 
-    /// PyTorch's choice: NCCL for CUDA devices when this build has it, Gloo otherwise (Gloo
-    /// all-reduces CUDA tensors too, through host memory). `INCEPTION_DIST_BACKEND=gloo|nccl`
-    /// overrides it; NCCL on the CPU, or in a build without it, is an error.
-    pub fn for_device(device: tch::Device) -> Result<Backend> {
-        let forced = std::env::var(Self::ENV).ok().filter(|v| !v.is_empty());
-        let backend = match forced.as_deref() {
-            None if device.is_cuda() && nccl_available() => Backend::Nccl,
-            None | Some("gloo") => Backend::Gloo,
-            Some("nccl") => Backend::Nccl,
-            Some(other) => bail!("{}={other:?}: expected gloo or nccl", Self::ENV),
-        };
-        if backend == Backend::Nccl {
-            if !device.is_cuda() {
-                bail!(
-                    "{}=nccl: NCCL needs CUDA devices, and this process computes on the CPU \
-                     (gloo works on both)",
-                    Self::ENV
-                );
-            }
+    /// PyTorch's choice: NCCL for a CUDA device when this build has it and each of the
+    /// `processes_here` (the processes on this machine) has a GPU of its own, since NCCL
+    /// refuses two processes on one GPU; Gloo otherwise (it all-reduces CUDA tensors too,
+    /// through host memory). `INCEPTION_DIST_BACKEND=gloo|nccl` overrides it; NCCL where it
+    /// cannot work is an error. Every process of a job must come to the same choice: it depends
+    /// only on the build, the device kind and the machine's count of processes and GPUs. With
+    /// the choice comes why NCCL was passed over on a CUDA device, if it was.
+    pub fn choose(device: tch::Device, processes_here: usize) -> Result<(Backend, Option<String>)> {
+        let gpus = tch::Cuda::device_count().max(0) as usize;
+        let nccl_fits = |index: usize| -> Result<Backend> {
             if !nccl_available() {
                 bail!(
-                    "{}=nccl: this build has no NCCL: the CUDA and NCCL headers were missing \
-                     when it was compiled (scripts/deps.sh puts them in .deps/cuda; then rebuild)",
-                    Self::ENV
+                    "this build has no NCCL: the CUDA and NCCL headers were missing when it was \
+                     compiled (scripts/deps.sh puts them in .deps/cuda; then rebuild)"
                 );
             }
+            if processes_here > gpus {
+                bail!(
+                    "{processes_here} processes on this machine share {gpus} GPU(s), and NCCL \
+                     needs one GPU per process (gloo shares)"
+                );
+            }
+            Ok(Backend::Nccl { device: index })
+        };
+        let forced = std::env::var(Self::ENV).ok().filter(|v| !v.is_empty());
+        match (forced.as_deref(), device) {
+            (None, tch::Device::Cuda(i)) => Ok(match nccl_fits(i) {
+                Ok(b) => (b, None),
+                Err(e) => (Backend::Gloo, Some(format!("{e:#}"))),
+            }),
+            (None, _) => Ok((Backend::Gloo, None)),
+            (Some("gloo"), d) => Ok((
+                Backend::Gloo,
+                d.is_cuda().then(|| format!("{}=gloo", Self::ENV)),
+            )),
+            (Some("nccl"), tch::Device::Cuda(i)) => Ok((
+                nccl_fits(i).with_context(|| format!("{}=nccl", Self::ENV))?,
+                None,
+            )),
+            (Some("nccl"), _) => bail!(
+                "{}=nccl: NCCL needs CUDA devices, and this process computes on the CPU (gloo \
+                 works on both)",
+                Self::ENV
+            ),
+            (Some(other), _) => bail!("{}={other:?}: expected gloo or nccl", Self::ENV),
         }
-        Ok(backend)
     }
 
     /// As c10d names it.
     pub fn name(self) -> &'static str {
         match self {
             Backend::Gloo => "Gloo",
-            Backend::Nccl => "NCCL",
+            Backend::Nccl { .. } => "NCCL",
         }
     }
 }
@@ -131,6 +152,9 @@ pub struct World {
     /// Rank 0's address and port (the rendezvous).
     pub addr: String,
     pub port: u16,
+    /// The processes on this machine (`LOCAL_WORLD_SIZE`; 1 when unset, as when each machine
+    /// runs one).
+    pub local_size: usize,
 }
 
 impl World {
@@ -160,6 +184,16 @@ impl World {
             bail!("RANK={rank} is not below WORLD_SIZE={size}");
         }
         let addr = var("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into());
+        let local_size = match var("LOCAL_WORLD_SIZE") {
+            Some(n) => n
+                .parse()
+                .ok()
+                .filter(|&n: &usize| (1..=size).contains(&n))
+                .with_context(|| {
+                    format!("LOCAL_WORLD_SIZE={n:?} is not a number from 1 to WORLD_SIZE={size}")
+                })?,
+            None => 1,
+        };
         let port = match var("MASTER_PORT") {
             Some(p) => p
                 .parse()
@@ -171,11 +205,14 @@ impl World {
             size,
             addr,
             port,
+            local_size,
         }))
     }
 }
 
-/// A c10d process group; collectives block until every process has joined them.
+/// A c10d process group. Over Gloo a collective returns once every process has joined it;
+/// over NCCL once the GPU's current stream waits for it (a peer that never joins then ends
+/// this process through NCCL's watchdog after the timeout, not through an error here).
 #[derive(Debug)]
 pub struct Group {
     ptr: *mut c_void,
@@ -229,7 +266,10 @@ impl Group {
                         world.rank as c_int,
                         world.size as c_int,
                         ms,
-                        c_int::from(backend == Backend::Nccl),
+                        match backend {
+                            Backend::Gloo => -1,
+                            Backend::Nccl { device } => device as c_int,
+                        },
                         err,
                         len,
                     )
@@ -319,6 +359,19 @@ impl Group {
         Ok(())
     }
 
+    /// Ends the group as `destroy_process_group()` does, after the last collective of a
+    /// successful run (a group only dropped, after a failure, is torn down without waiting
+    /// for peers that may never come).
+    pub fn shutdown(&self) -> Result<()> {
+        checked(
+            &format!("rank {}: shutting the process group down", self.rank),
+            |err, len| {
+                // SAFETY: `ptr` is live until drop.
+                unsafe { inception_pg_shutdown(self.ptr, err, len) }
+            },
+        )
+    }
+
     fn all_reduce_one(&self, t: &Tensor) -> Result<()> {
         let ptrs = [t.as_ptr() as *mut c_void];
         checked(&format!("rank {}: all-reduce", self.rank), |err, len| {
@@ -345,7 +398,8 @@ impl Drop for Group {
 }
 
 /// `inception train --nproc N`: runs this same command in N processes on this machine, as
-/// torchrun does (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR=127.0.0.1, a free MASTER_PORT and
+/// torchrun does (RANK, LOCAL_RANK, LOCAL_WORLD_SIZE, WORLD_SIZE, MASTER_ADDR=127.0.0.1, a
+/// free MASTER_PORT and
 /// OMP_NUM_THREADS = cores / N unless set),
 /// rank 0 speaking on stdout and every rank's errors on stderr. When one process fails the
 /// others are stopped, and the error says which rank failed and how.
@@ -377,6 +431,7 @@ pub fn launch(n: usize) -> Result<()> {
             .env("OMP_NUM_THREADS", &threads)
             .env("RANK", rank.to_string())
             .env("LOCAL_RANK", rank.to_string())
+            .env("LOCAL_WORLD_SIZE", n.to_string())
             .env("WORLD_SIZE", n.to_string())
             .env("MASTER_ADDR", "127.0.0.1")
             .env("MASTER_PORT", port.to_string())

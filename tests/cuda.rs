@@ -221,9 +221,10 @@ fn a_run_killed_on_cuda_resumes_from_its_last_epoch_and_finishes() {
 #[test]
 fn data_parallel_on_cuda_steps_like_one_process_of_the_whole_batch() {
     // As tests/train.rs's CPU test (frozen BatchNorm and common::DATA_PARALLEL_EQUIVALENT: then
-    // 2 × 4 images average to the gradient of 8), on CUDA: over NCCL with one GPU per process where there
-    // are two GPUs; where there is one, both processes share it over Gloo (NCCL refuses two
-    // ranks on one GPU), which tests Gloo's CUDA path and says that NCCL did not run.
+    // 2 × 4 images average to the gradient of 8), on CUDA, with the backend the tool chooses:
+    // NCCL with one GPU per process where there are two GPUs; where there is one, both
+    // processes share it over Gloo (NCCL refuses two ranks on one GPU), which tests Gloo's CUDA
+    // path and says that NCCL did not run.
     let Some(_) = cuda("data_parallel_on_cuda") else {
         return;
     };
@@ -233,7 +234,6 @@ fn data_parallel_on_cuda_steps_like_one_process_of_the_whole_batch() {
     let config = common::repo().join("configs/smoke.json");
     let (d, config) = (data.display().to_string(), config.display().to_string());
     let gpus = tch::Cuda::device_count();
-    let backend = if gpus >= 2 { "nccl" } else { "gloo" };
     let run = |extra: &[&str]| {
         let mut args = vec![
             "train",
@@ -251,7 +251,7 @@ fn data_parallel_on_cuda_steps_like_one_process_of_the_whole_batch() {
         args.extend(extra);
         let o = Command::new(env!("CARGO_BIN_EXE_inception"))
             .args(&args)
-            .env("INCEPTION_DIST_BACKEND", backend)
+            .env_remove("INCEPTION_DIST_BACKEND")
             .current_dir(dir.path())
             .output()
             .unwrap();
@@ -260,11 +260,23 @@ fn data_parallel_on_cuda_steps_like_one_process_of_the_whole_batch() {
     };
     run(&["--batch-size", "8", "--out", "one"]);
     let out = run(&["--batch-size", "4", "--nproc", "2", "--out", "two"]);
-    let name = if gpus >= 2 { "NCCL" } else { "Gloo" };
+    let name = match (gpus >= 2, inception::dist::nccl_available()) {
+        (true, true) => "NCCL",
+        _ => "Gloo",
+    };
     assert!(
         out.contains(&format!("data-parallel: 2 processes (c10d, {name})")),
         "{out}"
     );
+    if gpus == 1 && inception::dist::nccl_available() {
+        assert!(
+            out.contains(
+                "data-parallel over Gloo rather than NCCL: 2 processes on this machine share 1 \
+                 GPU(s)"
+            ),
+            "{out}"
+        );
+    }
     let apart = common::weights_apart(&dir.path().join("one"), &dir.path().join("two"));
     eprintln!(
         "data-parallel on cuda ({name}, {gpus} GPU(s)): 2 × 4 and 1 × 8 differ by {:e} of the \

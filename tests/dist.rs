@@ -22,6 +22,7 @@ fn world(rank: usize, size: usize, port: u16) -> World {
         size,
         addr: "127.0.0.1".into(),
         port,
+        local_size: 1,
     }
 }
 
@@ -134,7 +135,7 @@ fn a_cuda_build_has_nccl_which_refuses_a_machine_without_gpus_in_one_line() {
     }
     let err = Group::join(
         &world(0, 1, free_port()),
-        Backend::Nccl,
+        Backend::Nccl { device: 0 },
         Duration::from_secs(10),
     )
     .unwrap_err()
@@ -150,6 +151,49 @@ fn a_cuda_build_has_nccl_which_refuses_a_machine_without_gpus_in_one_line() {
 }
 
 #[test]
+fn nccl_is_passed_over_where_processes_would_share_a_gpu_and_refused_there_when_forced() {
+    // Reads INCEPTION_DIST_BACKEND, which no other test of this binary sets or reads.
+    let gpus = tch::Cuda::device_count() as usize;
+    let crowd = gpus + 1;
+    let shared = format!(
+        "{crowd} processes on this machine share {gpus} GPU(s), and NCCL needs one GPU per process"
+    );
+    let expected = match inception::dist::nccl_available() {
+        true => shared.as_str(),
+        false => "this build has no NCCL",
+    };
+    let (backend, why) = Backend::choose(Device::Cuda(0), crowd).unwrap();
+    assert_eq!(backend, Backend::Gloo);
+    let why = why.unwrap();
+    assert!(why.contains(expected), "{why}");
+    assert_eq!(
+        Backend::choose(Device::Cpu, 2).unwrap(),
+        (Backend::Gloo, None)
+    );
+    if gpus > 0 && inception::dist::nccl_available() {
+        assert_eq!(
+            Backend::choose(Device::Cuda(0), 1).unwrap(),
+            (Backend::Nccl { device: 0 }, None)
+        );
+    }
+    std::env::set_var(Backend::ENV, "nccl");
+    let forced = Backend::choose(Device::Cuda(0), crowd).map_err(|e| format!("{e:#}"));
+    std::env::set_var(Backend::ENV, "gloo");
+    let gloo = Backend::choose(Device::Cuda(0), 1).unwrap();
+    std::env::remove_var(Backend::ENV);
+    let forced = forced.unwrap_err();
+    assert!(
+        forced.starts_with("INCEPTION_DIST_BACKEND=nccl: "),
+        "{forced}"
+    );
+    assert!(forced.contains(expected), "{forced}");
+    assert_eq!(
+        gloo,
+        (Backend::Gloo, Some("INCEPTION_DIST_BACKEND=gloo".into()))
+    );
+}
+
+#[test]
 fn the_world_comes_from_torchruns_variables() {
     // Read from the process environment: set here for this test only (no other test reads it).
     std::env::set_var("WORLD_SIZE", "4");
@@ -157,6 +201,11 @@ fn the_world_comes_from_torchruns_variables() {
     std::env::set_var("MASTER_ADDR", "10.0.0.7");
     std::env::set_var("MASTER_PORT", "29400");
     let w = World::from_env().unwrap();
+    std::env::set_var("LOCAL_WORLD_SIZE", "2");
+    let two_here = World::from_env().unwrap().unwrap().local_size;
+    std::env::set_var("LOCAL_WORLD_SIZE", "5");
+    let too_many = World::from_env().unwrap_err().to_string();
+    std::env::remove_var("LOCAL_WORLD_SIZE");
     std::env::set_var("RANK", "4");
     let err = World::from_env().unwrap_err().to_string();
     for v in ["WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT"] {
@@ -168,6 +217,11 @@ fn the_world_comes_from_torchruns_variables() {
             addr: "10.0.0.7".into(),
             ..w
         })
+    );
+    assert_eq!(two_here, 2);
+    assert!(
+        too_many.contains("LOCAL_WORLD_SIZE=\"5\" is not a number from 1 to WORLD_SIZE=4"),
+        "{too_many}"
     );
     assert!(err.contains("RANK=4 is not below WORLD_SIZE=4"), "{err}");
     assert_eq!(World::from_env().unwrap(), None);

@@ -265,7 +265,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             crate::dist::require().with_context(|| format!("--nproc {n}"))?;
             // The flags are checked once here, not N times in the processes.
             let job = job(a, None)?;
-            crate::dist::Backend::for_device(job.compute.device)?;
+            crate::dist::Backend::choose(job.compute.device, n)?;
             return crate::dist::launch(n);
         }
     }

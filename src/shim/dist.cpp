@@ -17,6 +17,7 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/torch.h>
 #ifdef INCEPTION_NCCL
+#include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 #else
@@ -86,9 +87,13 @@ int inception_nccl_available() {
 }
 
 // Joins the group of `size` processes whose rank 0 listens on host:port (rank 0 starts the
-// store), with Gloo (`nccl` 0) or NCCL (`nccl` 1). Collectives time out after `timeout_ms`.
-void* inception_pg_new(const char* host, int port, int rank, int size, int timeout_ms, int nccl,
-                       char* err, int len) {
+// store), with Gloo (`cuda_device` -1) or with NCCL on CUDA device `cuda_device`, which becomes
+// this process's current device, the group's bound device and where its communicator is made
+// now (so that a failure to make it is an error of joining, not of the first collective).
+// Collectives time out after `timeout_ms`.
+void* inception_pg_new(const char* host, int port, int rank, int size, int timeout_ms,
+                       int cuda_device, char* err, int len) {
+  bool nccl = cuda_device >= 0;
 #ifdef INCEPTION_C10D
 #ifndef INCEPTION_NCCL
   if (nccl) {
@@ -108,9 +113,14 @@ void* inception_pg_new(const char* host, int port, int rank, int size, int timeo
     auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), o);
 #ifdef INCEPTION_NCCL
     if (nccl) {
+      auto device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(cuda_device));
       auto opts = c10d::ProcessGroupNCCL::Options::create();
       opts->timeout = timeout;
+      // Refuses a machine without GPUs in its own words, before any CUDA call.
       auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, opts);
+      c10::cuda::set_device(device.index());
+      pg->setBoundDeviceId(device);
+      pg->eagerConnectSingleDevice(device);
       return new Group{store, pg, timeout, true};
     }
 #endif
@@ -164,6 +174,25 @@ int inception_pg_broadcast(void* g, at::Tensor** ts, int n, int root, char* err,
   }
 #else
   (void)g, (void)ts, (void)n, (void)root;
+  set_error(err, len, "no c10d in this build");
+  return -1;
+#endif
+}
+
+// Shuts the group down as destroy_process_group() does, after its last collective on the
+// way to success (NCCL: its communicators and watchdog; a group freed without it takes the
+// abort path, right after a failure, when a peer may never join again).
+int inception_pg_shutdown(void* g, char* err, int len) {
+#ifdef INCEPTION_C10D
+  try {
+    static_cast<Group*>(g)->pg->shutdown();
+    return 0;
+  } catch (const std::exception& e) {
+    set_error(err, len, first_line(e.what()));
+    return -1;
+  }
+#else
+  (void)g;
   set_error(err, len, "no c10d in this build");
   return -1;
 #endif

@@ -297,7 +297,10 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
     let cfg = &job.config;
     let group = match &job.world {
         Some(w) => {
-            let backend = Backend::for_device(job.compute.device)?;
+            let (backend, passed_over) = Backend::choose(job.compute.device, w.local_size)?;
+            if let (Some(why), 0) = (passed_over, w.rank) {
+                println!("data-parallel over Gloo rather than NCCL: {why}");
+            }
             Some(Arc::new(Group::join(
                 w,
                 backend,
@@ -378,6 +381,9 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
         epochs_run += 1;
         last = Some(record);
         last_val = val;
+    }
+    if let Some(g) = &state.group {
+        g.shutdown()?;
     }
     let Some(files) = files else {
         // Another rank: rank 0 writes and reports.
