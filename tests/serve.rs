@@ -952,6 +952,44 @@ impl Drop for Browser {
     }
 }
 
+/// A script for [`Browser::wait_for`]: null while the page works on a photo; then `{error}`,
+/// or the bars as `rows` of `[class, probability]`, the status line, the file's name and the
+/// heat-map's size once it has loaded.
+const SHOWN: &str = "const cam = document.getElementById('cam'); \
+     const error = document.getElementById('error').textContent; \
+     if (error) return {error}; \
+     if (cam.hidden || !cam.complete || cam.naturalWidth === 0) return null; \
+     return {rows: [...document.querySelectorAll('#result .row')].map(r => \
+               [r.dataset.class, Number(r.dataset.probability)]), \
+             status: document.getElementById('status').textContent, \
+             name: document.getElementById('name').textContent, \
+             cam: [cam.naturalWidth, cam.naturalHeight]};";
+
+/// The page's bars, from what [`SHOWN`] returned.
+fn bars(shown: &Value) -> Vec<(String, f64)> {
+    shown["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_f64().unwrap()))
+        .collect()
+}
+
+/// `inception predict --json`'s classes and probabilities of its first image.
+fn top_k(predicted: &Value) -> Vec<(String, f64)> {
+    predicted[0]["top_k"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["class"].as_str().unwrap().to_string(),
+                x["probability"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn the_page_in_chromium_shows_predict_s_answer_and_the_heat_map_of_a_photo() {
     let dir = tempfile::tempdir().unwrap();
@@ -977,37 +1015,9 @@ fn the_page_in_chromium_shows_predict_s_answer_and_the_heat_map_of_a_photo() {
 
     // A photo chosen: the bars show predict's classes and probabilities, then the heat-map.
     browser.choose_file(&photo);
-    let shown = browser.wait_for(
-        "const cam = document.getElementById('cam'); \
-         const error = document.getElementById('error').textContent; \
-         if (error) return {error}; \
-         if (cam.hidden || !cam.complete || cam.naturalWidth === 0) return null; \
-         return {rows: [...document.querySelectorAll('#result .row')].map(r => \
-                   [r.dataset.class, Number(r.dataset.probability)]), \
-                 status: document.getElementById('status').textContent, \
-                 cam: [cam.naturalWidth, cam.naturalHeight]};",
-    );
+    let shown = browser.wait_for(SHOWN);
     assert!(shown["error"].is_null(), "the page shows an error: {shown}");
-    let pairs = |v: &Value, class: &str, p: &str| -> Vec<(String, f64)> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| {
-                (
-                    x[class].as_str().unwrap().to_string(),
-                    x[p].as_f64().unwrap(),
-                )
-            })
-            .collect()
-    };
-    let want: Vec<(String, f64)> = pairs(&predicted[0]["top_k"], "class", "probability");
-    let rows: Vec<Value> = shown["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| serde_json::json!({"class": r[0], "p": r[1]}))
-        .collect();
-    assert_eq!(pairs(&Value::Array(rows), "class", "p"), want, "{shown}");
+    assert_eq!(bars(&shown), top_k(&predicted), "{shown}");
     let class = predicted[0]["class"].as_str().unwrap();
     assert!(
         shown["status"].as_str().unwrap().starts_with(class),
@@ -1033,5 +1043,30 @@ fn the_page_in_chromium_shows_predict_s_answer_and_the_heat_map_of_a_photo() {
     let rows = browser.wait_for("return document.querySelectorAll('#result .row').length;");
     assert_eq!(rows, 0);
     browser.screenshot("serve-page-error.png");
+
+    // A photo dropped on the drop zone (a drop event carrying the file, as the browser makes
+    // one when a file is dragged there): classified like a chosen one.
+    use base64::Engine;
+    let other = photos("Others")[0].clone();
+    let predicted = predict_json(dir.path(), ckpt, &other);
+    let bytes = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&other).unwrap());
+    browser.session_call(
+        "POST",
+        "/execute/sync",
+        serde_json::json!({
+            "script": "const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0)); \
+                       const dt = new DataTransfer(); \
+                       dt.items.add(new File([bytes], 'dropped.jpg', {type: 'image/jpeg'})); \
+                       document.getElementById('drop').dispatchEvent(new DragEvent('drop', \
+                           {dataTransfer: dt, bubbles: true, cancelable: true})); \
+                       return true;",
+            "args": [bytes],
+        }),
+    );
+    let shown = browser.wait_for(SHOWN);
+    assert!(shown["error"].is_null(), "the page shows an error: {shown}");
+    assert_eq!(shown["name"], "dropped.jpg", "{shown}");
+    assert_eq!(bars(&shown), top_k(&predicted), "{shown}");
+    browser.screenshot("serve-page-dropped.png");
     drop(browser);
 }
