@@ -6,8 +6,8 @@
 mod common;
 
 use std::fs;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::{cases, inception, io, relative_error, serial, state_dict, stderr, stdout};
 use inception::checkpoint;
@@ -167,28 +167,17 @@ fn a_run_killed_on_cuda_resumes_from_its_last_epoch_and_finishes() {
     let data = common::repo().join("data/monkeypox");
     let config = common::repo().join("configs/smoke.json");
     let run = dir.path().join("run");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_inception"))
-        .args(["train", "--data"])
-        .arg(&data)
-        .arg("--config")
-        .arg(&config)
-        .args(["--device", "cuda", "--epochs", "8", "--out"])
-        .arg(&run)
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !run.join("last.pt").exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "no last.pt after 5 minutes"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let (d, c) = (data.display().to_string(), config.display().to_string());
+    let args = [
+        "train", "--data", &d, "--config", &c, "--device", "cuda", "--epochs", "8",
+    ];
+    let args = args.into_iter().chain(["--out", run.to_str().unwrap()]);
+    common::kill_once_written(
+        dir.path(),
+        args,
+        &run.join("last.pt"),
+        Duration::from_secs(300),
+    );
     assert!(
         !run.join("model.pt").exists(),
         "the run ended before the kill"

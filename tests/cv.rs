@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{assert_clean_failure, inception, repo, serial, stderr, stdout};
 use inception::cv::stats::{t_quantile, Summary};
@@ -334,23 +334,8 @@ fn cv_killed_mid_way_and_resumed_gives_the_summary_of_an_uninterrupted_one() {
     // The same cross-validation, killed (SIGKILL) while fold 1 trains.
     let b = dir.path().join("b");
     let args = cv_args(&["--epochs", "3", "--out", b.to_str().unwrap()]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_inception"))
-        .args(&args)
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !b.join("fold-1/last.pt").exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "fold 1 never started"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let limit = Duration::from_secs(600);
+    common::kill_once_written(dir.path(), &args, &b.join("fold-1/last.pt"), limit);
     assert!(!b.join("cv.json").exists(), "the kill came after the end");
     assert!(!b.join("fold-2").exists(), "the kill came after fold 1");
     assert!(b.join("fold-0/model.pt").exists());

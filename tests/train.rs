@@ -296,26 +296,15 @@ fn a_run_killed_mid_way_and_resumed_ends_like_an_uninterrupted_one() {
     // The same run, killed (SIGKILL) once its first epoch is on disk.
     let b = dir.path().join("b");
     let (data, config) = (msld(), smoke());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_inception"))
-        .args(["train", "--data", &data, "--config", &config])
-        .args(recipe)
-        .arg("--out")
-        .arg(&b)
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !b.join("last.pt").exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no last.pt after 2 minutes"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let mut args = vec!["train", "--data", &data, "--config", &config];
+    args.extend(recipe);
+    args.extend(["--out", b.to_str().unwrap()]);
+    common::kill_once_written(
+        dir.path(),
+        args,
+        &b.join("last.pt"),
+        Duration::from_secs(120),
+    );
     // Whatever moment the kill hit, the checkpoints on disk are whole.
     let last = checkpoint::load(&b.join("last.pt"), Device::Cpu).unwrap();
     checkpoint::load(&b.join("best.pt"), Device::Cpu).unwrap();

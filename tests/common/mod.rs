@@ -298,3 +298,32 @@ pub const DATA_PARALLEL_EQUIVALENT: [&str; 22] = [
     "--epochs",
     "2",
 ];
+
+/// Starts the binary with `args` in `dir` (its output discarded), kills it with SIGKILL as
+/// soon as `file` exists, and reaps it. Fails if `file` has not appeared within `limit`.
+pub fn kill_once_written<S: AsRef<std::ffi::OsStr>>(
+    dir: &Path,
+    args: impl IntoIterator<Item = S>,
+    file: &Path,
+    limit: std::time::Duration,
+) {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_inception"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !file.exists() {
+        assert!(
+            started.elapsed() < limit,
+            "no {} after {limit:?}",
+            file.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
