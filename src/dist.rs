@@ -55,8 +55,8 @@ pub fn available() -> bool {
     unsafe { inception_c10d_available() != 0 }
 }
 
-/// Whether this build has c10d's NCCL backend (a CUDA libtorch, and the CUDA and NCCL headers
-/// were there when it was compiled).
+/// Whether this build has c10d's NCCL backend (a CUDA libtorch, and gloo's, the CUDA and the
+/// NCCL headers were there when it was compiled).
 pub fn nccl_available() -> bool {
     // SAFETY: a constant from the shim.
     unsafe { inception_nccl_available() != 0 }
@@ -76,12 +76,13 @@ impl Backend {
     /// The variable that overrides the choice, as `init_process_group(backend=…)` does.
     pub const ENV: &'static str = "INCEPTION_DIST_BACKEND";
 
-    /// PyTorch's choice: NCCL for a CUDA device when this build has it and each of the
+    /// NCCL for a CUDA device (PyTorch's choice for GPUs) when this build has it and each of the
     /// `processes_here` (the processes on this machine) has a GPU of its own, since NCCL
     /// refuses two processes on one GPU; Gloo otherwise (it all-reduces CUDA tensors too,
     /// through host memory). `INCEPTION_DIST_BACKEND=gloo|nccl` overrides it; NCCL where it
-    /// cannot work is an error. Every process of a job must come to the same choice: it depends
-    /// only on the build, the device kind and the machine's count of processes and GPUs. With
+    /// cannot work is an error. Every process of a job must come to the same choice, which
+    /// nothing checks: it depends on the build, the device kind, the machine's count of
+    /// processes and GPUs and the variable, so a job's machines must agree on them. With
     /// the choice comes why NCCL was passed over on a CUDA device, if it was.
     pub fn choose(device: tch::Device, processes_here: usize) -> Result<(Backend, Option<String>)> {
         let gpus = tch::Cuda::device_count().max(0) as usize;

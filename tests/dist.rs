@@ -116,8 +116,8 @@ fn a_rank_whose_partner_never_comes_fails_with_a_clear_error() {
 
 /// A CUDA build of libtorch gets NCCL (scripts/deps.sh brings the headers, build.rs finds them),
 /// and its process group is really linked in: without a GPU its constructor refuses, in one
-/// line, instead of the shim's "no NCCL in this build". With a GPU, scripts/gpu-check.sh runs
-/// training on NCCL instead.
+/// line, instead of the shim's "no NCCL in this build". With two GPUs or more,
+/// scripts/gpu-check.sh trains over NCCL instead (tests/cuda.rs).
 #[test]
 fn a_cuda_build_has_nccl_which_refuses_a_machine_without_gpus_in_one_line() {
     let system = inception::system::System::probe();
@@ -130,7 +130,7 @@ fn a_cuda_build_has_nccl_which_refuses_a_machine_without_gpus_in_one_line() {
         "a CUDA libtorch, but the build has no NCCL (CUDA headers missing from .deps/cuda?)"
     );
     if tch::Cuda::device_count() > 0 {
-        eprintln!("skipped: there is a GPU here (scripts/gpu-check.sh trains on NCCL)");
+        eprintln!("skipped: there is a GPU here (tests/cuda.rs trains over NCCL, given two)");
         return;
     }
     let err = Group::join(

@@ -1470,6 +1470,7 @@ fn nproc_trains_in_processes_whose_rank_0_writes_the_run_and_a_dead_one_stops_th
             .unwrap();
         let err = assert_clean_failure(&o);
         assert!(err.contains(why), "{err}");
+        assert!(!err.contains(" of 2 exited"), "processes were started: {err}");
         assert!(!dir.path().join("c").exists(), "a run folder was started");
     }
 
