@@ -21,6 +21,7 @@ extern "C" {
         size: c_int,
         timeout_ms: c_int,
         cuda_device: c_int,
+        agreement: *const c_char,
         err: *mut c_char,
         len: c_int,
     ) -> *mut c_void;
@@ -80,9 +81,9 @@ impl Backend {
     /// `processes_here` (the processes on this machine) has a GPU of its own, since NCCL
     /// refuses two processes on one GPU; Gloo otherwise (it all-reduces CUDA tensors too,
     /// through host memory). `INCEPTION_DIST_BACKEND=gloo|nccl` overrides it; NCCL where it
-    /// cannot work is an error. Every process of a job must come to the same choice, which
-    /// nothing checks: it depends on the build, the device kind, the machine's count of
-    /// processes and GPUs and the variable, so a job's machines must agree on them. With
+    /// cannot work is an error. Every process of a job must come to the same choice (it
+    /// depends on the build, the device kind, the machine's count of processes and GPUs and
+    /// the variable), which [`Group::join`] checks. With
     /// the choice comes why NCCL was passed over on a CUDA device, if it was.
     pub fn choose(device: tch::Device, processes_here: usize) -> Result<(Backend, Option<String>)> {
         let gpus = tch::Cuda::device_count().max(0) as usize;
@@ -244,9 +245,21 @@ impl Group {
     /// there and in every collective. With NCCL a collective that hangs past it ends the
     /// process (NCCL's watchdog), and a collective only orders the GPU's work, so waiting
     /// costs the host nothing.
-    pub fn join(world: &World, backend: Backend, timeout: Duration) -> Result<Group> {
+    ///
+    /// Before the group is made, every process compares its `agreement` (lines saying how it
+    /// was started: the build, the backend, the settings that must match) with every other's,
+    /// and all fail at once, naming the first line that differs, if any two disagree: started
+    /// apart, processes would otherwise hang in the group's rendezvous or train apart.
+    pub fn join(
+        world: &World,
+        backend: Backend,
+        timeout: Duration,
+        agreement: &str,
+    ) -> Result<Group> {
         require()?;
         let host = CString::new(world.addr.as_str()).context("MASTER_ADDR holds a NUL")?;
+        let agreement = CString::new(format!("backend={}\n{agreement}", backend.name()))
+            .context("the processes' agreement holds a NUL")?;
         let mut ptr = std::ptr::null_mut();
         let ms = timeout.as_millis().min(i32::MAX as u128) as c_int;
         checked(
@@ -259,7 +272,7 @@ impl Group {
                 world.port
             ),
             |err, len| {
-                // SAFETY: `host` outlives the call; the shim copies what it keeps.
+                // SAFETY: `host` and `agreement` outlive the call; the shim copies what it keeps.
                 ptr = unsafe {
                     inception_pg_new(
                         host.as_ptr(),
@@ -271,6 +284,7 @@ impl Group {
                             Backend::Gloo => -1,
                             Backend::Nccl { device } => device as c_int,
                         },
+                        agreement.as_ptr(),
                         err,
                         len,
                     )

@@ -38,6 +38,7 @@ fn on_ranks<T: Send>(size: usize, f: impl Fn(Arc<Group>) -> T + Sync) -> Vec<T> 
                         &world(rank, size, port),
                         Backend::Gloo,
                         Duration::from_secs(60),
+                        "same\n",
                     )
                     .unwrap();
                     f(Arc::new(g))
@@ -103,6 +104,7 @@ fn a_rank_whose_partner_never_comes_fails_with_a_clear_error() {
         &world(0, 2, free_port()),
         Backend::Gloo,
         Duration::from_secs(2),
+        "",
     )
     .unwrap_err()
     .to_string();
@@ -112,6 +114,51 @@ fn a_rank_whose_partner_never_comes_fails_with_a_clear_error() {
         "{err}"
     );
     assert!(!err.contains('\n'), "a multi-line error: {err}");
+}
+
+#[test]
+fn ranks_started_differently_all_refuse_at_once_naming_the_difference() {
+    let port = free_port();
+    let started = Instant::now();
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = [
+            (0, "lr=0.001\nbatch_size=32\n"),
+            (1, "lr=0.001\nbatch_size=16\n"),
+        ]
+        .into_iter()
+        .map(|(rank, agreement)| {
+            s.spawn(move || {
+                Group::join(
+                    &world(rank, 2, port),
+                    Backend::Gloo,
+                    Duration::from_secs(60),
+                    agreement,
+                )
+                .unwrap_err()
+                .to_string()
+            })
+        })
+        .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "it waited for the timeout"
+    );
+    for (rank, err) in errors.iter().enumerate() {
+        assert!(
+            err.starts_with(&format!("rank {rank} of 2: joining the Gloo process group")),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "the processes were not started alike: rank 0 has batch_size=32 where rank 1 \
+                 has batch_size=16"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "a multi-line error: {err}");
+    }
 }
 
 /// A CUDA build of libtorch gets NCCL (scripts/deps.sh brings the headers, build.rs finds them),
@@ -137,6 +184,7 @@ fn a_cuda_build_has_nccl_which_refuses_a_machine_without_gpus_in_one_line() {
         &world(0, 1, free_port()),
         Backend::Nccl { device: 0 },
         Duration::from_secs(10),
+        "",
     )
     .unwrap_err()
     .to_string();

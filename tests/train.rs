@@ -1549,6 +1549,62 @@ fn nproc_trains_in_processes_whose_rank_0_writes_the_run_and_a_dead_one_stops_th
 }
 
 #[test]
+fn processes_started_with_different_settings_all_refuse_before_any_training() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::light_and_dark(dir.path(), 24);
+    let (d, config) = (data.display().to_string(), smoke());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    // Started by hand as a scheduler would, rank 1 with another batch size.
+    let started = Instant::now();
+    let mut ranks: Vec<_> = [("0", "4"), ("1", "2")]
+        .into_iter()
+        .map(|(rank, batch)| {
+            Command::new(env!("CARGO_BIN_EXE_inception"))
+                .args(["train", "--data", &d, "--config", &config])
+                .args(["--image-size", "24", "--group-by", "none", "--no-plots"])
+                .args(["--batch-size", batch, "--epochs", "1", "--out", "run"])
+                .env("RANK", rank)
+                .env("WORLD_SIZE", "2")
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .current_dir(dir.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    while ranks.iter_mut().any(|r| r.try_wait().unwrap().is_none()) {
+        if started.elapsed() > Duration::from_secs(90) {
+            ranks.iter_mut().for_each(|r| r.kill().unwrap_or(()));
+            panic!("the processes waited instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (rank, r) in ranks.into_iter().enumerate() {
+        let o = r.wait_with_output().unwrap();
+        let err = assert_clean_failure(&o);
+        assert!(
+            err.contains(&format!("rank {rank} of 2: joining the Gloo process group")),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "not started alike: rank 0 has batch_size=4 where rank 1 has batch_size=2"
+            ),
+            "{err}"
+        );
+    }
+    assert!(!dir.path().join("run").exists(), "a run folder was started");
+}
+
+#[test]
 fn two_processes_of_batch_4_train_like_one_of_batch_8_with_frozen_batchnorm_and_no_dropout() {
     // Per-process BatchNorm normalises each process's 4 images by their own statistics, not by
     // all 8 (by design, as DDP without SyncBatchNorm), and each process draws its own dropout

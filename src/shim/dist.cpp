@@ -10,7 +10,9 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #ifdef INCEPTION_C10D
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -59,6 +61,56 @@ std::vector<at::Tensor> tensors_of(at::Tensor** ts, int n) {
   return v;
 }
 
+std::vector<std::string> lines_of(const std::string& s) {
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start <= s.size()) {
+    auto nl = s.find('\n', start);
+    if (nl == std::string::npos) nl = s.size();
+    if (nl > start) lines.push_back(s.substr(start, nl - start));
+    start = nl + 1;
+  }
+  return lines;
+}
+
+// What ranks `a` < `b` disagree on: the first line where their descriptions differ.
+std::string disagreement(int a, const std::string& va, int b, const std::string& vb) {
+  auto la = lines_of(va), lb = lines_of(vb);
+  size_t i = 0;
+  while (i < la.size() && i < lb.size() && la[i] == lb[i]) i++;
+  auto line = [&](const std::vector<std::string>& l) {
+    return i < l.size() ? l[i] : std::string("(nothing)");
+  };
+  return "the processes were not started alike: rank " + std::to_string(a) + " has " +
+         line(la) + " where rank " + std::to_string(b) + " has " + line(lb) +
+         " (every process must run the same build with the same flags, config and "
+         "INCEPTION_DIST_BACKEND)";
+}
+
+// Every rank publishes `mine` in the store and compares it with every other rank's, before
+// any process group exists: a mismatch (a different backend above all, which would hang in
+// the group's own rendezvous) is an error on every rank at once. Rank 0, whose process holds
+// the store, keeps it until every rank has read.
+void agree(c10d::Store& store, int rank, int size, const std::string& mine) {
+  const std::string key = "inception/agree/", read = "inception/agreed/";
+  store.set(key + std::to_string(rank), std::vector<uint8_t>(mine.begin(), mine.end()));
+  std::string mismatch;
+  for (int r = 0; r < size; r++) {
+    if (r == rank) continue;
+    auto v = store.get(key + std::to_string(r));
+    std::string theirs(v.begin(), v.end());
+    if (theirs != mine && mismatch.empty()) {
+      mismatch = r < rank ? disagreement(r, theirs, rank, mine)
+                          : disagreement(rank, mine, r, theirs);
+    }
+  }
+  store.set(read + std::to_string(rank), std::vector<uint8_t>{1});
+  if (rank == 0) {
+    for (int r = 1; r < size; r++) store.get(read + std::to_string(r));
+  }
+  if (!mismatch.empty()) throw std::runtime_error(mismatch);
+}
+
 // The first line of a c10d message (they carry C++ stack traces below it).
 std::string first_line(const char* what) {
   std::string s(what);
@@ -90,9 +142,11 @@ int inception_nccl_available() {
 // store), with Gloo (`cuda_device` -1) or with NCCL on CUDA device `cuda_device`, which becomes
 // this process's current device, the group's bound device and where its communicator is made
 // now (so that a failure to make it is an error of joining, not of the first collective).
-// Collectives time out after `timeout_ms`.
+// Collectives time out after `timeout_ms`. Before the group is made, the processes compare
+// their `agreement` (lines describing how each was started) and all refuse to go on if any
+// two differ, naming the first line that does.
 void* inception_pg_new(const char* host, int port, int rank, int size, int timeout_ms,
-                       int cuda_device, char* err, int len) {
+                       int cuda_device, const char* agreement, char* err, int len) {
   bool nccl = cuda_device >= 0;
 #ifdef INCEPTION_C10D
 #ifndef INCEPTION_NCCL
@@ -111,6 +165,7 @@ void* inception_pg_new(const char* host, int port, int rank, int size, int timeo
     o.numWorkers = size;
     o.timeout = timeout;
     auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), o);
+    agree(*store, rank, size, std::string(agreement));
 #ifdef INCEPTION_NCCL
     if (nccl) {
       auto device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(cuda_device));
@@ -133,7 +188,7 @@ void* inception_pg_new(const char* host, int port, int rank, int size, int timeo
     return nullptr;
   }
 #else
-  (void)host, (void)port, (void)rank, (void)size, (void)timeout_ms, (void)nccl;
+  (void)host, (void)port, (void)rank, (void)size, (void)timeout_ms, (void)nccl, (void)agreement;
   set_error(err, len, "this build has no multi-process training (gloo headers were missing)");
   return nullptr;
 #endif

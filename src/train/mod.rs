@@ -291,6 +291,42 @@ impl State {
     }
 }
 
+/// What every process of a data-parallel job must share, a line each, for [`Group::join`] to
+/// compare: the tool's version, whether it resumes, and every setting of the resolved config
+/// but those that may differ by process (device, cache, workers, plots; of `init` only
+/// whether it is given, since its path may differ by machine and rank 0's weights are
+/// broadcast).
+pub fn agreement(job: &TrainJob) -> Result<String> {
+    fn flatten(prefix: &str, v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let key = match prefix {
+                        "" => k.clone(),
+                        p => format!("{p}.{k}"),
+                    };
+                    flatten(&key, v, out);
+                }
+            }
+            v => out.push_str(&format!("{prefix}={v}\n")),
+        }
+    }
+    let mut config = serde_json::to_value(&job.config).context("describing the config")?;
+    if let Some(m) = config.as_object_mut() {
+        for own in ["device", "cache_gib", "workers", "plots"] {
+            m.remove(own);
+        }
+        m.insert("init".into(), job.config.init.is_some().into());
+    }
+    let mut out = format!(
+        "inception={}\nresume={}\n",
+        env!("CARGO_PKG_VERSION"),
+        job.resume.is_some()
+    );
+    flatten("", &config, &mut out);
+    Ok(out)
+}
+
 /// Runs a training job to its end: `model.pt` is written last, so its presence means the
 /// run is complete.
 pub fn train(job: &TrainJob) -> Result<RunSummary> {
@@ -305,6 +341,7 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
                 w,
                 backend,
                 crate::dist::DEFAULT_TIMEOUT,
+                &agreement(job)?,
             )?))
         }
         None => None,
