@@ -14,7 +14,7 @@ pub mod roc;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use image::{ImageFormat, RgbImage};
 use plotters::prelude::*;
 
@@ -78,17 +78,18 @@ pub fn save(img: &RgbImage, path: &Path) -> Result<()> {
         Some("jpg") | Some("jpeg") => ImageFormat::Jpeg,
         _ => ImageFormat::Png,
     };
-    let mut bytes = std::io::Cursor::new(vec![]);
-    img.write_to(&mut bytes, format)
-        .map_err(|e| anyhow!("encoding {}: {e}", path.display()))?;
-    write_atomic(path, bytes.get_ref())
+    let bytes = encode(img, format).with_context(|| format!("encoding {}", path.display()))?;
+    write_atomic(path, &bytes)
 }
 
 /// `img` encoded as PNG.
 pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
+    encode(img, ImageFormat::Png).context("encoding a PNG")
+}
+
+fn encode(img: &RgbImage, format: ImageFormat) -> Result<Vec<u8>> {
     let mut bytes = std::io::Cursor::new(vec![]);
-    img.write_to(&mut bytes, ImageFormat::Png)
-        .map_err(|e| anyhow!("encoding a PNG: {e}"))?;
+    img.write_to(&mut bytes, format)?;
     Ok(bytes.into_inner())
 }
 
