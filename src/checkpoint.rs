@@ -329,6 +329,24 @@ fn parse_safetensors(bytes: &[u8]) -> Result<SafetensorsFile> {
     })
 }
 
+/// A checkpoint's metadata alone (its tensors are neither checked nor loaded).
+pub fn read_meta(path: &Path) -> Result<Meta> {
+    let ctx = || format!("checkpoint {}", path.display());
+    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| anyhow!("not a safetensors file, or a truncated or corrupted one ({e:?})"))
+        .with_context(ctx)?;
+    let raw = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META_KEY))
+        .ok_or_else(|| anyhow!("a safetensors file without inception metadata"))
+        .with_context(ctx)?;
+    serde_json::from_str(raw)
+        .map_err(|e| anyhow!("unreadable inception metadata: {e}"))
+        .with_context(ctx)
+}
+
 /// Loads a checkpoint onto `device`, checking that it is one, that it is intact, and that its
 /// weights fit the network it names.
 pub fn load(path: &Path, device: Device) -> Result<Checkpoint> {

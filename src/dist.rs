@@ -4,6 +4,8 @@
 //! Processes find each other as torchrun's do: `RANK`, `WORLD_SIZE`, `MASTER_ADDR`,
 //! `MASTER_PORT` (and `LOCAL_RANK` for the GPU). Gradients are averaged in buckets of at most
 //! [`BUCKET_BYTES`] (flattened, all-reduced, copied back), like DDP's gradient buckets.
+//! Before they train, processes check through the store that they were started alike
+//! ([`Store::agree`]), which c10d leaves to the user.
 
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::time::Duration;
@@ -14,14 +16,40 @@ use tch::Tensor;
 extern "C" {
     fn inception_c10d_available() -> c_int;
     fn inception_nccl_available() -> c_int;
-    fn inception_pg_new(
+    fn inception_store_new(
         host: *const c_char,
         port: c_int,
         rank: c_int,
         size: c_int,
         timeout_ms: c_int,
+        err: *mut c_char,
+        len: c_int,
+    ) -> *mut c_void;
+    fn inception_store_set(
+        s: *mut c_void,
+        key: *const c_char,
+        data: *const u8,
+        n: c_int,
+        err: *mut c_char,
+        len: c_int,
+    ) -> c_int;
+    fn inception_store_get(
+        s: *mut c_void,
+        key: *const c_char,
+        out: *mut *mut u8,
+        n: *mut c_int,
+        err: *mut c_char,
+        len: c_int,
+    ) -> c_int;
+    fn inception_store_bytes_free(p: *mut u8);
+    fn inception_store_free(s: *mut c_void);
+    fn inception_pg_new(
+        s: *mut c_void,
+        host: *const c_char,
+        rank: c_int,
+        size: c_int,
+        timeout_ms: c_int,
         cuda_device: c_int,
-        agreement: *const c_char,
         err: *mut c_char,
         len: c_int,
     ) -> *mut c_void;
@@ -212,6 +240,139 @@ impl World {
     }
 }
 
+/// The rendezvous: c10d's `TCPStore`, served by rank 0's process, a key-value store every
+/// process reaches.
+#[derive(Debug)]
+pub struct Store {
+    ptr: *mut c_void,
+    pub rank: usize,
+    pub size: usize,
+}
+
+// SAFETY: as for `Group`: c10d's TCPStore takes calls from any thread.
+unsafe impl Send for Store {}
+unsafe impl Sync for Store {}
+
+impl Store {
+    /// Connects to the store of the processes `world` describes (rank 0 starts it and waits,
+    /// up to `timeout`, until every process has connected); gets wait up to `timeout` too.
+    pub fn connect(world: &World, timeout: Duration) -> Result<Store> {
+        require()?;
+        let host = CString::new(world.addr.as_str()).context("MASTER_ADDR holds a NUL")?;
+        let mut ptr = std::ptr::null_mut();
+        checked("the rendezvous store", |err, len| {
+            // SAFETY: `host` outlives the call; the shim copies what it keeps.
+            ptr = unsafe {
+                inception_store_new(
+                    host.as_ptr(),
+                    world.port as c_int,
+                    world.rank as c_int,
+                    world.size as c_int,
+                    millis(timeout),
+                    err,
+                    len,
+                )
+            };
+            if ptr.is_null() {
+                -1
+            } else {
+                0
+            }
+        })?;
+        Ok(Store {
+            ptr,
+            rank: world.rank,
+            size: world.size,
+        })
+    }
+
+    pub fn set(&self, key: &str, value: &[u8]) -> Result<()> {
+        let k = CString::new(key).context("a store key holds a NUL")?;
+        let n = c_int::try_from(value.len()).context("a store value over 2 GiB")?;
+        checked(&format!("setting {key}"), |err, len| {
+            // SAFETY: `k` and `value` outlive the call, which copies them.
+            unsafe { inception_store_set(self.ptr, k.as_ptr(), value.as_ptr(), n, err, len) }
+        })
+    }
+
+    /// The value of `key`, waiting until some process sets it (up to the store's timeout).
+    pub fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let k = CString::new(key).context("a store key holds a NUL")?;
+        let (mut out, mut n) = (std::ptr::null_mut(), 0 as c_int);
+        checked(&format!("waiting for {key}"), |err, len| {
+            // SAFETY: `k` outlives the call; on success the shim hands over `n` bytes at `out`.
+            unsafe { inception_store_get(self.ptr, k.as_ptr(), &mut out, &mut n, err, len) }
+        })?;
+        // SAFETY: `out` holds `n` bytes from the shim's malloc, given back right after copying.
+        let bytes = unsafe { std::slice::from_raw_parts(out, n as usize).to_vec() };
+        unsafe { inception_store_bytes_free(out) };
+        Ok(bytes)
+    }
+
+    /// Every process publishes `mine` (lines saying how it was started, under `topic`) and
+    /// compares it with every other's; if any two differ, every process fails at once, naming
+    /// the first line where they do. Rank 0, whose process serves the store, returns only once
+    /// every process has read.
+    pub fn agree(&self, topic: &str, mine: &str) -> Result<()> {
+        let key = |what: &str, rank: usize| format!("inception/{topic}/{what}/{rank}");
+        self.set(&key("says", self.rank), mine.as_bytes())?;
+        let mut mismatch = None;
+        for r in (0..self.size).filter(|&r| r != self.rank) {
+            let theirs = String::from_utf8_lossy(&self.get(&key("says", r))?).into_owned();
+            if mismatch.is_none() && theirs != mine {
+                mismatch = Some(match r < self.rank {
+                    true => disagreement((r, &theirs), (self.rank, mine)),
+                    false => disagreement((self.rank, mine), (r, &theirs)),
+                });
+            }
+        }
+        self.set(&key("read", self.rank), b"1")?;
+        if self.rank == 0 {
+            for r in 1..self.size {
+                self.get(&key("read", r))?;
+            }
+        }
+        match mismatch {
+            Some(m) => bail!(
+                "the processes were not started alike: {m} (every process must run the same \
+                 build with the same flags, config, data and INCEPTION_DIST_BACKEND)"
+            ),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from `inception_store_new` and is freed once.
+        unsafe { inception_store_free(self.ptr) }
+    }
+}
+
+/// The first line where two ranks' descriptions differ, each cut to 200 characters.
+fn disagreement((a, va): (usize, &str), (b, vb): (usize, &str)) -> String {
+    let (mut la, mut lb) = (va.lines(), vb.lines());
+    let (x, y) = loop {
+        match (la.next(), lb.next()) {
+            (x, y) if x != y => break (x, y),
+            (None, None) => break (None, None),
+            _ => {}
+        }
+    };
+    let show = |l: Option<&str>| match l {
+        None => "(nothing)".to_string(),
+        Some(l) if l.chars().count() > 200 => {
+            format!("{}…", l.chars().take(200).collect::<String>())
+        }
+        Some(l) => l.to_string(),
+    };
+    format!("rank {a} has {} where rank {b} has {}", show(x), show(y))
+}
+
+fn millis(d: Duration) -> c_int {
+    d.as_millis().min(i32::MAX as u128) as c_int
+}
+
 /// A c10d process group. Over Gloo a collective returns once every process has joined it;
 /// over NCCL once the GPU's current stream waits for it (a peer that never joins then ends
 /// this process through NCCL's watchdog after the timeout, not through an error here).
@@ -221,6 +382,8 @@ pub struct Group {
     pub rank: usize,
     pub size: usize,
     pub backend: Backend,
+    /// The rendezvous store, for later checks ([`Store::agree`]).
+    pub store: Store,
 }
 
 // SAFETY: the pointer only moves with the `Group` that owns it, and c10d's process groups take
@@ -246,61 +409,60 @@ impl Group {
     /// process (NCCL's watchdog), and a collective only orders the GPU's work, so waiting
     /// costs the host nothing.
     ///
-    /// Before the group is made, every process compares its `agreement` (lines saying how it
-    /// was started: the build, the backend, the settings that must match) with every other's,
-    /// and all fail at once, naming the first line that differs, if any two disagree: started
-    /// apart, processes would otherwise hang in the group's rendezvous or train apart.
+    /// Before the group is made, the processes compare the backend and their `agreement`
+    /// (lines saying how each was started: the settings that must match) with
+    /// [`Store::agree`]: started apart, they would otherwise hang in the group's rendezvous
+    /// or train apart.
     pub fn join(
         world: &World,
         backend: Backend,
         timeout: Duration,
         agreement: &str,
     ) -> Result<Group> {
-        require()?;
+        let what = format!(
+            "rank {} of {}: joining the {} process group at {}:{}",
+            world.rank,
+            world.size,
+            backend.name(),
+            world.addr,
+            world.port
+        );
+        let store = Store::connect(world, timeout).with_context(|| what.clone())?;
+        store
+            .agree("start", &format!("backend={}\n{agreement}", backend.name()))
+            .with_context(|| what.clone())?;
         let host = CString::new(world.addr.as_str()).context("MASTER_ADDR holds a NUL")?;
-        let agreement = CString::new(format!("backend={}\n{agreement}", backend.name()))
-            .context("the processes' agreement holds a NUL")?;
         let mut ptr = std::ptr::null_mut();
-        let ms = timeout.as_millis().min(i32::MAX as u128) as c_int;
-        checked(
-            &format!(
-                "rank {} of {}: joining the {} process group at {}:{}",
-                world.rank,
-                world.size,
-                backend.name(),
-                world.addr,
-                world.port
-            ),
-            |err, len| {
-                // SAFETY: `host` and `agreement` outlive the call; the shim copies what it keeps.
-                ptr = unsafe {
-                    inception_pg_new(
-                        host.as_ptr(),
-                        world.port as c_int,
-                        world.rank as c_int,
-                        world.size as c_int,
-                        ms,
-                        match backend {
-                            Backend::Gloo => -1,
-                            Backend::Nccl { device } => device as c_int,
-                        },
-                        agreement.as_ptr(),
-                        err,
-                        len,
-                    )
-                };
-                if ptr.is_null() {
-                    -1
-                } else {
-                    0
-                }
-            },
-        )?;
+        checked(&what, |err, len| {
+            // SAFETY: `host` outlives the call, and the store its handle; the shim keeps its
+            // own reference to the store.
+            ptr = unsafe {
+                inception_pg_new(
+                    store.ptr,
+                    host.as_ptr(),
+                    world.rank as c_int,
+                    world.size as c_int,
+                    millis(timeout),
+                    match backend {
+                        Backend::Gloo => -1,
+                        Backend::Nccl { device } => device as c_int,
+                    },
+                    err,
+                    len,
+                )
+            };
+            if ptr.is_null() {
+                -1
+            } else {
+                0
+            }
+        })?;
         Ok(Group {
             ptr,
             rank: world.rank,
             size: world.size,
             backend,
+            store,
         })
     }
 

@@ -106,8 +106,8 @@ fn a_rank_whose_partner_never_comes_fails_with_a_clear_error() {
         Duration::from_secs(2),
         "",
     )
-    .unwrap_err()
-    .to_string();
+    .unwrap_err();
+    let err = format!("{err:#}");
     assert!(started.elapsed() < Duration::from_secs(30), "it hung");
     assert!(
         err.starts_with("rank 0 of 2: joining the Gloo process group at 127.0.0.1:"),
@@ -118,27 +118,32 @@ fn a_rank_whose_partner_never_comes_fails_with_a_clear_error() {
 
 #[test]
 fn ranks_started_differently_all_refuse_at_once_naming_the_difference() {
+    // Three ranks; the odd one out comes late, so that rank 0 (which serves the store) has
+    // long seen the difference when it reads: it must stay until every rank has read.
     let port = free_port();
     let started = Instant::now();
+    let says = |rank: usize| match rank {
+        2 => "lr=0.001\nbatch_size=16\n",
+        _ => "lr=0.001\nbatch_size=32\n",
+    };
     let errors: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = [
-            (0, "lr=0.001\nbatch_size=32\n"),
-            (1, "lr=0.001\nbatch_size=16\n"),
-        ]
-        .into_iter()
-        .map(|(rank, agreement)| {
-            s.spawn(move || {
-                Group::join(
-                    &world(rank, 2, port),
-                    Backend::Gloo,
-                    Duration::from_secs(60),
-                    agreement,
-                )
-                .unwrap_err()
-                .to_string()
+        let handles: Vec<_> = (0..3)
+            .map(|rank| {
+                s.spawn(move || {
+                    if rank == 2 {
+                        std::thread::sleep(Duration::from_millis(1500));
+                    }
+                    let err = Group::join(
+                        &world(rank, 3, port),
+                        Backend::Gloo,
+                        Duration::from_secs(60),
+                        says(rank),
+                    )
+                    .unwrap_err();
+                    format!("{err:#}")
+                })
             })
-        })
-        .collect();
+            .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert!(
@@ -147,14 +152,15 @@ fn ranks_started_differently_all_refuse_at_once_naming_the_difference() {
     );
     for (rank, err) in errors.iter().enumerate() {
         assert!(
-            err.starts_with(&format!("rank {rank} of 2: joining the Gloo process group")),
+            err.starts_with(&format!("rank {rank} of 3: joining the Gloo process group")),
             "{err}"
         );
+        let expected = match rank {
+            2 => "rank 0 has batch_size=32 where rank 2 has batch_size=16",
+            r => &format!("rank {r} has batch_size=32 where rank 2 has batch_size=16"),
+        };
         assert!(
-            err.contains(
-                "the processes were not started alike: rank 0 has batch_size=32 where rank 1 \
-                 has batch_size=16"
-            ),
+            err.contains(&format!("the processes were not started alike: {expected}")),
             "{err}"
         );
         assert!(!err.contains('\n'), "a multi-line error: {err}");
@@ -186,8 +192,8 @@ fn a_cuda_build_has_nccl_which_refuses_a_machine_without_gpus_in_one_line() {
         Duration::from_secs(10),
         "",
     )
-    .unwrap_err()
-    .to_string();
+    .unwrap_err();
+    let err = format!("{err:#}");
     eprintln!("NCCL without a GPU: {err}");
     assert!(
         err.starts_with("rank 0 of 1: joining the NCCL process group at 127.0.0.1:"),

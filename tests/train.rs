@@ -1548,60 +1548,161 @@ fn nproc_trains_in_processes_whose_rank_0_writes_the_run_and_a_dead_one_stops_th
     checkpoint::load(&dir.path().join("b/last.pt"), Device::Cpu).unwrap();
 }
 
-#[test]
-fn processes_started_with_different_settings_all_refuse_before_any_training() {
-    let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let data = common::light_and_dark(dir.path(), 24);
-    let (d, config) = (data.display().to_string(), smoke());
+/// Starts `inception` as ranks 0 and 1 of 2 by hand, as a scheduler would, each with its own
+/// arguments, in `dir`; their outputs once both have ended (a panic after 90 s: they waited
+/// instead of refusing).
+fn two_ranks_by_hand(dir: &Path, ranks: [Vec<String>; 2]) -> Vec<std::process::Output> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
         .to_string();
-    // Started by hand as a scheduler would, rank 1 with another batch size.
     let started = Instant::now();
-    let mut ranks: Vec<_> = [("0", "4"), ("1", "2")]
-        .into_iter()
-        .map(|(rank, batch)| {
+    let mut children: Vec<_> = ranks
+        .iter()
+        .enumerate()
+        .map(|(rank, args)| {
             Command::new(env!("CARGO_BIN_EXE_inception"))
-                .args(["train", "--data", &d, "--config", &config])
-                .args(["--image-size", "24", "--group-by", "none", "--no-plots"])
-                .args(["--batch-size", batch, "--epochs", "1", "--out", "run"])
-                .env("RANK", rank)
+                .args(args)
+                .env("RANK", rank.to_string())
                 .env("WORLD_SIZE", "2")
                 .env("MASTER_ADDR", "127.0.0.1")
                 .env("MASTER_PORT", &port)
-                .current_dir(dir.path())
+                .current_dir(dir)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
         })
         .collect();
-    while ranks.iter_mut().any(|r| r.try_wait().unwrap().is_none()) {
+    while children.iter_mut().any(|c| c.try_wait().unwrap().is_none()) {
         if started.elapsed() > Duration::from_secs(90) {
-            ranks.iter_mut().for_each(|r| r.kill().unwrap_or(()));
+            children.iter_mut().for_each(|c| c.kill().unwrap_or(()));
             panic!("the processes waited instead of refusing");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    for (rank, r) in ranks.into_iter().enumerate() {
-        let o = r.wait_with_output().unwrap();
-        let err = assert_clean_failure(&o);
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
+/// Every rank's error contains `what` and the rank's own `rank R of 2: {context}`.
+fn all_refuse(outputs: &[std::process::Output], context: &str, what: &str) {
+    for (rank, o) in outputs.iter().enumerate() {
+        let err = assert_clean_failure(o);
         assert!(
-            err.contains(&format!("rank {rank} of 2: joining the Gloo process group")),
+            err.contains(&format!("rank {rank} of 2: {context}")),
             "{err}"
         );
-        assert!(
-            err.contains(
-                "not started alike: rank 0 has batch_size=4 where rank 1 has batch_size=2"
-            ),
-            "{err}"
-        );
+        assert!(err.contains(what), "{err}");
     }
+}
+
+#[test]
+fn processes_started_with_different_settings_data_or_checkpoints_all_refuse_before_training() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::light_and_dark(dir.path(), 24);
+    let config = smoke();
+    let train = |data: &Path, batch: &str, seed: &str, out: &str| -> Vec<String> {
+        let args = [
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--config",
+            &config,
+            "--image-size",
+            "24",
+            "--group-by",
+            "none",
+            "--no-plots",
+            "--batch-size",
+            batch,
+            "--seed",
+            seed,
+            "--out",
+            out,
+        ];
+        args.iter().map(|a| a.to_string()).collect()
+    };
+    // Another batch size on rank 1: refused before the process group is made.
+    let outputs = two_ranks_by_hand(
+        dir.path(),
+        [train(&data, "4", "0", "run"), train(&data, "2", "0", "run")],
+    );
+    all_refuse(
+        &outputs,
+        "joining the Gloo process group",
+        "not started alike: rank 0 has batch_size=4 where rank 1 has batch_size=2",
+    );
     assert!(!dir.path().join("run").exists(), "a run folder was started");
+    // Rank 1's copy of the data lacks an image: refused once both have read their data.
+    let other = dir.path().join("other");
+    for class in ["light", "dark"] {
+        fs::create_dir_all(other.join(class)).unwrap();
+        for i in 0..12 {
+            if (class, i) != ("dark", 5) {
+                let f = format!("{class}/{i}.png");
+                fs::copy(data.join(&f), other.join(&f)).unwrap();
+            }
+        }
+    }
+    let outputs = two_ranks_by_hand(
+        dir.path(),
+        [
+            train(&data, "4", "0", "run"),
+            train(&other, "4", "0", "run"),
+        ],
+    );
+    all_refuse(
+        &outputs,
+        "comparing the data of ",
+        "not started alike: rank 0 has train=",
+    );
+    assert!(
+        outputs[0].stderr.ends_with(b"\n")
+            && stderr(&outputs[0]).contains("images (paths and classes: CRC-32 ")
+            && stderr(&outputs[0]).contains("where rank 1 has train="),
+        "{}",
+        stderr(&outputs[0])
+    );
+    assert!(!dir.path().join("run").exists(), "a run folder was started");
+    // Each resuming from another run's last.pt (two runs of 1 epoch, other seeds) for a second epoch.
+    for (seed, out) in [("0", "r0"), ("1", "r1")] {
+        let mut alone = Command::new(env!("CARGO_BIN_EXE_inception"));
+        let o = alone
+            .args(train(&data, "4", seed, out))
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let resume = |run: &str| -> Vec<String> {
+        [
+            "train",
+            "--resume",
+            &format!("{run}/last.pt"),
+            "--epochs",
+            "2",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let outputs = two_ranks_by_hand(dir.path(), [resume("r0"), resume("r1")]);
+    all_refuse(
+        &outputs,
+        "joining the Gloo process group",
+        "not started alike: rank 0 has resume=after epoch 1, checksum ",
+    );
+    assert_eq!(
+        metric_rows(&dir.path().join("r0")).len(),
+        1 + 1,
+        "r0 trained on"
+    );
 }
 
 #[test]

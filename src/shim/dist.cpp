@@ -1,4 +1,5 @@
-// libtorch's distributed layer (c10d) for src/dist.rs: a TCPStore for the rendezvous and a Gloo
+// libtorch's distributed layer (c10d) for src/dist.rs: a TCPStore for the rendezvous (and the
+// processes' check that they were started alike, done in Rust through its set and get) and a Gloo
 // process group (CPU and CUDA tensors) or an NCCL one (CUDA tensors, one GPU per process) with
 // the collectives data-parallel training needs. Built with INCEPTION_C10D when build.rs finds
 // gloo's headers (scripts/deps.sh), and with INCEPTION_NCCL as well when it finds the CUDA and
@@ -7,7 +8,9 @@
 // Errors never cross the C boundary as exceptions: each function returns 0 on success, or -1
 // with the message in `err`.
 
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <stdexcept>
@@ -34,6 +37,10 @@ void set_error(char* err, int len, const std::string& what) {
 }
 
 #ifdef INCEPTION_C10D
+struct Store {
+  c10::intrusive_ptr<c10d::Store> store;
+};
+
 struct Group {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> pg;
@@ -59,56 +66,6 @@ std::vector<at::Tensor> tensors_of(at::Tensor** ts, int n) {
     v.push_back(*ts[i]);
   }
   return v;
-}
-
-std::vector<std::string> lines_of(const std::string& s) {
-  std::vector<std::string> lines;
-  size_t start = 0;
-  while (start <= s.size()) {
-    auto nl = s.find('\n', start);
-    if (nl == std::string::npos) nl = s.size();
-    if (nl > start) lines.push_back(s.substr(start, nl - start));
-    start = nl + 1;
-  }
-  return lines;
-}
-
-// What ranks `a` < `b` disagree on: the first line where their descriptions differ.
-std::string disagreement(int a, const std::string& va, int b, const std::string& vb) {
-  auto la = lines_of(va), lb = lines_of(vb);
-  size_t i = 0;
-  while (i < la.size() && i < lb.size() && la[i] == lb[i]) i++;
-  auto line = [&](const std::vector<std::string>& l) {
-    return i < l.size() ? l[i] : std::string("(nothing)");
-  };
-  return "the processes were not started alike: rank " + std::to_string(a) + " has " +
-         line(la) + " where rank " + std::to_string(b) + " has " + line(lb) +
-         " (every process must run the same build with the same flags, config and "
-         "INCEPTION_DIST_BACKEND)";
-}
-
-// Every rank publishes `mine` in the store and compares it with every other rank's, before
-// any process group exists: a mismatch (a different backend above all, which would hang in
-// the group's own rendezvous) is an error on every rank at once. Rank 0, whose process holds
-// the store, keeps it until every rank has read.
-void agree(c10d::Store& store, int rank, int size, const std::string& mine) {
-  const std::string key = "inception/agree/", read = "inception/agreed/";
-  store.set(key + std::to_string(rank), std::vector<uint8_t>(mine.begin(), mine.end()));
-  std::string mismatch;
-  for (int r = 0; r < size; r++) {
-    if (r == rank) continue;
-    auto v = store.get(key + std::to_string(r));
-    std::string theirs(v.begin(), v.end());
-    if (theirs != mine && mismatch.empty()) {
-      mismatch = r < rank ? disagreement(r, theirs, rank, mine)
-                          : disagreement(rank, mine, r, theirs);
-    }
-  }
-  store.set(read + std::to_string(rank), std::vector<uint8_t>{1});
-  if (rank == 0) {
-    for (int r = 1; r < size; r++) store.get(read + std::to_string(r));
-  }
-  if (!mismatch.empty()) throw std::runtime_error(mismatch);
 }
 
 // The first line of a c10d message (they carry C++ stack traces below it).
@@ -138,15 +95,87 @@ int inception_nccl_available() {
 #endif
 }
 
-// Joins the group of `size` processes whose rank 0 listens on host:port (rank 0 starts the
-// store), with Gloo (`cuda_device` -1) or with NCCL on CUDA device `cuda_device`, which becomes
-// this process's current device, the group's bound device and where its communicator is made
-// now (so that a failure to make it is an error of joining, not of the first collective).
-// Collectives time out after `timeout_ms`. Before the group is made, the processes compare
-// their `agreement` (lines describing how each was started) and all refuse to go on if any
-// two differ, naming the first line that does.
-void* inception_pg_new(const char* host, int port, int rank, int size, int timeout_ms,
-                       int cuda_device, const char* agreement, char* err, int len) {
+// Connects to the rendezvous store of `size` processes whose rank 0 listens on host:port (rank
+// 0 starts it and waits until every process has connected); its gets wait up to `timeout_ms`.
+void* inception_store_new(const char* host, int port, int rank, int size, int timeout_ms,
+                          char* err, int len) {
+#ifdef INCEPTION_C10D
+  try {
+    c10d::TCPStoreOptions o;
+    o.port = static_cast<uint16_t>(port);
+    o.isServer = rank == 0;
+    o.numWorkers = size;
+    o.timeout = std::chrono::milliseconds(timeout_ms);
+    auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), o);
+    return new Store{store};
+  } catch (const std::exception& e) {
+    set_error(err, len, first_line(e.what()));
+    return nullptr;
+  }
+#else
+  (void)host, (void)port, (void)rank, (void)size, (void)timeout_ms;
+  set_error(err, len, "this build has no multi-process training (gloo headers were missing)");
+  return nullptr;
+#endif
+}
+
+// Sets `key` to the `n` bytes at `data`.
+int inception_store_set(void* s, const char* key, const uint8_t* data, int n, char* err,
+                        int len) {
+#ifdef INCEPTION_C10D
+  try {
+    static_cast<Store*>(s)->store->set(std::string(key), std::vector<uint8_t>(data, data + n));
+    return 0;
+  } catch (const std::exception& e) {
+    set_error(err, len, first_line(e.what()));
+    return -1;
+  }
+#else
+  (void)s, (void)key, (void)data, (void)n;
+  set_error(err, len, "no c10d in this build");
+  return -1;
+#endif
+}
+
+// The value of `key`, waiting for it to be set (up to the store's timeout): `*n` bytes at
+// `*out`, to be given back with inception_store_bytes_free.
+int inception_store_get(void* s, const char* key, uint8_t** out, int* n, char* err, int len) {
+#ifdef INCEPTION_C10D
+  try {
+    auto v = static_cast<Store*>(s)->store->get(std::string(key));
+    *n = static_cast<int>(v.size());
+    *out = static_cast<uint8_t*>(std::malloc(v.size() ? v.size() : 1));
+    if (!*out) throw std::runtime_error("out of memory");
+    std::memcpy(*out, v.data(), v.size());
+    return 0;
+  } catch (const std::exception& e) {
+    set_error(err, len, first_line(e.what()));
+    return -1;
+  }
+#else
+  (void)s, (void)key, (void)out, (void)n;
+  set_error(err, len, "no c10d in this build");
+  return -1;
+#endif
+}
+
+void inception_store_bytes_free(uint8_t* p) { std::free(p); }
+
+void inception_store_free(void* s) {
+#ifdef INCEPTION_C10D
+  delete static_cast<Store*>(s);
+#else
+  (void)s;
+#endif
+}
+
+// Makes the process group of `size` processes over `store` (from inception_store_new), with
+// Gloo (`cuda_device` -1, on the interface of `host`) or with NCCL on CUDA device
+// `cuda_device`, which becomes this process's current device, the group's bound device and
+// where its communicator is made now (so that a failure to make it is an error of joining,
+// not of the first collective). Collectives time out after `timeout_ms`.
+void* inception_pg_new(void* s, const char* host, int rank, int size, int timeout_ms,
+                       int cuda_device, char* err, int len) {
   bool nccl = cuda_device >= 0;
 #ifdef INCEPTION_C10D
 #ifndef INCEPTION_NCCL
@@ -159,13 +188,7 @@ void* inception_pg_new(const char* host, int port, int rank, int size, int timeo
 #endif
   try {
     auto timeout = std::chrono::milliseconds(timeout_ms);
-    c10d::TCPStoreOptions o;
-    o.port = static_cast<uint16_t>(port);
-    o.isServer = rank == 0;
-    o.numWorkers = size;
-    o.timeout = timeout;
-    auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), o);
-    agree(*store, rank, size, std::string(agreement));
+    auto store = static_cast<Store*>(s)->store;
 #ifdef INCEPTION_NCCL
     if (nccl) {
       auto device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(cuda_device));
@@ -188,7 +211,7 @@ void* inception_pg_new(const char* host, int port, int rank, int size, int timeo
     return nullptr;
   }
 #else
-  (void)host, (void)port, (void)rank, (void)size, (void)timeout_ms, (void)nccl, (void)agreement;
+  (void)s, (void)host, (void)rank, (void)size, (void)timeout_ms, (void)nccl;
   set_error(err, len, "this build has no multi-process training (gloo headers were missing)");
   return nullptr;
 #endif

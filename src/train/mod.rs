@@ -292,10 +292,11 @@ impl State {
 }
 
 /// What every process of a data-parallel job must share, a line each, for [`Group::join`] to
-/// compare: the tool's version, whether it resumes, and every setting of the resolved config
-/// but those that may differ by process (device, cache, workers, plots; of `init` only
-/// whether it is given, since its path may differ by machine and rank 0's weights are
-/// broadcast).
+/// compare: the tool's version, the precision as resolved, the checkpoint it resumes from (its
+/// epoch and checksum), and every setting of the resolved config but those that may differ by
+/// process (device, precision as written (`auto` resolves by device), channels-last, cache,
+/// workers, plots; of `init` only whether it is given, since its path may differ by machine
+/// and rank 0's weights are broadcast).
 pub fn agreement(job: &TrainJob) -> Result<String> {
     fn flatten(prefix: &str, v: &serde_json::Value, out: &mut String) {
         match v {
@@ -313,18 +314,58 @@ pub fn agreement(job: &TrainJob) -> Result<String> {
     }
     let mut config = serde_json::to_value(&job.config).context("describing the config")?;
     if let Some(m) = config.as_object_mut() {
-        for own in ["device", "cache_gib", "workers", "plots"] {
+        for own in [
+            "device",
+            "precision",
+            "channels_last",
+            "cache_gib",
+            "workers",
+            "plots",
+        ] {
             m.remove(own);
         }
         m.insert("init".into(), job.config.init.is_some().into());
     }
+    let resume = match &job.resume {
+        None => "none".to_string(),
+        Some(path) => {
+            let meta = checkpoint::read_meta(path)?;
+            let epoch = meta.training.as_ref().map_or(0, |t| t.epoch);
+            format!("after epoch {epoch}, checksum {}", meta.checksum)
+        }
+    };
     let mut out = format!(
-        "inception={}\nresume={}\n",
+        "inception={}\nprecision={}\nresume={resume}\n",
         env!("CARGO_PKG_VERSION"),
-        job.resume.is_some()
+        job.compute.precision,
     );
     flatten("", &config, &mut out);
     Ok(out)
+}
+
+/// What every process must have read from its data (the classes and, per side of the split,
+/// the count and a CRC-32 of the files' paths and classes), for [`crate::dist::Store::agree`].
+fn data_agreement(data: &RunData) -> String {
+    let side = |files: &[crate::data::dataset::FileEntry]| {
+        let mut crc = crc32fast::Hasher::new();
+        for f in files {
+            crc.update(f.path.as_bytes());
+            crc.update(&[0]);
+            crc.update(f.class.as_bytes());
+            crc.update(&[0]);
+        }
+        format!(
+            "{} images (paths and classes: CRC-32 {:08x})",
+            files.len(),
+            crc.finalize()
+        )
+    };
+    format!(
+        "classes={:?}\ntrain={}\nval={}\n",
+        data.dataset.classes,
+        side(&data.split_files.train),
+        side(&data.split_files.val)
+    )
 }
 
 /// Runs a training job to its end: `model.pt` is written last, so its presence means the
@@ -347,6 +388,18 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
         None => None,
     };
     let data = RunData::load(job)?;
+    if let (Some(g), Some(w)) = (&group, &job.world) {
+        g.store
+            .agree("data", &data_agreement(&data))
+            .with_context(|| {
+                format!(
+                    "rank {} of {}: comparing the data of {}",
+                    w.rank,
+                    w.size,
+                    job.data.display()
+                )
+            })?;
+    }
     if cfg.validates() && data.dataset.split.val.is_empty() {
         bail!(
             "{}: the split left no validation images",
