@@ -267,8 +267,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue a run from its last.pt (its config and split); only --epochs (not with a
-    /// cosine schedule), --patience, --device, --precision, --channels-last, --workers,
-    /// --cache-gib, --skip-bad, --no-skip-bad and --no-plots may be given with it.
+    /// cosine schedule), --patience, --nproc, --device, --precision, --channels-last,
+    /// --workers, --cache-gib, --skip-bad, --no-skip-bad and --no-plots may be given with it.
     #[arg(long, value_name = "LAST.pt")]
     pub resume: Option<PathBuf>,
     /// Data-parallel training in N processes on this machine (libtorch's c10d with Gloo): each
