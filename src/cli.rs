@@ -25,6 +25,9 @@ pub enum Command {
     /// Cross-validate a recipe: one training run per fold of a patient-grouped K-fold split,
     /// then per-fold metrics with mean, std and 95% CI, and out-of-fold predictions.
     Cv(Box<CvArgs>),
+    /// Compare two cross-validations of the same images (recipe A against recipe B): the
+    /// per-fold differences with a paired t-test, and an exact McNemar test image by image.
+    Compare(CompareArgs),
     /// Measure a checkpoint: accuracy, loss, per-class metrics, confusion matrix.
     Eval(EvalArgs),
     /// Print every layer with its output shape, parameters and multiply-accumulates (MACs),
@@ -443,6 +446,19 @@ pub struct RecipeArgs {
     /// The final dropout's probability in training (default: the architecture's).
     #[arg(long)]
     pub dropout: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The first cv folder (A: the baseline).
+    #[arg(value_name = "CV_DIR_A")]
+    pub a: PathBuf,
+    /// The second cv folder (B: the challenger); differences are B − A.
+    #[arg(value_name = "CV_DIR_B")]
+    pub b: PathBuf,
+    /// Print the comparison as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -32,9 +32,16 @@ fn run() -> anyhow::Result<()> {
             _ => {}
         }
     }
+    // The server's clients and data-parallel peers are sockets that may close at any time.
+    let sockets = matches!(cli.command, Command::Serve(_))
+        || inception::dist::World::from_env().is_ok_and(|w| w.is_some());
+    if !sockets {
+        inception::runtime::end_quietly_on_closed_pipe();
+    }
     match cli.command {
         Command::Train(args) => cmd::train::run(&args),
         Command::Cv(args) => cmd::cv::run(&args),
+        Command::Compare(args) => cmd::compare::run(&args),
         Command::Eval(args) => cmd::eval::run(&args),
         Command::Summary(args) => cmd::summary::run(&args),
         Command::Import(args) => cmd::import::run(&args),

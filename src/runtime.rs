@@ -1,4 +1,5 @@
-//! Process-wide settings that keep libtorch's CPU work from waiting on the kernel.
+//! Process-wide settings: what keeps libtorch's CPU work from waiting on the kernel, and how
+//! output into a closed pipe ends the process.
 //!
 //! libtorch allocates every CPU tensor with glibc's `posix_memalign`. A training step allocates
 //! and frees the same activation buffers each time, many of them larger than glibc's mmap
@@ -24,6 +25,20 @@ pub fn retain_freed_memory() -> bool {
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
         false
+    }
+}
+
+/// Gives SIGPIPE its default action back (Rust's runtime ignores it, so that a write into a
+/// closed pipe fails, and `println!` then panics): `inception predict … | head` ends quietly
+/// once `head` has read enough, as `cat` does. Not for the commands that talk over sockets
+/// (serve's clients, c10d's peers in training), where a peer that goes away must be an error,
+/// not the end of the process.
+pub fn end_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default is async-signal-safe and has no
+    // other effect on this process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -46,6 +46,29 @@ fn predict_on_cpu(dir: &Path, ckpt: &Path, args: &[&str]) -> std::process::Outpu
 }
 
 #[test]
+fn output_into_a_closed_pipe_ends_the_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    // The reading end is closed before the command writes: as `inception summary | head -0`.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inception"))
+        .args(["summary", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        o.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {err}",
+        o.status
+    );
+    assert!(err.is_empty(), "{err}");
+}
+
+#[test]
 fn summary_json_totals_agree_with_the_table() {
     let dir = tempfile::tempdir().unwrap();
     let s = json(&inception(dir.path(), &["summary", "--json"]));

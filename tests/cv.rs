@@ -774,3 +774,171 @@ fn cv_refuses_a_dataset_with_its_own_split_and_the_fold_flag_of_train() {
         "a refused cv left a folder"
     );
 }
+
+#[test]
+fn the_paired_t_test_and_the_exact_mcnemar_test_match_hand_computation() {
+    use inception::cv::compare::{mcnemar, paired};
+    // Differences 0.1, 0.1, 0: mean 1/15, sd 1/√300, t = 2 with 2 degrees of freedom, whose
+    // distribution function is ½ + t / (2√(2 + t²)): p = 1 − 2/√6.
+    let m = paired("accuracy", &[0.6, 0.7, 0.8], &[0.7, 0.8, 0.8]);
+    assert!((m.difference.mean - 1.0 / 15.0).abs() < 1e-12);
+    assert!((m.t - 2.0).abs() < 1e-9, "{}", m.t);
+    assert!((m.p - (1.0 - 2.0 / 6f64.sqrt())).abs() < 1e-9, "{}", m.p);
+    assert!((m.a.mean - 0.7).abs() < 1e-12 && (m.b.mean - 23.0 / 30.0).abs() < 1e-12);
+    // Equal results: no difference; a constant non-zero one: certain.
+    assert_eq!(paired("x", &[0.5, 0.6], &[0.5, 0.6]).p, 1.0);
+    assert_eq!(paired("x", &[0.5, 0.6], &[0.6, 0.7]).p, 0.0);
+    // 1 against 6 discordant images: 2 · (C(7,0) + C(7,1)) / 2⁷ = 0.125.
+    let mc = mcnemar(1, 6);
+    assert!((mc.p - 0.125).abs() < 1e-12, "{}", mc.p);
+    assert_eq!(mcnemar(6, 1).p, mc.p);
+    assert_eq!(mcnemar(0, 0).p, 1.0);
+    assert_eq!(mcnemar(5, 5).p, 1.0);
+    // 0 against 10: 2 / 2¹⁰.
+    assert!((mcnemar(0, 10).p - 2.0 / 1024.0).abs() < 1e-15);
+}
+
+/// Whether each image of an `oof.csv` was predicted right (the highest probability's class).
+fn oof_right(path: &Path) -> BTreeMap<String, bool> {
+    let (header, rows) = oof_rows(path);
+    let classes: Vec<String> = header[2..header.len() - 1]
+        .iter()
+        .map(|h| h.trim_start_matches("prob_").to_string())
+        .collect();
+    rows.iter()
+        .map(|r| {
+            let p: Vec<f64> = r[2..2 + classes.len()]
+                .iter()
+                .map(|v| v.parse().unwrap())
+                .collect();
+            let best = (0..p.len()).fold(0, |b, c| if p[c] > p[b] { c } else { b });
+            (r[0].clone(), classes[best] == r[1])
+        })
+        .collect()
+}
+
+#[test]
+fn compare_pairs_two_cvs_fold_by_fold_and_image_by_image_and_refuses_what_does_not_pair() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    for (out, extra) in [(&a, "0.001"), (&b, "0.01")] {
+        let o = cv(
+            dir.path(),
+            &["--out", out.to_str().unwrap(), "--lr", extra, "--no-plots"],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let compare = |x: &Path, y: &Path, json: bool| {
+        let mut args = vec!["compare", x.to_str().unwrap(), y.to_str().unwrap()];
+        if json {
+            args.push("--json");
+        }
+        inception(dir.path(), &args)
+    };
+    let o = compare(&a, &b, true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["same_folds"], true);
+    assert_eq!(r["images"], 183);
+    // Fold by fold: the differences of the folds' own measures in cv.json.
+    let (ja, jb) = (read_json(&a.join("cv.json")), read_json(&b.join("cv.json")));
+    for m in r["by_fold"].as_array().unwrap() {
+        let name = m["measure"].as_str().unwrap();
+        let fold = |j: &Value| -> Vec<f64> {
+            j["model"]["per_fold"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f[name].as_f64().unwrap())
+                .collect()
+        };
+        let d: Vec<f64> = fold(&ja)
+            .iter()
+            .zip(fold(&jb))
+            .map(|(x, y)| y - x)
+            .collect();
+        let expected = Summary::of(&d);
+        assert!((m["difference"]["mean"].as_f64().unwrap() - expected.mean).abs() < 1e-12);
+        assert!((m["difference"]["std"].as_f64().unwrap() - expected.std).abs() < 1e-12);
+        let summary = ja["model"]["summary"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["measure"] == name)
+            .unwrap();
+        assert_eq!(m["a"]["mean"], summary["mean"], "{name}");
+    }
+    assert_eq!(r["by_fold"].as_array().unwrap().len(), 5);
+    // Image by image: the discordant images of the two oof.csv files.
+    let (ra, rb) = (oof_right(&a.join("oof.csv")), oof_right(&b.join("oof.csv")));
+    let only_a = ra.iter().filter(|(k, &v)| v && !rb[*k]).count();
+    let only_b = ra.iter().filter(|(k, &v)| !v && rb[*k]).count();
+    assert_eq!(r["mcnemar"]["only_a_right"], only_a);
+    assert_eq!(r["mcnemar"]["only_b_right"], only_b);
+    let text = stdout(&compare(&a, &b, false));
+    assert!(
+        text.contains("the same 3 folds: paired fold by fold"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "B right where A is wrong: {only_b}, A right where B is wrong: {only_a}"
+        )),
+        "{text}"
+    );
+    // A cv compared with itself: no difference at all.
+    let same: Value = serde_json::from_str(&stdout(&compare(&a, &a, true))).unwrap();
+    assert!(same["by_fold"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["difference"]["mean"] == 0.0 && m["p"] == 1.0));
+    assert_eq!(same["mcnemar"]["p"], 1.0);
+
+    // Another seed splits the patients otherwise: no fold-by-fold test.
+    let o = cv(
+        dir.path(),
+        &["--out", c.to_str().unwrap(), "--seed", "1", "--no-plots"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = compare(&a, &c, false);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("other folds (another seed or data)"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!stdout(&o).contains("paired t-test"), "{}", stdout(&o));
+
+    // What does not pair is refused by name.
+    let edited = dir.path().join("edited");
+    fs::create_dir_all(&edited).unwrap();
+    let mut j = ja.clone();
+    j["classes"] = serde_json::json!(["Monkey Pox", "Chickenpox"]);
+    fs::write(edited.join("cv.json"), j.to_string()).unwrap();
+    fs::copy(a.join("oof.csv"), edited.join("oof.csv")).unwrap();
+    let err = assert_clean_failure(&compare(&a, &edited, false));
+    assert!(err.contains("[\"Monkey Pox\", \"Chickenpox\"]"), "{err}");
+    fs::write(edited.join("cv.json"), ja.to_string()).unwrap();
+    let oof = fs::read_to_string(a.join("oof.csv")).unwrap();
+    let mut lines: Vec<&str> = oof.lines().collect();
+    let dropped = lines.remove(1).split(',').next().unwrap().to_string();
+    fs::write(edited.join("oof.csv"), lines.join("\n") + "\n").unwrap();
+    let err = assert_clean_failure(&compare(&a, &edited, false));
+    assert!(
+        err.contains(&format!(
+            "predicted different images (1 only in the first, e.g. {dropped:?}"
+        )),
+        "{err}"
+    );
+    let err = assert_clean_failure(&compare(&a, dir.path(), false));
+    assert!(
+        err.contains("cv.json (is ") && err.contains("a finished cv folder?)"),
+        "{err}"
+    );
+}

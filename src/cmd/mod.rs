@@ -1,6 +1,7 @@
 //! One module per subcommand: each turns its raw arguments into a validated configuration,
 //! then runs.
 
+pub mod compare;
 pub mod cv;
 pub mod doctor;
 pub mod eval;

@@ -9,6 +9,7 @@
 //! t-interval over folds ([`stats`]), and the metrics of the pooled out-of-fold predictions:
 //! every image predicted once, by the model that did not train on it (`oof.csv`).
 
+pub mod compare;
 pub mod stats;
 
 use std::fmt::Write as _;

@@ -1,0 +1,366 @@
+//! Two cross-validations of the same images compared: is recipe B better or worse than A, or is
+//! the difference noise?
+//!
+//! - **By fold** (when both split the images into the same folds): the paired t-test of the
+//!   per-fold differences B − A of each measure (mean, sample std, 95 % t-interval, two-sided
+//!   p-value with k − 1 degrees of freedom), as in Dietterich (1998) and Nadeau & Bengio (2003),
+//!   who warn that fold results are not independent: the test is optimistic, so a p-value near
+//!   0.05 is no proof.
+//! - **Image by image** (whenever both predicted the same images out of fold): the exact
+//!   McNemar test on the images one of the two gets right and the other wrong (two-sided
+//!   binomial test of those discordant pairs at ½; Dietterich 1998 recommends it for
+//!   comparing two classifiers on one test set).
+//!
+//! Reads each folder's `cv.json` (per-fold measures of `model.pt`) and `oof.csv`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::stats::{t_cdf, Summary};
+use super::{CV_JSON, OOF};
+
+/// What the comparison reads of a `cv.json`.
+#[derive(Debug, Deserialize)]
+struct CvFile {
+    folds: usize,
+    classes: Vec<String>,
+    model: AssessmentFile,
+}
+
+#[derive(Debug, Deserialize)]
+struct AssessmentFile {
+    per_fold: Vec<BTreeMap<String, serde_json::Value>>,
+}
+
+/// One image of `oof.csv`: its class, whether the model that did not train on it was right,
+/// and its fold.
+#[derive(Debug, Clone, PartialEq)]
+struct OofRow {
+    truth: String,
+    right: bool,
+    fold: usize,
+}
+
+/// A cv folder as the comparison sees it.
+struct Side {
+    dir: PathBuf,
+    cv: CvFile,
+    oof: BTreeMap<String, OofRow>,
+}
+
+impl Side {
+    fn read(dir: &Path) -> Result<Side> {
+        let path = dir.join(CV_JSON);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {} (is {} a finished cv folder?)",
+                path.display(),
+                dir.display()
+            )
+        })?;
+        let cv: CvFile = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a cv.json of this tool", path.display()))?;
+        let oof = read_oof(&dir.join(OOF), &cv.classes)?;
+        Ok(Side {
+            dir: dir.to_path_buf(),
+            cv,
+            oof,
+        })
+    }
+
+    /// Measure `name` of every fold, in fold order (`None` where a fold lacks it).
+    fn per_fold(&self, name: &str) -> Option<Vec<f64>> {
+        self.cv
+            .model
+            .per_fold
+            .iter()
+            .map(|f| f.get(name).and_then(|v| v.as_f64()))
+            .collect()
+    }
+}
+
+/// Splits one CSV line, with quoted fields as `csv_field` writes them.
+fn csv_fields(line: &str) -> Vec<String> {
+    let (mut fields, mut field, mut quoted) = (vec![], String::new(), false);
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(std::mem::take(&mut field)),
+            (c, _) => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
+fn read_oof(path: &Path, classes: &[String]) -> Result<BTreeMap<String, OofRow>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let expected = 3 + classes.len();
+    if csv_fields(header).len() != expected {
+        bail!(
+            "{}: expected a header of {expected} columns (path, truth, a probability per class, \
+             fold), got {header:?}",
+            path.display()
+        );
+    }
+    let mut rows = BTreeMap::new();
+    for (i, line) in lines.enumerate() {
+        let bad = |what: &str| format!("{} line {}: {what}", path.display(), i + 2);
+        let f = csv_fields(line);
+        if f.len() != expected {
+            bail!(bad(&format!("expected {expected} fields, got {}", f.len())));
+        }
+        let probs: Vec<f64> = f[2..2 + classes.len()]
+            .iter()
+            .map(|p| p.parse::<f64>())
+            .collect::<Result<_, _>>()
+            .with_context(|| bad("a probability that is not a number"))?;
+        let predicted = probs
+            .iter()
+            .enumerate()
+            .fold(0, |best, (c, &p)| if p > probs[best] { c } else { best });
+        let fold = f[expected - 1]
+            .parse()
+            .with_context(|| bad("a fold that is not a number"))?;
+        let row = OofRow {
+            right: classes[predicted] == f[1],
+            truth: f[1].clone(),
+            fold,
+        };
+        if rows.insert(f[0].clone(), row).is_some() {
+            bail!(bad(&format!("{} appears twice", f[0])));
+        }
+    }
+    Ok(rows)
+}
+
+/// One measure of both sides and their paired difference over folds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PairedMeasure {
+    pub measure: String,
+    pub a: Summary,
+    pub b: Summary,
+    /// B − A per fold, summarised.
+    pub difference: Summary,
+    /// The paired t statistic (infinite when every fold differs by the same non-zero amount).
+    pub t: f64,
+    /// Two-sided p-value of the paired t-test with folds − 1 degrees of freedom.
+    pub p: f64,
+}
+
+/// The exact McNemar test of the images one side gets right and the other wrong.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct McNemar {
+    /// Images A gets right and B wrong.
+    pub only_a_right: usize,
+    /// Images B gets right and A wrong.
+    pub only_b_right: usize,
+    /// Two-sided exact binomial p-value of the discordant images at ½ (1 when there are none).
+    pub p: f64,
+}
+
+/// `inception compare`'s answer (`--json`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub a: String,
+    pub b: String,
+    pub images: usize,
+    pub classes: Vec<String>,
+    pub folds: usize,
+    /// Whether both put every image in the same fold: the per-fold test needs it.
+    pub same_folds: bool,
+    /// Per-fold paired tests (empty when the folds differ).
+    pub by_fold: Vec<PairedMeasure>,
+    /// Accuracy of the pooled out-of-fold predictions of each side.
+    pub pooled_accuracy: [f64; 2],
+    pub mcnemar: McNemar,
+}
+
+/// The paired t-test of `b − a`, fold by fold.
+pub fn paired(measure: &str, a: &[f64], b: &[f64]) -> PairedMeasure {
+    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| y - x).collect();
+    let diff = Summary::of(&d);
+    let k = d.len() as f64;
+    let (t, p) = if diff.std > 0.0 {
+        let t = diff.mean / (diff.std / k.sqrt());
+        (t, 2.0 * (1.0 - t_cdf(t.abs(), k - 1.0)))
+    } else if diff.mean == 0.0 {
+        (0.0, 1.0)
+    } else {
+        (diff.mean.signum() * f64::INFINITY, 0.0)
+    };
+    PairedMeasure {
+        measure: measure.into(),
+        a: Summary::of(a),
+        b: Summary::of(b),
+        difference: diff,
+        t,
+        p,
+    }
+}
+
+/// The exact two-sided McNemar test: `P(X ≤ min(b, c)) · 2` for X ~ Binomial(b + c, ½), at most 1.
+pub fn mcnemar(only_a_right: usize, only_b_right: usize) -> McNemar {
+    let n = only_a_right + only_b_right;
+    let k = only_a_right.min(only_b_right);
+    // Σ_{i ≤ k} C(n, i) / 2ⁿ, each term from the last: C(n, i) = C(n, i − 1) · (n − i + 1) / i.
+    let mut term = 0.5f64.powi(n as i32);
+    let mut tail = term;
+    for i in 1..=k {
+        term *= (n - i + 1) as f64 / i as f64;
+        tail += term;
+    }
+    McNemar {
+        only_a_right,
+        only_b_right,
+        p: (2.0 * tail).min(1.0),
+    }
+}
+
+/// Compares the cv folders `a` and `b`: they must hold the same classes and have predicted the
+/// same images with the same truths.
+pub fn compare(a: &Path, b: &Path) -> Result<Comparison> {
+    let (sa, sb) = (Side::read(a)?, Side::read(b)?);
+    if sa.cv.classes != sb.cv.classes {
+        bail!(
+            "{} has the classes {:?} and {} {:?}: only cross-validations of the same classes compare",
+            a.display(),
+            sa.cv.classes,
+            b.display(),
+            sb.cv.classes
+        );
+    }
+    let only = |x: &Side, y: &Side| -> Vec<String> {
+        x.oof
+            .keys()
+            .filter(|k| !y.oof.contains_key(*k))
+            .cloned()
+            .collect()
+    };
+    let (only_a, only_b) = (only(&sa, &sb), only(&sb, &sa));
+    if !only_a.is_empty() || !only_b.is_empty() {
+        let first = |v: &[String]| v.first().map_or("none".into(), |s| format!("{s:?}"));
+        bail!(
+            "{} and {} predicted different images ({} only in the first, e.g. {}; {} only in the \
+             second, e.g. {}): only cross-validations of the same images compare",
+            a.display(),
+            b.display(),
+            only_a.len(),
+            first(&only_a),
+            only_b.len(),
+            first(&only_b)
+        );
+    }
+    if let Some((path, _)) = sa.oof.iter().find(|(k, r)| sb.oof[*k].truth != r.truth) {
+        bail!(
+            "{path}: its class is {:?} in {} and {:?} in {}",
+            sa.oof[path].truth,
+            a.display(),
+            sb.oof[path].truth,
+            b.display()
+        );
+    }
+    let same_folds =
+        sa.cv.folds == sb.cv.folds && sa.oof.iter().all(|(k, r)| sb.oof[k].fold == r.fold);
+    let by_fold = match same_folds {
+        false => vec![],
+        true => [
+            "accuracy",
+            "macro_f1",
+            "roc_auc",
+            "sensitivity",
+            "specificity",
+        ]
+        .iter()
+        .filter_map(|m| Some(paired(m, &sa.per_fold(m)?, &sb.per_fold(m)?)))
+        .collect(),
+    };
+    let count = |f: &dyn Fn(&OofRow, &OofRow) -> bool| {
+        sa.oof.iter().filter(|(k, r)| f(r, &sb.oof[*k])).count()
+    };
+    let n = sa.oof.len();
+    let accuracy = |s: &Side| s.oof.values().filter(|r| r.right).count() as f64 / n.max(1) as f64;
+    Ok(Comparison {
+        a: sa.dir.display().to_string(),
+        b: sb.dir.display().to_string(),
+        images: n,
+        classes: sa.cv.classes.clone(),
+        folds: sa.cv.folds,
+        same_folds,
+        by_fold,
+        pooled_accuracy: [accuracy(&sa), accuracy(&sb)],
+        mcnemar: mcnemar(
+            count(&|x, y| x.right && !y.right),
+            count(&|x, y| !x.right && y.right),
+        ),
+    })
+}
+
+/// The comparison as printed.
+pub fn render(c: &Comparison) -> String {
+    let mut out = format!("A: {}\nB: {}\n", c.a, c.b);
+    out += &format!(
+        "{} images, {} classes; {}\n\n",
+        c.images,
+        c.classes.len(),
+        match c.same_folds {
+            true => format!("the same {} folds: paired fold by fold", c.folds),
+            false => "other folds (another seed or data): no fold-by-fold test, only image by \
+                      image"
+                .into(),
+        }
+    );
+    if !c.by_fold.is_empty() {
+        out += &format!(
+            "{:<12} {:>15} {:>15}   {}\n",
+            "measure", "A", "B", "B − A over folds: mean (95 % CI), paired t-test"
+        );
+        for m in &c.by_fold {
+            out += &format!(
+                "{:<12} {:>15} {:>15}   {:+.3} ({:+.3} to {:+.3}), t = {:.2}, p = {:.3}\n",
+                m.measure,
+                format!("{:.3} ± {:.3}", m.a.mean, m.a.std),
+                format!("{:.3} ± {:.3}", m.b.mean, m.b.std),
+                m.difference.mean,
+                m.difference.ci95[0],
+                m.difference.ci95[1],
+                m.t,
+                m.p
+            );
+        }
+        out += "\n";
+    }
+    let mc = &c.mcnemar;
+    out += &format!(
+        "image by image (out-of-fold predictions): A {:.3}, B {:.3}; B right where A is wrong: {}, \
+         A right where B is wrong: {}; exact McNemar p = {:.3}\n",
+        c.pooled_accuracy[0], c.pooled_accuracy[1], mc.only_b_right, mc.only_a_right, mc.p
+    );
+    let accuracy = c.by_fold.iter().find(|m| m.measure == "accuracy");
+    let ps: Vec<f64> = accuracy.map(|m| m.p).into_iter().chain([mc.p]).collect();
+    let better = c.pooled_accuracy[1] > c.pooled_accuracy[0];
+    out += &if ps.iter().all(|&p| p < 0.05) {
+        format!(
+            "verdict: B is {} than A (p < 0.05 in every test here)\n",
+            if better {
+                "more accurate"
+            } else {
+                "less accurate"
+            }
+        )
+    } else {
+        "verdict: no difference in accuracy shown at the 5 % level\n".to_string()
+    };
+    out
+}
