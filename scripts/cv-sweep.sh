@@ -4,7 +4,9 @@
 #
 #   scripts/cv-sweep.sh NAME [inception cv flags...]
 #
-# Writes runs/sweep/NAME/ (the cv folder) and runs/sweep/NAME.log. Environment: INCEPTION (the
+# Writes runs/sweep/NAME/ (the cv folder) and runs/sweep/NAME.log. The line's last column is a
+# digest of the folds: compare two rows by their means only when it is the same (otherwise
+# `inception compare` pairs them image by image). Environment: INCEPTION (the
 # binary, default target/release/inception), DATA (default data/monkeypox),
 # NICE (niceness, default 10).
 set -euo pipefail
@@ -23,9 +25,12 @@ fi
 start=$(date +%s)
 nice -n "${NICE:-10}" "${cmd[@]}" > "$out.json" 2> "$out.log"
 secs=$(( $(date +%s) - start ))
-python3 - "$out.json" "$name" "$secs" "$*" >> benches/cv-recipes.tsv <<'PY'
-import json, sys, datetime
-path, name, secs, flags = sys.argv[1:]
+python3 - "$out.json" "$name" "$secs" "$*" "$out/oof.csv" >> benches/cv-recipes.tsv <<'PY'
+import csv, json, sys, datetime, zlib
+path, name, secs, flags, oof = sys.argv[1:]
+# Which images each fold held: rows with the same digest were cut into the same folds.
+folds = sorted((r["path"], r["fold"]) for r in csv.DictReader(open(oof, newline="")))
+digest = "%08x" % zlib.crc32("".join(p + "\t" + f + "\n" for p, f in folds).encode())
 r = json.load(open(path))
 def m(a, key):
     s = next(x for x in a["summary"] if x["measure"] == key)
@@ -40,7 +45,7 @@ print("\t".join([
     datetime.date.today().isoformat(), name, flags or "(recipe as is)", str(r["folds"]),
     m(mo, "accuracy"), ci(mo), m(mo, "macro_f1"), m(mo, "roc_auc"), m(mo, "sensitivity"),
     m(mo, "specificity"), f"{pooled:.3f}", m(tta, "accuracy"),
-    m(best, "accuracy") if best else "-", f"{train_s/60:.1f}",
+    m(best, "accuracy") if best else "-", f"{train_s/60:.1f}", digest,
 ]))
 PY
 tail -n 1 benches/cv-recipes.tsv
