@@ -796,6 +796,14 @@ fn the_paired_t_test_and_the_exact_mcnemar_test_match_hand_computation() {
     assert_eq!(mcnemar(5, 5).p, 1.0);
     // 0 against 10: 2 / 2¹⁰.
     assert!((mcnemar(0, 10).p - 2.0 / 1024.0).abs() < 1e-15);
+    // Past 1074 discordant images 2⁻ⁿ underflows: a tie stays a tie, and the tails match
+    // Python's exact integer sums (2·Σ_{i ≤ k} C(n, i) / 2ⁿ as a Fraction).
+    assert_eq!(mcnemar(600, 600).p, 1.0);
+    let rel = |x: f64, want: f64| ((x - want) / want).abs();
+    assert!(rel(mcnemar(900, 1100).p, 8.457089535503927e-06) < 1e-6);
+    assert!(rel(mcnemar(640, 560).p, 0.02253662756750957) < 1e-6);
+    // One fold: no test.
+    assert!(paired("x", &[0.5], &[0.6]).p.is_nan());
 }
 
 /// Whether each image of an `oof.csv` was predicted right (the highest probability's class).
@@ -892,6 +900,10 @@ fn compare_pairs_two_cvs_fold_by_fold_and_image_by_image_and_refuses_what_does_n
         "{text}"
     );
     // A cv compared with itself: no difference at all.
+    assert!(
+        stdout(&compare(&a, &a, false)).contains("verdict: no difference in accuracy shown"),
+        "a cv against itself"
+    );
     let same: Value = serde_json::from_str(&stdout(&compare(&a, &a, true))).unwrap();
     assert!(same["by_fold"]
         .as_array()
@@ -934,6 +946,35 @@ fn compare_pairs_two_cvs_fold_by_fold_and_image_by_image_and_refuses_what_does_n
         err.contains(&format!(
             "predicted different images (1 only in the first, e.g. {dropped:?}"
         )),
+        "{err}"
+    );
+    // Probability columns in another order than cv.json's classes; a class that differs.
+    let mut swapped: Vec<String> = oof.lines().map(str::to_string).collect();
+    swapped[0] = "path,truth,prob_Others,prob_Monkey Pox,fold".into();
+    fs::write(edited.join("oof.csv"), swapped.join("\n") + "\n").unwrap();
+    let err = assert_clean_failure(&compare(&a, &edited, false));
+    assert!(
+        err.contains(
+            "oof.csv: expected the header \"path,truth,prob_Monkey Pox,prob_Others,fold\""
+        ),
+        "{err}"
+    );
+    let mut relabelled: Vec<String> = oof.lines().map(str::to_string).collect();
+    let first = relabelled[1].clone();
+    let (path, truth) = (
+        first.split(',').next().unwrap(),
+        first.split(',').nth(1).unwrap(),
+    );
+    let other = if truth == "Others" {
+        "Monkey Pox"
+    } else {
+        "Others"
+    };
+    relabelled[1] = first.replacen(&format!(",{truth},"), &format!(",{other},"), 1);
+    fs::write(edited.join("oof.csv"), relabelled.join("\n") + "\n").unwrap();
+    let err = assert_clean_failure(&compare(&a, &edited, false));
+    assert!(
+        err.contains(&format!("{path}: its class is {truth:?} in ")),
         "{err}"
     );
     let err = assert_clean_failure(&compare(&a, dir.path(), false));

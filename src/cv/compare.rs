@@ -4,8 +4,8 @@
 //! - **By fold** (when both split the images into the same folds): the paired t-test of the
 //!   per-fold differences B − A of each measure (mean, sample std, 95 % t-interval, two-sided
 //!   p-value with k − 1 degrees of freedom), as in Dietterich (1998) and Nadeau & Bengio (2003),
-//!   who warn that fold results are not independent: the test is optimistic, so a p-value near
-//!   0.05 is no proof.
+//!   who warn that fold results are not independent: the test is optimistic (Dietterich advises
+//!   against it), so a p-value near 0.05 is no proof.
 //! - **Image by image** (whenever both predicted the same images out of fold): the exact
 //!   McNemar test on the images one of the two gets right and the other wrong (two-sided
 //!   binomial test of those discordant pairs at ½; Dietterich 1998 recommends it for
@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::stats::{t_cdf, Summary};
-use super::{CV_JSON, OOF};
+use super::stats::{inc_beta, Summary};
+use super::{oof_header, CV_JSON, OOF};
 
 /// What the comparison reads of a `cv.json`.
 #[derive(Debug, Deserialize)]
@@ -52,6 +52,7 @@ struct Side {
 }
 
 impl Side {
+    /// Its `cv.json` (the out-of-fold predictions come with [`Side::read_oof`]).
     fn read(dir: &Path) -> Result<Side> {
         let path = dir.join(CV_JSON);
         let text = std::fs::read_to_string(&path).with_context(|| {
@@ -63,21 +64,30 @@ impl Side {
         })?;
         let cv: CvFile = serde_json::from_str(&text)
             .with_context(|| format!("{}: not a cv.json of this tool", path.display()))?;
-        let oof = read_oof(&dir.join(OOF), &cv.classes)?;
         Ok(Side {
             dir: dir.to_path_buf(),
             cv,
-            oof,
+            oof: BTreeMap::new(),
         })
     }
 
-    /// Measure `name` of every fold, in fold order (`None` where a fold lacks it).
+    fn read_oof(&mut self) -> Result<()> {
+        self.oof = read_oof(&self.dir.join(OOF), &self.cv.classes, self.cv.folds)?;
+        Ok(())
+    }
+
+    /// Measure `name` of folds 0, 1, … in order (`None` where a fold lacks it).
     fn per_fold(&self, name: &str) -> Option<Vec<f64>> {
-        self.cv
-            .model
-            .per_fold
-            .iter()
-            .map(|f| f.get(name).and_then(|v| v.as_f64()))
+        (0..self.cv.folds)
+            .map(|k| {
+                let fold = self
+                    .cv
+                    .model
+                    .per_fold
+                    .iter()
+                    .find(|f| f.get("fold").and_then(|v| v.as_u64()) == Some(k as u64))?;
+                fold.get(name).and_then(|v| v.as_f64())
+            })
             .collect()
     }
 }
@@ -101,17 +111,19 @@ fn csv_fields(line: &str) -> Vec<String> {
     fields
 }
 
-fn read_oof(path: &Path, classes: &[String]) -> Result<BTreeMap<String, OofRow>> {
+fn read_oof(path: &Path, classes: &[String], folds: usize) -> Result<BTreeMap<String, OofRow>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut lines = text.lines();
     let header = lines.next().unwrap_or_default();
     let expected = 3 + classes.len();
-    if csv_fields(header).len() != expected {
+    let want = oof_header(classes);
+    if header != want.trim_end() {
         bail!(
-            "{}: expected a header of {expected} columns (path, truth, a probability per class, \
-             fold), got {header:?}",
-            path.display()
+            "{}: expected the header {:?} (path, truth, a probability per class of cv.json in \
+             its order, fold), got {header:?}",
+            path.display(),
+            want.trim_end()
         );
     }
     let mut rows = BTreeMap::new();
@@ -133,6 +145,15 @@ fn read_oof(path: &Path, classes: &[String]) -> Result<BTreeMap<String, OofRow>>
         let fold = f[expected - 1]
             .parse()
             .with_context(|| bad("a fold that is not a number"))?;
+        if fold >= folds {
+            bail!(bad(&format!("fold {fold} of a cv of {folds} folds")));
+        }
+        if !classes.contains(&f[1]) {
+            bail!(bad(&format!(
+                "the class {:?} is not one of cv.json's",
+                f[1]
+            )));
+        }
         let row = OofRow {
             right: classes[predicted] == f[1],
             truth: f[1].clone(),
@@ -155,7 +176,8 @@ pub struct PairedMeasure {
     pub difference: Summary,
     /// The paired t statistic (infinite when every fold differs by the same non-zero amount).
     pub t: f64,
-    /// Two-sided p-value of the paired t-test with folds − 1 degrees of freedom.
+    /// Two-sided p-value of the paired t-test with folds − 1 degrees of freedom (NaN for one
+    /// fold).
     pub p: f64,
 }
 
@@ -189,12 +211,18 @@ pub struct Comparison {
 
 /// The paired t-test of `b − a`, fold by fold.
 pub fn paired(measure: &str, a: &[f64], b: &[f64]) -> PairedMeasure {
+    assert_eq!(a.len(), b.len(), "paired: one value per fold on each side");
     let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| y - x).collect();
     let diff = Summary::of(&d);
     let k = d.len() as f64;
-    let (t, p) = if diff.std > 0.0 {
+    let (t, p) = if d.len() < 2 || !diff.mean.is_finite() || !diff.std.is_finite() {
+        (f64::NAN, f64::NAN)
+    } else if diff.std > 0.0 {
         let t = diff.mean / (diff.std / k.sqrt());
-        (t, 2.0 * (1.0 - t_cdf(t.abs(), k - 1.0)))
+        // Two-sided: P(|T| ≥ |t|) = I_{df/(df+t²)}(df/2, ½), without the cancellation of
+        // 2·(1 − F(|t|)) when p is tiny.
+        let df = k - 1.0;
+        (t, inc_beta(df / 2.0, 0.5, df / (df + t * t)))
     } else if diff.mean == 0.0 {
         (0.0, 1.0)
     } else {
@@ -214,13 +242,21 @@ pub fn paired(measure: &str, a: &[f64], b: &[f64]) -> PairedMeasure {
 pub fn mcnemar(only_a_right: usize, only_b_right: usize) -> McNemar {
     let n = only_a_right + only_b_right;
     let k = only_a_right.min(only_b_right);
-    // Σ_{i ≤ k} C(n, i) / 2ⁿ, each term from the last: C(n, i) = C(n, i − 1) · (n − i + 1) / i.
-    let mut term = 0.5f64.powi(n as i32);
-    let mut tail = term;
-    for i in 1..=k {
-        term *= (n - i + 1) as f64 / i as f64;
-        tail += term;
-    }
+    let tail = if n == 0 {
+        1.0
+    } else if n <= 1000 {
+        // Σ_{i ≤ k} C(n, i) / 2ⁿ, each term from the last: C(n, i) = C(n, i − 1)·(n − i + 1)/i.
+        let mut term = 0.5f64.powi(n as i32);
+        let mut tail = term;
+        for i in 1..=k {
+            term *= (n - i + 1) as f64 / i as f64;
+            tail += term;
+        }
+        tail
+    } else {
+        // 2⁻ⁿ underflows past n ≈ 1074: the binomial tail as I_½(n − k, k + 1).
+        inc_beta((n - k) as f64, (k + 1) as f64, 0.5)
+    };
     McNemar {
         only_a_right,
         only_b_right,
@@ -231,7 +267,7 @@ pub fn mcnemar(only_a_right: usize, only_b_right: usize) -> McNemar {
 /// Compares the cv folders `a` and `b`: they must hold the same classes and have predicted the
 /// same images with the same truths.
 pub fn compare(a: &Path, b: &Path) -> Result<Comparison> {
-    let (sa, sb) = (Side::read(a)?, Side::read(b)?);
+    let (mut sa, mut sb) = (Side::read(a)?, Side::read(b)?);
     if sa.cv.classes != sb.cv.classes {
         bail!(
             "{} has the classes {:?} and {} {:?}: only cross-validations of the same classes compare",
@@ -241,6 +277,8 @@ pub fn compare(a: &Path, b: &Path) -> Result<Comparison> {
             sb.cv.classes
         );
     }
+    sa.read_oof()?;
+    sb.read_oof()?;
     let only = |x: &Side, y: &Side| -> Vec<String> {
         x.oof
             .keys()
@@ -347,20 +385,22 @@ pub fn render(c: &Comparison) -> String {
          A right where B is wrong: {}; exact McNemar p = {:.3}\n",
         c.pooled_accuracy[0], c.pooled_accuracy[1], mc.only_b_right, mc.only_a_right, mc.p
     );
-    let accuracy = c.by_fold.iter().find(|m| m.measure == "accuracy");
-    let ps: Vec<f64> = accuracy.map(|m| m.p).into_iter().chain([mc.p]).collect();
-    let better = c.pooled_accuracy[1] > c.pooled_accuracy[0];
-    out += &if ps.iter().all(|&p| p < 0.05) {
-        format!(
-            "verdict: B is {} than A (p < 0.05 in every test here)\n",
-            if better {
-                "more accurate"
-            } else {
-                "less accurate"
-            }
-        )
-    } else {
-        "verdict: no difference in accuracy shown at the 5 % level\n".to_string()
-    };
+    out += &format!("verdict: {}\n", verdict(c));
     out
+}
+
+/// A winner only when every test says p < 0.05 and all point the same way.
+fn verdict(c: &Comparison) -> &'static str {
+    let mc = &c.mcnemar;
+    let accuracy = c.by_fold.iter().find(|m| m.measure == "accuracy");
+    let b_better = mc.only_b_right > mc.only_a_right;
+    let agree = mc.only_b_right != mc.only_a_right
+        && accuracy
+            .is_none_or(|m| m.difference.mean != 0.0 && (m.difference.mean > 0.0) == b_better);
+    let significant = accuracy.is_none_or(|m| m.p < 0.05) && mc.p < 0.05;
+    match (agree && significant, b_better) {
+        (true, true) => "B is more accurate than A (p < 0.05 in every test here)",
+        (true, false) => "B is less accurate than A (p < 0.05 in every test here)",
+        (false, _) => "no difference in accuracy shown at the 5 % level",
+    }
 }

@@ -431,7 +431,7 @@ fn plot_folds(dir: &Path, classes: &[String], folds: &[FoldEntry]) -> Result<()>
 }
 
 /// The `oof.csv` header: path, truth, one probability column per class, fold.
-fn oof_header(classes: &[String]) -> String {
+pub fn oof_header(classes: &[String]) -> String {
     let mut h = "path,truth".to_string();
     for c in classes {
         h += ",";

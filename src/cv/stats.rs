@@ -69,7 +69,7 @@ pub fn t_cdf(t: f64, df: f64) -> f64 {
 }
 
 /// The regularised incomplete beta function I_x(a, b).
-fn inc_beta(a: f64, b: f64, x: f64) -> f64 {
+pub fn inc_beta(a: f64, b: f64, x: f64) -> f64 {
     if x <= 0.0 {
         return 0.0;
     }
