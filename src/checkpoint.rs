@@ -336,15 +336,18 @@ pub fn read_meta(path: &Path) -> Result<Meta> {
     let (_, header) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| anyhow!("not a safetensors file, or a truncated or corrupted one ({e:?})"))
         .with_context(ctx)?;
-    let raw = header
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(META_KEY))
-        .ok_or_else(|| anyhow!("a safetensors file without inception metadata"))
-        .with_context(ctx)?;
-    serde_json::from_str(raw)
-        .map_err(|e| anyhow!("unreadable inception metadata: {e}"))
-        .with_context(ctx)
+    meta_of(header.metadata().as_ref()).with_context(ctx)
+}
+
+/// The inception metadata in a safetensors header's metadata map.
+fn meta_of(metadata: Option<&HashMap<String, String>>) -> Result<Meta> {
+    let raw = metadata.and_then(|m| m.get(META_KEY)).ok_or_else(|| {
+        anyhow!(
+            "a safetensors file without inception metadata (a bare state_dict? \
+             `inception import` turns one into a checkpoint)"
+        )
+    })?;
+    serde_json::from_str(raw).map_err(|e| anyhow!("unreadable inception metadata: {e}"))
 }
 
 /// Loads a checkpoint onto `device`, checking that it is one, that it is intact, and that its
@@ -353,19 +356,7 @@ pub fn load(path: &Path, device: Device) -> Result<Checkpoint> {
     let ctx = || format!("checkpoint {}", path.display());
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let file = parse_safetensors(&bytes).with_context(ctx)?;
-    let raw = file
-        .metadata
-        .as_ref()
-        .and_then(|m| m.get(META_KEY))
-        .ok_or_else(|| {
-            anyhow!(
-                "a safetensors file without inception metadata (a bare state_dict? \
-             `inception import` turns one into a checkpoint)"
-            )
-        });
-    let meta: Meta = serde_json::from_str(raw.with_context(ctx)?)
-        .map_err(|e| anyhow!("unreadable inception metadata: {e}"))
-        .with_context(ctx)?;
+    let meta = meta_of(file.metadata.as_ref()).with_context(ctx)?;
     check_meta(&meta).with_context(ctx)?;
     if file.checksum != meta.checksum {
         bail!(

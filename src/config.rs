@@ -221,6 +221,22 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The config without the fields that only say how to compute (device, precision, layout,
+    /// loader threads, cache, `skip_bad`, plots), which the jobs of one cv and the processes of
+    /// one data-parallel run may each set for their own machine.
+    pub fn recipe(&self) -> TrainConfig {
+        TrainConfig {
+            device: String::new(),
+            precision: Default::default(),
+            channels_last: false,
+            workers: 0,
+            cache_gib: 0.0,
+            skip_bad: false,
+            plots: true,
+            ..self.clone()
+        }
+    }
+
     /// Whether the run holds images out for validation (`val_fraction` 0 without `folds`
     /// trains on every image).
     pub fn validates(&self) -> bool {

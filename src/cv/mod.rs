@@ -76,20 +76,10 @@ impl Plan {
     }
 
     /// Whether `other` trains the same: the dataset and the config but for the fields that
-    /// only say how to compute (device, precision, layout, loader threads, cache,
-    /// `skip_bad`), which jobs of one cv may set each for its own machine.
+    /// only say how to compute ([`TrainConfig::recipe`]), which jobs of one cv may set each
+    /// for its own machine.
     pub fn same_recipe(&self, other: &Plan) -> bool {
-        let recipe = |p: &Plan| TrainConfig {
-            device: String::new(),
-            precision: Default::default(),
-            channels_last: false,
-            workers: 0,
-            cache_gib: 0.0,
-            skip_bad: false,
-            plots: true,
-            ..p.config.clone()
-        };
-        self.dataset == other.dataset && recipe(self) == recipe(other)
+        self.dataset == other.dataset && self.config.recipe() == other.config.recipe()
     }
 
     /// The training config of fold `fold`.

@@ -293,10 +293,10 @@ impl State {
 
 /// What every process of a data-parallel job must share, a line each, for [`Group::join`] to
 /// compare: the tool's version, the precision as resolved, the checkpoint it resumes from (its
-/// epoch and checksum), and every setting of the resolved config but those that may differ by
-/// process (device, precision as written (`auto` resolves by device), channels-last, cache,
-/// workers, plots; of `init` only whether it is given, since its path may differ by machine
-/// and rank 0's weights are broadcast).
+/// epoch and checksum), and the recipe ([`TrainConfig::recipe`]: not the fields that only say
+/// how to compute, which may differ by process; precision as written, `auto`, resolves by
+/// device) with `skip_bad`, and of `init` only whether it is given, since its path may differ
+/// by machine and rank 0's weights are broadcast.
 pub fn agreement(job: &TrainJob) -> Result<String> {
     fn flatten(prefix: &str, v: &serde_json::Value, out: &mut String) {
         match v {
@@ -312,18 +312,12 @@ pub fn agreement(job: &TrainJob) -> Result<String> {
             v => out.push_str(&format!("{prefix}={v}\n")),
         }
     }
-    let mut config = serde_json::to_value(&job.config).context("describing the config")?;
+    let recipe = TrainConfig {
+        skip_bad: job.config.skip_bad,
+        ..job.config.recipe()
+    };
+    let mut config = serde_json::to_value(&recipe).context("describing the config")?;
     if let Some(m) = config.as_object_mut() {
-        for own in [
-            "device",
-            "precision",
-            "channels_last",
-            "cache_gib",
-            "workers",
-            "plots",
-        ] {
-            m.remove(own);
-        }
         m.insert("init".into(), job.config.init.is_some().into());
     }
     let resume = match &job.resume {
