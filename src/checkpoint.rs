@@ -315,6 +315,10 @@ fn parse_safetensors(bytes: &[u8]) -> Result<SafetensorsFile> {
             Dtype::BF16 => Kind::BFloat16,
             Dtype::I64 => Kind::Int64,
             Dtype::I32 => Kind::Int,
+            Dtype::I16 => Kind::Int16,
+            Dtype::I8 => Kind::Int8,
+            Dtype::U8 => Kind::Uint8,
+            Dtype::BOOL => Kind::Bool,
             other => bail!("tensor {name}: unsupported dtype {other:?}"),
         };
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();

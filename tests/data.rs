@@ -748,6 +748,30 @@ fn msld_holds_one_duplicate_pair_and_no_false_positive() {
     );
 }
 
+#[test]
+fn near_duplicate_sets_and_folds_do_not_depend_on_the_image_size() {
+    // Hashed at the training size, 32 px found two sets on MSLD and 224 one: other folds of
+    // the same data and seed. The hash is now taken at one size for every training size.
+    let (samples, _) = msld_samples();
+    let sets = |size: u32| duplicate_sets(&prepare(&samples, size, 1 << 30, false, 2).unwrap().hashes);
+    let at_224 = sets(224);
+    assert_eq!(at_224.len(), 1, "{at_224:?}");
+    for size in [32, 64, 299] {
+        assert_eq!(sets(size), at_224, "at {size} px");
+    }
+    let folds = |size: i64| {
+        let mut cfg = TrainConfig::default();
+        cfg.image_size = size;
+        cfg.folds = Some(5);
+        let (ds, _) = Dataset::for_training(&msld(), &cfg, size as u32, 1 << 30).unwrap();
+        let names = |idx: &[usize]| -> Vec<PathBuf> {
+            idx.iter().map(|&i| ds.samples[i].path.clone()).collect()
+        };
+        (names(&ds.split.train), names(&ds.split.val))
+    };
+    assert_eq!(folds(32), folds(224));
+}
+
 // ---------- splits ----------
 
 fn msld_samples() -> (Vec<Sample>, Vec<String>) {

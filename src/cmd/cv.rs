@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::other_flags;
-use super::train::{apply_flags, apply_runtime_flags, compute_for, RUNTIME_FLAGS};
+use super::recipe::{apply_flags, fetch_weights, apply_runtime_flags, compute_for, RUNTIME_FLAGS};
 use crate::cli::CvArgs;
 use crate::config::{self, TrainConfig};
 use crate::cv::{self, CvReport, Plan};
@@ -33,6 +33,7 @@ fn new_plan(a: &CvArgs) -> Result<Plan> {
     cfg.folds = Some(cfg.folds.unwrap_or(DEFAULT_FOLDS));
     cfg.fold = 0;
     cfg.validate().context("training config")?;
+    fetch_weights(&cfg)?;
     if let Layout::Given { val, .. } = scan(&a.data)? {
         bail!(
             "{}: its own train/val split ({}) leaves nothing to cross-validate; cv takes one \

@@ -25,7 +25,6 @@ use crate::train::run_dir::{given_or_latest, RunDir};
 const BATCH: usize = 8;
 
 pub fn run(args: &ExplainArgs) -> Result<()> {
-    check_layer(&args.layer)?;
     let checkpoints = given_or_latest(&args.checkpoint)?;
     let (images, missing) = expand(&args.paths);
     let out = match &args.out {
@@ -36,6 +35,11 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
     let compute = Compute::new(device::resolve(&args.device)?, Precision::Fp32, true)?;
     let ensemble = Ensemble::load(&checkpoints, compute)?;
     let meta = ensemble.meta().clone();
+    let layer = args
+        .layer
+        .clone()
+        .unwrap_or_else(|| meta.arch.default_tap_layer().to_string());
+    check_layer(meta.arch, &layer)?;
     let wanted = match &args.class {
         None => None,
         Some(name) => match meta.classes.iter().position(|c| c == name) {
@@ -61,7 +65,7 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         image_size: meta.image_size as u32,
         normalization: meta.normalization,
     };
-    let how = describe(args.method, &args.layer, ensemble.members.len());
+    let how = describe(args.method, &layer, ensemble.members.len());
     let mut names = BTreeSet::new();
     let mut failures = 0;
     for chunk in images.chunks(BATCH) {
@@ -95,7 +99,7 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
             compute,
             &batch,
             &classes,
-            &args.layer,
+            &layer,
             args.method,
         )?;
         let s = meta.image_size as usize;

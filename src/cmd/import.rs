@@ -1,4 +1,5 @@
-//! `inception import`: a PyTorch state_dict (safetensors) becomes a checkpoint.
+//! `inception import`: a PyTorch state_dict (a torch.save `.pth`, safetensors, a URL of one,
+//! or the arch's published ImageNet weights) becomes a checkpoint.
 
 use std::fs;
 use std::path::PathBuf;
@@ -10,12 +11,14 @@ use crate::checkpoint::{self, Meta};
 use crate::cli::{fixed, ImportArgs};
 use crate::data::transform::Normalization;
 use crate::model::{check_image_size, Arch, Model, NetConfig};
+use crate::weights;
 
 /// A validated import.
 #[derive(Debug)]
 pub struct ImportConfig {
     pub arch: Arch,
-    pub weights: PathBuf,
+    /// The weights as given: a path or URL (`None`: the published ones).
+    pub weights: Option<PathBuf>,
     pub classes: Vec<String>,
     pub image_size: i64,
     pub normalization: Normalization,
@@ -52,7 +55,13 @@ impl ImportConfig {
         if args.transform_input && args.arch != Arch::Googlenet {
             bail!("--transform-input exists only for --arch googlenet");
         }
-        let default = Normalization::IMAGENET;
+        let published = match args.pretrained {
+            true => Some(crate::weights::published(args.arch).with_context(|| {
+                format!("--pretrained: no ImageNet weights are published for {}", args.arch)
+            })?),
+            false => None,
+        };
+        let default = published.map_or(Normalization::IMAGENET, |p| p.normalization);
         let normalization = Normalization {
             mean: fixed("mean", &args.mean)?.unwrap_or(default.mean),
             std: fixed("std", &args.std)?.unwrap_or(default.std),
@@ -70,13 +79,16 @@ impl ImportConfig {
             classes,
             image_size: args.image_size,
             normalization,
-            transform_input: args.transform_input,
+            transform_input: args.transform_input || published.is_some_and(|p| p.transform_input),
             out: args.out.clone(),
         })
     }
 }
 
 pub fn run(args: &ImportArgs) -> Result<()> {
+    if args.offline {
+        weights::hub::set_offline();
+    }
     let cfg = ImportConfig::from_args(args)?;
     let meta = import(&cfg)?;
     println!(
@@ -84,7 +96,7 @@ pub fn run(args: &ImportArgs) -> Result<()> {
         cfg.out.display(),
         meta.arch,
         meta.classes.len(),
-        meta.classes.join(", "),
+        shown(&meta.classes),
         meta.image_size,
         if meta.transform_input { "on" } else { "off" },
         if meta.aux_logits { "kept" } else { "absent" },
@@ -92,14 +104,30 @@ pub fn run(args: &ImportArgs) -> Result<()> {
     Ok(())
 }
 
+/// The first class names, enough to recognise them.
+fn shown(classes: &[String]) -> String {
+    const SHOWN: usize = 10;
+    match classes.len() > SHOWN {
+        true => format!("{}, … {}", classes[..SHOWN].join(", "), classes[classes.len() - 1]),
+        false => classes.join(", "),
+    }
+}
+
 /// Loads the state_dict into the network it names and writes the checkpoint.
 pub fn import(cfg: &ImportConfig) -> Result<Meta> {
-    let file = checkpoint::read_safetensors(&cfg.weights)?;
-    let aux_logits = cfg.arch == Arch::Googlenet
-        && file
-            .tensors
-            .keys()
-            .any(|k| k.starts_with("aux1.") || k.starts_with("aux2."));
+    let path = match &cfg.weights {
+        Some(spec) => weights::resolve(spec)?,
+        None => weights::pretrained_path(cfg.arch)?,
+    };
+    let mut tensors = weights::read_state_dict(&path)?;
+    let has_aux = tensors
+        .keys()
+        .any(|k| k.starts_with("aux1.") || k.starts_with("aux2."));
+    // The published GoogLeNet's auxiliary heads are untrained (torchvision says so): left out.
+    if cfg.weights.is_none() {
+        tensors.retain(|k, _| !(k.starts_with("aux1.") || k.starts_with("aux2.")));
+    }
+    let aux_logits = cfg.arch == Arch::Googlenet && has_aux && cfg.weights.is_some();
     let config = NetConfig {
         aux_logits,
         transform_input: cfg.transform_input,
@@ -107,14 +135,14 @@ pub fn import(cfg: &ImportConfig) -> Result<Meta> {
     };
     let mut model = Model::new(config, Device::Cpu)?;
     model
-        .load_state_dict(&file.tensors)
-        .with_context(|| format!("{}", cfg.weights.display()))?;
+        .load_state_dict(&tensors)
+        .with_context(|| format!("{}", path.display()))?;
     let meta = Meta::new(
         config,
         cfg.classes.clone(),
         cfg.image_size,
         cfg.normalization,
-        format!("imported from {}", cfg.weights.display()),
+        format!("imported from {}", path.display()),
     );
     checkpoint::save(&cfg.out, &model, &meta)?;
     Ok(meta)

@@ -9,6 +9,7 @@ pub mod explain;
 pub mod export;
 pub mod import;
 pub mod predict;
+pub mod recipe;
 pub mod serve;
 pub mod shell;
 pub mod summary;

@@ -100,6 +100,9 @@ pub fn render(s: &Summary) -> String {
             thousands(s.aux_macs)
         );
     }
+    if s.blocks.is_empty() {
+        return out;
+    }
     out +=
         "\nWhat the 1×1 reductions save: each block as built, and the same block with branches 2 \
             and 3\nconvolving the block's input directly (no 1×1 reduction first).\n";

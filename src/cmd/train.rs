@@ -5,116 +5,16 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::checkpoint;
-use crate::cli::{fixed, RecipeArgs, TrainArgs};
-use crate::config::{self, ClassWeights, TrainConfig};
-use crate::data::transform::Augment;
-use crate::device;
+use super::recipe::{apply_flags, fetch_weights, apply_runtime_flags, compute_for, set_if, RUNTIME_FLAGS};
+use crate::cli::TrainArgs;
+use crate::config::{self, TrainConfig};
 use crate::dist::World;
 use crate::plot::{CONFUSION_PNG, ROC_PNG};
-use crate::precision::Compute;
 use crate::train::record::EpochRecord;
 use crate::train::run_dir::RunDir;
 use crate::train::run_files::{BATCH_JPG, BEST, LAST, MODEL, RESULTS_PNG};
 use crate::train::{train, RunSummary, TrainJob};
 
-/// Applies every flag that was given to `cfg`.
-pub fn apply_flags(cfg: &mut TrainConfig, a: &RecipeArgs) -> Result<()> {
-    macro_rules! set {
-        ($($field:ident),*) => { $( if let Some(v) = &a.$field { cfg.$field = v.clone(); } )* };
-    }
-    set!(
-        arch,
-        aux_logits,
-        image_size,
-        epochs,
-        batch_size,
-        optimizer,
-        lr,
-        momentum,
-        weight_decay,
-        schedule,
-        warmup_epochs,
-        step_size,
-        step_gamma,
-        label_smoothing,
-        seed,
-        device,
-        val_fraction,
-        group_by,
-        dedup,
-        fold,
-        patience,
-        cache_gib,
-        workers,
-        precision,
-        channels_last,
-        ema_decay,
-        mixup,
-        cutmix,
-        freeze_bn
-    );
-    if a.dropout.is_some() {
-        cfg.dropout = a.dropout;
-    }
-    if a.folds.is_some() {
-        cfg.folds = a.folds;
-    }
-    if a.no_folds {
-        cfg.folds = None;
-        cfg.fold = 0;
-    }
-    if a.init.is_some() {
-        cfg.init = a.init.clone();
-    }
-    if a.no_init {
-        cfg.init = None;
-    }
-    if let Some(w) = &a.class_weights {
-        cfg.class_weights = ClassWeights::parse(w)?;
-    }
-    apply_skip_bad(cfg, a);
-    if a.no_plots {
-        cfg.plots = false;
-    }
-    if a.no_augment {
-        cfg.augment = Augment::none();
-    }
-    let (crop_scale, crop_ratio) = (
-        fixed("crop-scale", &a.crop_scale)?,
-        fixed("crop-ratio", &a.crop_ratio)?,
-    );
-    let (mean, std) = (fixed("mean", &a.mean)?, fixed("std", &a.std)?);
-    let aug = &mut cfg.augment;
-    if a.no_crop {
-        aug.random_resized_crop = None;
-    }
-    if let Some(scale) = crop_scale {
-        aug.random_resized_crop
-            .get_or_insert_with(Default::default)
-            .scale = scale;
-    }
-    if let Some(ratio) = crop_ratio {
-        aug.random_resized_crop
-            .get_or_insert_with(Default::default)
-            .ratio = ratio;
-    }
-    for (field, flag) in [
-        (&mut aug.hflip, a.hflip),
-        (&mut aug.vflip, a.vflip),
-        (&mut aug.rotation, a.rotation),
-        (&mut aug.brightness, a.brightness),
-        (&mut aug.contrast, a.contrast),
-        (&mut aug.saturation, a.saturation),
-    ] {
-        set_if(field, flag);
-    }
-    set_if(&mut cfg.normalization.mean, mean);
-    set_if(&mut cfg.normalization.std, std);
-    if a.arch == Some(crate::model::Arch::Seed) && a.aux_logits.is_none() {
-        cfg.aux_logits = false;
-    }
-    Ok(())
-}
 
 /// Turns the arguments into a validated job; `world` places it among data-parallel processes.
 pub fn job(a: &TrainArgs, world: Option<World>) -> Result<TrainJob> {
@@ -123,6 +23,8 @@ pub fn job(a: &TrainArgs, world: Option<World>) -> Result<TrainJob> {
         None => {
             let mut cfg = config::load(a.config.as_ref())?;
             apply_flags(&mut cfg, &a.recipe)?;
+            cfg.validate().context("training config")?;
+            fetch_weights(&cfg)?;
             let dir = a
                 .out
                 .clone()
@@ -153,18 +55,6 @@ pub fn job(a: &TrainArgs, world: Option<World>) -> Result<TrainJob> {
     })
 }
 
-/// The flags that only say how to compute, not what (clap argument ids): those
-/// [`apply_runtime_flags`] applies, which a resumed run or cv folder accepts.
-pub const RUNTIME_FLAGS: [&str; 8] = [
-    "device",
-    "precision",
-    "channels_last",
-    "workers",
-    "cache_gib",
-    "skip_bad",
-    "no_skip_bad",
-    "no_plots",
-];
 
 /// A resumed run keeps its config and dataset; only --epochs (not with a cosine schedule),
 /// --patience and the runtime flags change.
@@ -176,7 +66,8 @@ fn resume_config(a: &TrainArgs, last: &std::path::Path) -> Result<(TrainConfig, 
         bail!(
             "--resume continues a run as it was configured ({} cannot change): only --epochs, \
              --patience, --nproc, --device, --precision, --channels-last, --workers, \
-             --cache-gib, --skip-bad, --no-skip-bad and --no-plots may be given with it",
+             --cache-gib, --skip-bad, --no-skip-bad, --no-plots and --offline may be given \
+             with it",
             fixed.join(", ")
         );
     }
@@ -213,45 +104,6 @@ fn resume_config(a: &TrainArgs, last: &std::path::Path) -> Result<(TrainConfig, 
     Ok((cfg, RunDir::Resumed(dir), PathBuf::from(record.dataset)))
 }
 
-/// Applies the flags that say how to compute, not what (device, precision, layout, loader,
-/// cache, unreadable files): the ones a resumed run or cv may change.
-pub fn apply_runtime_flags(cfg: &mut TrainConfig, r: &RecipeArgs) {
-    set_if(&mut cfg.workers, r.workers);
-    set_if(&mut cfg.cache_gib, r.cache_gib);
-    set_if(&mut cfg.precision, r.precision);
-    set_if(&mut cfg.channels_last, r.channels_last);
-    if let Some(d) = &r.device {
-        cfg.device = d.clone();
-    }
-    apply_skip_bad(cfg, r);
-    if r.no_plots {
-        cfg.plots = false;
-    }
-}
-
-fn apply_skip_bad(cfg: &mut TrainConfig, r: &RecipeArgs) {
-    if r.skip_bad {
-        cfg.skip_bad = true;
-    }
-    if r.no_skip_bad {
-        cfg.skip_bad = false;
-    }
-}
-
-/// The device, precision and layout `cfg` asks for, said on stderr.
-pub fn compute_for(cfg: &TrainConfig) -> Result<Compute> {
-    Compute::new(
-        device::resolve(&cfg.device)?,
-        cfg.precision,
-        cfg.channels_last,
-    )
-}
-
-fn set_if<T: Copy>(field: &mut T, v: Option<T>) {
-    if let Some(v) = v {
-        *field = v;
-    }
-}
 
 pub fn run(a: &TrainArgs) -> Result<()> {
     if let Some(n) = a.nproc {

@@ -123,6 +123,10 @@ pub fn parallel_map<T: Sync, R: Send>(
     results
 }
 
+/// The image size whose working copy the near-duplicate hash is computed from, for every
+/// training size (224: the partitions recorded since near-duplicates were grouped).
+pub const HASH_IMAGE_SIZE: u32 = 224;
+
 /// Decodes every sample once, in parallel; see the module documentation.
 pub fn prepare(
     samples: &[Sample],
@@ -136,7 +140,12 @@ pub fn prepare(
         Ok(img) => {
             let dims = img.dimensions();
             let working = to_working_size(&img, image_size);
-            let hash = dhash(&working);
+            // At one resolution whatever the training size, so that the near-duplicate sets,
+            // and with them the split and the folds, depend on the data alone.
+            let hash = match image_size == HASH_IMAGE_SIZE {
+                true => dhash(&working),
+                false => dhash(&to_working_size(&img, HASH_IMAGE_SIZE)),
+            };
             let bytes = working.as_raw().len() as u64;
             let fits = reserved.fetch_add(bytes, Ordering::Relaxed) + bytes <= budget_bytes;
             if !fits {

@@ -225,6 +225,7 @@ pub struct BatchNorm2d {
     running_var: Tensor,
     num_batches_tracked: Tensor,
     eps: f64,
+    momentum: f64,
     pub channels: i64,
 }
 
@@ -233,6 +234,11 @@ impl BatchNorm2d {
     pub const MOMENTUM: f64 = 0.1;
 
     pub fn new(p: Path, channels: i64, eps: f64) -> BatchNorm2d {
+        Self::with_momentum(p, channels, eps, Self::MOMENTUM)
+    }
+
+    /// A BatchNorm whose running statistics move by `momentum` per batch (PyTorch's sense).
+    pub fn with_momentum(p: Path, channels: i64, eps: f64, momentum: f64) -> BatchNorm2d {
         let weight = p.var("weight", &[channels], Init::Const(1.0));
         let bias = p.var("bias", &[channels], Init::Const(0.0));
         let running_mean = p.zeros_no_train("running_mean", &[channels]);
@@ -249,6 +255,7 @@ impl BatchNorm2d {
             running_var,
             num_batches_tracked,
             eps,
+            momentum,
             channels,
         }
     }
@@ -264,7 +271,7 @@ impl BatchNorm2d {
             Some(&self.running_mean),
             Some(&self.running_var),
             train,
-            Self::MOMENTUM,
+            self.momentum,
             self.eps,
             true,
         )
@@ -275,6 +282,27 @@ impl BatchNorm2d {
             params: 2 * self.channels,
             macs: 0,
         }
+    }
+
+    /// The convolution `weight` (and `bias`) with this BatchNorm's running statistics folded
+    /// in: w·γ/√(σ²+ε) and (b − μ)·γ/√(σ²+ε) + β, the weight in `weight`'s memory layout.
+    pub fn fold_into(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<(Tensor, Tensor), TchError> {
+        let _guard = tch::no_grad_guard();
+        let scale = self
+            .weight
+            .f_div(&self.running_var.f_add_scalar(self.eps)?.f_sqrt()?)?;
+        let w = weight.f_mul(&scale.f_view([-1, 1, 1, 1])?)?.f_detach()?;
+        let b = match bias {
+            Some(b) => b.f_sub(&self.running_mean)?,
+            None => self.running_mean.f_neg()?,
+        };
+        let b = b.f_mul(&scale)?.f_add(&self.bias)?.f_detach()?;
+        let w = if crate::precision::is_channels_last(weight) {
+            crate::precision::channels_last(&w)?
+        } else {
+            w
+        };
+        Ok((w, b))
     }
 }
 
@@ -311,27 +339,7 @@ impl ConvBnRelu {
     /// Folds the BatchNorm's running statistics into the convolution: w·γ/√(σ²+ε) and
     /// (b − μ)·γ/√(σ²+ε) + β. Inference then skips the BatchNorm pass; training ignores it.
     pub fn fold(&mut self) -> Result<(), TchError> {
-        let _guard = tch::no_grad_guard();
-        let bn = &self.bn;
-        let scale = bn
-            .weight
-            .f_div(&bn.running_var.f_add_scalar(bn.eps)?.f_sqrt()?)?;
-        let w = self
-            .conv
-            .weight
-            .f_mul(&scale.f_view([-1, 1, 1, 1])?)?
-            .f_detach()?;
-        let b = match &self.conv.bias {
-            Some(b) => b.f_sub(&bn.running_mean)?,
-            None => bn.running_mean.f_neg()?,
-        };
-        let b = b.f_mul(&scale)?.f_add(&bn.bias)?.f_detach()?;
-        let w = if crate::precision::is_channels_last(&self.conv.weight) {
-            crate::precision::channels_last(&w)?
-        } else {
-            w
-        };
-        self.folded = Some((w, b));
+        self.folded = Some(self.bn.fold_into(&self.conv.weight, self.conv.bias.as_ref())?);
         Ok(())
     }
 

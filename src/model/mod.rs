@@ -1,10 +1,12 @@
 //! The networks: the seed's InceptionV1 ([`seed`]) and torchvision's GoogLeNet ([`googlenet`]),
-//! built from one inception block ([`inception`]) and a few layers ([`layers`]), plus the
+//! built from one inception block ([`inception`]) and a few layers ([`layers`]), EfficientNet-Lite0
+//! ([`efficientnet`], the backbone whose ImageNet weights a package registry ships), plus the
 //! layer-by-layer cost account ([`summary`]).
 //!
 //! A [`Model`] owns its var store; var-store paths are the PyTorch state_dict keys of the network
 //! it mirrors, so [`Model::load_state_dict`] takes a PyTorch state_dict as it is.
 
+pub mod efficientnet;
 pub mod googlenet;
 pub mod inception;
 pub mod layers;
@@ -19,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
+use efficientnet::EfficientNetLite0;
 use googlenet::GoogLeNet;
 use layers::Mode;
 use seed::Seed;
@@ -32,6 +35,10 @@ pub enum Arch {
     Seed,
     /// torchvision's GoogLeNet (BatchNorm, ceil-mode pools, optional auxiliary heads).
     Googlenet,
+    /// EfficientNet-Lite0 (ReLU6 MBConv blocks, no squeeze-excitation), lukemelas' layout.
+    #[serde(rename = "efficientnet_lite0")]
+    #[value(name = "efficientnet_lite0")]
+    EfficientnetLite0,
 }
 
 impl Arch {
@@ -39,6 +46,30 @@ impl Arch {
         match self {
             Arch::Seed => "seed",
             Arch::Googlenet => "googlenet",
+            Arch::EfficientnetLite0 => "efficientnet_lite0",
+        }
+    }
+
+    /// The state_dict prefixes of the class layer and of the heads that train from scratch
+    /// on a pretrained backbone (GoogLeNet's auxiliary heads): what a linear probe trains.
+    pub fn head_prefixes(self) -> &'static [&'static str] {
+        match self {
+            Arch::Seed => &["fc."],
+            Arch::Googlenet => &["fc.", "aux1.", "aux2."],
+            Arch::EfficientnetLite0 => &["_fc."],
+        }
+    }
+
+    /// Whether the state_dict entry `name` belongs to a head ([`Arch::head_prefixes`]).
+    pub fn is_head(self, name: &str) -> bool {
+        self.head_prefixes().iter().any(|p| name.starts_with(p))
+    }
+
+    /// The layer Grad-CAM looks at by default: the last one with a spatial map.
+    pub fn default_tap_layer(self) -> &'static str {
+        match self {
+            Arch::Seed | Arch::Googlenet => "inception5b",
+            Arch::EfficientnetLite0 => "_conv_head",
         }
     }
 
@@ -47,6 +78,7 @@ impl Arch {
         match self {
             Arch::Seed => seed::MIN_IMAGE_SIZE,
             Arch::Googlenet => googlenet::MIN_IMAGE_SIZE,
+            Arch::EfficientnetLite0 => efficientnet::MIN_IMAGE_SIZE,
         }
     }
 }
@@ -85,7 +117,7 @@ impl NetConfig {
                 self.num_classes
             );
         }
-        if self.arch == Arch::Seed && (self.aux_logits || self.transform_input) {
+        if self.arch != Arch::Googlenet && (self.aux_logits || self.transform_input) {
             bail!("auxiliary heads and transform_input exist only for --arch googlenet");
         }
         Ok(())
@@ -135,8 +167,11 @@ impl<'a> Tap<'a> {
     }
 }
 
-/// The layers a [`Tap`] can name, in forward order (both networks).
-pub fn tap_layers() -> Vec<String> {
+/// The layers a [`Tap`] can name in `arch`, in forward order.
+pub fn tap_layers(arch: Arch) -> Vec<String> {
+    if arch == Arch::EfficientnetLite0 {
+        return EfficientNetLite0::tap_layers();
+    }
     let mut names: Vec<String> = ["conv1", "conv2", "conv3"].map(String::from).to_vec();
     names.extend(
         inception::BLOCKS
@@ -158,6 +193,7 @@ pub struct Output {
 enum Network {
     Seed(Box<Seed>),
     GoogLeNet(Box<GoogLeNet>),
+    Lite0(Box<EfficientNetLite0>),
 }
 
 /// A network and the var store that holds its weights.
@@ -187,6 +223,10 @@ impl Model {
                 config.aux_logits,
                 config.transform_input,
             ))),
+            Arch::EfficientnetLite0 => Network::Lite0(Box::new(EfficientNetLite0::new(
+                &root,
+                config.num_classes,
+            ))),
         };
         Ok(Model {
             vs,
@@ -214,6 +254,7 @@ impl Model {
         let (logits, aux_logits) = match &self.net {
             Network::Seed(n) => (n.forward_t(x, mode)?, vec![]),
             Network::GoogLeNet(n) => n.forward_t(x, mode)?,
+            Network::Lite0(n) => (n.forward_tapped(x, mode, &mut Tap::none())?, vec![]),
         };
         Ok(Output { logits, aux_logits })
     }
@@ -228,6 +269,7 @@ impl Model {
         Ok(match &self.net {
             Network::Seed(n) => n.forward_tapped(x, Mode::plain(false), tap)?,
             Network::GoogLeNet(n) => n.forward_tapped(x, Mode::plain(false), tap)?.0,
+            Network::Lite0(n) => n.forward_tapped(x, Mode::plain(false), tap)?,
         })
     }
 
@@ -260,6 +302,12 @@ impl Model {
         let units = match &mut self.net {
             Network::Seed(n) => n.units_mut(),
             Network::GoogLeNet(n) => n.units_mut(),
+            Network::Lite0(n) => {
+                for u in n.units_mut() {
+                    u.fold()?;
+                }
+                return Ok(());
+            }
         };
         for u in units {
             u.fold()?;
@@ -272,6 +320,7 @@ impl Model {
         match &self.net {
             Network::Seed(n) => n.describe(w),
             Network::GoogLeNet(n) => n.describe(w),
+            Network::Lite0(n) => n.describe(w),
         }
     }
 
@@ -357,21 +406,68 @@ pub struct InitReport {
     /// Variables whose shape differs (the class layers when the class count changes) or that
     /// the source lacks.
     pub kept: Vec<String>,
+    /// Tensors of the source not used (heads this network lacks, or of another shape).
+    pub left_out: Vec<String>,
 }
 
 impl Model {
-    /// Starts from another network's weights: every variable with the same name and shape is
-    /// copied (fine-tuning from, say, torchvision's ImageNet GoogLeNet); the rest keep their
-    /// initialisation.
+    /// Starts from another network's weights (a checkpoint of the same arch): every variable
+    /// with the same name and shape is copied; the rest keep their initialisation.
     pub fn init_from(&mut self, source: &Model) -> Result<InitReport> {
-        let src = source.state_dict();
+        self.init_from_state_dict(&source.state_dict())
+    }
+
+    /// Starts from a state_dict (say torchvision's ImageNet GoogLeNet): the backbone must
+    /// match name for name and shape for shape; a head ([`Arch::head_prefixes`]) of another
+    /// shape (another class count) or absent starts fresh, and heads this network lacks (the
+    /// auxiliary ones when off) are left out. Every other difference is listed in one error.
+    pub fn init_from_state_dict(&mut self, src: &BTreeMap<String, Tensor>) -> Result<InitReport> {
+        let arch = self.config.arch;
+        let vars = self.state_dict();
+        let optional = |k: &str| arch.is_head(k) || k.ends_with(".num_batches_tracked");
+        let missing: Vec<String> = vars
+            .keys()
+            .filter(|k| !src.contains_key(*k) && !optional(k))
+            .cloned()
+            .collect();
+        let unexpected: Vec<String> = src
+            .keys()
+            .filter(|k| !vars.contains_key(*k) && !arch.is_head(k))
+            .cloned()
+            .collect();
+        let misshaped: Vec<String> = src
+            .iter()
+            .filter_map(|(k, t)| {
+                let v = vars.get(k)?;
+                (v.size() != t.size() && !arch.is_head(k))
+                    .then(|| format!("{k} (expected {:?}, got {:?})", v.size(), t.size()))
+            })
+            .collect();
+        let mut problems = vec![];
+        for (what, list) in [
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("mis-shaped", misshaped),
+        ] {
+            if !list.is_empty() {
+                problems.push(format!("{} {what}: {}", list.len(), list.join(", ")));
+            }
+        }
+        if !problems.is_empty() {
+            bail!(
+                "the weights do not fit a {arch} backbone: {}",
+                problems.join("; ")
+            );
+        }
         let (mut copied, mut kept) = (vec![], vec![]);
         tch::no_grad(|| -> Result<()> {
-            for (k, var) in self.state_dict() {
+            for (k, var) in vars {
                 match src.get(&k) {
                     Some(t) if t.size() == var.size() => {
                         let t = t.f_to_kind(var.kind())?.f_to_device(var.device())?;
-                        var.shallow_clone().f_copy_(&t)?;
+                        var.shallow_clone()
+                            .f_copy_(&t)
+                            .with_context(|| format!("copying {k}"))?;
                         copied.push(k);
                     }
                     _ => kept.push(k),
@@ -379,7 +475,12 @@ impl Model {
             }
             Ok(())
         })?;
-        Ok(InitReport { copied, kept })
+        let left_out = src.keys().filter(|k| !copied.contains(k)).cloned().collect();
+        Ok(InitReport {
+            copied,
+            kept,
+            left_out,
+        })
     }
 }
 

@@ -129,6 +129,12 @@ impl Walker {
         )
     }
 
+    /// A layer described by its caller: its label, output shape and cost.
+    pub fn layer(&mut self, name: &str, label: String, out: Shape, cost: Cost) {
+        self.shape = out;
+        self.push(name, label, cost);
+    }
+
     /// A convolution without BatchNorm (the seed's stem), followed by ReLU.
     pub fn conv_relu(&mut self, c: &Conv2d) -> Result<()> {
         self.shape = c

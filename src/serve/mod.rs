@@ -37,7 +37,7 @@ use crate::cmd::predict::Prediction;
 use crate::data::image::decode_bytes;
 use crate::data::transform::EvalTransform;
 use crate::ensemble::Ensemble;
-use crate::explain::{self, check_layer, Method, DEFAULT_LAYER};
+use crate::explain::{self, Method};
 use crate::precision::Compute;
 
 /// How the server batches and bounds its work.
@@ -96,8 +96,8 @@ pub fn app(ensemble: Ensemble, compute: Compute, limits: Limits) -> Result<Route
         device: crate::device::describe(compute.device),
         precision: compute.precision.to_string(),
         max_batch: limits.max_batch,
-        explain_layers: crate::model::tap_layers(),
-        explain_layer: DEFAULT_LAYER.into(),
+        explain_layers: crate::model::tap_layers(meta.arch),
+        explain_layer: meta.arch.default_tap_layer().into(),
     };
     let (queue, jobs) = sync_channel(limits.max_queue.max(1));
     let batching = Batching {
@@ -366,8 +366,11 @@ async fn explain(
             }
         },
     };
-    let layer = q.layer.clone().unwrap_or_else(|| DEFAULT_LAYER.into());
-    if check_layer(&layer).is_err() {
+    let layer = q
+        .layer
+        .clone()
+        .unwrap_or_else(|| s.model.explain_layer.clone());
+    if !s.model.explain_layers.contains(&layer) {
         return error(
             StatusCode::BAD_REQUEST,
             format!(

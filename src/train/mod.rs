@@ -15,7 +15,7 @@ pub mod run_files;
 pub mod scaler;
 pub mod validate;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,6 +30,7 @@ use crate::data::transform::{EvalTransform, TrainTransform};
 use crate::dist::{Backend, Group, World};
 use crate::model::{Model, NetConfig};
 use crate::precision::Compute;
+use crate::weights::{self, Source};
 use ema::Ema;
 use optim::Optimizer;
 use record::{Best, EpochRecord, ResumeState};
@@ -210,6 +211,7 @@ impl State {
         model.freeze_bn = cfg.freeze_bn;
         model.dropout = cfg.dropout;
         let mut optimizer = Optimizer::new(&model, cfg.optimizer, cfg.momentum, cfg.weight_decay)?;
+        optimizer.set_backbone_lr_mult(cfg.backbone_lr_mult);
         let mut ema = match cfg.ema_decay > 0.0 {
             true => Some(Ema::new(&model, cfg.ema_decay, compute)?),
             false => None,
@@ -237,6 +239,15 @@ impl State {
         };
         state.broadcast_from_lead(true)?;
         Ok(state)
+    }
+
+    /// Before `epoch`: the backbone frozen, BatchNorm included, for the first
+    /// `freeze_epochs` (a linear probe of the class layer), trained after.
+    pub fn enter_phase(&mut self, cfg: &TrainConfig, epoch: u64) -> Result<()> {
+        let frozen = epoch < cfg.freeze_epochs;
+        self.optimizer.freeze_backbone(frozen)?;
+        self.model.freeze_bn = cfg.freeze_bn || frozen;
+        Ok(())
     }
 
     /// Copies rank 0's model (all of it, or only its buffers: BatchNorm's running statistics,
@@ -435,6 +446,7 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
         }
         let started = Instant::now();
         tch::manual_seed(mix(&[cfg.seed, epoch, 1]) as i64);
+        state.enter_phase(cfg, epoch)?;
         let stats = epoch::train_epoch(&mut state, &data, epoch, cfg, job.compute)?;
         state.broadcast_from_lead(false)?;
         let val = validate::validate(state.shipped(), &data, job.compute)?;
@@ -539,38 +551,58 @@ fn plot_first_batch(data: &RunData, cfg: &TrainConfig, dir: &std::path::Path) ->
     crate::plot::save(&img, &dir.join(run_files::BATCH_JPG))
 }
 
-/// A newly initialised network (seeded), from `cfg.init`'s weights where their shapes fit.
+/// A newly initialised network (seeded), from `cfg.init`'s or the published weights
+/// (`cfg.pretrained`) where they are given.
 fn fresh_model(cfg: &TrainConfig, num_classes: i64, device: Device) -> Result<Model> {
-    let init = match &cfg.init {
-        Some(path) => Some((path, checkpoint::load(path, device)?)),
+    let (flag, path) = match (&cfg.init, cfg.pretrained) {
+        (Some(spec), _) => ("--init", Some(weights::resolve(spec)?)),
+        (None, true) => ("--pretrained", Some(weights::pretrained_path(cfg.arch)?)),
+        (None, false) => (Default::default(), None),
+    };
+    let source = match &path {
+        Some(p) => Some(weights::read(p, device).with_context(|| format!("{flag} {}", p.display()))?),
         None => None,
     };
-    if let Some((path, src)) = &init {
-        if src.meta.arch != cfg.arch {
-            bail!(
-                "--init {}: a {} checkpoint, not {}",
-                path.display(),
-                src.meta.arch,
-                cfg.arch
-            );
+    let transform_input = match &source {
+        Some(Source::Checkpoint(c)) => {
+            if c.meta.arch != cfg.arch {
+                bail!(
+                    "{flag} {}: a {} checkpoint, not {}",
+                    path.as_deref().unwrap_or(Path::new("")).display(),
+                    c.meta.arch,
+                    cfg.arch
+                );
+            }
+            c.meta.transform_input
         }
-    }
+        Some(Source::StateDict(_)) => cfg.pretrained
+            && weights::published(cfg.arch).is_some_and(|p| p.transform_input),
+        None => false,
+    };
     let net = NetConfig {
         aux_logits: cfg.aux_logits,
-        transform_input: init.as_ref().is_some_and(|(_, c)| c.meta.transform_input),
+        transform_input,
         ..NetConfig::new(cfg.arch, num_classes)
     };
     tch::manual_seed(mix(&[cfg.seed, u64::MAX, 0]) as i64);
     let mut model = Model::new(net, device)?;
-    if let Some((path, src)) = &init {
-        let report = model.init_from(&src.model)?;
-        println!(
+    if let (Some(source), Some(path)) = (&source, &path) {
+        let report = match source {
+            Source::Checkpoint(c) => model.init_from(&c.model),
+            Source::StateDict(sd) => model.init_from_state_dict(sd),
+        }
+        .with_context(|| format!("{flag} {}", path.display()))?;
+        let mut line = format!(
             "init: {} tensors from {}; {} start fresh ({})",
             report.copied.len(),
             path.display(),
             report.kept.len(),
             report.kept.join(", ")
         );
+        if !report.left_out.is_empty() {
+            line += &format!("; left out: {}", report.left_out.join(", "));
+        }
+        println!("{line}");
     }
     Ok(model)
 }

@@ -23,6 +23,8 @@ struct Param {
     name: String,
     tensor: Tensor,
     decay: bool,
+    /// Part of the backbone (not a head): its rate is scaled, and it can be frozen.
+    backbone: bool,
     /// SGD: the momentum buffer; AdamW: the first and second moments.
     buffers: Vec<Tensor>,
 }
@@ -33,6 +35,8 @@ pub struct Optimizer {
     params: Vec<Param>,
     momentum: f64,
     weight_decay: f64,
+    /// The backbone's learning rate as a share of the step's.
+    backbone_lr_mult: f64,
     /// Updates made so far.
     pub step: u64,
 }
@@ -58,6 +62,7 @@ impl Optimizer {
                     .collect::<std::result::Result<Vec<_>, _>>()?;
                 Ok(Param {
                     decay: tensor.dim() > 1,
+                    backbone: !model.config.arch.is_head(&name),
                     name,
                     tensor,
                     buffers: bufs,
@@ -69,8 +74,25 @@ impl Optimizer {
             params,
             momentum,
             weight_decay,
+            backbone_lr_mult: 1.0,
             step: 0,
         })
+    }
+
+    /// Gives the backbone (every parameter outside the heads) `mult` × the learning rate.
+    pub fn set_backbone_lr_mult(&mut self, mult: f64) {
+        self.backbone_lr_mult = mult;
+    }
+
+    /// Freezes the backbone (no gradient, no update: a linear probe) or thaws it.
+    pub fn freeze_backbone(&mut self, frozen: bool) -> Result<()> {
+        for p in self.params.iter_mut().filter(|p| p.backbone) {
+            if frozen {
+                p.tensor.zero_grad();
+            }
+            p.tensor = p.tensor.f_set_requires_grad(!frozen)?;
+        }
+        Ok(())
     }
 
     /// The parameters it updates (shallow copies: the same storage).
@@ -93,10 +115,17 @@ impl Optimizer {
         self.step += 1;
         let t = self.step as i32;
         for p in &mut self.params {
+            if !p.tensor.requires_grad() {
+                continue;
+            }
             let g = p.tensor.f_grad()?;
             if !g.defined() {
                 continue;
             }
+            let lr = match p.backbone {
+                true => lr * self.backbone_lr_mult,
+                false => lr,
+            };
             let mut w = p.tensor.shallow_clone();
             match self.kind {
                 OptimizerKind::Sgd => {

