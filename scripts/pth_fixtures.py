@@ -90,9 +90,30 @@ def main():
         m.load_state_dict(torch.load(args.lite0, map_location="cpu", weights_only=True))
         m.eval()
         x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+        macs = [0]
+
+        def count(mod, inp, outp):
+            if isinstance(mod, torch.nn.Conv2d):
+                # outp[0]: the first image's output map.
+                k = mod.weight.shape[1] * mod.weight.shape[2] * mod.weight.shape[3]
+                macs[0] += outp[0].numel() * k
+            elif isinstance(mod, torch.nn.Linear):
+                macs[0] += mod.in_features * mod.out_features
+
+        for mod in m.modules():
+            mod.register_forward_hook(count)
         with torch.no_grad():
             y = m(x)
-        save_file({"input": x, "logits": y}, os.path.join(out, "lite0.io.safetensors"))
+        params = sum(p.numel() for p in m.parameters())
+        save_file(
+            {
+                "input": x,
+                "logits": y,
+                "params": torch.tensor(params),
+                "macs": torch.tensor(macs[0]),
+            },
+            os.path.join(out, "lite0.io.safetensors"),
+        )
         return
 
     sd = small()

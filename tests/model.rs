@@ -140,6 +140,26 @@ fn minimum_image_size_is_exact_for_both_networks() {
 }
 
 #[test]
+fn efficientnet_lite0_takes_any_size_with_same_padding_and_keeps_its_rows_summed() {
+    let model = Model::new(NetConfig::new(Arch::EfficientnetLite0, 3), Device::Cpu).unwrap();
+    assert_eq!(Arch::EfficientnetLite0.min_image_size(), 1);
+    for side in [1, 31, 33, 64, 225] {
+        let x = Tensor::rand([2, 3, side, side], (Kind::Float, Device::Cpu));
+        let out = tch::no_grad(|| model.forward_t(&x, false)).unwrap();
+        assert_eq!(out.logits.size(), vec![2, 3], "at {side}");
+        let s = model.summary(side).unwrap();
+        let rows: i64 = s.layers.iter().map(|r| r.params).sum();
+        assert_eq!(rows, model.num_params(), "at {side}");
+        // SAME padding: the last map is ⌈side/32⌉ on each axis.
+        let head = s.layers.iter().find(|r| r.name == "_conv_head").unwrap();
+        let last = (side + 31) / 32;
+        assert_eq!(head.output, vec![1280, last, last], "at {side}");
+    }
+    // The published 4,652,008 (1000 classes) less 997 of its 1,281-weight class rows.
+    assert_eq!(model.num_params(), 4_652_008 - 1000 * 1281 + 3 * 1281);
+}
+
+#[test]
 fn shape_walk_below_the_minimum_fails_in_the_layer_walk_itself() {
     // The stated minimum is not just a constant: one below it, a layer has no room.
     use inception::model::summary::Walker;

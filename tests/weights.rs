@@ -232,6 +232,11 @@ fn efficientnet_lite0_with_the_published_weights_gives_the_references_probabilit
         .tensors;
     let (x, want) = (io.remove("input").unwrap(), io.remove("logits").unwrap());
     let mut model = Model::new(NetConfig::new(Arch::EfficientnetLite0, 1000), Device::Cpu).unwrap();
+    // The layer account agrees with PyTorch's count (forward hooks on every Conv2d and Linear).
+    let s = model.summary(224).unwrap();
+    assert_eq!(s.total_params, io["params"].int64_value(&[]));
+    assert_eq!(s.total_params, model.num_params());
+    assert_eq!(s.total_macs, io["macs"].int64_value(&[]));
     let sd = weights::read_state_dict(&file).unwrap();
     assert_eq!(sd.len(), 296);
     model.load_state_dict(&sd).unwrap();
@@ -336,6 +341,25 @@ fn a_frozen_epoch_trains_the_class_layer_only_and_the_backbone_then_learns() {
     let thawed = checkpoint::load(&dir.path().join("thawed/model.pt"), Device::Cpu).unwrap();
     let w = "_blocks.3._depthwise_conv.weight";
     assert!(!thawed.model.state_dict()[w].equal(&published[w]));
+    // Grad-CAM looks at Lite0's last map by default.
+    let image = data.join("light/0.png");
+    let o = inception(
+        dir.path(),
+        &["explain", "--checkpoint", "thawed/model.pt", "--out", "cam", image.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let said = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(said.contains("_conv_head"), "{said}");
+    assert!(dir.path().join("cam/0.cam.png").exists());
+    let o = inception(
+        dir.path(),
+        &["explain", "--checkpoint", "thawed/model.pt", "--layer", "inception5b", "--out", "c2"]
+            .into_iter()
+            .chain([image.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    let err = assert_clean_failure(&o);
+    assert!(err.contains("_blocks.15"), "{err}");
     let config: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(dir.path().join("thawed/config.json")).unwrap())
             .unwrap();
@@ -523,4 +547,34 @@ fn the_cache_folder_follows_torch_home_then_xdg_cache_home_then_home() {
     assert!(err.contains(&format!("/x/torch/hub/checkpoints/{lite}")), "{err}");
     let err = run(&[("HOME", "/h")]);
     assert!(err.contains(&format!("/h/.cache/torch/hub/checkpoints/{lite}")), "{err}");
+}
+
+#[test]
+fn googlenet_pretrained_offline_names_where_to_put_the_file_and_refuses_a_wrong_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("torch/hub/checkpoints");
+    let args = [
+        "train",
+        "--arch",
+        "googlenet",
+        "--pretrained",
+        "--offline",
+        "--data",
+        "/nonexistent-data",
+    ];
+    let o = with_cache(dir.path(), &args);
+    let err = assert_clean_failure(&o);
+    let path = cache.join("googlenet-1378be20.pth");
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(
+        err.contains("https://download.pytorch.org/models/googlenet-1378be20.pth"),
+        "{err}"
+    );
+    // A file under that name whose SHA-256 does not start with 1378be20 is refused, kept.
+    fs::create_dir_all(&cache).unwrap();
+    fs::copy(fixture("googlenet.legacy.pth"), &path).unwrap();
+    let o = with_cache(dir.path(), &args);
+    let err = assert_clean_failure(&o);
+    assert!(err.contains("does not start with 1378be20"), "{err}");
+    assert!(path.exists());
 }

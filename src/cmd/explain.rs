@@ -66,6 +66,7 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         normalization: meta.normalization,
     };
     let how = describe(args.method, &layer, ensemble.members.len());
+    eprintln!("explain: {how}");
     let mut names = BTreeSet::new();
     let mut failures = 0;
     for chunk in images.chunks(BATCH) {

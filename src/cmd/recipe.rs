@@ -126,7 +126,11 @@ pub fn apply_flags(cfg: &mut TrainConfig, a: &RecipeArgs) -> Result<()> {
     }
     set_if(&mut cfg.normalization.mean, mean);
     set_if(&mut cfg.normalization.std, std);
-    if a.arch.is_some_and(|arch| arch != crate::model::Arch::Googlenet) && a.aux_logits.is_none() {
+    // The published GoogLeNet's auxiliary heads are untrained: off unless asked for.
+    let pretrained_flag = a.pretrained && a.aux_logits.is_none();
+    if (pretrained_flag || a.arch.is_some_and(|arch| arch != crate::model::Arch::Googlenet))
+        && a.aux_logits.is_none()
+    {
         cfg.aux_logits = false;
     }
     Ok(())

@@ -15,6 +15,7 @@ pub mod run_files;
 pub mod scaler;
 pub mod validate;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -563,6 +564,16 @@ fn fresh_model(cfg: &TrainConfig, num_classes: i64, device: Device) -> Result<Mo
         Some(p) => Some(weights::read(p, device).with_context(|| format!("{flag} {}", p.display()))?),
         None => None,
     };
+    if let Some(p) = weights::published(cfg.arch).filter(|_| cfg.pretrained) {
+        if p.normalization != cfg.normalization {
+            println!(
+                "note: {} were trained on inputs normalised with mean {:?}, std {:?}; this run \
+                 normalises with mean {:?}, std {:?} (the config's normalization)",
+                p.what, p.normalization.mean, p.normalization.std, cfg.normalization.mean,
+                cfg.normalization.std
+            );
+        }
+    }
     let transform_input = match &source {
         Some(Source::Checkpoint(c)) => {
             if c.meta.arch != cfg.arch {
@@ -589,6 +600,14 @@ fn fresh_model(cfg: &TrainConfig, num_classes: i64, device: Device) -> Result<Mo
     if let (Some(source), Some(path)) = (&source, &path) {
         let report = match source {
             Source::Checkpoint(c) => model.init_from(&c.model),
+            // The published GoogLeNet's auxiliary heads are untrained (torchvision says so):
+            // with them on, they start fresh.
+            Source::StateDict(sd) if cfg.pretrained => {
+                let mut sd: BTreeMap<String, Tensor> =
+                    sd.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
+                sd.retain(|k, _| !(k.starts_with("aux1.") || k.starts_with("aux2.")));
+                model.init_from_state_dict(&sd)
+            }
             Source::StateDict(sd) => model.init_from_state_dict(sd),
         }
         .with_context(|| format!("{flag} {}", path.display()))?;
