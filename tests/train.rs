@@ -1766,3 +1766,46 @@ fn two_processes_of_batch_4_train_like_one_of_batch_8_with_frozen_batchnorm_and_
         "with batch statistics, 2 × 4 and 1 × 8 differ by only {d:e}"
     );
 }
+
+#[test]
+fn adamw_corrects_each_parameters_moments_by_its_own_updates_and_saves_the_counts() {
+    // A backbone frozen for 50 steps and then thawed takes a first AdamW step of size lr (the
+    // bias correction of its first update), as PyTorch's per-parameter `step` gives; corrected
+    // by the run's 51 steps it would be 0.7·lr, and some ten steps later 1.6·lr.
+    use inception::config::OptimizerKind;
+    use inception::model::{Arch, Model, NetConfig};
+    use inception::train::optim::Optimizer;
+
+    tch::manual_seed(3);
+    let model = Model::new(NetConfig::new(Arch::Seed, 2), Device::Cpu).unwrap();
+    let mut opt = Optimizer::new(&model, OptimizerKind::Adamw, 0.9, 0.0).unwrap();
+    let x = tch::Tensor::randn([4, 3, 64, 64], (tch::Kind::Float, Device::Cpu));
+    let y = tch::Tensor::from_slice(&[0i64, 1, 0, 1]);
+    let lr = 1e-3;
+    let mut step = |opt: &mut Optimizer| {
+        opt.zero_grad();
+        let out = model.forward_t(&x, true).unwrap();
+        out.logits.cross_entropy_for_logits(&y).backward();
+        opt.step(lr).unwrap();
+    };
+    let w = |name: &str| model.state_dict()[name].detach().copy();
+    let name = "conv1.weight";
+    opt.freeze_backbone(true).unwrap();
+    let before = w(name);
+    for _ in 0..50 {
+        step(&mut opt);
+    }
+    assert!(w(name).equal(&before), "a frozen parameter moved");
+    opt.freeze_backbone(false).unwrap();
+    step(&mut opt);
+    let moved = (w(name) - &before).abs();
+    let max = moved.max().double_value(&[]);
+    assert!(max <= lr * 1.001 && max > lr * 0.95, "first step {max:e}, lr {lr:e}");
+    // The counts travel with the state: 51 updates of the head, 1 of the backbone.
+    let state = opt.state();
+    assert_eq!(state["optimizer.step.classifier.2.weight"].int64_value(&[]), 51);
+    assert_eq!(state[&format!("optimizer.step.{name}")].int64_value(&[]), 1);
+    let mut other = Optimizer::new(&model, OptimizerKind::Adamw, 0.9, 0.0).unwrap();
+    other.load_state(&state, opt.step).unwrap();
+    assert_eq!(other.state()[&format!("optimizer.step.{name}")].int64_value(&[]), 1);
+}

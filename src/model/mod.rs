@@ -54,7 +54,7 @@ impl Arch {
     /// on a pretrained backbone (GoogLeNet's auxiliary heads): what a linear probe trains.
     pub fn head_prefixes(self) -> &'static [&'static str] {
         match self {
-            Arch::Seed => &["fc."],
+            Arch::Seed => &["classifier."],
             Arch::Googlenet => &["fc.", "aux1.", "aux2."],
             Arch::EfficientnetLite0 => &["_fc."],
         }

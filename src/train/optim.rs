@@ -3,7 +3,9 @@
 //! PyTorch's `torch.optim.SGD` (dampening 0, weight decay added to the gradient) and
 //! `torch.optim.AdamW` (decoupled weight decay, bias-corrected moments, β = (0.9, 0.999),
 //! ε = 1e-8). Weight decay applies to weights with two or more dimensions, not to biases or
-//! BatchNorm parameters.
+//! BatchNorm parameters. As in PyTorch, each parameter counts its own updates (AdamW's bias
+//! correction uses that count): a backbone frozen for the first epochs starts its moments
+//! afresh when it thaws, with the correction of a first step, not of the run's.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +20,8 @@ const BETA2: f64 = 0.999;
 const EPS: f64 = 1e-8;
 /// Prefix of the optimiser's tensors in a checkpoint.
 pub const PREFIX: &str = "optimizer.";
+/// The name under [`PREFIX`] of each parameter's update count.
+const STEP: &str = "step";
 
 struct Param {
     name: String,
@@ -27,6 +31,8 @@ struct Param {
     backbone: bool,
     /// SGD: the momentum buffer; AdamW: the first and second moments.
     buffers: Vec<Tensor>,
+    /// Updates made to this parameter.
+    steps: u64,
 }
 
 /// An optimiser over a model's trainable parameters.
@@ -66,6 +72,7 @@ impl Optimizer {
                     name,
                     tensor,
                     buffers: bufs,
+                    steps: 0,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -113,7 +120,6 @@ impl Optimizer {
     pub fn step(&mut self, lr: f64) -> Result<()> {
         let _guard = tch::no_grad_guard();
         self.step += 1;
-        let t = self.step as i32;
         for p in &mut self.params {
             if !p.tensor.requires_grad() {
                 continue;
@@ -126,6 +132,8 @@ impl Optimizer {
                 true => lr * self.backbone_lr_mult,
                 false => lr,
             };
+            p.steps += 1;
+            let t = p.steps.min(i32::MAX as u64) as i32;
             let mut w = p.tensor.shallow_clone();
             match self.kind {
                 OptimizerKind::Sgd => {
@@ -162,7 +170,8 @@ impl Optimizer {
         Ok(())
     }
 
-    /// The state as named tensors (`optimizer.<buffer>.<parameter>`), for a checkpoint.
+    /// The state as named tensors (`optimizer.<buffer>.<parameter>`, and each parameter's
+    /// update count as `optimizer.step.<parameter>`), for a checkpoint.
     pub fn state(&self) -> BTreeMap<String, Tensor> {
         let names = self.buffer_names();
         let mut out = BTreeMap::new();
@@ -170,11 +179,16 @@ impl Optimizer {
             for (b, t) in names.iter().zip(&p.buffers) {
                 out.insert(format!("{PREFIX}{b}.{}", p.name), t.shallow_clone());
             }
+            out.insert(
+                format!("{PREFIX}{STEP}.{}", p.name),
+                Tensor::from(p.steps as i64),
+            );
         }
         out
     }
 
-    /// Restores the state saved by [`Optimizer::state`] after `step` updates.
+    /// Restores the state saved by [`Optimizer::state`] after `step` updates (a parameter
+    /// without its own count, from a checkpoint written before there were any, takes `step`).
     pub fn load_state(&mut self, tensors: &BTreeMap<String, Tensor>, step: u64) -> Result<()> {
         let names = self.buffer_names();
         let _guard = tch::no_grad_guard();
@@ -194,6 +208,12 @@ impl Optimizer {
                 buf.f_copy_(&src.f_to_device(buf.device())?)
                     .with_context(|| key.clone())?;
             }
+        }
+        for p in &mut self.params {
+            p.steps = match tensors.get(&format!("{PREFIX}{STEP}.{}", p.name)) {
+                Some(t) => t.f_int64_value(&[])?.max(0) as u64,
+                None => step,
+            };
         }
         self.step = step;
         Ok(())
