@@ -1,7 +1,8 @@
 # Two commands do all of the set-up on a fresh machine:
 #   make train   installs libtorch (once), builds, runs the main job: 5-fold cross-validation of
-#                the recipe, which measures it, then the recipe once on every image: the
-#                network it ships (README: "Which weights to ship")
+#                the recipe, which measures it and fits calibration, screening threshold and
+#                conformal sets on its out-of-fold predictions, then the recipe once on every
+#                image: the network it ships, with them (README: "Which weights to ship")
 #   make test    installs libtorch and the test deps (once), builds, runs every test
 #   make train-pretrained   the same as make train for the pretrained recipe
 #                (configs/pretrained.json: EfficientNet-Lite0 from ImageNet weights that the
@@ -15,12 +16,12 @@ DATA ?= data/monkeypox
 train: build
 	@[ -d "$(DATA)" ] || { echo "make train: no dataset at $(DATA) (a clone has MSLD in data/monkeypox; data/README.md; make train DATA=DIR)" >&2; exit 1; }
 	./target/release/inception cv --data "$(DATA)"
-	./target/release/inception train --data "$(DATA)" --val-fraction 0
+	./target/release/inception train --data "$(DATA)" --val-fraction 0 --calibration-from "$$(ls -td runs/cv*/ | head -n 1)"
 
 train-pretrained: build weights
 	@[ -d "$(DATA)" ] || { echo "make train-pretrained: no dataset at $(DATA) (data/README.md; make train-pretrained DATA=DIR)" >&2; exit 1; }
 	./target/release/inception cv --data "$(DATA)" --config configs/pretrained.json --offline
-	./target/release/inception train --data "$(DATA)" --config configs/pretrained.json --val-fraction 0 --offline
+	./target/release/inception train --data "$(DATA)" --config configs/pretrained.json --val-fraction 0 --offline --calibration-from "$$(ls -td runs/cv*/ | head -n 1)"
 
 test: deps
 	$(CARGO) test --release

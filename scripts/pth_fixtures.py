@@ -12,10 +12,13 @@ Writes into OUT:
                                     published file is: legacy format; googlenet.io.safetensors
                                     its eval logits (aux off, transform_input on) for an input
   evil.pth                          a state_dict whose one entry is a call of os.system that
-                                    would create OUT/pwned if it were ever run
+                                    would create `pwned` in the reader's working folder if it
+                                    were ever run
   scripted.pt                       a TorchScript archive (torch.jit.save)
   past_storage.pth                  a tensor whose view reaches past its storage
   expanded.pth                      a 1-element storage expanded to 2^31 elements (8 GiB)
+  many_views.pth                    64 views of one 1-element storage, each 1 KiB: small alone,
+                                    together many times the file
   deep.pth                          a tensor beside a dict nested 200 levels deep
   truncated.legacy.pth              small.legacy.pth cut short in its last storage
   list.pth                          a list of tensors, not a dict
@@ -146,10 +149,12 @@ def main():
         y = net(x)
     save_file({"input": x, "logits": y}, os.path.join(out, "googlenet.io.safetensors"))
 
-    torch.save({"weight": torch.ones(2), "payload": Evil(os.path.join(out, "pwned"))}, os.path.join(out, "evil.pth"))
+    torch.save({"weight": torch.ones(2), "payload": Evil("pwned")}, os.path.join(out, "evil.pth"))
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), os.path.join(out, "scripted.pt"))
     torch.save({"w": PastStorage()}, os.path.join(out, "past_storage.pth"))
     torch.save({"w": torch.zeros(1).expand(2**31)}, os.path.join(out, "expanded.pth"))
+    one = torch.zeros(1)
+    torch.save({f"v{i}": one.expand(256) for i in range(64)}, os.path.join(out, "many_views.pth"))
     deep = {"w": torch.ones(3)}
     d = deep
     for _ in range(200):

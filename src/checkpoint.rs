@@ -60,6 +60,10 @@ pub struct Meta {
     /// For checkpoints written by `inception train`: how they were made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<TrainingRecord>,
+    /// Calibration, screening threshold and conformal thresholds fitted on a cv's out-of-fold
+    /// predictions (`train --calibration-from`); absent: uncalibrated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<crate::trust::TrustRecord>,
 }
 
 impl Meta {
@@ -84,6 +88,7 @@ impl Meta {
             source,
             checksum: String::new(),
             training: None,
+            trust: None,
         }
     }
 

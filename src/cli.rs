@@ -87,6 +87,9 @@ pub struct ExplainArgs {
     /// Unreadable images are listed and skipped, exit code 0.
     #[arg(long)]
     pub skip_bad: bool,
+    /// Report the raw probabilities, not the calibrated ones the checkpoint carries.
+    #[arg(long)]
+    pub no_calibration: bool,
     /// auto, cpu, cuda or cuda:N. Gradients are always taken in fp32.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -226,6 +229,13 @@ pub struct PredictArgs {
     /// Print CSV: a header, then one row per image.
     #[arg(long)]
     pub csv: bool,
+    /// The raw probabilities, not the calibrated ones the checkpoint carries.
+    #[arg(long)]
+    pub no_calibration: bool,
+    /// Two classes: positive when the probability of the first class is at least X (default:
+    /// the screening threshold the checkpoint carries, else 0.5).
+    #[arg(long, value_name = "X")]
+    pub threshold: Option<f64>,
     /// Images passed through the network at once.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
@@ -298,6 +308,10 @@ pub struct TrainArgs {
     /// The run folder (default: the next free runs/train, runs/train-2, …).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Ship the calibration, screening threshold and conformal sets that this cv folder fitted
+    /// on its out-of-fold predictions (same dataset and recipe) with the model this run trains.
+    #[arg(long, value_name = "CV_DIR")]
+    pub calibration_from: Option<PathBuf>,
     /// Continue a run from its last.pt (its config and split); only --epochs (not with a
     /// cosine schedule), --patience, --nproc, --device, --precision, --channels-last,
     /// --workers, --cache-gib, --skip-bad, --no-skip-bad and --no-plots may be given with it.
@@ -524,7 +538,8 @@ pub struct CvArgs {
     pub out: Option<PathBuf>,
     /// Continue an interrupted cross-validation: finished folds are kept, a fold cut short
     /// resumes from its last.pt, the rest run. Only --device, --precision, --channels-last,
-    /// --workers, --cache-gib, --skip-bad, --no-skip-bad, --no-plots and --json may be given with it.
+    /// --workers, --cache-gib, --skip-bad, --no-skip-bad, --no-plots, --json and the trust
+    /// flags (which refit the summary) may be given with it.
     #[arg(long, value_name = "CV_DIR", conflicts_with_all = ["out", "collect", "only_fold"])]
     pub resume: Option<PathBuf>,
     /// Train only fold I (0-based) into --out, so that folds run as separate jobs (a Slurm
@@ -532,15 +547,59 @@ pub struct CvArgs {
     #[arg(long, value_name = "I", requires = "out")]
     pub only_fold: Option<usize>,
     /// Build the summary (cv.json, oof.csv) from a cv folder whose folds are all finished.
-    /// Only --device, --precision, --channels-last and --json may be given with it.
+    /// Only --device, --precision, --channels-last, --json and the trust flags (which refit
+    /// calibration, threshold and sets, recorded in plan.json) may be given with it.
     #[arg(long, value_name = "CV_DIR", conflicts_with_all = ["out", "only_fold"])]
     pub collect: Option<PathBuf>,
     /// Print cv.json on stdout (training logs go to stderr).
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub trust: TrustArgs,
+    #[command(flatten)]
     pub recipe: RecipeArgs,
 }
+
+/// What cv fits on its out-of-fold predictions for the model it ships (the `trust` block of a
+/// config); may also be given with --resume and --collect, which refit it.
+#[derive(Debug, Args, Default)]
+pub struct TrustArgs {
+    /// Two classes: the sensitivity the screening threshold must reach on the out-of-fold
+    /// probabilities, positive class the first (default 0.95).
+    #[arg(long, value_name = "S")]
+    pub target_sensitivity: Option<f64>,
+    /// The prevalence PPV and NPV are also reported at (default: the data's).
+    #[arg(long, value_name = "P")]
+    pub prevalence: Option<f64>,
+    /// Conformal prediction sets hold the true class with probability at least 1 − ALPHA
+    /// (default 0.1).
+    #[arg(long, value_name = "ALPHA")]
+    pub alpha: Option<f64>,
+    /// One conformal threshold for all classes (default: one per class, so that coverage
+    /// holds for each class on its own).
+    #[arg(long)]
+    pub pooled_sets: bool,
+    /// The conformal score: lac (1 − probability; the default) or aps (more than two classes).
+    #[arg(long, value_enum, value_name = "SCORE")]
+    pub conformal_score: Option<crate::trust::conformal::ScoreKind>,
+    /// Clopper–Pearson (exact) intervals for proportions instead of Wilson's.
+    #[arg(long)]
+    pub clopper_pearson: bool,
+    /// Fit no temperature: the shipped model keeps its raw probabilities.
+    #[arg(long)]
+    pub no_calibration: bool,
+}
+
+/// The ids of [`TrustArgs`]' flags.
+pub const TRUST_FLAGS: [&str; 7] = [
+    "target_sensitivity",
+    "prevalence",
+    "alpha",
+    "pooled_sets",
+    "conformal_score",
+    "clopper_pearson",
+    "no_calibration",
+];
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -565,9 +624,16 @@ pub struct EvalArgs {
     /// Also draw confusion_matrix.png and (two classes) roc.png into this folder.
     #[arg(long, value_name = "DIR")]
     pub plots: Option<PathBuf>,
-    /// Also write each image's probabilities to this CSV file (path, truth, prob_<class>…).
+    /// Also write each image's probabilities to this CSV file (path, truth, prob_<class>…,
+    /// decision, set: the classes of its conformal set joined by `|`).
     #[arg(long, value_name = "FILE")]
     pub predictions: Option<PathBuf>,
+    /// Measure the raw probabilities, not the calibrated ones the checkpoint carries.
+    #[arg(long)]
+    pub no_calibration: bool,
+    /// Clopper–Pearson (exact) intervals for proportions instead of Wilson's.
+    #[arg(long)]
+    pub clopper_pearson: bool,
     /// Skip (and list) images that cannot be decoded instead of stopping.
     #[arg(long)]
     pub skip_bad: bool,
@@ -619,6 +685,13 @@ pub struct ServeArgs {
     /// connection whose headers are late is closed, a body that is late gets 408.
     #[arg(long, default_value_t = 30)]
     pub read_timeout_s: u64,
+    /// Answer with the raw probabilities, not the calibrated ones the checkpoint carries.
+    #[arg(long)]
+    pub no_calibration: bool,
+    /// Two classes: positive when the probability of the first class is at least X (default:
+    /// the screening threshold the checkpoint carries, else 0.5).
+    #[arg(long, value_name = "X")]
+    pub threshold: Option<f64>,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,

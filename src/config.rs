@@ -12,6 +12,7 @@ use crate::data::split::GroupBy;
 use crate::data::transform::{Augment, Normalization};
 use crate::model::{check_image_size, Arch};
 use crate::precision::Precision;
+use crate::trust::TrustConfig;
 
 /// The recommended recipe for MSLD, built in so that `inception train` works from any folder.
 pub const MONKEYPOX: &str = include_str!("../configs/monkeypox.json");
@@ -185,6 +186,9 @@ pub struct TrainConfig {
     /// The final dropout's probability in training (`None`: the architecture's, seed 0.4,
     /// googlenet 0.2; GoogLeNet's auxiliary heads keep their 0.7).
     pub dropout: Option<f64>,
+    /// What `cv` fits on its out-of-fold predictions for the model it ships: calibration, the
+    /// screening threshold, conformal sets, intervals (it does not change training).
+    pub trust: TrustConfig,
 }
 
 impl Default for TrainConfig {
@@ -230,13 +234,14 @@ impl Default for TrainConfig {
             cutmix: 0.0,
             freeze_bn: false,
             dropout: None,
+            trust: TrustConfig::default(),
         }
     }
 }
 
 impl TrainConfig {
     /// The config without the fields that only say how to compute (device, precision, layout,
-    /// loader threads, cache, `skip_bad`, plots), which the jobs of one cv and the processes of
+    /// loader threads, cache, `skip_bad`, plots) or what is fitted after training (`trust`), which the jobs of one cv and the processes of
     /// one data-parallel run may each set for their own machine.
     pub fn recipe(&self) -> TrainConfig {
         TrainConfig {
@@ -247,6 +252,7 @@ impl TrainConfig {
             cache_gib: 0.0,
             skip_bad: false,
             plots: true,
+            trust: TrustConfig::default(),
             ..self.clone()
         }
     }
@@ -264,8 +270,17 @@ impl TrainConfig {
         Self::from_json(&text).with_context(|| format!("config {}", path.display()))
     }
 
+    /// Parses a config; a file that does not set `aux_logits` gets the heads only where they
+    /// can learn: googlenet from scratch (the published GoogLeNet's are untrained).
     pub fn from_json(text: &str) -> Result<TrainConfig> {
-        serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))
+        let mut cfg: TrainConfig =
+            serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if value.get("aux_logits").is_none() {
+            cfg.aux_logits = cfg.arch == Arch::Googlenet && !cfg.pretrained;
+        }
+        Ok(cfg)
     }
 
     /// Checks every field; the error names the field.
@@ -370,6 +385,7 @@ impl TrainConfig {
             }
         }
         GroupBy::parse(&self.group_by)?;
+        self.trust.validate().context("trust")?;
         self.augment.validate()?;
         self.normalization.validate()
     }

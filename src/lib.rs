@@ -9,6 +9,8 @@
 //! - [`weights`]: weights from outside (PyTorch `.pth` files, safetensors, URLs, the
 //!   published ImageNet weights); [`checkpoint`]: the one-file checkpoint format; [`ensemble`]: checkpoints used as one
 //!   model, and test-time augmentation.
+//! - [`trust`]: calibration, the screening threshold, conformal prediction sets and
+//!   intervals, fitted on cv's out-of-fold predictions.
 //! - [`explain`]: Grad-CAM maps; [`plot`]: the pictures (training curves, confusion matrix,
 //!   ROC, batch mosaic, cv charts, heat-map overlays).
 //! - [`device`]: `--device` resolution; [`precision`]: `--precision` and channels-last.
@@ -33,4 +35,5 @@ pub mod runtime;
 pub mod serve;
 pub mod system;
 pub mod train;
+pub mod trust;
 pub mod weights;

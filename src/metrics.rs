@@ -48,6 +48,12 @@ pub struct Evaluation {
     /// `confusion[truth][prediction]`.
     pub confusion: Vec<Vec<usize>>,
     pub binary: Option<Binary>,
+    /// The mean recall over the classes present (scikit-learn's `balanced_accuracy_score`).
+    pub balanced_accuracy: f64,
+    /// Cohen's κ: agreement of prediction and truth beyond chance.
+    pub cohen_kappa: f64,
+    /// Matthews' correlation (its multi-class form, Gorodkin 2004); 0 when undefined.
+    pub mcc: f64,
 }
 
 fn ratio(a: usize, b: usize) -> f64 {
@@ -104,7 +110,11 @@ pub fn evaluate(classes: &[String], probs: &[Vec<f64>], labels: &[usize]) -> Eva
         sensitivity: per_class[0].recall,
         specificity: per_class[1].recall,
     });
+    let (balanced_accuracy, cohen_kappa, mcc) = agreement(&confusion);
     Evaluation {
+        balanced_accuracy,
+        cohen_kappa,
+        mcc,
         images: n,
         accuracy: ratio(correct, n),
         loss: if n > 0 { loss / n as f64 } else { 0.0 },
@@ -122,6 +132,50 @@ pub fn evaluate(classes: &[String], probs: &[Vec<f64>], labels: &[usize]) -> Eva
         confusion,
         binary,
     }
+}
+
+/// Balanced accuracy, Cohen's κ and Matthews' correlation of a confusion matrix
+/// (`confusion[truth][prediction]`).
+fn agreement(confusion: &[Vec<usize>]) -> (f64, f64, f64) {
+    let k = confusion.len();
+    let truth: Vec<f64> = confusion
+        .iter()
+        .map(|r| r.iter().sum::<usize>() as f64)
+        .collect();
+    let pred: Vec<f64> = (0..k)
+        .map(|c| confusion.iter().map(|r| r[c]).sum::<usize>() as f64)
+        .collect();
+    let n: f64 = truth.iter().sum();
+    let correct: f64 = (0..k).map(|c| confusion[c][c] as f64).sum();
+    let present: Vec<usize> = (0..k).filter(|&c| truth[c] > 0.0).collect();
+    let balanced = if present.is_empty() {
+        0.0
+    } else {
+        present
+            .iter()
+            .map(|&c| confusion[c][c] as f64 / truth[c])
+            .sum::<f64>()
+            / present.len() as f64
+    };
+    if n == 0.0 {
+        return (balanced, 0.0, 0.0);
+    }
+    let (po, pe) = (
+        correct / n,
+        (0..k).map(|c| truth[c] * pred[c]).sum::<f64>() / (n * n),
+    );
+    let kappa = if pe < 1.0 {
+        (po - pe) / (1.0 - pe)
+    } else {
+        0.0
+    };
+    let tp: f64 = (0..k).map(|c| truth[c] * pred[c]).sum();
+    let num = correct * n - tp;
+    let den = ((n * n - pred.iter().map(|p| p * p).sum::<f64>())
+        * (n * n - truth.iter().map(|t| t * t).sum::<f64>()))
+    .sqrt();
+    let mcc = if den > 0.0 { num / den } else { 0.0 };
+    (balanced, kappa, mcc)
 }
 
 /// Index of the largest value (the first on ties).

@@ -256,13 +256,19 @@ impl Compute {
         images: &Tensor,
         kind: Kind,
     ) -> Result<Tensor> {
+        Ok(self.logits(model, images)?.f_softmax(-1, kind)?)
+    }
+
+    /// The logits `[N, classes]` of a batch of images `[N, 3, S, S]` (on any device), in
+    /// f64 on the CPU.
+    pub fn logits(&self, model: &crate::model::Model, images: &Tensor) -> Result<Tensor> {
         let _no_grad = tch::no_grad_guard();
         let x = self.input(images)?;
         let logits = {
             let _autocast = self.autocast();
             model.forward_t(&x, false)?.logits
         };
-        Ok(logits.f_softmax(-1, kind)?.f_to_device(Device::Cpu)?)
+        Ok(logits.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?)
     }
 }
 

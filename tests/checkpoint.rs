@@ -134,7 +134,7 @@ fn a_checkpoint_whose_record_names_another_network_is_refused() {
     out.extend(&bytes[8 + n..]);
     fs::write(&path, out).unwrap();
     let err = format!("{:#}", checkpoint::load(&path, Device::Cpu).unwrap_err());
-    assert!(err.contains("do not fit a googlenet network"), "{err}");
+    assert!(err.contains("do not fit the googlenet network"), "{err}");
     assert!(
         err.contains("missing") && err.contains("unexpected"),
         "{err}"

@@ -473,7 +473,10 @@ fn predict_refuses_a_file_that_is_not_a_checkpoint() {
     assert!(err.contains("2 of 5 inputs could not be read"), "{err}");
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], "path,class,probability,class_2,probability_2");
+    assert_eq!(
+        lines[0],
+        "path,class,probability,class_2,probability_2,calibrated,decision,set"
+    );
     assert_eq!(lines.len(), 4, "{out}");
     assert!(
         lines[1].starts_with("imgs/sub/y.png,") || lines[1].starts_with("imgs/x.png,"),

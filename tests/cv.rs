@@ -156,7 +156,16 @@ fn cv_partitions_the_patients_predicts_every_image_once_and_its_statistics_recom
     let (header, rows) = oof_rows(&run.join("oof.csv"));
     assert_eq!(
         header,
-        ["path", "truth", "prob_Monkey Pox", "prob_Others", "fold"]
+        [
+            "path",
+            "truth",
+            "prob_Monkey Pox",
+            "prob_Others",
+            "logit_Monkey Pox",
+            "logit_Others",
+            "fold",
+            "group"
+        ]
     );
     assert_eq!(rows.len(), 183);
     let paths: BTreeSet<&String> = rows.iter().map(|r| &r[0]).collect();
@@ -164,7 +173,7 @@ fn cv_partitions_the_patients_predicts_every_image_once_and_its_statistics_recom
     assert_eq!(paths.into_iter().cloned().collect::<BTreeSet<_>>(), seen);
     for r in &rows {
         let split: SplitFiles = serde_json::from_str(
-            &fs::read_to_string(run.join(format!("fold-{}/split.json", r[4]))).unwrap(),
+            &fs::read_to_string(run.join(format!("fold-{}/split.json", r[6]))).unwrap(),
         )
         .unwrap();
         assert!(split.val.iter().any(|e| e.path == r[0] && e.class == r[1]));
@@ -198,7 +207,7 @@ fn cv_partitions_the_patients_predicts_every_image_once_and_its_statistics_recom
     let per_fold = report["model"]["per_fold"].as_array().unwrap();
     let mut accs = vec![];
     for (f, fold) in per_fold.iter().enumerate() {
-        let mine: Vec<&Vec<String>> = rows.iter().filter(|r| r[4] == f.to_string()).collect();
+        let mine: Vec<&Vec<String>> = rows.iter().filter(|r| r[6] == f.to_string()).collect();
         let correct = mine
             .iter()
             .filter(|r| {
@@ -245,7 +254,7 @@ fn cv_partitions_the_patients_predicts_every_image_once_and_its_statistics_recom
     );
     // oof.csv holds what predict says with that fold's model.pt.
     for r in rows.iter().step_by(30) {
-        let ckpt = run.join(format!("fold-{}/model.pt", r[4]));
+        let ckpt = run.join(format!("fold-{}/model.pt", r[6]));
         let image = format!("{}/{}", msld(), r[0]);
         let o = inception(
             dir.path(),
@@ -268,6 +277,103 @@ fn cv_partitions_the_patients_predicts_every_image_once_and_its_statistics_recom
         }
     }
     assert!(report["best"]["per_fold"].as_array().unwrap().len() == 3);
+
+    // The logits read back bit for bit and give the probabilities; the group is the patient.
+    let logits: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|r| {
+            (4..6)
+                .map(|i| {
+                    let v: f32 = r[i].parse().unwrap();
+                    assert_eq!(format!("{v:e}"), r[i], "{} does not round-trip", r[i]);
+                    v as f64
+                })
+                .collect()
+        })
+        .collect();
+    for (r, z) in rows.iter().zip(&logits) {
+        let p0 = 1.0 / (1.0 + (z[1] - z[0]).exp());
+        let oof: f64 = r[2].parse().unwrap();
+        assert!(
+            (p0 - oof).abs() < 1e-8,
+            "{}: softmax of its logits {p0} vs {oof}",
+            r[0]
+        );
+        assert_eq!(r[7], group(&r[0]), "{}", r[0]);
+    }
+    // The temperature in cv.json is the one these logits give (or, where none fits them, the
+    // note says the library's reason); the record ships it.
+    let cal = &report["calibration"];
+    let shipped_t = match inception::trust::calibration::fit_temperature(&logits, &labels) {
+        Ok(t) => {
+            assert_eq!(cal["temperature"].as_f64().unwrap(), t);
+            assert_eq!(cal["method"], "temperature");
+            assert_eq!(cal["folds"].as_array().unwrap().len(), 3);
+            let applied = cal["applied"].as_bool().unwrap();
+            assert_eq!(
+                applied,
+                cal["cross_fitted_nll_after"].as_f64() < cal["cross_fitted_nll_before"].as_f64()
+            );
+            for side in ["before", "after"] {
+                for key in ["ece", "adaptive_ece", "brier", "nll", "slope", "intercept"] {
+                    assert!(
+                        cal[side][key].is_number(),
+                        "calibration.{side}.{key}: {}",
+                        cal[side]
+                    );
+                }
+            }
+            if applied {
+                t
+            } else {
+                1.0
+            }
+        }
+        Err(e) => {
+            assert!(cal.is_null(), "{cal}");
+            let note = report["trust_note"].as_str().unwrap();
+            assert!(note.contains(&e.to_string()), "{note}");
+            1.0
+        }
+    };
+    let op = &report["operating_point"];
+    let th = op["threshold"].as_f64().unwrap();
+    let p_cal: Vec<f64> = logits
+        .iter()
+        .map(|z| 1.0 / (1.0 + ((z[1] - z[0]) / shipped_t).exp()))
+        .collect();
+    let pos = labels.iter().filter(|&&y| y == 0).count();
+    let caught = (0..rows.len())
+        .filter(|&i| labels[i] == 0 && p_cal[i] >= th)
+        .count();
+    assert!(
+        caught as f64 / pos as f64 >= 0.95,
+        "sensitivity at {th}: {caught}/{pos}"
+    );
+    assert_eq!(op["target_sensitivity"], 0.95);
+    for key in ["sensitivity", "specificity", "ppv", "npv"] {
+        let e = &op[key];
+        assert!(
+            e["low"].as_f64() <= e["value"].as_f64() && e["value"].as_f64() <= e["high"].as_f64(),
+            "{key}: {e}"
+        );
+    }
+    assert_eq!(report["trust"]["threshold"]["threshold"].as_f64(), Some(th));
+    let conformal = &report["conformal"];
+    assert_eq!(conformal["alpha"], 0.1);
+    assert_eq!(conformal["class_conditional"], true);
+    assert_eq!(conformal["thresholds"].as_array().unwrap().len(), 2);
+    assert!(conformal["coverage"].as_f64().unwrap() >= 0.9);
+    let iv = &report["intervals"];
+    assert!(iv["accuracy"]["low"].as_f64() < iv["accuracy"]["high"].as_f64());
+    assert_eq!(iv["accuracy"]["method"], "wilson");
+    assert_eq!(iv["roc_auc"]["method"], "delong");
+    let groups: BTreeSet<&String> = rows.iter().map(|r| &r[7]).collect();
+    assert_eq!(iv["groups"].as_u64(), Some(groups.len() as u64));
+    let rel = image::open(run.join("reliability.png")).unwrap().to_rgb8();
+    assert_eq!(rel.dimensions(), (700, 720));
+    assert!(out.contains("screening threshold for Monkey Pox"), "{out}");
+    assert!(out.contains("conformal sets (alpha 0.1"), "{out}");
 
     // The cv folder is an ensemble for predict: three members.
     let image = format!("{}/Others/1.jpg", msld());
@@ -804,14 +910,35 @@ fn the_paired_t_test_and_the_exact_mcnemar_test_match_hand_computation() {
     assert!(rel(mcnemar(640, 560).p, 0.02253662756750957) < 1e-6);
     // One fold: no test.
     assert!(paired("x", &[0.5], &[0.6]).p.is_nan());
+    // Corrected (Nadeau & Bengio) with n_test/n_train = ½: the variance scaled by 1/3 + ½
+    // instead of 1/3, so t = 2 / √(5/2) = 2√(2/5), and p from the same closed form.
+    let c = inception::cv::compare::paired_corrected(
+        "accuracy",
+        &[0.6, 0.7, 0.8],
+        &[0.7, 0.8, 0.8],
+        0.5,
+    );
+    assert!(
+        (c.t - 2.0).abs() < 1e-9 && (c.p - m.p).abs() < 1e-12,
+        "the plain test stays"
+    );
+    let t = 2.0 * (2.0f64 / 5.0).sqrt();
+    assert!((c.corrected_t - t).abs() < 1e-9, "{}", c.corrected_t);
+    let p = 1.0 - t / (2.0 + t * t).sqrt();
+    assert!((c.corrected_p - p).abs() < 1e-9, "{} vs {p}", c.corrected_p);
+    assert!(c.corrected_p > c.p);
+    assert!(
+        (m.corrected_p - m.p).abs() < 1e-15,
+        "without a ratio the corrected test is the plain one"
+    );
 }
 
 /// Whether each image of an `oof.csv` was predicted right (the highest probability's class).
 fn oof_right(path: &Path) -> BTreeMap<String, bool> {
     let (header, rows) = oof_rows(path);
-    let classes: Vec<String> = header[2..header.len() - 1]
+    let classes: Vec<String> = header
         .iter()
-        .map(|h| h.trim_start_matches("prob_").to_string())
+        .filter_map(|h| h.strip_prefix("prob_").map(str::to_string))
         .collect();
     rows.iter()
         .map(|r| {
@@ -950,12 +1077,14 @@ fn compare_pairs_two_cvs_fold_by_fold_and_image_by_image_and_refuses_what_does_n
     );
     // Probability columns in another order than cv.json's classes; a class that differs.
     let mut swapped: Vec<String> = oof.lines().map(str::to_string).collect();
-    swapped[0] = "path,truth,prob_Others,prob_Monkey Pox,fold".into();
+    swapped[0] =
+        "path,truth,prob_Others,prob_Monkey Pox,logit_Others,logit_Monkey Pox,fold,group".into();
     fs::write(edited.join("oof.csv"), swapped.join("\n") + "\n").unwrap();
     let err = assert_clean_failure(&compare(&a, &edited, false));
     assert!(
         err.contains(
-            "oof.csv: expected the header \"path,truth,prob_Monkey Pox,prob_Others,fold\""
+            "oof.csv: expected the header \"path,truth,prob_Monkey Pox,prob_Others,\
+             logit_Monkey Pox,logit_Others,fold,group\""
         ),
         "{err}"
     );

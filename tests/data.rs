@@ -753,7 +753,8 @@ fn near_duplicate_sets_and_folds_do_not_depend_on_the_image_size() {
     // Hashed at the training size, 32 px found two sets on MSLD and 224 one: other folds of
     // the same data and seed. The hash is now taken at one size for every training size.
     let (samples, _) = msld_samples();
-    let sets = |size: u32| duplicate_sets(&prepare(&samples, size, 1 << 30, false, 2).unwrap().hashes);
+    let sets =
+        |size: u32| duplicate_sets(&prepare(&samples, size, 1 << 30, false, 2).unwrap().hashes);
     let at_224 = sets(224);
     assert_eq!(at_224.len(), 1, "{at_224:?}");
     for size in [32, 64, 299] {

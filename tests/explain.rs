@@ -318,16 +318,14 @@ fn a_model_whose_only_evidence_is_a_square_in_one_corner_looks_there() {
             })
             .collect()
     };
-    // The default layer (5b, 2×2 at 64 px): the peak is in the quadrant, which holds far more
-    // than its quarter of the mass.
-    for (share, peak) in look("inception5b") {
-        eprintln!("5b {share:.2} {peak:?}");
-        assert!(peak.0 < 32 && peak.1 < 32, "peak at {peak:?}");
-        assert!(share > 0.4, "only {share:.2} of the mass in the quadrant");
-    }
-    // A layer with a finer map (3b, 9×9): most of the mass is in the quadrant.
-    for (share, peak) in look("inception3b") {
-        eprintln!("3b {share:.2} {peak:?}");
+    // A layer with a fine map (3b, 9×9 at 64 px): the peak is in the quadrant, which holds most
+    // of the mass. (The default layer, 5b, is 2×2 here and each of its cells sees the whole
+    // image, so which cell peaks depends on the training's numerics: on one CPU it was the
+    // square's, on another always the top-right one. Its maps are checked against PyTorch's in
+    // maps_equal_the_pytorch_reference_for_both_networks_layers_and_methods.)
+    let fine = look("inception3b");
+    eprintln!("3b {fine:?}");
+    for (share, peak) in fine {
         assert!(peak.0 < 32 && peak.1 < 32, "peak at {peak:?}");
         assert!(share >= 0.7, "only {share:.2} of the mass in the quadrant");
     }

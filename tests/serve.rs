@@ -993,8 +993,12 @@ fn top_k(predicted: &Value) -> Vec<(String, f64)> {
 #[test]
 fn the_page_in_chromium_shows_predict_s_answer_and_the_heat_map_of_a_photo() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, ckpt) = serve_case(dir.path(), "googlenet_2", &[]);
-    let ckpt = ckpt.as_str();
+    // A calibrated checkpoint whose conformal thresholds hold every class: "cannot tell".
+    let raw = common::import_case(dir.path(), "googlenet_2", "Monkey Pox,Others", &[]);
+    let cal = dir.path().join("calibrated.pt");
+    with_trust(&raw, &cal, 2.0, 0.5, [1.0, 1.0]);
+    let ckpt = cal.to_str().unwrap();
+    let server = serve(dir.path(), &["--checkpoint", ckpt]);
     let photo = photos("Monkey Pox")[1].clone();
     let predicted = predict_json(dir.path(), ckpt, &photo);
 
@@ -1012,6 +1016,13 @@ fn the_page_in_chromium_shows_predict_s_answer_and_the_heat_map_of_a_photo() {
         about.as_str().unwrap().contains("Monkey Pox, Others"),
         "{about}"
     );
+    assert!(
+        about
+            .as_str()
+            .unwrap()
+            .contains("probabilities calibrated: temperature 2.000"),
+        "{about}"
+    );
 
     // A photo chosen: the bars show predict's classes and probabilities, then the heat-map.
     browser.choose_file(&photo);
@@ -1024,6 +1035,25 @@ fn the_page_in_chromium_shows_predict_s_answer_and_the_heat_map_of_a_photo() {
         "{shown}"
     );
     assert!(shown["cam"][0].as_u64().unwrap() >= 224, "{shown}");
+    // The decision at the threshold and the set, as predict gives them.
+    let verdict = browser.wait_for(
+        "const v = document.getElementById('verdict'); \
+         return v.textContent ? {text: v.textContent, decision: v.dataset.decision, \
+         set: v.dataset.set} : null;",
+    );
+    assert_eq!(verdict["decision"], predicted[0]["decision"], "{verdict}");
+    assert_eq!(verdict["set"], "Monkey Pox|Others", "{verdict}");
+    assert!(
+        verdict["text"]
+            .as_str()
+            .unwrap()
+            .contains("cannot tell: refer to a clinician"),
+        "{verdict}"
+    );
+    assert!(
+        shown["status"].as_str().unwrap().contains("(calibrated)"),
+        "{shown}"
+    );
     let shot = browser.screenshot("serve-page.png");
     let shot = image::open(&shot).unwrap().to_rgb8();
     assert_eq!(shot.width(), 1100, "a screenshot of the window");
@@ -1069,4 +1099,290 @@ fn the_page_in_chromium_shows_predict_s_answer_and_the_heat_map_of_a_photo() {
     assert_eq!(bars(&shown), top_k(&predicted), "{shown}");
     browser.screenshot("serve-page-dropped.png");
     drop(browser);
+}
+
+/// `ckpt` rewritten as `out` carrying a calibration: temperature `t`, screening threshold
+/// `threshold`, and per-class LAC thresholds `sets`.
+fn with_trust(
+    ckpt: &std::path::Path,
+    out: &std::path::Path,
+    t: f64,
+    threshold: f64,
+    sets: [f64; 2],
+) {
+    use inception::trust::conformal::{Conformal, ScoreKind};
+    use inception::trust::{Temperature, Threshold, TrustRecord};
+    let mut c = inception::checkpoint::load(ckpt, tch::Device::Cpu).unwrap();
+    let classes = c.meta.classes.clone();
+    c.meta.trust = Some(TrustRecord {
+        fitted_on: "a test's made-up out-of-fold predictions".into(),
+        classes: classes.clone(),
+        calibration: Some(Temperature {
+            temperature: t,
+            applied: true,
+        }),
+        threshold: Some(Threshold {
+            positive_class: classes[0].clone(),
+            threshold,
+            target_sensitivity: 0.95,
+        }),
+        conformal: Some(Conformal {
+            alpha: 0.1,
+            score: ScoreKind::Lac,
+            class_conditional: true,
+            thresholds: sets.to_vec(),
+            calibration_images: vec![50, 50],
+        }),
+    });
+    inception::checkpoint::save(out, &c.model, &c.meta).unwrap();
+}
+
+#[test]
+fn predict_eval_and_serve_agree_on_the_calibrated_probability_decision_and_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = common::import_case(
+        dir.path(),
+        "seed_2",
+        "Monkey Pox,Others",
+        &["--image-size", "64"],
+    );
+    // Ten photos of each class, in class folders for eval.
+    let data = dir.path().join("data");
+    let mut files = vec![];
+    for class in ["Monkey Pox", "Others"] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for f in photos(class).iter().take(10) {
+            let to = data.join(class).join(f.file_name().unwrap());
+            std::fs::copy(f, &to).unwrap();
+            files.push(to);
+        }
+    }
+    // A checkpoint made before calibration existed: uncalibrated, and it says so.
+    let before = predict_json(dir.path(), old.to_str().unwrap(), &files[0]);
+    assert_eq!(before[0]["calibrated"], false);
+    assert!(before[0]["set"].is_null());
+    assert_eq!(before[0]["threshold"], 0.5);
+    let o = common::inception(
+        dir.path(),
+        &[
+            "predict",
+            "--device",
+            "cpu",
+            "--checkpoint",
+            old.to_str().unwrap(),
+            files[0].to_str().unwrap(),
+        ],
+    );
+    assert!(
+        common::stderr(&o)
+            .contains("probabilities: uncalibrated (the checkpoint carries no calibration)"),
+        "{}",
+        common::stderr(&o)
+    );
+
+    let cal = dir.path().join("calibrated.pt");
+    let cal_s = cal.to_str().unwrap();
+    let paths: Vec<&str> = files.iter().map(|f| f.to_str().unwrap()).collect();
+    let mut args = vec![
+        "predict",
+        "--json",
+        "--device",
+        "cpu",
+        "--checkpoint",
+        cal_s,
+    ];
+    args.extend(&paths);
+    let prob = |p: &Value, class: &str| -> f64 {
+        p["top_k"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["class"] == class)
+            .unwrap()["probability"]
+            .as_f64()
+            .unwrap()
+    };
+    // Set thresholds from these photos' calibrated probabilities: the lowest quarter of
+    // P(Monkey Pox) gets {Others}, the highest quarter {Monkey Pox}, the middle both.
+    let t = 2.5;
+    with_trust(&old, &cal, t, 0.5, [1.0, 1.0]);
+    let o = common::inception(dir.path(), &args);
+    let first: Vec<Value> = serde_json::from_str(&common::stdout(&o)).unwrap();
+    let mut mp: Vec<f64> = first.iter().map(|p| prob(p, "Monkey Pox")).collect();
+    mp.sort_by(f64::total_cmp);
+    let (q1, q3) = ((mp[4] + mp[5]) / 2.0, (mp[14] + mp[15]) / 2.0);
+    let (threshold, sets) = ((mp[9] + mp[10]) / 2.0, [1.0 - q1, q3]);
+    with_trust(&old, &cal, t, threshold, sets);
+    let o = common::inception(dir.path(), &args);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert!(
+        common::stderr(&o).contains("probabilities: calibrated: temperature 2.500"),
+        "{}",
+        common::stderr(&o)
+    );
+    let predicted: Vec<Value> = serde_json::from_str(&common::stdout(&o)).unwrap();
+    args.insert(2, "--no-calibration");
+    let o = common::inception(dir.path(), &args);
+    let raw: Vec<Value> = serde_json::from_str(&common::stdout(&o)).unwrap();
+    let mut kinds = std::collections::BTreeSet::new();
+    for (p, r) in predicted.iter().zip(&raw) {
+        assert_eq!(p["calibrated"], true);
+        assert_eq!(r["calibrated"], false);
+        // --no-calibration shows the raw probabilities; decisions and sets stay on the scale
+        // their thresholds were fitted on.
+        assert_eq!(r["decision"], p["decision"]);
+        assert_eq!(r["set"], p["set"]);
+        // softmax(z / T) from the raw probabilities: log p = z − c.
+        let (a, b) = (prob(r, "Monkey Pox").ln() / t, prob(r, "Others").ln() / t);
+        let want = 1.0 / (1.0 + (b - a).exp());
+        let got = prob(p, "Monkey Pox");
+        assert!(
+            (got - want).abs() < 1e-6,
+            "calibrated {got} vs softmax(z/T) {want}"
+        );
+        let decision = if got >= threshold {
+            "Monkey Pox"
+        } else {
+            "Others"
+        };
+        assert_eq!(p["decision"], decision, "{p}");
+        let mut set = vec![];
+        if 1.0 - got <= sets[0] {
+            set.push("Monkey Pox");
+        }
+        if 1.0 - prob(p, "Others") <= sets[1] {
+            set.push("Others");
+        }
+        assert_eq!(p["set"], serde_json::json!(set), "{p}");
+        kinds.insert(set.len());
+    }
+    assert_eq!(
+        kinds.len(),
+        2,
+        "the photos give sets of one size only: {kinds:?}"
+    );
+
+    // eval's per-image answers are predict's; its report measures them.
+    let csv = dir.path().join("eval.csv");
+    let o = common::inception(
+        dir.path(),
+        &[
+            "eval",
+            "--json",
+            "--device",
+            "cpu",
+            "--checkpoint",
+            cal_s,
+            "--data",
+            data.to_str().unwrap(),
+            "--predictions",
+            csv.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let e: Value = serde_json::from_str(&common::stdout(&o)).unwrap();
+    assert_eq!(e["calibrated"], true);
+    assert_eq!(e["calibration"]["temperature"], 2.5);
+    assert_eq!(e["operating_point"]["threshold"], threshold);
+    assert_eq!(e["conformal"]["thresholds"], serde_json::json!(sets));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<Vec<String>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect();
+    let mut covered = 0;
+    for row in &rows {
+        let i = paths
+            .iter()
+            .position(|p| *p == row[0])
+            .unwrap_or_else(|| panic!("{} not predicted", row[0]));
+        let p = &predicted[i];
+        let mp: f64 = row[2].parse().unwrap();
+        assert!(
+            (mp - prob(p, "Monkey Pox")).abs() < 1e-6,
+            "{}: eval {mp} vs predict {}",
+            row[0],
+            prob(p, "Monkey Pox")
+        );
+        assert_eq!(p["decision"], row[4]);
+        let set: Vec<&str> = if row[5].is_empty() {
+            vec![]
+        } else {
+            row[5].split('|').collect()
+        };
+        assert_eq!(p["set"], serde_json::json!(set));
+        covered += set.contains(&row[1].as_str()) as usize;
+    }
+    let coverage = e["conformal"]["coverage"].as_f64().unwrap();
+    assert!((coverage - covered as f64 / rows.len() as f64).abs() < 1e-12);
+    let tp = rows
+        .iter()
+        .filter(|r| r[1] == "Monkey Pox" && r[4] == "Monkey Pox")
+        .count();
+    let sens = e["operating_point"]["sensitivity"]["value"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (sens - tp as f64 / 10.0).abs() < 1e-12,
+        "sensitivity {sens} vs {tp}/10"
+    );
+
+    // serve answers the same.
+    let mut server = serve(dir.path(), &["--checkpoint", cal_s]);
+    let (status, body) = request(&server.addr, "GET", "/v1/model", b"");
+    assert_eq!(status, 200);
+    let model: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(model["calibrated"], true);
+    assert_eq!(model["threshold"], threshold);
+    for (f, p) in files.iter().zip(&predicted).take(6) {
+        let (status, body) = request(
+            &server.addr,
+            "POST",
+            "/v1/predict",
+            &std::fs::read(f).unwrap(),
+        );
+        assert_eq!(status, 200, "{body}");
+        let served: Value = serde_json::from_str(&body).unwrap();
+        for key in ["calibrated", "decision", "set", "threshold", "class"] {
+            assert_eq!(served[0][key], p[key], "{key} for {f:?}");
+        }
+        assert!((prob(&served[0], "Monkey Pox") - prob(p, "Monkey Pox")).abs() < 1e-6);
+    }
+    let _ = server.child.kill();
+    let _ = &mut server;
+
+    // --threshold overrides the recorded one; refused outside [0, 1].
+    let o = common::inception(
+        dir.path(),
+        &[
+            "predict",
+            "--json",
+            "--device",
+            "cpu",
+            "--threshold",
+            "0",
+            "--checkpoint",
+            cal_s,
+            paths[0],
+        ],
+    );
+    let v: Value = serde_json::from_str(&common::stdout(&o)).unwrap();
+    assert_eq!(v[0]["decision"], "Monkey Pox");
+    assert_eq!(v[0]["threshold"], 0.0);
+    let o = common::inception(
+        dir.path(),
+        &[
+            "predict",
+            "--device",
+            "cpu",
+            "--threshold",
+            "1.5",
+            "--checkpoint",
+            cal_s,
+            paths[0],
+        ],
+    );
+    let err = common::assert_clean_failure(&o);
+    assert!(err.contains("--threshold 1.5 is outside [0, 1]"), "{err}");
 }

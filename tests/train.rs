@@ -390,6 +390,30 @@ fn a_non_finite_loss_stops_training_naming_epoch_and_batch_and_keeps_best() {
 }
 
 #[test]
+fn a_config_that_does_not_set_aux_logits_gets_them_only_for_googlenet_from_scratch() {
+    let aux = |json: &str| {
+        let cfg = TrainConfig::from_json(json).unwrap();
+        cfg.validate().unwrap();
+        cfg.aux_logits
+    };
+    assert!(aux("{}"));
+    assert!(aux(r#"{"arch": "googlenet"}"#));
+    assert!(!aux(r#"{"arch": "googlenet", "pretrained": true}"#));
+    assert!(aux(
+        r#"{"arch": "googlenet", "pretrained": true, "aux_logits": true}"#
+    ));
+    assert!(!aux(r#"{"arch": "efficientnet_lite0"}"#));
+    assert!(!aux(r#"{"arch": "seed"}"#));
+    let err = TrainConfig::from_json(r#"{"arch": "seed", "aux_logits": true}"#)
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert!(err
+        .to_string()
+        .contains("aux_logits exists only for arch googlenet"));
+}
+
+#[test]
 fn config_errors_name_the_field_and_create_no_run() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
@@ -1782,7 +1806,7 @@ fn adamw_corrects_each_parameters_moments_by_its_own_updates_and_saves_the_count
     let x = tch::Tensor::randn([4, 3, 64, 64], (tch::Kind::Float, Device::Cpu));
     let y = tch::Tensor::from_slice(&[0i64, 1, 0, 1]);
     let lr = 1e-3;
-    let mut step = |opt: &mut Optimizer| {
+    let step = |opt: &mut Optimizer| {
         opt.zero_grad();
         let out = model.forward_t(&x, true).unwrap();
         out.logits.cross_entropy_for_logits(&y).backward();
@@ -1800,12 +1824,21 @@ fn adamw_corrects_each_parameters_moments_by_its_own_updates_and_saves_the_count
     step(&mut opt);
     let moved = (w(name) - &before).abs();
     let max = moved.max().double_value(&[]);
-    assert!(max <= lr * 1.001 && max > lr * 0.95, "first step {max:e}, lr {lr:e}");
+    assert!(
+        max <= lr * 1.001 && max > lr * 0.95,
+        "first step {max:e}, lr {lr:e}"
+    );
     // The counts travel with the state: 51 updates of the head, 1 of the backbone.
     let state = opt.state();
-    assert_eq!(state["optimizer.step.classifier.2.weight"].int64_value(&[]), 51);
+    assert_eq!(
+        state["optimizer.step.classifier.2.weight"].int64_value(&[]),
+        51
+    );
     assert_eq!(state[&format!("optimizer.step.{name}")].int64_value(&[]), 1);
     let mut other = Optimizer::new(&model, OptimizerKind::Adamw, 0.9, 0.0).unwrap();
     other.load_state(&state, opt.step).unwrap();
-    assert_eq!(other.state()[&format!("optimizer.step.{name}")].int64_value(&[]), 1);
+    assert_eq!(
+        other.state()[&format!("optimizer.step.{name}")].int64_value(&[]),
+        1
+    );
 }

@@ -113,7 +113,11 @@ fn a_legacy_googlenet_file_imports_without_python_and_gives_pytorchs_logits() {
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("auxiliary heads kept"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("auxiliary heads kept"),
+        "{}",
+        stdout(&o)
+    );
     let ckpt = checkpoint::load(&dir.path().join("g.pt"), Device::Cpu).unwrap();
     let mut io = checkpoint::read_safetensors(&fixture("googlenet.io.safetensors"))
         .unwrap()
@@ -128,7 +132,9 @@ fn a_legacy_googlenet_file_imports_without_python_and_gives_pytorchs_logits() {
 fn code_torchscript_broken_storages_and_absurd_files_are_refused_by_name_and_reason() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("empty.pth"), b"").unwrap();
-    let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let random: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     fs::write(dir.path().join("random.pth"), &random).unwrap();
     let mut zip_cut = fs::read(fixture("small.zip.pth")).unwrap();
     zip_cut.truncate(zip_cut.len() / 2);
@@ -140,16 +146,32 @@ fn code_torchscript_broken_storages_and_absurd_files_are_refused_by_name_and_rea
             "payload is a posix.system object, not a tensor",
         ),
         (fixture("scripted.pt"), "a TorchScript archive"),
-        (fixture("past_storage.pth"), "needs 18 elements, but storage"),
+        (
+            fixture("past_storage.pth"),
+            "needs 18 elements, but storage",
+        ),
         (
             fixture("expanded.pth"),
             "would take 8589934592 bytes, more than the whole file",
         ),
+        (
+            fixture("many_views.pth"),
+            "its tensors would take more than 4 times the file's",
+        ),
         (fixture("deep.pth"), "nested deeper than 32 levels"),
-        (fixture("truncated.legacy.pth"), "extends beyond the end of the file"),
-        (fixture("list.pth"), "the file holds a list, not a dict of tensors"),
+        (
+            fixture("truncated.legacy.pth"),
+            "extends beyond the end of the file",
+        ),
+        (
+            fixture("list.pth"),
+            "the file holds a list, not a dict of tensors",
+        ),
         (local("empty.pth"), "the file is empty"),
-        (local("random.pth"), "neither a safetensors file nor a PyTorch"),
+        (
+            local("random.pth"),
+            "neither a safetensors file nor a PyTorch",
+        ),
         (local("cut.zip.pth"), "not a readable PyTorch file"),
     ];
     for (file, reason) in cases {
@@ -172,8 +194,8 @@ fn code_torchscript_broken_storages_and_absurd_files_are_refused_by_name_and_rea
         assert!(err.contains(reason), "{}: {err}", file.display());
         assert!(!dir.path().join("x.pt").exists());
     }
-    // The os.system call would have made this file.
-    assert!(!fixture("pwned").exists());
+    // The os.system call would have made this file in the working folder.
+    assert!(!dir.path().join("pwned").exists());
 }
 
 #[test]
@@ -195,13 +217,19 @@ fn a_pth_of_another_architecture_lists_every_misfit() {
     );
     let err = assert_clean_failure(&o);
     assert!(err.contains("--init"), "{err}");
-    assert!(err.contains("do not fit a efficientnet_lite0 backbone"), "{err}");
+    assert!(
+        err.contains("do not fit the efficientnet_lite0 backbone"),
+        "{err}"
+    );
     assert!(err.contains("245 missing: _blocks.0._bn1.bias, "), "{err}");
     assert!(err.contains("364 unexpected: aux1.conv.bn.bias, "), "{err}");
     assert!(err.contains(", conv1.bn.bias, "), "{err}");
-    assert!(!dir.path().join("runs").exists() || fs::read_dir(dir.path().join("runs")).unwrap().all(|e| {
-        !e.unwrap().path().join("model.pt").exists()
-    }));
+    assert!(
+        !dir.path().join("runs").exists()
+            || fs::read_dir(dir.path().join("runs"))
+                .unwrap()
+                .all(|e| { !e.unwrap().path().join("model.pt").exists() })
+    );
 }
 
 /// The published EfficientNet-Lite0 file, where scripts/deps.sh puts it.
@@ -241,7 +269,10 @@ fn efficientnet_lite0_with_the_published_weights_gives_the_references_probabilit
     assert_eq!(sd.len(), 296);
     model.load_state_dict(&sd).unwrap();
     let logits = tch::no_grad(|| model.forward_t(&x, false).unwrap().logits);
-    let (p, q) = (logits.softmax(-1, Kind::Float), want.softmax(-1, Kind::Float));
+    let (p, q) = (
+        logits.softmax(-1, Kind::Float),
+        want.softmax(-1, Kind::Float),
+    );
     let diff = (&p - &q).abs().max().double_value(&[]);
     assert!(diff < 1e-5, "probabilities differ by {diff}");
     assert!(common::relative_error(&logits, &want) < 1e-4);
@@ -251,7 +282,10 @@ fn efficientnet_lite0_with_the_published_weights_gives_the_references_probabilit
     model.fold_batchnorm().unwrap();
     model.to_channels_last().unwrap();
     let folded = tch::no_grad(|| model.forward_t(&x, false).unwrap().logits);
-    let diff = (folded.softmax(-1, Kind::Float) - &q).abs().max().double_value(&[]);
+    let diff = (folded.softmax(-1, Kind::Float) - &q)
+        .abs()
+        .max()
+        .double_value(&[]);
     assert!(diff < 1e-5, "folded: probabilities differ by {diff}");
 }
 
@@ -264,7 +298,16 @@ fn pretrained_with_seed_or_with_init_is_a_usage_error() {
         vec!["train", "--arch", "seed", "--pretrained"],
         vec!["cv", "--arch", "seed", "--pretrained"],
         vec!["train", "--pretrained", "--init", "x.pth"],
-        vec!["import", "--arch", "seed", "--pretrained", "--classes", "a,b", "--out", "o.pt"],
+        vec![
+            "import",
+            "--arch",
+            "seed",
+            "--pretrained",
+            "--classes",
+            "a,b",
+            "--out",
+            "o.pt",
+        ],
     ] {
         let o = inception(dir.path(), &args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
@@ -274,6 +317,27 @@ fn pretrained_with_seed_or_with_init_is_a_usage_error() {
 }
 
 /// `inception train` on `data` with the smoke config, Lite0 at 32 px, and `extra` flags.
+#[test]
+fn a_frozen_backbone_drops_no_connections_in_training() {
+    tch::manual_seed(3);
+    let published = weights::read_state_dict(&lite0_file()).unwrap();
+    let mut model = Model::new(NetConfig::new(Arch::EfficientnetLite0, 1000), Device::Cpu).unwrap();
+    model.load_state_dict(&published).unwrap();
+    model.freeze_bn = true;
+    model.dropout = Some(0.0);
+    let x = Tensor::randn([4, 3, 64, 64], (Kind::Float, Device::Cpu));
+    let run = |m: &Model, train: bool| tch::no_grad(|| m.forward_t(&x, train).unwrap().logits);
+    let eval = run(&model, false);
+    // Thawed, drop-connect drops whole residual branches per image: training differs from eval.
+    let e = common::relative_error(&run(&model, true), &eval);
+    assert!(e > 1e-3, "{e}");
+    model.frozen_backbone = true;
+    for _ in 0..3 {
+        let e = common::relative_error(&run(&model, true), &eval);
+        assert!(e < 1e-6, "{e}");
+    }
+}
+
 fn train_lite0(dir: &Path, data: &Path, out: &str, extra: &[&str]) -> Output {
     let smoke = repo().join("configs/smoke.json");
     let mut args = vec![
@@ -308,10 +372,21 @@ fn a_frozen_epoch_trains_the_class_layer_only_and_the_backbone_then_learns() {
         dir.path(),
         &data,
         "frozen",
-        &["--pretrained", "--offline", "--epochs", "1", "--freeze-epochs", "1"],
+        &[
+            "--pretrained",
+            "--offline",
+            "--epochs",
+            "1",
+            "--freeze-epochs",
+            "1",
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("start fresh (_fc.bias, _fc.weight)"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("start fresh (_fc.bias, _fc.weight)"),
+        "{}",
+        stdout(&o)
+    );
     let frozen = checkpoint::load(&dir.path().join("frozen/model.pt"), Device::Cpu).unwrap();
     let sd = frozen.model.state_dict();
     for (k, t) in &sd {
@@ -345,7 +420,14 @@ fn a_frozen_epoch_trains_the_class_layer_only_and_the_backbone_then_learns() {
     let image = data.join("light/0.png");
     let o = inception(
         dir.path(),
-        &["explain", "--checkpoint", "thawed/model.pt", "--out", "cam", image.to_str().unwrap()],
+        &[
+            "explain",
+            "--checkpoint",
+            "thawed/model.pt",
+            "--out",
+            "cam",
+            image.to_str().unwrap(),
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let said = format!("{}{}", stdout(&o), stderr(&o));
@@ -353,10 +435,18 @@ fn a_frozen_epoch_trains_the_class_layer_only_and_the_backbone_then_learns() {
     assert!(dir.path().join("cam/0.cam.png").exists());
     let o = inception(
         dir.path(),
-        &["explain", "--checkpoint", "thawed/model.pt", "--layer", "inception5b", "--out", "c2"]
-            .into_iter()
-            .chain([image.to_str().unwrap()])
-            .collect::<Vec<_>>(),
+        &[
+            "explain",
+            "--checkpoint",
+            "thawed/model.pt",
+            "--layer",
+            "inception5b",
+            "--out",
+            "c2",
+        ]
+        .into_iter()
+        .chain([image.to_str().unwrap()])
+        .collect::<Vec<_>>(),
     );
     let err = assert_clean_failure(&o);
     assert!(err.contains("_blocks.15"), "{err}");
@@ -380,6 +470,8 @@ struct Server {
 #[derive(Clone, Copy)]
 enum How {
     Whole,
+    /// Sends half with no length (the end of the body is the closed connection).
+    CutNoLength,
     /// Announces the whole length, sends half and closes.
     Cut,
     Error500,
@@ -403,8 +495,15 @@ fn serve(files: Vec<(String, Vec<u8>)>, how: How) -> Server {
                     break;
                 }
             }
-            let path = line.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/');
-            let body = files.iter().find(|(n, _)| n == path).map(|(_, b)| b.clone());
+            let path = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .trim_start_matches('/');
+            let body = files
+                .iter()
+                .find(|(n, _)| n == path)
+                .map(|(_, b)| b.clone());
             let _ = match (how, body) {
                 (How::Error500, _) => stream.write_all(
                     b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
@@ -412,6 +511,9 @@ fn serve(files: Vec<(String, Vec<u8>)>, how: How) -> Server {
                 (_, None) => stream.write_all(
                     b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
                 ),
+                (How::CutNoLength, Some(b)) => stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n")
+                    .and_then(|_| stream.write_all(&b[..b.len() / 2])),
                 (how, Some(b)) => {
                     let head = format!(
                         "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -453,6 +555,24 @@ fn files_in(dir: &Path) -> Vec<String> {
 }
 
 #[test]
+fn the_hash_prefix_is_found_as_torch_hubs_regex_finds_it() {
+    let cases = [
+        ("googlenet-1378be20.pth", Some("1378be20")),
+        ("resnet-18-f37072fd.pth", Some("f37072fd")),
+        ("model-v2-abc.tar.gz", Some("abc")),
+        ("a-12.b-34.pth", Some("12")),
+        ("efficientnet-lite0-57934424.pth", Some("57934424")),
+        ("weights.pth", None),
+        ("model-.pth", None),
+        ("model-ABCD.pth", None),
+        ("model-abcd", None),
+    ];
+    for (name, want) in cases {
+        assert_eq!(hub::hash_prefix(name), want, "{name}");
+    }
+}
+
+#[test]
 fn a_download_is_kept_only_when_whole_and_its_hash_is_right() {
     let dir = tempfile::tempdir().unwrap();
     let (good, bytes) = hashed_file(true);
@@ -465,14 +585,30 @@ fn a_download_is_kept_only_when_whole_and_its_hash_is_right() {
     assert_eq!(files_in(dir.path()), [good.clone()]);
 
     let err = hub::download(&format!("{}/{bad}", s.url), &dir.path().join(&bad)).unwrap_err();
-    assert!(format!("{err:#}").contains("does not start with deadbeef"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("does not start with deadbeef"),
+        "{err:#}"
+    );
     assert_eq!(files_in(dir.path()), [good.clone()]);
 
     let cut = serve(files.clone(), How::Cut);
     let other = dir.path().join("sub");
     fs::create_dir(&other).unwrap();
     let err = hub::download(&format!("{}/{good}", cut.url), &other.join(&good)).unwrap_err();
-    assert!(format!("{err:#}").contains("the connection broke after"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("the connection broke after"),
+        "{err:#}"
+    );
+    assert!(files_in(&other).is_empty());
+
+    // No length and no hash in the name: the cut is seen when the file is read back.
+    let plain = "small.pth".to_string();
+    let silent = serve(vec![(plain.clone(), bytes.clone())], How::CutNoLength);
+    let err = hub::download(&format!("{}/{plain}", silent.url), &other.join(&plain)).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("not readable weights: nothing kept"),
+        "{err:#}"
+    );
     assert!(files_in(&other).is_empty());
 
     let failing = serve(files, How::Error500);
@@ -492,6 +628,9 @@ fn with_cache(home: &Path, args: &[&str]) -> Output {
         .env_remove("http_proxy")
         .env_remove("ALL_PROXY")
         .env_remove("all_proxy")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env("NO_PROXY", "127.0.0.1,localhost")
         .output()
         .unwrap()
 }
@@ -506,20 +645,44 @@ fn a_url_is_downloaded_into_torch_hubs_cache_once_and_then_served_from_it() {
     // Offline, nothing is fetched: the error says where to put the file and where it is from.
     let o = with_cache(
         dir.path(),
-        &["import", "--arch", "seed", "--weights", &url, "--classes", "a,b", "--out", "o.pt", "--offline"],
+        &[
+            "import",
+            "--arch",
+            "seed",
+            "--weights",
+            &url,
+            "--classes",
+            "a,b",
+            "--out",
+            "o.pt",
+            "--offline",
+        ],
     );
     let err = assert_clean_failure(&o);
-    assert!(err.contains(&cache.join(&name).display().to_string()), "{err}");
+    assert!(
+        err.contains(&cache.join(&name).display().to_string()),
+        "{err}"
+    );
     assert!(err.contains(&url), "{err}");
     assert_eq!(s.requests.load(Ordering::SeqCst), 0);
     // Online: downloaded (the small state_dict does not fit seed: refused after the download).
     for round in 1..=2 {
         let o = with_cache(
             dir.path(),
-            &["import", "--arch", "seed", "--weights", &url, "--classes", "a,b", "--out", "o.pt"],
+            &[
+                "import",
+                "--arch",
+                "seed",
+                "--weights",
+                &url,
+                "--classes",
+                "a,b",
+                "--out",
+                "o.pt",
+            ],
         );
         let err = assert_clean_failure(&o);
-        assert!(err.contains("do not fit a seed network"), "{err}");
+        assert!(err.contains("do not fit the seed network"), "{err}");
         assert_eq!(fs::read(cache.join(&name)).unwrap(), bytes);
         assert_eq!(files_in(&cache), [name.clone()]);
         // The second call is served from the cache: no request.
@@ -535,18 +698,34 @@ fn the_cache_folder_follows_torch_home_then_xdg_cache_home_then_home() {
         for (k, v) in vars {
             cmd.env(k, v);
         }
-        cmd.args(["train", "--arch", "efficientnet_lite0", "--pretrained", "--offline"])
-            .args(["--data", "/nonexistent-data"]);
+        cmd.args([
+            "train",
+            "--arch",
+            "efficientnet_lite0",
+            "--pretrained",
+            "--offline",
+        ])
+        .args(["--data", "/nonexistent-data"]);
         let o = cmd.output().unwrap();
-        String::from_utf8_lossy(&o.stderr).into_owned()
+        assert_clean_failure(&o)
     };
     let lite = "efficientnet-lite0-57934424.pth";
-    let err = run(&[("TORCH_HOME", "/t"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]);
+    let err = run(&[
+        ("TORCH_HOME", "/t"),
+        ("XDG_CACHE_HOME", "/x"),
+        ("HOME", "/h"),
+    ]);
     assert!(err.contains(&format!("/t/hub/checkpoints/{lite}")), "{err}");
     let err = run(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]);
-    assert!(err.contains(&format!("/x/torch/hub/checkpoints/{lite}")), "{err}");
+    assert!(
+        err.contains(&format!("/x/torch/hub/checkpoints/{lite}")),
+        "{err}"
+    );
     let err = run(&[("HOME", "/h")]);
-    assert!(err.contains(&format!("/h/.cache/torch/hub/checkpoints/{lite}")), "{err}");
+    assert!(
+        err.contains(&format!("/h/.cache/torch/hub/checkpoints/{lite}")),
+        "{err}"
+    );
 }
 
 #[test]

@@ -9,13 +9,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::other_flags;
-use super::recipe::{apply_flags, fetch_weights, apply_runtime_flags, compute_for, RUNTIME_FLAGS};
-use crate::cli::CvArgs;
+use super::recipe::{apply_flags, apply_runtime_flags, compute_for, fetch_weights, RUNTIME_FLAGS};
+use crate::cli::{CvArgs, TrustArgs, TRUST_FLAGS};
 use crate::config::{self, TrainConfig};
 use crate::cv::{self, CvReport, Plan};
 use crate::data::folder::{scan, Layout};
 use crate::precision::Compute;
 use crate::train::run_dir::RunDir;
+use crate::trust::intervals::ProportionMethod;
+use crate::trust::TrustConfig;
 
 /// The default number of folds.
 pub const DEFAULT_FOLDS: usize = 5;
@@ -30,6 +32,7 @@ fn new_plan(a: &CvArgs) -> Result<Plan> {
     }
     let mut cfg = config::load(a.config.as_ref())?;
     apply_flags(&mut cfg, &a.recipe)?;
+    apply_trust_flags(&mut cfg.trust, &a.trust);
     cfg.folds = Some(cfg.folds.unwrap_or(DEFAULT_FOLDS));
     cfg.fold = 0;
     cfg.validate().context("training config")?;
@@ -57,6 +60,35 @@ fn new_plan(a: &CvArgs) -> Result<Plan> {
         dataset: dataset.display().to_string(),
         config: cfg,
     })
+}
+
+/// The flags of what is fitted on the out-of-fold predictions, over the config's `trust`.
+pub fn apply_trust_flags(t: &mut TrustConfig, a: &TrustArgs) {
+    super::recipe::set_if(&mut t.target_sensitivity, a.target_sensitivity);
+    if a.prevalence.is_some() {
+        t.prevalence = a.prevalence;
+    }
+    super::recipe::set_if(&mut t.alpha, a.alpha);
+    super::recipe::set_if(&mut t.score, a.conformal_score);
+    if a.pooled_sets {
+        t.class_conditional = false;
+    }
+    if a.clopper_pearson {
+        t.intervals = ProportionMethod::ClopperPearson;
+    }
+    if a.no_calibration {
+        t.calibrate = false;
+    }
+}
+
+/// With --resume or --collect: trust flags refit the summary; the plan records them.
+fn refit_flags(a: &CvArgs, dir: &Path, plan: &mut Plan) -> Result<()> {
+    if TRUST_FLAGS.iter().any(|f| a.given.iter().any(|g| g == f)) {
+        apply_trust_flags(&mut plan.config.trust, &a.trust);
+        plan.config.trust.validate().context("trust")?;
+        plan.write(dir)?;
+    }
+    Ok(())
 }
 
 /// The runtime flags given with --resume or --collect, applied to the plan's config.
@@ -129,20 +161,21 @@ enum Outcome {
 
 fn execute(a: &CvArgs) -> Result<Outcome> {
     if let Some(dir) = &a.collect {
-        only_runtime_flags(
-            a,
-            "--collect",
-            &["collect", "json", "device", "precision", "channels_last"],
-        )?;
-        let plan = Plan::read(dir)?;
+        let mut allowed = vec!["collect", "json", "device", "precision", "channels_last"];
+        allowed.extend(TRUST_FLAGS);
+        only_runtime_flags(a, "--collect", &allowed)?;
+        let mut plan = Plan::read(dir)?;
+        refit_flags(a, dir, &mut plan)?;
         let compute = compute_for(&with_runtime_flags(a, plan.config))?;
         return Ok(Outcome::Report(Box::new(cv::collect(dir, compute)?)));
     }
     if let Some(dir) = &a.resume {
         let mut allowed = vec!["resume", "json"];
         allowed.extend(RUNTIME_FLAGS);
+        allowed.extend(TRUST_FLAGS);
         only_runtime_flags(a, "--resume", &allowed)?;
         let mut plan = Plan::read(dir)?;
+        refit_flags(a, dir, &mut plan)?;
         plan.config = with_runtime_flags(a, plan.config);
         let compute = compute_for(&plan.config)?;
         println!("resuming cross-validation {}", dir.display());

@@ -16,6 +16,8 @@ use crate::ensemble::Ensemble;
 use crate::metrics::{evaluate, Evaluation};
 use crate::precision::Compute;
 use crate::train::EvalSet;
+use crate::trust::intervals::ProportionMethod;
+use crate::trust::{EvalCalibration, EvalConformal, EvalOperatingPoint, Intervals};
 
 /// What `eval --json` prints.
 #[derive(Debug, Serialize)]
@@ -36,6 +38,17 @@ pub struct EvalReport {
     pub images_per_s: f64,
     #[serde(flatten)]
     pub evaluation: Evaluation,
+    /// Whether the probabilities measured are calibrated, and how.
+    pub calibrated: bool,
+    pub calibration_note: String,
+    /// The checkpoint's temperature and the calibration measures before and after it.
+    pub calibration: Option<EvalCalibration>,
+    /// Two classes: the metrics at the threshold decisions are taken at, and at 0.5.
+    pub operating_point: Option<EvalOperatingPoint>,
+    /// Coverage and set sizes of the checkpoint's conformal prediction sets.
+    pub conformal: Option<EvalConformal>,
+    /// 95 % intervals (patients resampled for the bootstrap).
+    pub intervals: Intervals,
 }
 
 /// The images to measure: from --data, or the checkpoint's recorded split.
@@ -89,6 +102,9 @@ pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
     if a.tta {
         ensemble = ensemble.with_tta();
     }
+    if a.no_calibration {
+        ensemble = ensemble.without_calibration();
+    }
     let (root, split, samples) = images(a, &ensemble)?;
     if samples.is_empty() {
         bail!("no images to measure in {} ({split})", root.display());
@@ -102,24 +118,83 @@ pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
         normalization: meta.normalization,
     };
     let set = EvalSet::prepare(samples, transform, a.batch_size, a.skip_bad)?;
-    let (probs, labels) = set.predict(|x| ensemble.probabilities(compute, x, tch::Kind::Double))?;
+    let answers = std::cell::RefCell::new(vec![]);
+    let (probs, labels) = set.predict(|x| {
+        let a = ensemble.answers(compute, x)?;
+        let rows: Vec<Vec<f64>> = a.iter().map(|a| a.probs.clone()).collect();
+        answers.borrow_mut().extend(a);
+        Ok(tch::Tensor::f_from_slice(&rows.concat())?
+            .f_view([rows.len() as i64, meta.classes.len() as i64])?)
+    })?;
+    let answers = answers.into_inner();
     let images_per_s = probs.len() as f64 / started.elapsed().as_secs_f64();
+    let raw: Vec<Vec<f64>> = answers.iter().map(|a| a.raw.clone()).collect();
+    let fitted: Vec<Vec<f64>> = answers.iter().map(|a| a.fitted.clone()).collect();
+    let basis = if ensemble.ships_temperature() {
+        &fitted
+    } else {
+        &raw
+    };
+    let sets: Option<Vec<Vec<usize>>> = answers.iter().map(|a| a.set.clone()).collect();
+    let group_by = meta
+        .training
+        .as_ref()
+        .map_or("auto", |t| t.config.group_by.as_str());
+    let good: Vec<Sample> = set
+        .good
+        .iter()
+        .map(|&i| set.loader.samples[i].clone())
+        .collect();
+    let groups = crate::data::split::GroupBy::parse(group_by)?
+        .grouping(&good, &meta.classes)?
+        .keys;
+    let method = if a.clopper_pearson {
+        ProportionMethod::ClopperPearson
+    } else {
+        ProportionMethod::Wilson
+    };
+    let measured = crate::trust::measure(
+        &crate::trust::Model {
+            classes: &meta.classes,
+            record: ensemble.trust.as_ref(),
+            calibrated: ensemble.is_calibrated(),
+            threshold: ensemble.threshold(),
+            cross: ensemble.cross.is_some(),
+        },
+        &raw,
+        &fitted,
+        basis,
+        sets.as_deref(),
+        &labels,
+        &groups,
+        method,
+    );
     if let Some(file) = &a.predictions {
         let mut csv = format!(
-            "path,truth{}\n",
+            "path,truth{},decision,set\n",
             meta.classes
                 .iter()
                 .map(|c| format!(",{}", csv_field(&format!("prob_{c}"))))
                 .collect::<String>()
         );
-        for ((&i, p), &y) in set.good.iter().zip(&probs).zip(&labels) {
+        for (((&i, p), &y), answer) in set.good.iter().zip(&probs).zip(&labels).zip(&answers) {
             let path = &set.loader.samples[i].path;
             csv += &csv_field(&path.display().to_string());
             csv += &format!(",{}", csv_field(&meta.classes[y]));
             for v in p {
                 csv += &format!(",{v:.9}");
             }
-            csv += "\n";
+            let members: Vec<&str> = answer
+                .set
+                .iter()
+                .flatten()
+                .map(|&c| meta.classes[c].as_str())
+                .collect();
+            csv += &format!(
+                ",{},{}\n",
+                csv_field(&meta.classes[answer.decision]),
+                csv_field(&members.join("|"))
+            );
         }
         crate::checkpoint::write_atomic(file, csv.as_bytes())?;
     }
@@ -138,6 +213,16 @@ pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
         for f in crate::plot::evaluation(dir, &meta.classes, &probs, &labels, &title)? {
             eprintln!("wrote {}", f.display());
         }
+        let file = dir.join(crate::cv::RELIABILITY_PNG);
+        crate::plot::reliability::save(
+            &file,
+            &meta.classes,
+            &raw,
+            &fitted,
+            &labels,
+            ensemble.fitted_temperature().is_some(),
+        )?;
+        eprintln!("wrote {}", file.display());
     }
     Ok(EvalReport {
         checkpoint: members.join(" + "),
@@ -148,6 +233,12 @@ pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
         skipped: set.bad.iter().map(|b| b.reason.clone()).collect(),
         images_per_s,
         evaluation: evaluate(&meta.classes, &probs, &labels),
+        calibrated: ensemble.is_calibrated(),
+        calibration_note: ensemble.calibration_note(),
+        calibration: measured.calibration,
+        operating_point: measured.operating_point,
+        conformal: measured.conformal,
+        intervals: measured.intervals,
     })
 }
 
@@ -230,6 +321,31 @@ pub fn render(r: &EvalReport) -> String {
         out += &format!(
             "\nROC-AUC {:.4}   sensitivity ({}) {:.4}   specificity {:.4}\n",
             b.roc_auc, b.positive_class, b.sensitivity, b.specificity
+        );
+    }
+    out += &format!(
+        "balanced accuracy {:.4}   Cohen's kappa {:.4}   MCC {:.4}\n",
+        e.balanced_accuracy, e.cohen_kappa, e.mcc
+    );
+    out += &crate::trust::render::intervals(&r.intervals);
+    out += &format!("\nprobabilities: {}\n", r.calibration_note);
+    if let Some(c) = &r.calibration {
+        out += &format!(
+            "  raw:      {}\n  at T {:.3}: {}\n",
+            crate::trust::render::measures(&c.before),
+            c.temperature,
+            crate::trust::render::measures(&c.after)
+        );
+    }
+    if let Some(o) = &r.operating_point {
+        out += &crate::trust::render::eval_operating_point(o);
+    }
+    if let Some(c) = &r.conformal {
+        out += &format!(
+            "\nconformal sets ({}, alpha {}): {}\n",
+            c.kind,
+            c.alpha,
+            crate::trust::render::coverage(&c.detail)
         );
     }
     out

@@ -33,7 +33,11 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
     };
     out.check()?;
     let compute = Compute::new(device::resolve(&args.device)?, Precision::Fp32, true)?;
-    let ensemble = Ensemble::load(&checkpoints, compute)?;
+    let mut ensemble = Ensemble::load(&checkpoints, compute)?;
+    if args.no_calibration {
+        ensemble = ensemble.without_calibration();
+    }
+    eprintln!("probabilities: {}", ensemble.calibration_note());
     let meta = ensemble.meta().clone();
     let layer = args
         .layer
@@ -95,14 +99,7 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
             .iter()
             .map(|p| wanted.unwrap_or_else(|| argmax(p)) as i64)
             .collect();
-        let flat = ensemble_maps(
-            &ensemble,
-            compute,
-            &batch,
-            &classes,
-            &layer,
-            args.method,
-        )?;
+        let flat = ensemble_maps(&ensemble, compute, &batch, &classes, &layer, args.method)?;
         let s = meta.image_size as usize;
         for (i, path) in paths.iter().enumerate() {
             let map = &flat[i * s * s..(i + 1) * s * s];

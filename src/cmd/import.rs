@@ -27,6 +27,7 @@ pub struct ImportConfig {
 }
 
 impl ImportConfig {
+    /// Validates the flags: what to read, the classes and the normalisation to record.
     pub fn from_args(args: &ImportArgs) -> Result<ImportConfig> {
         let classes: Vec<String> = match &args.classes_file {
             Some(path) => fs::read_to_string(path)
@@ -57,7 +58,10 @@ impl ImportConfig {
         }
         let published = match args.pretrained {
             true => Some(crate::weights::published(args.arch).with_context(|| {
-                format!("--pretrained: no ImageNet weights are published for {}", args.arch)
+                format!(
+                    "--pretrained: no ImageNet weights are published for {}",
+                    args.arch
+                )
             })?),
             false => None,
         };
@@ -108,8 +112,29 @@ pub fn run(args: &ImportArgs) -> Result<()> {
 fn shown(classes: &[String]) -> String {
     const SHOWN: usize = 10;
     match classes.len() > SHOWN {
-        true => format!("{}, … {}", classes[..SHOWN].join(", "), classes[classes.len() - 1]),
+        true => format!(
+            "{}, … {}",
+            classes[..SHOWN].join(", "),
+            classes[classes.len() - 1]
+        ),
         false => classes.join(", "),
+    }
+}
+
+/// Where the weights came from, as the checkpoint records it: the URL beside its cached copy.
+fn source_note(cfg: &ImportConfig, path: &std::path::Path) -> String {
+    let given = cfg.weights.as_ref().map(|w| w.display().to_string());
+    match (given, weights::published(cfg.arch)) {
+        (Some(w), _) if weights::hub::is_url(&w) => {
+            format!("imported from {w} (cached at {})", path.display())
+        }
+        (None, Some(p)) => format!(
+            "imported from {} ({}, at {})",
+            p.what,
+            p.url.unwrap_or(p.file),
+            path.display()
+        ),
+        _ => format!("imported from {}", path.display()),
     }
 }
 
@@ -142,7 +167,7 @@ pub fn import(cfg: &ImportConfig) -> Result<Meta> {
         cfg.classes.clone(),
         cfg.image_size,
         cfg.normalization,
-        format!("imported from {}", path.display()),
+        source_note(cfg, &path),
     );
     checkpoint::save(&cfg.out, &model, &meta)?;
     Ok(meta)

@@ -5,7 +5,7 @@ use std::sync::mpsc::sync_channel;
 
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::cli::PredictArgs;
 use crate::cmd::csv_field;
@@ -14,7 +14,7 @@ use crate::data::image::load_rgb;
 use crate::data::loader::{default_threads, parallel_map};
 use crate::data::transform::EvalTransform;
 use crate::device;
-use crate::ensemble::Ensemble;
+use crate::ensemble::{Answer, Ensemble};
 use crate::precision::Compute;
 use crate::train::run_dir::given_or_latest;
 
@@ -44,6 +44,10 @@ pub struct PredictConfig {
     pub missing: Vec<String>,
     /// Unreadable images are listed as skipped and do not fail the run.
     pub skip_bad: bool,
+    /// Raw probabilities (`--no-calibration`).
+    pub no_calibration: bool,
+    /// The screening threshold instead of the checkpoint's (`--threshold`).
+    pub threshold: Option<f64>,
 }
 
 impl PredictConfig {
@@ -71,6 +75,8 @@ impl PredictConfig {
             images,
             missing,
             skip_bad: args.skip_bad,
+            no_calibration: args.no_calibration,
+            threshold: args.threshold,
         })
     }
 }
@@ -132,15 +138,34 @@ pub struct Scored {
 #[derive(Debug, Clone, Serialize)]
 pub struct Prediction {
     pub path: String,
+    /// The most probable class and its probability.
     pub class: String,
     pub probability: f64,
     pub top_k: Vec<Scored>,
+    /// Whether the probabilities are calibrated (a temperature fitted on a cv's out-of-fold
+    /// predictions applied).
+    pub calibrated: bool,
+    /// The class decided: two classes, the first when its probability is ≥ `threshold`;
+    /// else the most probable.
+    pub decision: String,
+    pub threshold: Option<f64>,
+    /// The conformal prediction set (`None`: the checkpoint carries no conformal thresholds):
+    /// one class, both ("cannot tell: refer"), or none.
+    pub set: Option<Vec<String>>,
 }
 
 impl Prediction {
-    /// The prediction for `path` from its class probabilities: the `k` most probable classes,
-    /// most probable first (ties: the class listed first).
-    pub fn from_probabilities(path: String, probs: &[f32], classes: &[String], k: usize) -> Self {
+    /// The prediction for `path` from its answer: the `k` most probable classes, most
+    /// probable first (ties: the class listed first).
+    pub fn from_answer(
+        path: String,
+        answer: &Answer,
+        classes: &[String],
+        k: usize,
+        calibrated: bool,
+        threshold: Option<f64>,
+    ) -> Self {
+        let probs = &answer.probs;
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
         let top_k: Vec<Scored> = order
@@ -148,7 +173,7 @@ impl Prediction {
             .take(k.max(1))
             .map(|&c| Scored {
                 class: classes[c].clone(),
-                probability: probs[c] as f64,
+                probability: probs[c],
             })
             .collect();
         Prediction {
@@ -156,7 +181,39 @@ impl Prediction {
             class: top_k[0].class.clone(),
             probability: top_k[0].probability,
             top_k,
+            calibrated,
+            decision: classes[answer.decision].clone(),
+            threshold,
+            set: answer
+                .set
+                .as_ref()
+                .map(|s| s.iter().map(|&c| classes[c].clone()).collect()),
         }
+    }
+
+    /// The decision and set as text: "decision Monkey Pox (P ≥ 0.310); set {Monkey Pox}".
+    pub fn verdict(&self, classes: &[String]) -> String {
+        let mut out = match self.threshold {
+            Some(t) => format!(
+                "decision {} (P({}) {} {t:.3})",
+                self.decision,
+                classes[0],
+                if self.decision == classes[0] {
+                    "≥"
+                } else {
+                    "<"
+                }
+            ),
+            None => format!("decision {}", self.decision),
+        };
+        if let Some(set) = &self.set {
+            out += &match set.len() {
+                0 => "; set {} (unlike the images calibrated on: refer)".to_string(),
+                1 => format!("; set {{{}}}", set[0]),
+                _ => format!("; set {{{}}} (cannot tell: refer)", set.join(", ")),
+            };
+        }
+        out
     }
 }
 
@@ -166,6 +223,11 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     if cfg.tta {
         ensemble = ensemble.with_tta();
     }
+    if cfg.no_calibration {
+        ensemble = ensemble.without_calibration();
+    }
+    ensemble = ensemble.with_threshold(cfg.threshold)?;
+    eprintln!("probabilities: {}", ensemble.calibration_note());
     if ensemble.members.len() > 1 {
         eprintln!(
             "ensemble of {} members: {}",
@@ -178,7 +240,10 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         eprintln!("error: {m}");
     }
     let (predictions, failures) = predict(&ensemble, &cfg)?;
-    print!("{}", render(&predictions, cfg.format)?);
+    print!(
+        "{}",
+        render(&predictions, cfg.format, &ensemble.meta().classes)?
+    );
     let total = cfg.images.len() + cfg.missing.len();
     if cfg.skip_bad && failures > 0 {
         eprintln!("skipped {failures} unreadable image(s) of {total} (listed above)");
@@ -191,7 +256,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
 }
 
 /// Predictions as text, JSON or CSV.
-pub fn render(predictions: &[Prediction], format: Format) -> Result<String> {
+pub fn render(predictions: &[Prediction], format: Format, classes: &[String]) -> Result<String> {
     let mut out = String::new();
     match format {
         Format::Json => out = serde_json::to_string_pretty(predictions)? + "\n",
@@ -208,7 +273,13 @@ pub fn render(predictions: &[Prediction], format: Format) -> Result<String> {
                 } else {
                     format!("  ({})", rest.join(", "))
                 };
-                out += &format!("{}: {} {:.4}{rest}\n", p.path, p.class, p.probability);
+                out += &format!(
+                    "{}: {} {:.4}{rest}; {}\n",
+                    p.path,
+                    p.class,
+                    p.probability,
+                    p.verdict(classes)
+                );
             }
         }
         Format::Csv => {
@@ -217,13 +288,22 @@ pub fn render(predictions: &[Prediction], format: Format) -> Result<String> {
             for i in 2..=k {
                 out += &format!(",class_{i},probability_{i}");
             }
-            out += "\n";
+            out += ",calibrated,decision,set\n";
             for p in predictions {
                 out += &csv_field(&p.path);
                 for s in &p.top_k {
                     out += &format!(",{},{:.6}", csv_field(&s.class), s.probability);
                 }
-                out += "\n";
+                for _ in p.top_k.len()..k {
+                    out += ",,";
+                }
+                let set = p.set.as_ref().map(|s| s.join("|")).unwrap_or_default();
+                out += &format!(
+                    ",{},{},{}\n",
+                    p.calibrated,
+                    csv_field(&p.decision),
+                    csv_field(&set)
+                );
             }
         }
     }
@@ -310,11 +390,18 @@ pub fn predict(ensemble: &Ensemble, cfg: &PredictConfig) -> Result<(Vec<Predicti
             let Some(images) = &batch.images else {
                 continue;
             };
-            let probs = ensemble.probabilities(cfg.compute, images, Kind::Float)?;
-            let probs = Vec::<Vec<f32>>::try_from(&probs)?;
-            for (path, p) in batch.paths.iter().zip(probs) {
+            let answers = ensemble.answers(cfg.compute, images)?;
+            let threshold = ensemble.threshold();
+            for (path, a) in batch.paths.iter().zip(&answers) {
                 let path = path.display().to_string();
-                predictions.push(Prediction::from_probabilities(path, &p, &meta.classes, k));
+                predictions.push(Prediction::from_answer(
+                    path,
+                    a,
+                    &meta.classes,
+                    k,
+                    ensemble.is_calibrated(),
+                    threshold,
+                ));
             }
         }
         reader

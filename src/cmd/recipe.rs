@@ -128,7 +128,9 @@ pub fn apply_flags(cfg: &mut TrainConfig, a: &RecipeArgs) -> Result<()> {
     set_if(&mut cfg.normalization.std, std);
     // The published GoogLeNet's auxiliary heads are untrained: off unless asked for.
     let pretrained_flag = a.pretrained && a.aux_logits.is_none();
-    if (pretrained_flag || a.arch.is_some_and(|arch| arch != crate::model::Arch::Googlenet))
+    if (pretrained_flag
+        || a.arch
+            .is_some_and(|arch| arch != crate::model::Arch::Googlenet))
         && a.aux_logits.is_none()
     {
         cfg.aux_logits = false;
@@ -187,6 +189,7 @@ pub fn compute_for(cfg: &TrainConfig) -> Result<Compute> {
     )
 }
 
+/// Overwrites `field` with a flag's value when the flag was given.
 pub fn set_if<T: Copy>(field: &mut T, v: Option<T>) {
     if let Some(v) = v {
         *field = v;

@@ -34,7 +34,11 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     }
     let checkpoints = given_or_latest(&a.checkpoint)?;
     let compute = Compute::new(device::resolve(&a.device)?, a.precision, true)?;
-    let ensemble = Ensemble::load(&checkpoints, compute)?;
+    let mut ensemble = Ensemble::load(&checkpoints, compute)?.with_threshold(a.threshold)?;
+    if a.no_calibration {
+        ensemble = ensemble.without_calibration();
+    }
+    eprintln!("probabilities: {}", ensemble.calibration_note());
     let limits = Limits {
         max_batch: a.max_batch,
         max_wait: Duration::from_millis(a.max_wait_ms),

@@ -4,8 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
+use super::recipe::{
+    apply_flags, apply_runtime_flags, compute_for, fetch_weights, set_if, RUNTIME_FLAGS,
+};
 use crate::checkpoint;
-use super::recipe::{apply_flags, fetch_weights, apply_runtime_flags, compute_for, set_if, RUNTIME_FLAGS};
 use crate::cli::TrainArgs;
 use crate::config::{self, TrainConfig};
 use crate::dist::World;
@@ -14,7 +16,6 @@ use crate::train::record::EpochRecord;
 use crate::train::run_dir::RunDir;
 use crate::train::run_files::{BATCH_JPG, BEST, LAST, MODEL, RESULTS_PNG};
 use crate::train::{train, RunSummary, TrainJob};
-
 
 /// Turns the arguments into a validated job; `world` places it among data-parallel processes.
 pub fn job(a: &TrainArgs, world: Option<World>) -> Result<TrainJob> {
@@ -45,6 +46,12 @@ pub fn job(a: &TrainArgs, world: Option<World>) -> Result<TrainJob> {
         let count = tch::Cuda::device_count().max(1) as usize;
         compute.device = tch::Device::Cuda(local % count);
     }
+    let trust = match (&a.resume, &a.calibration_from) {
+        (Some(_), Some(_)) => bail!("--calibration-from cannot be given with --resume (the run keeps what it was started with)"),
+        (Some(last), None) => checkpoint::read_meta(last)?.trust,
+        (None, Some(cv_dir)) => Some(calibration_from(cv_dir, &config, &data)?),
+        (None, None) => None,
+    };
     Ok(TrainJob {
         config,
         data,
@@ -52,9 +59,89 @@ pub fn job(a: &TrainArgs, world: Option<World>) -> Result<TrainJob> {
         compute,
         resume: a.resume.clone(),
         world,
+        trust,
     })
 }
 
+/// The calibration, threshold and conformal sets a cv folder fitted, for a run of `config`
+/// on `data`: refused when the cv measured another recipe or dataset (its calibration would
+/// be of another model) or fitted none.
+fn calibration_from(
+    dir: &std::path::Path,
+    config: &TrainConfig,
+    data: &std::path::Path,
+) -> Result<crate::trust::TrustRecord> {
+    let path = dir.join(crate::cv::CV_JSON);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "--calibration-from: reading {} (is {} a finished cv folder?)",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    #[derive(serde::Deserialize)]
+    struct CvFile {
+        dataset: String,
+        config: TrainConfig,
+        trust: Option<crate::trust::TrustRecord>,
+        trust_note: Option<String>,
+    }
+    let cv: CvFile = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "--calibration-from: {} is not a cv.json of this tool version (`inception cv \
+             --collect {}` rewrites it)",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    let Some(trust) = cv.trust else {
+        bail!(
+            "--calibration-from {}: that cv fitted no calibration ({})",
+            dir.display(),
+            cv.trust_note.as_deref().unwrap_or("no reason recorded")
+        );
+    };
+    let here =
+        std::fs::canonicalize(data).with_context(|| format!("resolving {}", data.display()))?;
+    if here.display().to_string() != cv.dataset {
+        bail!(
+            "--calibration-from {}: that cv measured {}, and this run trains on {}",
+            dir.display(),
+            cv.dataset,
+            here.display()
+        );
+    }
+    let same = |c: &TrainConfig| TrainConfig {
+        folds: None,
+        fold: 0,
+        val_fraction: 0.0,
+        patience: 0,
+        ..c.recipe()
+    };
+    if same(&cv.config) != same(config) {
+        let (a, b) = (
+            serde_json::to_value(same(&cv.config))?,
+            serde_json::to_value(same(config))?,
+        );
+        let differ: Vec<String> = a
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, v)| b.get(k.as_str()) != Some(v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        bail!(
+            "--calibration-from {}: that cv measured another recipe ({} differ); its calibration \
+             would be of another model",
+            dir.display(),
+            differ.join(", ")
+        );
+    }
+    let mut trust = trust;
+    let at = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    trust.fitted_on = format!("{} in {}", trust.fitted_on, at.display());
+    Ok(trust)
+}
 
 /// A resumed run keeps its config and dataset; only --epochs (not with a cosine schedule),
 /// --patience and the runtime flags change.
@@ -103,7 +190,6 @@ fn resume_config(a: &TrainArgs, last: &std::path::Path) -> Result<(TrainConfig, 
         .unwrap_or_else(|| PathBuf::from("."));
     Ok((cfg, RunDir::Resumed(dir), PathBuf::from(record.dataset)))
 }
-
 
 pub fn run(a: &TrainArgs) -> Result<()> {
     if let Some(n) = a.nproc {

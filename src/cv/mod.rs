@@ -10,9 +10,9 @@
 //! every image predicted once, by the model that did not train on it (`oof.csv`).
 
 pub mod compare;
+pub mod oof;
 pub mod stats;
 
-use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
 use tch::Kind;
 
 use crate::checkpoint::write_atomic;
-use crate::cmd::csv_field;
 use crate::config::TrainConfig;
 use crate::data::dataset::Dataset;
 use crate::data::transform::EvalTransform;
@@ -32,6 +31,9 @@ use crate::train::record::EpochRecord;
 use crate::train::run_dir::RunDir;
 use crate::train::run_files::{read_rows, BEST, MODEL};
 use crate::train::{train, EvalSet, TrainJob};
+use crate::trust::operating::OperatingPoint;
+use crate::trust::{CalibrationReport, ConformalReport, Intervals, TrustRecord};
+use oof::OofRow;
 use stats::Summary;
 
 /// What the cv folder was asked to do: `plan.json`.
@@ -132,6 +134,7 @@ pub fn run_fold(dir: &Path, plan: &Plan, fold: usize, compute: Compute) -> Resul
         compute,
         resume,
         world: None,
+        trust: None,
     };
     train(&job)?;
     Ok(true)
@@ -253,6 +256,19 @@ pub struct CvReport {
     pub best: Option<Assessment>,
     /// Seconds each fold's training took (the sum of its metrics.csv rows).
     pub train_seconds: Vec<f64>,
+    /// 95 % intervals of the pooled out-of-fold figures (patients resampled).
+    pub intervals: Intervals,
+    /// The temperature fitted on the out-of-fold logits and its measures before and after.
+    pub calibration: Option<CalibrationReport>,
+    /// Two classes: the screening threshold at the target sensitivity.
+    pub operating_point: Option<OperatingPoint>,
+    /// The conformal prediction sets' thresholds and coverage.
+    pub conformal: Option<ConformalReport>,
+    /// What the shipped model carries (`train --calibration-from`; the cv folder as an
+    /// ensemble): `None` when it could not be fitted, `trust_note` says why.
+    pub trust: Option<TrustRecord>,
+    /// Why nothing, or no temperature, was fitted.
+    pub trust_note: Option<String>,
 }
 
 /// A fold's result with the probabilities and labels it was measured from.
@@ -284,7 +300,8 @@ pub fn collect(dir: &Path, compute: Compute) -> Result<CvReport> {
     }
     let root = PathBuf::from(&plan.dataset);
     let (mut model, mut model_tta, mut best) = (vec![], vec![], vec![]);
-    let mut oof = String::new();
+    let mut rows: Vec<OofRow> = vec![];
+    let mut oof_samples = vec![];
     let mut classes: Vec<String> = vec![];
     let mut tta_views = String::new();
     let mut train_seconds = vec![];
@@ -306,7 +323,6 @@ pub fn collect(dir: &Path, compute: Compute) -> Result<CvReport> {
         }
         if f == 0 {
             classes = meta.classes.clone();
-            oof = oof_header(&classes);
         } else if meta.classes != classes {
             bail!(
                 "{}: classes {:?}, not fold 0's {classes:?}",
@@ -336,15 +352,24 @@ pub fn collect(dir: &Path, compute: Compute) -> Result<CvReport> {
                 labels,
             })
         };
-        let plain = predict(&ensemble)?;
-        for ((sample, p), &y) in val.iter().zip(&plain.probs).zip(&plain.labels) {
+        let net = &ensemble.members[0].1.model;
+        let (logits, labels) = set.predict(|x| compute.logits(net, x))?;
+        let plain = FoldPredictions {
+            epoch: meta.training.as_ref().map_or(0, |t| t.epoch),
+            probs: crate::trust::softmax_rows(&logits, 1.0),
+            labels,
+        };
+        for (((sample, p), z), &y) in val.iter().zip(&plain.probs).zip(&logits).zip(&plain.labels) {
             let rel = sample.path.strip_prefix(&root).unwrap_or(&sample.path);
-            oof += &csv_field(&rel.to_string_lossy());
-            let _ = write!(oof, ",{}", csv_field(&classes[y]));
-            for v in p {
-                let _ = write!(oof, ",{v:.9}");
-            }
-            let _ = writeln!(oof, ",{f}");
+            rows.push(OofRow {
+                path: rel.to_string_lossy().into_owned(),
+                truth: y,
+                probs: p.clone(),
+                logits: Some(z.clone()),
+                fold: f,
+                group: None,
+            });
+            oof_samples.push(sample.clone());
         }
         ensemble = ensemble.with_tta();
         tta_views = ensemble.tta.describe();
@@ -364,10 +389,58 @@ pub fn collect(dir: &Path, compute: Compute) -> Result<CvReport> {
             best.push(entry(b));
         }
     }
+    let keys = crate::data::split::GroupBy::parse(&plan.config.group_by)?
+        .grouping(&oof_samples, &classes)?
+        .keys;
+    for ((row, key), sample) in rows.iter_mut().zip(keys).zip(&oof_samples) {
+        // File by file, the key is the path: written relative, as the path column is.
+        row.group = Some(if Path::new(&key) == sample.path {
+            row.path.clone()
+        } else {
+            key
+        });
+    }
+    let mut oof_text = oof::header(&classes);
+    for r in &rows {
+        oof::write_row(&mut oof_text, r, &classes);
+    }
+    let trust = fit_trust(dir, &plan, &classes, &rows);
     if plan.config.plots {
         plot_folds(dir, &classes, &model)?;
+        if let Ok(t) = &trust {
+            plot_reliability(dir, &classes, &rows, t)?;
+        }
     }
+    let probs: Vec<Vec<f64>> = rows.iter().map(|r| r.probs.clone()).collect();
+    let labels: Vec<usize> = rows.iter().map(|r| r.truth).collect();
+    let groups: Vec<&str> = rows
+        .iter()
+        .map(|r| r.group.as_deref().unwrap_or(""))
+        .collect();
+    let intervals = crate::trust::intervals(
+        &probs,
+        &labels,
+        classes.len(),
+        &crate::trust::intervals::Groups::of(&groups),
+        plan.config.trust.intervals,
+    );
+    let (calibration, operating_point, conformal, trust, trust_note) = match trust {
+        Ok(t) => (
+            t.calibration,
+            t.operating_point,
+            Some(t.conformal),
+            Some(t.record),
+            t.note,
+        ),
+        Err(e) => (None, None, None, None, Some(format!("{e:#}"))),
+    };
     let report = CvReport {
+        intervals,
+        calibration,
+        operating_point,
+        conformal,
+        trust,
+        trust_note,
         cv: dir.display().to_string(),
         dataset: plan.dataset.clone(),
         folds: k,
@@ -379,7 +452,7 @@ pub fn collect(dir: &Path, compute: Compute) -> Result<CvReport> {
         tta: tta_views,
         train_seconds,
     };
-    write_atomic(&dir.join(OOF), oof.as_bytes())?;
+    write_atomic(&dir.join(OOF), oof_text.as_bytes())?;
     let json = serde_json::to_string_pretty(&report)? + "\n";
     write_atomic(&dir.join(CV_JSON), json.as_bytes())?;
     Ok(report)
@@ -420,14 +493,83 @@ fn plot_folds(dir: &Path, classes: &[String], folds: &[FoldEntry]) -> Result<()>
     Ok(())
 }
 
-/// The `oof.csv` header: path, truth, one probability column per class, fold.
-pub fn oof_header(classes: &[String]) -> String {
-    let mut h = "path,truth".to_string();
-    for c in classes {
-        h += ",";
-        h += &csv_field(&format!("prob_{c}"));
+/// Calibration, operating point and conformal sets fitted on the out-of-fold rows as the
+/// plan's `trust` asks.
+fn fit_trust(
+    dir: &Path,
+    plan: &Plan,
+    classes: &[String],
+    rows: &[OofRow],
+) -> Result<crate::trust::Fitted> {
+    let oof = crate::trust::Oof {
+        classes: classes.to_vec(),
+        logits: rows
+            .iter()
+            .map(|r| r.logits.clone().unwrap_or_default())
+            .collect(),
+        labels: rows.iter().map(|r| r.truth).collect(),
+        folds: rows.iter().map(|r| r.fold).collect(),
+        groups: rows
+            .iter()
+            .map(|r| r.group.clone().unwrap_or_default())
+            .collect(),
+    };
+    let _ = dir;
+    let what = format!(
+        "the out-of-fold predictions of a {}-fold cv ({} images)",
+        plan.folds(),
+        rows.len()
+    );
+    crate::trust::fit(&oof, &plan.config.trust, &what)
+}
+
+/// The file name of the out-of-fold reliability diagram.
+pub const RELIABILITY_PNG: &str = "reliability.png";
+
+/// `reliability.png`: the out-of-fold probabilities' reliability, raw and at the temperature.
+fn plot_reliability(
+    dir: &Path,
+    classes: &[String],
+    rows: &[OofRow],
+    fitted: &crate::trust::Fitted,
+) -> Result<()> {
+    use crate::trust::calibration::{ece, reliability, scored};
+    let labels: Vec<usize> = rows.iter().map(|r| r.truth).collect();
+    let logits: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|r| r.logits.clone().unwrap_or_default())
+        .collect();
+    let mut series = vec![];
+    let mut add = |name: String, t: f64| {
+        let (p, hit) = scored(&crate::trust::softmax_rows(&logits, t), &labels);
+        series.push(crate::plot::reliability::Series {
+            name,
+            bins: reliability(&p, &hit),
+            ece: ece(&p, &hit),
+        });
+    };
+    add("raw".into(), 1.0);
+    if let Some(c) = &fitted.calibration {
+        add(
+            format!(
+                "T = {:.3}{}",
+                c.temperature,
+                if c.applied {
+                    " (shipped)"
+                } else {
+                    " (not shipped)"
+                }
+            ),
+            c.temperature,
+        );
     }
-    h + ",fold\n"
+    let what = if classes.len() == 2 {
+        format!("P({})", classes[0])
+    } else {
+        "top-label confidence".to_string()
+    };
+    let img = crate::plot::reliability::render(&series, &what, rows.len())?;
+    crate::plot::save(&img, &dir.join(RELIABILITY_PNG))
 }
 
 /// The seconds a run folder's epochs took, from its metrics.csv.
@@ -462,6 +604,21 @@ pub fn render(r: &CvReport) -> String {
             "\nbest.pt of each fold (its epoch chosen on these same images, so optimistic):\n{}",
             means(b)
         );
+    }
+    out += &crate::trust::render::intervals(&r.intervals);
+    if let Some(c) = &r.calibration {
+        out += &crate::trust::render::calibration(c);
+    }
+    if let Some(o) = &r.operating_point {
+        out += &crate::trust::render::operating_point(o);
+    }
+    if let Some(c) = &r.conformal {
+        out += &crate::trust::render::conformal(c);
+    }
+    match (&r.trust, &r.trust_note) {
+        (None, Some(n)) => out += &format!("\nno calibration, threshold or conformal sets: {n}\n"),
+        (Some(_), Some(n)) => out += &format!("\n{n}\n"),
+        _ => {}
     }
     let total: f64 = r.train_seconds.iter().sum();
     out += &format!("\ntraining time: {:.0} s over {} folds\n", total, r.folds);

@@ -55,12 +55,18 @@ fn same_padding(input: i64, kernel: i64, stride: i64) -> (i64, i64) {
 /// A bias-free convolution with SAME padding, optionally depthwise (`groups` = channels).
 #[derive(Debug)]
 pub struct SameConv {
+    /// The var-store path of the weight (`_blocks.3._depthwise_conv`).
     pub name: String,
     weight: Tensor,
+    /// Input channels.
     pub in_channels: i64,
+    /// Output channels.
     pub out_channels: i64,
+    /// Side of the square kernel.
     pub kernel: i64,
+    /// Stride in both directions.
     pub stride: i64,
+    /// Channel groups (`in_channels` for a depthwise convolution).
     pub groups: i64,
 }
 
@@ -96,8 +102,14 @@ impl SameConv {
         if top == bottom && left == right {
             x.f_conv2d(w, b, s, [top, left], [1, 1], self.groups)
         } else {
-            x.f_constant_pad_nd([left, right, top, bottom])?
-                .f_conv2d(w, b, s, [0, 0], [1, 1], self.groups)
+            x.f_constant_pad_nd([left, right, top, bottom])?.f_conv2d(
+                w,
+                b,
+                s,
+                [0, 0],
+                [1, 1],
+                self.groups,
+            )
         }
     }
 
@@ -118,6 +130,7 @@ impl SameConv {
 /// A SAME convolution, BatchNorm and (but for the projection) ReLU6.
 #[derive(Debug)]
 pub struct ConvBn {
+    /// The convolution (bias-free: the BatchNorm's shift stands for it).
     pub conv: SameConv,
     bn: BatchNorm2d,
     relu6: bool,
@@ -192,8 +205,18 @@ impl MbConv {
         let (k, s, e, cin, cout) = stage;
         let mid = cin * e;
         MbConv {
-            expand: (e != 1)
-                .then(|| ConvBn::new(&(p / "_expand_conv"), &(p / "_bn0"), cin, mid, 1, 1, 1, true)),
+            expand: (e != 1).then(|| {
+                ConvBn::new(
+                    &(p / "_expand_conv"),
+                    &(p / "_bn0"),
+                    cin,
+                    mid,
+                    1,
+                    1,
+                    1,
+                    true,
+                )
+            }),
             depthwise: ConvBn::new(
                 &(p / "_depthwise_conv"),
                 &(p / "_bn1"),
@@ -204,7 +227,16 @@ impl MbConv {
                 mid,
                 true,
             ),
-            project: ConvBn::new(&(p / "_project_conv"), &(p / "_bn2"), mid, cout, 1, 1, 1, false),
+            project: ConvBn::new(
+                &(p / "_project_conv"),
+                &(p / "_bn2"),
+                mid,
+                cout,
+                1,
+                1,
+                1,
+                false,
+            ),
             residual: s == 1 && cin == cout,
             drop,
         }
@@ -222,7 +254,7 @@ impl MbConv {
         if !self.residual {
             return Ok(y);
         }
-        let y = if mode.train && self.drop > 0.0 {
+        let y = if mode.train && !mode.backbone_frozen && self.drop > 0.0 {
             let keep = 1.0 - self.drop;
             let n = y.size()[0];
             let mask = (Tensor::f_rand([n, 1, 1, 1], (y.kind(), y.device()))? + keep).f_floor()?;
@@ -259,6 +291,7 @@ pub struct EfficientNetLite0 {
 }
 
 impl EfficientNetLite0 {
+    /// A freshly initialised network under `root` with a `num_classes`-way `_fc`.
     pub fn new(root: &Path, num_classes: i64) -> EfficientNetLite0 {
         let total: usize = STAGES.iter().map(|s| s.0).sum();
         let mut blocks = Vec::with_capacity(total);
@@ -276,16 +309,39 @@ impl EfficientNetLite0 {
         }
         let last = STAGES[STAGES.len() - 1].5;
         EfficientNetLite0 {
-            stem: ConvBn::new(&(root / "_conv_stem"), &(root / "_bn0"), 3, STEM, 3, 2, 1, true),
+            stem: ConvBn::new(
+                &(root / "_conv_stem"),
+                &(root / "_bn0"),
+                3,
+                STEM,
+                3,
+                2,
+                1,
+                true,
+            ),
             blocks,
-            head: ConvBn::new(&(root / "_conv_head"), &(root / "_bn1"), last, HEAD, 1, 1, 1, true),
+            head: ConvBn::new(
+                &(root / "_conv_head"),
+                &(root / "_bn1"),
+                last,
+                HEAD,
+                1,
+                1,
+                1,
+                true,
+            ),
             fc: Linear::new(root / "_fc", HEAD, num_classes, WeightInit::TorchDefault),
         }
     }
 
     /// Logits, handing the output of the layer `tap` names (`_conv_stem`, `_blocks.I`,
     /// `_conv_head`) to the tap and going on with what it returns.
-    pub fn forward_tapped(&self, x: &Tensor, mode: Mode, tap: &mut Tap) -> Result<Tensor, TchError> {
+    pub fn forward_tapped(
+        &self,
+        x: &Tensor,
+        mode: Mode,
+        tap: &mut Tap,
+    ) -> Result<Tensor, TchError> {
         // x: [N, 3, S, S]; sizes below are for S = 224
         let mut x = tap.at("_conv_stem", self.stem.forward_t(x, mode.batch_stats)?)?; // [N, 32, 112, 112]
         for (i, block) in self.blocks.iter().enumerate() {
@@ -308,6 +364,7 @@ impl EfficientNetLite0 {
         names
     }
 
+    /// Every convolution with its BatchNorm, stem to head (for folding).
     pub fn units_mut(&mut self) -> Vec<&mut ConvBn> {
         let mut units = vec![&mut self.stem];
         units.extend(self.blocks.iter_mut().flat_map(MbConv::units_mut));
@@ -315,6 +372,7 @@ impl EfficientNetLite0 {
         units
     }
 
+    /// Adds each layer's shape, parameters and MACs to `w` (`inception summary`).
     pub fn describe(&self, w: &mut Walker) -> Result<()> {
         w.group("stem");
         self.stem.describe(w);

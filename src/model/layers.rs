@@ -195,6 +195,9 @@ pub struct Mode {
     pub batch_stats: bool,
     /// The final dropout's probability (`None`: the architecture's).
     pub dropout: Option<f64>,
+    /// Training with the backbone frozen: its stochastic parts (EfficientNet's drop-connect)
+    /// run as in eval, so the head learns from the features inference will give it.
+    pub backbone_frozen: bool,
 }
 
 impl Mode {
@@ -204,6 +207,7 @@ impl Mode {
             train,
             batch_stats: train,
             dropout: None,
+            backbone_frozen: false,
         }
     }
 
@@ -286,7 +290,11 @@ impl BatchNorm2d {
 
     /// The convolution `weight` (and `bias`) with this BatchNorm's running statistics folded
     /// in: w·γ/√(σ²+ε) and (b − μ)·γ/√(σ²+ε) + β, the weight in `weight`'s memory layout.
-    pub fn fold_into(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<(Tensor, Tensor), TchError> {
+    pub fn fold_into(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor), TchError> {
         let _guard = tch::no_grad_guard();
         let scale = self
             .weight
@@ -339,7 +347,10 @@ impl ConvBnRelu {
     /// Folds the BatchNorm's running statistics into the convolution: w·γ/√(σ²+ε) and
     /// (b − μ)·γ/√(σ²+ε) + β. Inference then skips the BatchNorm pass; training ignores it.
     pub fn fold(&mut self) -> Result<(), TchError> {
-        self.folded = Some(self.bn.fold_into(&self.conv.weight, self.conv.bias.as_ref())?);
+        self.folded = Some(
+            self.bn
+                .fold_into(&self.conv.weight, self.conv.bias.as_ref())?,
+        );
         Ok(())
     }
 

@@ -206,6 +206,9 @@ pub struct Model {
     pub freeze_bn: bool,
     /// In training, the final dropout's probability (`None`: the architecture's).
     pub dropout: Option<f64>,
+    /// In training, the backbone is frozen (a linear-probe phase): it runs as in eval but for
+    /// BatchNorm, which [`Model::freeze_bn`] decides. A training setting, not saved.
+    pub frozen_backbone: bool,
     net: Network,
 }
 
@@ -223,16 +226,16 @@ impl Model {
                 config.aux_logits,
                 config.transform_input,
             ))),
-            Arch::EfficientnetLite0 => Network::Lite0(Box::new(EfficientNetLite0::new(
-                &root,
-                config.num_classes,
-            ))),
+            Arch::EfficientnetLite0 => {
+                Network::Lite0(Box::new(EfficientNetLite0::new(&root, config.num_classes)))
+            }
         };
         Ok(Model {
             vs,
             config,
             freeze_bn: false,
             dropout: None,
+            frozen_backbone: false,
             net,
         })
     }
@@ -250,6 +253,7 @@ impl Model {
             train,
             batch_stats: train && !self.freeze_bn,
             dropout: self.dropout,
+            backbone_frozen: self.frozen_backbone,
         };
         let (logits, aux_logits) = match &self.net {
             Network::Seed(n) => (n.forward_t(x, mode)?, vec![]),
@@ -380,7 +384,7 @@ impl Model {
         }
         if !problems.is_empty() {
             bail!(
-                "the weights do not fit a {} network with {} classes: {}",
+                "the weights do not fit the {} network with {} classes: {}",
                 self.config.arch,
                 self.config.num_classes,
                 problems.join("; ")
@@ -455,7 +459,7 @@ impl Model {
         }
         if !problems.is_empty() {
             bail!(
-                "the weights do not fit a {arch} backbone: {}",
+                "the weights do not fit the {arch} backbone: {}",
                 problems.join("; ")
             );
         }
@@ -475,7 +479,11 @@ impl Model {
             }
             Ok(())
         })?;
-        let left_out = src.keys().filter(|k| !copied.contains(k)).cloned().collect();
+        let left_out = src
+            .keys()
+            .filter(|k| !copied.contains(k))
+            .cloned()
+            .collect();
         Ok(InitReport {
             copied,
             kept,

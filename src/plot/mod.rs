@@ -1,6 +1,7 @@
 //! Pictures a person looks at: the training curves (`results.png`), the confusion matrix and ROC
 //! curve of an evaluation, a mosaic of the first augmented batch, cross-validation's per-fold
-//! charts, and Grad-CAM overlays. Drawn by plotters into RGB buffers with a font built into the
+//! charts, reliability diagrams, and Grad-CAM
+//! overlays. Drawn by plotters into RGB buffers with a font built into the
 //! binary (DejaVu Sans, assets/), so no system font or library is needed, and written as PNG (or
 //! JPEG) atomically.
 
@@ -8,6 +9,7 @@ pub mod cam;
 pub mod confusion;
 pub mod cv;
 pub mod mosaic;
+pub mod reliability;
 pub mod results;
 pub mod roc;
 

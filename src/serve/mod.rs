@@ -77,6 +77,13 @@ pub struct ModelInfo {
     /// The layers `/v1/explain?layer=` takes, and the one it takes by default.
     pub explain_layers: Vec<String>,
     pub explain_layer: String,
+    /// Whether probabilities are calibrated, and how (`calibration`).
+    pub calibrated: bool,
+    pub calibration: String,
+    /// Two classes: the screening threshold decisions are taken at.
+    pub threshold: Option<f64>,
+    /// Whether answers carry conformal prediction sets, and at which α.
+    pub conformal_alpha: Option<f64>,
 }
 
 /// The router and the network's thread (which ends when the router is dropped).
@@ -98,6 +105,14 @@ pub fn app(ensemble: Ensemble, compute: Compute, limits: Limits) -> Result<Route
         max_batch: limits.max_batch,
         explain_layers: crate::model::tap_layers(meta.arch),
         explain_layer: meta.arch.default_tap_layer().into(),
+        calibrated: ensemble.is_calibrated(),
+        calibration: ensemble.calibration_note(),
+        threshold: ensemble.threshold(),
+        conformal_alpha: ensemble
+            .trust
+            .as_ref()
+            .and_then(|t| t.conformal.as_ref())
+            .map(|c| c.alpha),
     };
     let (queue, jobs) = sync_channel(limits.max_queue.max(1));
     let batching = Batching {
@@ -321,11 +336,13 @@ async fn predict(
     let mut predictions = vec![];
     for (name, rx) in waiting {
         match answer(rx).await {
-            Ok(a) => predictions.push(Prediction::from_probabilities(
+            Ok(a) => predictions.push(Prediction::from_answer(
                 name,
-                &a.probs,
+                &a.answer,
                 &s.model.classes,
                 k,
+                s.model.calibrated,
+                s.model.threshold,
             )),
             Err(r) => return r,
         }
@@ -421,10 +438,10 @@ async fn explain(
         return error(StatusCode::INTERNAL_SERVER_ERROR, "no map came back");
     };
     let name = s.model.classes[class].clone();
-    let probability = answer.probs[class];
+    let probability = answer.answer.probs[class];
     let title = explain::title(
         &name,
-        probability as f64,
+        probability,
         &explain::describe(method, &layer, s.model.members.len()),
     );
     let png = tokio::task::spawn_blocking(move || {

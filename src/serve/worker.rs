@@ -8,7 +8,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 use tokio::sync::oneshot;
 
 use super::metrics::Metrics;
@@ -39,8 +39,9 @@ pub struct Job {
 
 /// The network's answer for one image.
 pub struct Answer {
-    /// Class probabilities (in the serving precision, as predict computes them).
-    pub probs: Vec<f32>,
+    /// (Calibrated) probabilities, the decision at the threshold and the conformal set, as
+    /// predict computes them.
+    pub answer: crate::ensemble::Answer,
     /// For an explanation: the class explained and its map, `S × S` values in [0, 1].
     pub map: Option<(usize, Vec<f32>)>,
 }
@@ -92,10 +93,11 @@ fn answer(ensemble: &Ensemble, compute: Compute, batch: Vec<Job>, size: i64) {
         .into_iter()
         .partition(|j| matches!(j.work, Work::Explain { .. }));
     if !predict.is_empty() {
-        match probabilities(ensemble, compute, &predict, size) {
+        let answers = batch_of(&predict, size).and_then(|x| ensemble.answers(compute, &x));
+        match answers {
             Ok(rows) => {
-                for (job, probs) in predict.into_iter().zip(rows) {
-                    let _ = job.reply.send(Ok(Answer { probs, map: None }));
+                for (job, answer) in predict.into_iter().zip(rows) {
+                    let _ = job.reply.send(Ok(Answer { answer, map: None }));
                 }
             }
             Err(e) => {
@@ -120,16 +122,6 @@ fn batch_of(jobs: &[Job], size: i64) -> Result<Tensor> {
     Ok(Tensor::f_from_slice(&data)?.f_view([jobs.len() as i64, 3, size, size])?)
 }
 
-fn probabilities(
-    ensemble: &Ensemble,
-    compute: Compute,
-    jobs: &[Job],
-    size: i64,
-) -> Result<Vec<Vec<f32>>> {
-    let probs = ensemble.probabilities(compute, &batch_of(jobs, size)?, Kind::Float)?;
-    Ok(Vec::<Vec<f32>>::try_from(&probs)?)
-}
-
 fn explanation(ensemble: &Ensemble, compute: Compute, job: &Job, size: i64) -> Result<Answer> {
     let Work::Explain {
         class,
@@ -140,12 +132,14 @@ fn explanation(ensemble: &Ensemble, compute: Compute, job: &Job, size: i64) -> R
         anyhow::bail!("not an explanation");
     };
     let x = batch_of(std::slice::from_ref(job), size)?;
-    let probs = ensemble.probabilities(compute, &x, Kind::Float)?;
-    let probs = Vec::<Vec<f32>>::try_from(&probs)?.remove(0);
-    let class = class.unwrap_or_else(|| argmax(&probs));
+    let answer = ensemble
+        .answers(compute, &x)?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no answer for the image"))?;
+    let class = class.unwrap_or_else(|| argmax(&answer.probs));
     let map = ensemble_maps(ensemble, compute, &x, &[class as i64], layer, *method)?;
     Ok(Answer {
-        probs,
+        answer,
         map: Some((class, map)),
     })
 }

@@ -55,6 +55,8 @@ pub struct TrainJob {
     pub resume: Option<PathBuf>,
     /// Data-parallel training: this process's place among the processes (`None`: alone).
     pub world: Option<World>,
+    /// What the checkpoints carry for calibrated answers (`train --calibration-from`).
+    pub trust: Option<crate::trust::TrustRecord>,
 }
 
 /// What a finished run reports.
@@ -248,6 +250,7 @@ impl State {
         let frozen = epoch < cfg.freeze_epochs;
         self.optimizer.freeze_backbone(frozen)?;
         self.model.freeze_bn = cfg.freeze_bn || frozen;
+        self.model.frozen_backbone = frozen;
         Ok(())
     }
 
@@ -561,7 +564,8 @@ fn fresh_model(cfg: &TrainConfig, num_classes: i64, device: Device) -> Result<Mo
         (None, false) => (Default::default(), None),
     };
     let source = match &path {
-        Some(p) => Some(weights::read(p, device).with_context(|| format!("{flag} {}", p.display()))?),
+        // The reader's errors name the file.
+        Some(p) => Some(weights::read(p, device).context(flag)?),
         None => None,
     };
     if let Some(p) = weights::published(cfg.arch).filter(|_| cfg.pretrained) {
@@ -569,7 +573,10 @@ fn fresh_model(cfg: &TrainConfig, num_classes: i64, device: Device) -> Result<Mo
             println!(
                 "note: {} were trained on inputs normalised with mean {:?}, std {:?}; this run \
                  normalises with mean {:?}, std {:?} (the config's normalization)",
-                p.what, p.normalization.mean, p.normalization.std, cfg.normalization.mean,
+                p.what,
+                p.normalization.mean,
+                p.normalization.std,
+                cfg.normalization.mean,
                 cfg.normalization.std
             );
         }
@@ -586,8 +593,9 @@ fn fresh_model(cfg: &TrainConfig, num_classes: i64, device: Device) -> Result<Mo
             }
             c.meta.transform_input
         }
-        Some(Source::StateDict(_)) => cfg.pretrained
-            && weights::published(cfg.arch).is_some_and(|p| p.transform_input),
+        Some(Source::StateDict(_)) => {
+            cfg.pretrained && weights::published(cfg.arch).is_some_and(|p| p.transform_input)
+        }
         None => false,
     };
     let net = NetConfig {
@@ -603,8 +611,10 @@ fn fresh_model(cfg: &TrainConfig, num_classes: i64, device: Device) -> Result<Mo
             // The published GoogLeNet's auxiliary heads are untrained (torchvision says so):
             // with them on, they start fresh.
             Source::StateDict(sd) if cfg.pretrained => {
-                let mut sd: BTreeMap<String, Tensor> =
-                    sd.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
+                let mut sd: BTreeMap<String, Tensor> = sd
+                    .iter()
+                    .map(|(k, t)| (k.clone(), t.shallow_clone()))
+                    .collect();
                 sd.retain(|k, _| !(k.starts_with("aux1.") || k.starts_with("aux2.")));
                 model.init_from_state_dict(&sd)
             }

@@ -7,7 +7,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use tch::Device;
 
 use super::record::{EpochRecord, ResumeState, TrainingRecord};
@@ -36,6 +36,8 @@ pub struct RunFiles {
     classes: Vec<String>,
     /// `metrics.csv` rows so far.
     rows: Vec<String>,
+    /// What the checkpoints carry for calibrated answers.
+    trust: Option<crate::trust::TrustRecord>,
 }
 
 impl RunFiles {
@@ -59,7 +61,17 @@ impl RunFiles {
                 .to_string(),
             split: data.split_files.clone(),
             classes: data.dataset.classes.clone(),
+            trust: job.trust.clone(),
         };
+        if let Some(t) = &files.trust {
+            if t.classes != files.classes {
+                bail!(
+                    "the calibration was fitted for the classes {:?}, and this dataset has {:?}",
+                    t.classes,
+                    files.classes
+                );
+            }
+        }
         files.write(
             "config.json",
             serde_json::to_string_pretty(&files.config)? + "\n",
@@ -114,6 +126,7 @@ impl RunFiles {
             metrics: record.clone(),
             resume,
         });
+        meta.trust = self.trust.clone();
         meta
     }
 

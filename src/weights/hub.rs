@@ -17,7 +17,11 @@ use sha2::{Digest, Sha256};
 
 /// The folder the cache uses, from the environment as torch.hub reads it.
 pub fn cache_dir() -> Result<PathBuf> {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     let torch_home = match (var("TORCH_HOME"), var("XDG_CACHE_HOME"), var("HOME")) {
         (Some(t), _, _) => t,
         (None, Some(x), _) => x.join("torch"),
@@ -42,20 +46,32 @@ pub fn file_name(url: &str) -> Result<String> {
         && name != "."
         && name != ".."
         && !name.contains('\\')
-        && url.split_once("://").is_some_and(|(_, rest)| rest.contains('/'));
+        && url
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.contains('/'));
     if !ok {
         bail!("{url}: the URL names no file (its path must end in a file name)");
     }
     Ok(name.to_string())
 }
 
-/// The hex SHA-256 prefix a file name carries (`googlenet-1378be20.pth` → `1378be20`), as
-/// torch.hub's `HASH_REGEX` (`-([a-f0-9]*)\.`) finds it.
+/// The hex SHA-256 prefix a file name carries (`googlenet-1378be20.pth` → `1378be20`): the
+/// first match of torch.hub's `HASH_REGEX`, `-([a-f0-9]*)\.`, anywhere in the name (an empty
+/// match checks nothing, as there).
 pub fn hash_prefix(name: &str) -> Option<&str> {
-    let stem = name.split('.').next()?;
-    let (_, tail) = stem.rsplit_once('-')?;
-    (tail.len() >= 6 && tail.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-        .then_some(tail)
+    let bytes = name.as_bytes();
+    for (i, _) in name.match_indices('-') {
+        let start = i + 1;
+        let end = start
+            + bytes[start..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+                .count();
+        if bytes.get(end) == Some(&b'.') {
+            return (end > start).then(|| &name[start..end]);
+        }
+    }
+    None
 }
 
 /// Errors unless the file's SHA-256 starts with the prefix its name carries.
@@ -77,6 +93,10 @@ pub fn check_hash(path: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// The longest a download's body may take (a 52 MB file at 60 kB/s), so that a stalled
+/// server ends in an error rather than a hang.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 static OFFLINE: AtomicBool = AtomicBool::new(false);
 
@@ -120,19 +140,29 @@ pub fn cached(url: &str) -> Result<PathBuf> {
 }
 
 /// Downloads `url` to `target` through a `.partial` file beside it; no file is left behind
-/// unless the whole file arrived and its hash (when its name carries one) is right.
+/// unless the whole file arrived, its hash (when its name carries one) is right and it reads
+/// as weights.
 pub fn download(url: &str, target: &Path) -> Result<()> {
     let name = target
         .file_name()
         .and_then(|n| n.to_str())
         .context("the target has no file name")?;
     let partial = target.with_file_name(format!("{name}.{}.partial", std::process::id()));
-    let result = fetch_to(url, &partial, hash_prefix(name));
+    // Read back before it is kept: without a length or a hash, a cut is seen only here.
+    let result = fetch_to(url, &partial, hash_prefix(name)).and_then(|()| {
+        super::read(&partial, tch::Device::Cpu)
+            .map(drop)
+            .context("the downloaded file is not readable weights: nothing kept")
+    });
     match result {
-        Ok(()) => fs::rename(&partial, target).with_context(|| {
-            let _ = fs::remove_file(&partial);
-            format!("renaming {} to {}", partial.display(), target.display())
-        }),
+        Ok(()) => {
+            let renamed = fs::rename(&partial, target);
+            if renamed.is_err() {
+                let _ = fs::remove_file(&partial);
+            }
+            renamed
+                .with_context(|| format!("renaming {} to {}", partial.display(), target.display()))
+        }
         Err(e) => {
             let _ = fs::remove_file(&partial);
             Err(e)
@@ -144,6 +174,7 @@ fn fetch_to(url: &str, partial: &Path, want: Option<&str>) -> Result<()> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(std::time::Duration::from_secs(30)))
         .timeout_recv_response(Some(std::time::Duration::from_secs(60)))
+        .timeout_recv_body(Some(BODY_TIMEOUT))
         .build()
         .into();
     let response = agent.get(url).call().map_err(|e| match e {

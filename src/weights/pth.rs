@@ -24,6 +24,9 @@ const NESTED_KEYS: [&str; 2] = ["state_dict", "model"];
 /// The Python type the reader names for a tensor.
 const TENSOR: &str = "torch.Tensor";
 
+/// The most bytes all tensors together may take per byte of the file.
+const MAX_BYTES_PER_FILE_BYTE: u64 = 4;
+
 /// Deepest nesting of plain values accepted beside the weights.
 const MAX_DEPTH: usize = 32;
 
@@ -46,7 +49,9 @@ fn read_inner(path: &Path) -> Result<BTreeMap<String, Tensor>> {
         bail!("the file is empty");
     }
     let mut head = [0u8; 4];
-    let n = fs::File::open(path)?.read(&mut head)?;
+    let n = fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .with_context(|| format!("reading {}", path.display()))?;
     if head[..n].starts_with(b"PK\x03\x04") {
         refuse_torchscript(path)?;
     }
@@ -58,6 +63,10 @@ fn read_inner(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     }
     .map_err(reader_error)?;
     let mut out = BTreeMap::new();
+    // Views of one storage (tied weights) each take their own copy here, so the whole may
+    // exceed the file a little; far beyond it, the file declares sizes it does not hold.
+    let budget = len.saturating_mul(MAX_BYTES_PER_FILE_BYTE);
+    let mut total: u64 = 0;
     for (name, t) in reader.tensors() {
         if t.byte_len() as u64 > len {
             bail!(
@@ -66,6 +75,13 @@ fn read_inner(path: &Path) -> Result<BTreeMap<String, Tensor>> {
                 t.dtype(),
                 t.shape(),
                 t.byte_len()
+            );
+        }
+        total = total.saturating_add(t.byte_len() as u64);
+        if total > budget {
+            bail!(
+                "its tensors would take more than {MAX_BYTES_PER_FILE_BYTE} times the file's \
+                 {len} bytes (at tensor {name}): refused"
             );
         }
         let kind = kind_of(t.dtype()).with_context(|| format!("tensor {name}"))?;

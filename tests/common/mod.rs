@@ -327,3 +327,21 @@ pub fn kill_once_written<S: AsRef<std::ffi::OsStr>>(
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// `python3` with the statistics references (scipy, scikit-learn, statsmodels, netcal, MAPIE,
+/// crepes: scripts/requirements-stats.txt in .deps/stats) before the torch environment.
+pub fn python_stats() -> Command {
+    let mut cmd = python();
+    let mut path = format!(
+        "{}:{}",
+        repo().join(".deps/stats").display(),
+        repo().join(".deps/py").display()
+    );
+    if let Ok(env) = std::env::var("PYTHONPATH") {
+        if !env.is_empty() {
+            path = format!("{path}:{env}");
+        }
+    }
+    cmd.env("PYTHONPATH", path);
+    cmd
+}
