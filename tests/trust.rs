@@ -1025,3 +1025,29 @@ fn weighted_statistics_equal_the_unweighted_ones_on_the_images_drawn_with_repeat
         close(auc, inception::metrics::roc_auc(&s, &y), 1e-12, "AUC");
     }
 }
+
+#[test]
+fn aps_sets_grow_down_the_ranking_until_the_threshold_and_need_three_classes() {
+    // Three classes, probabilities 0.5, 0.3, 0.2: APS scores (the mass at or above each
+    // class) 0.5, 0.8, 1.0. Calibration images of class 0 scoring as given; the threshold is
+    // the ⌈(n+1)(1−α)⌉-th smallest score.
+    assert_eq!(ScoreKind::Aps.score(&[0.5, 0.3, 0.2], 0), 0.5);
+    assert!((ScoreKind::Aps.score(&[0.5, 0.3, 0.2], 1) - 0.8).abs() < 1e-15);
+    assert!((ScoreKind::Aps.score(&[0.5, 0.3, 0.2], 2) - 1.0).abs() < 1e-15);
+    // 19 calibration images of class 0, its probability 0.38, 0.41, …, 0.92 and the top one,
+    // so its APS score is that probability; α = 0.1: k = 18, the threshold 0.89.
+    let cal: Vec<Vec<f64>> = (1..=19)
+        .map(|i| {
+            let own = 0.35 + 0.03 * i as f64;
+            vec![own, (1.0 - own) / 2.0, (1.0 - own) / 2.0]
+        })
+        .collect();
+    let labels = vec![0usize; 19];
+    let c = Conformal::fit(&cal, &labels, &names(3), 0.1, ScoreKind::Aps, false).unwrap();
+    assert!((c.thresholds[0] - 0.89).abs() < 1e-12, "{:?}", c.thresholds);
+    // 0.5, 0.3, 0.2: scores 0.5, 0.8, 1.0 → the two first classes.
+    assert_eq!(c.set(&[0.5, 0.3, 0.2]), vec![0, 1]);
+    // Without randomisation or "include the last label", a confident image whose top class
+    // alone passes the threshold gets the empty set (MAPIE's include_last_label=False).
+    assert_eq!(c.set(&[0.95, 0.03, 0.02]), Vec::<usize>::new());
+}
