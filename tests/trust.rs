@@ -1051,3 +1051,53 @@ fn aps_sets_grow_down_the_ranking_until_the_threshold_and_need_three_classes() {
     // alone passes the threshold gets the empty set (MAPIE's include_last_label=False).
     assert_eq!(c.set(&[0.95, 0.03, 0.02]), Vec::<usize>::new());
 }
+
+#[test]
+fn class_conditional_coverage_follows_the_beta_binomial_law_for_each_class() {
+    // Fixed class counts in every draw (30 and 40 calibration images, 20 and 25 test images),
+    // one image per patient: class c's covered test images follow
+    // Beta-Binomial(m_c, n_c + 1 − l_c, l_c), l_c = ⌊(n_c + 1) α⌋, whatever the other class does.
+    let (alpha, trials) = (0.1, 3000usize);
+    let (n, m) = ([30usize, 40], [20usize, 25]);
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let draw = |counts: [usize; 2], rng: &mut ChaCha8Rng| -> (Vec<Vec<f64>>, Vec<usize>) {
+        let mut p = vec![];
+        let mut y = vec![];
+        for (c, &k) in counts.iter().enumerate() {
+            for _ in 0..k {
+                let s: f64 = rng.random::<f64>() * 0.6 + if c == 0 { 0.3 } else { 0.1 };
+                p.push(vec![s, 1.0 - s]);
+                y.push(c);
+            }
+        }
+        (p, y)
+    };
+    let mut covered = [vec![], vec![]];
+    for _ in 0..trials {
+        let (cp, cy) = draw(n, &mut rng);
+        let (tp, ty) = draw(m, &mut rng);
+        let sets = Conformal::fit(&cp, &cy, &names(2), alpha, ScoreKind::Lac, true).unwrap();
+        for c in 0..2 {
+            let k = (0..tp.len())
+                .filter(|&i| ty[i] == c && sets.set(&tp[i]).contains(&c))
+                .count();
+            covered[c].push(k as f64);
+        }
+    }
+    for c in 0..2 {
+        let l = ((n[c] + 1) as f64 * alpha).floor();
+        let (mean_t, var_t) = beta_binomial(m[c] as f64, (n[c] + 1) as f64 - l, l);
+        let v = &covered[c];
+        let mean = v.iter().sum::<f64>() / trials as f64;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (trials - 1) as f64;
+        let se = (var / trials as f64).sqrt();
+        assert!(
+            (mean - mean_t).abs() < 4.0 * se,
+            "class {c}: mean {mean} vs {mean_t} (se {se})"
+        );
+        assert!(
+            (var / var_t - 1.0).abs() < 0.12,
+            "class {c}: variance {var} vs {var_t}"
+        );
+    }
+}
