@@ -284,9 +284,11 @@ fn cv_partitions_the_patients_predicts_every_image_once_and_its_statistics_recom
         .map(|r| {
             (4..6)
                 .map(|i| {
-                    let v: f32 = r[i].parse().unwrap();
+                    // Exact as f64 (what numpy reads) and an f32 value.
+                    let v: f64 = r[i].parse().unwrap();
                     assert_eq!(format!("{v:e}"), r[i], "{} does not round-trip", r[i]);
-                    v as f64
+                    assert_eq!((v as f32) as f64, v, "{} is not an f32 logit", r[i]);
+                    v
                 })
                 .collect()
         })
@@ -982,6 +984,17 @@ fn compare_pairs_two_cvs_fold_by_fold_and_image_by_image_and_refuses_what_does_n
     assert_eq!(r["images"], 183);
     // Fold by fold: the differences of the folds' own measures in cv.json.
     let (ja, jb) = (read_json(&a.join("cv.json")), read_json(&b.join("cv.json")));
+    // DeLong's paired test of the out-of-fold AUCs: each side's AUC is its pooled one.
+    for (side, j) in [("auc_a", &ja), ("auc_b", &jb)] {
+        let pooled = j["model"]["pooled"]["binary"]["roc_auc"].as_f64().unwrap();
+        let got = r["delong"][side].as_f64().unwrap();
+        assert!(
+            (got - pooled).abs() < 1e-6,
+            "{side}: {got} vs pooled {pooled}"
+        );
+    }
+    let p = r["delong"]["p_value"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&p), "{}", r["delong"]);
     for m in r["by_fold"].as_array().unwrap() {
         let name = m["measure"].as_str().unwrap();
         let fold = |j: &Value| -> Vec<f64> {

@@ -106,7 +106,11 @@ fn read_oof(path: &Path, classes: &[String], folds: usize) -> Result<BTreeMap<St
                 right: predicted == r.truth,
                 truth: classes[r.truth].clone(),
                 fold: r.fold,
-                first: r.probs[0],
+                // From the logits where the file has them (full precision: ties at 9
+                // decimals would move the AUC).
+                first: r.logits.as_ref().map_or(r.probs[0], |z| {
+                    crate::trust::calibration::softmax(z, 1.0)[0]
+                }),
             },
         );
     }

@@ -2,8 +2,9 @@
 //! by the fold model that did not train on it.
 //!
 //! Columns: `path` (relative to the dataset), `truth`, `prob_<class>` for each class (9
-//! decimals), `logit_<class>` for each class (`{:e}` of the f32 logit, which reads back bit
-//! for bit: at 9 decimals probabilities saturate to 0 or 1, and then a clip, not the network,
+//! decimals), `logit_<class>` for each class (the f32 logit as f64's shortest `{:e}` form,
+//! which reads back bit for bit whether parsed as f64 or f32 — f32's shortest form would not
+//! as f64: at 9 decimals probabilities saturate to 0 or 1, and then a clip, not the network,
 //! would decide a temperature fitted on them), `fold`, and `group` (the patient key the split
 //! grouped by). Files written before the logits and groups were added (`path`, `truth`, the
 //! probabilities, `fold`) still read, without them.
@@ -51,7 +52,7 @@ fn old_header(classes: &[String]) -> String {
     h + ",fold"
 }
 
-/// Appends one row (`logits` as f32 values, written as `{:e}`).
+/// Appends one row (`logits` rounded to f32, written exactly).
 pub fn write_row(out: &mut String, row: &OofRow, classes: &[String]) {
     *out += &csv_field(&row.path);
     let _ = write!(out, ",{}", csv_field(&classes[row.truth]));
@@ -59,7 +60,9 @@ pub fn write_row(out: &mut String, row: &OofRow, classes: &[String]) {
         let _ = write!(out, ",{v:.9}");
     }
     for v in row.logits.iter().flatten() {
-        let _ = write!(out, ",{:e}", *v as f32);
+        // The f32 logit widened to f64, written as f64's shortest round-trip form: exact for
+        // a reader that parses it as f64 (numpy, pandas) or as f32.
+        let _ = write!(out, ",{:e}", (*v as f32) as f64);
     }
     let _ = writeln!(
         out,
