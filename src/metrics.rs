@@ -189,25 +189,30 @@ pub fn argmax<T: PartialOrd>(p: &[T]) -> usize {
     best
 }
 
-/// ROC-AUC of `scores` for class 0 as positive (Mann–Whitney U, ties count one half).
-/// 0.5 when one side is empty.
-pub fn roc_auc(scores: &[f64], labels: &[usize]) -> f64 {
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
-    // Average ranks (1-based) over ties.
-    let mut ranks = vec![0.0; scores.len()];
+/// Midranks (1-based, ties share their mean rank) of `x`.
+pub fn midranks(x: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..x.len()).collect();
+    order.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
+    let mut ranks = vec![0.0; x.len()];
     let mut i = 0;
     while i < order.len() {
         let mut j = i;
-        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+        while j + 1 < order.len() && x[order[j + 1]] == x[order[i]] {
             j += 1;
         }
-        let rank = (i + j) as f64 / 2.0 + 1.0;
+        let r = (i + j) as f64 / 2.0 + 1.0;
         for &o in &order[i..=j] {
-            ranks[o] = rank;
+            ranks[o] = r;
         }
         i = j + 1;
     }
+    ranks
+}
+
+/// ROC-AUC of `scores` for class 0 as positive (Mann–Whitney U, ties count one half).
+/// 0.5 when one side is empty.
+pub fn roc_auc(scores: &[f64], labels: &[usize]) -> f64 {
+    let ranks = midranks(scores);
     let pos = labels.iter().filter(|&&y| y == 0).count();
     let neg = labels.len() - pos;
     if pos == 0 || neg == 0 {

@@ -15,6 +15,7 @@
 use anyhow::{bail, Result};
 
 use crate::data::loader::{default_threads, parallel_map};
+use crate::metrics::midranks;
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
 use statrs::function::beta::beta_reg;
@@ -141,26 +142,6 @@ fn beta_quantile(p: f64, a: f64, b: f64) -> f64 {
 pub struct DeLong {
     pub auc: f64,
     pub variance: f64,
-}
-
-/// Midranks (1-based, ties share their mean rank) of `x`.
-fn midranks(x: &[f64]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..x.len()).collect();
-    order.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
-    let mut ranks = vec![0.0; x.len()];
-    let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
-        while j + 1 < order.len() && x[order[j + 1]] == x[order[i]] {
-            j += 1;
-        }
-        let r = (i + j) as f64 / 2.0 + 1.0;
-        for &o in &order[i..=j] {
-            ranks[o] = r;
-        }
-        i = j + 1;
-    }
-    ranks
 }
 
 /// The structural components of an AUC (Sun & Xu's V10 over positives, V01 over negatives)
