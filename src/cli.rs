@@ -588,10 +588,14 @@ pub struct TrustArgs {
     /// Fit no temperature: the shipped model keeps its raw probabilities.
     #[arg(long)]
     pub no_calibration: bool,
+    /// Fit nothing on the out-of-fold predictions (no calibration, threshold or sets): the cv
+    /// only measures. Needed when a class has fewer than 20 images.
+    #[arg(long)]
+    pub no_trust: bool,
 }
 
 /// The ids of [`TrustArgs`]' flags.
-pub const TRUST_FLAGS: [&str; 7] = [
+pub const TRUST_FLAGS: [&str; 8] = [
     "target_sensitivity",
     "prevalence",
     "alpha",
@@ -599,6 +603,7 @@ pub const TRUST_FLAGS: [&str; 7] = [
     "conformal_score",
     "clopper_pearson",
     "no_calibration",
+    "no_trust",
 ];
 
 #[derive(Debug, Args)]

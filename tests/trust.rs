@@ -934,8 +934,9 @@ fn a_cv_ships_its_calibration_with_the_model_trained_on_every_image_and_refuses_
     // The calibration does not depend on the sets' choices.
     assert_eq!(again["calibration"], cv["calibration"]);
 
-    // Too few images of a class to calibrate: the cv says why, and nothing can ship it.
-    let args = [
+    // Too few images of a class to calibrate: refused before anything is trained, naming the
+    // class and its count; --no-trust cross-validates without, and nothing can ship that.
+    let mut args = vec![
         "cv",
         "--data",
         tiny.to_str().unwrap(),
@@ -952,22 +953,27 @@ fn a_cv_ships_its_calibration_with_the_model_trained_on_every_image_and_refuses_
         "--device",
         "cpu",
     ];
+    let err = common::assert_clean_failure(&cli(d, &args));
+    assert!(
+        err.contains("has 12 images, fewer than the 20 out-of-fold images")
+            && err.contains("--no-trust"),
+        "{err}"
+    );
+    assert!(!d.join("tinycv").exists());
+    args.push("--no-trust");
     let o = cli(d, &args);
     assert!(o.status.success(), "{}", common::stderr(&o));
     assert!(
-        common::stdout(&o).contains("no calibration, threshold or conformal sets: class"),
+        common::stdout(&o).contains("no calibration, threshold or conformal sets: not fitted"),
         "{}",
         common::stdout(&o)
     );
     let t = json_file(&d.join("tinycv/cv.json"));
     assert!(t["trust"].is_null());
-    assert!(
-        t["trust_note"]
-            .as_str()
-            .unwrap()
-            .contains("has 12 out-of-fold images"),
-        "{}",
-        t["trust_note"]
+    assert!(t["calibration"].is_null() && t["conformal"].is_null());
+    assert_eq!(
+        json_file(&d.join("tinycv/plan.json"))["config"]["trust"]["fit"],
+        false
     );
     let args = [
         "train",
@@ -988,7 +994,7 @@ fn a_cv_ships_its_calibration_with_the_model_trained_on_every_image_and_refuses_
     ];
     let err = common::assert_clean_failure(&cli(d, &args));
     assert!(
-        err.contains("that cv fitted no calibration (class"),
+        err.contains("that cv fitted no calibration (not fitted"),
         "{err}"
     );
 }

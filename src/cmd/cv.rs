@@ -37,13 +37,22 @@ fn new_plan(a: &CvArgs) -> Result<Plan> {
     cfg.fold = 0;
     cfg.validate().context("training config")?;
     fetch_weights(&cfg)?;
-    if let Layout::Given { val, .. } = scan(&a.data)? {
-        bail!(
+    match scan(&a.data)? {
+        Layout::Given { val, .. } => bail!(
             "{}: its own train/val split ({}) leaves nothing to cross-validate; cv takes one \
              folder of class folders (DIR/<class>/<image>)",
             a.data.display(),
             val.root.display()
-        );
+        ),
+        Layout::Single(f) => {
+            let counts: Vec<(String, usize)> = (0..f.classes.len())
+                .map(|c| {
+                    let n = f.samples.iter().filter(|s| s.label == c).count();
+                    (f.classes[c].clone(), n)
+                })
+                .collect();
+            cfg.trust.check_counts(&a.data, &counts)?;
+        }
     }
     let dataset =
         fs::canonicalize(&a.data).with_context(|| format!("resolving {}", a.data.display()))?;
@@ -78,6 +87,9 @@ pub fn apply_trust_flags(t: &mut TrustConfig, a: &TrustArgs) {
     }
     if a.no_calibration {
         t.calibrate = false;
+    }
+    if a.no_trust {
+        t.fit = false;
     }
 }
 

@@ -26,6 +26,9 @@ use operating::OperatingPoint;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrustConfig {
+    /// Fit calibration, threshold and sets at all: off, a cv only measures (data with fewer
+    /// than [`conformal::MIN_PER_CLASS`] images of a class needs it off).
+    pub fit: bool,
     /// Fit a temperature on the out-of-fold logits (shipped only if it helps cross-fitted).
     pub calibrate: bool,
     /// Two classes: the sensitivity the screening threshold must reach (positive: the first).
@@ -45,6 +48,7 @@ pub struct TrustConfig {
 impl Default for TrustConfig {
     fn default() -> Self {
         TrustConfig {
+            fit: true,
             calibrate: true,
             target_sensitivity: operating::DEFAULT_SENSITIVITY,
             prevalence: None,
@@ -57,6 +61,35 @@ impl Default for TrustConfig {
 }
 
 impl TrustConfig {
+    /// Refuses a dataset too small for what is to be fitted, before anything is trained:
+    /// every image is out of fold once, so a class with fewer than
+    /// [`conformal::MIN_PER_CLASS`] images has too few out-of-fold predictions to fit a
+    /// calibration or to promise coverage. `counts`: (class, images) of the dataset `root`.
+    pub fn check_counts(&self, root: &std::path::Path, counts: &[(String, usize)]) -> Result<()> {
+        if !self.fit {
+            return Ok(());
+        }
+        if counts.len() < 2 {
+            bail!(
+                "{}: one class only, nothing to calibrate or screen for (--no-trust \
+                 cross-validates without it)",
+                root.display()
+            );
+        }
+        for (name, n) in counts {
+            if *n < conformal::MIN_PER_CLASS {
+                bail!(
+                    "{}: class {name:?} has {n} images, fewer than the {} out-of-fold images \
+                     needed to fit a calibration, a screening threshold and conformal sets \
+                     (add images, or pass --no-trust to cross-validate without them)",
+                    root.display(),
+                    conformal::MIN_PER_CLASS
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses values outside their range, naming them.
     pub fn validate(&self) -> Result<()> {
         operating::check_fraction(self.target_sensitivity, "target_sensitivity")?;
@@ -358,6 +391,9 @@ pub fn softmax_rows(logits: &[Vec<f64>], t: f64) -> Vec<Vec<f64>> {
 /// fewer than [`conformal::MIN_PER_CLASS`] images or only one class is there.
 pub fn fit(oof: &Oof, cfg: &TrustConfig, fitted_on: &str) -> Result<Fitted> {
     cfg.validate()?;
+    if !cfg.fit {
+        bail!("not fitted: the cv was asked to fit nothing (--no-trust)");
+    }
     let k = oof.classes.len();
     for (c, name) in oof.classes.iter().enumerate() {
         let n = oof.labels.iter().filter(|&&y| y == c).count();
