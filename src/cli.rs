@@ -33,7 +33,8 @@ pub enum Command {
     /// Print every layer with its output shape, parameters and multiply-accumulates (MACs),
     /// and what each inception block's 1×1 reductions save.
     Summary(SummaryArgs),
-    /// Turn a PyTorch state_dict saved as safetensors into a checkpoint that predict accepts.
+    /// Turn a PyTorch state_dict (a torch.save .pth/.pt/.bin, read without executing it, or
+    /// safetensors) into a checkpoint that predict accepts.
     Import(ImportArgs),
     /// Classify images with a checkpoint: top classes and their probabilities.
     Predict(PredictArgs),
@@ -121,7 +122,7 @@ pub struct DoctorArgs {
 pub enum ExportFormat {
     /// A traced TorchScript module (torch.jit.load, TorchServe, Triton's PyTorch backend).
     Torchscript,
-    /// Not written here: ONNX needs PyTorch's Python exporter (README says how).
+    /// Not written here: ONNX needs PyTorch's Python exporter (docs/cli/export.md says how).
     Onnx,
 }
 
@@ -247,7 +248,7 @@ pub struct PredictArgs {
     pub skip_bad: bool,
     /// auto (by device: bf16 on CUDA with compute capability ≥ 8.0 and on CPUs with native
     /// bf16, fp16 with loss scaling on CUDA 7.x, else fp32), fp32, bf16 or fp16.
-    #[arg(long, value_enum, default_value_t = Precision::Auto)]
+    #[arg(long, value_enum, default_value_t = Precision::Auto, env = "INCEPTION_PRECISION")]
     pub precision: Precision,
     /// Image files, folders (walked recursively, images only) or glob patterns.
     #[arg(required = true, value_name = "PATH")]
@@ -330,6 +331,7 @@ pub struct TrainArgs {
 /// The flags that override the training config's fields (train and cv).
 #[derive(Debug, Args)]
 pub struct RecipeArgs {
+    /// The network (recipe: googlenet; docs/networks.md).
     #[arg(long, value_enum)]
     pub arch: Option<Arch>,
     /// GoogLeNet's auxiliary classifiers (loss weight 0.3 each): true or false.
@@ -344,6 +346,7 @@ pub struct RecipeArgs {
     /// Images per training step (recipe: 32).
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// The optimiser (recipe: adamw).
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerKind>,
     /// Peak learning rate.
@@ -460,7 +463,7 @@ pub struct RecipeArgs {
     pub std: Option<Vec<f64>>,
     /// auto (by device: bf16 on CUDA with compute capability ≥ 8.0 and on CPUs with native
     /// bf16, fp16 with loss scaling on CUDA 7.x, else fp32), fp32, bf16 or fp16.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = "INCEPTION_PRECISION")]
     pub precision: Option<Precision>,
     /// Channels-last (NHWC) layout for inputs and convolution weights: true or false.
     #[arg(long)]
@@ -482,6 +485,14 @@ pub struct RecipeArgs {
     /// BatchNorm included, is frozen (0: none).
     #[arg(long)]
     pub freeze_epochs: Option<u64>,
+    /// Before the first epoch, fit the class layer exactly: L2-regularised logistic regression
+    /// on the backbone's features of the un-augmented training images, penalty ‖W‖²/(2C) with
+    /// this C (docs/pretrained.md).
+    #[arg(long, value_name = "C", conflicts_with = "no_probe")]
+    pub probe_c: Option<f64>,
+    /// Leave the class layer as initialised even if the config file sets probe_c.
+    #[arg(long)]
+    pub no_probe: bool,
     /// The backbone's learning rate as a share of --lr once it trains (1: the same rate).
     #[arg(long)]
     pub backbone_lr_mult: Option<f64>,
@@ -650,7 +661,7 @@ pub struct EvalArgs {
     pub device: String,
     /// auto (by device: bf16 on CUDA with compute capability ≥ 8.0 and on CPUs with native
     /// bf16, fp16 with loss scaling on CUDA 7.x, else fp32), fp32, bf16 or fp16.
-    #[arg(long, value_enum, default_value_t = Precision::Auto)]
+    #[arg(long, value_enum, default_value_t = Precision::Auto, env = "INCEPTION_PRECISION")]
     pub precision: Precision,
 }
 
@@ -701,6 +712,6 @@ pub struct ServeArgs {
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// auto (by device), fp32, bf16 or fp16.
-    #[arg(long, value_enum, default_value_t = Precision::Auto)]
+    #[arg(long, value_enum, default_value_t = Precision::Auto, env = "INCEPTION_PRECISION")]
     pub precision: Precision,
 }

@@ -167,6 +167,11 @@ pub struct TrainConfig {
     /// Epochs at the start that train the class layer only (a linear probe): the backbone is
     /// frozen, BatchNorm included, and gets no gradient. 0: none.
     pub freeze_epochs: u64,
+    /// Before the first epoch, set the class layer to the L2-regularised multinomial logistic
+    /// regression of the pretrained backbone's pooled features of the training images
+    /// (un-augmented), penalty ‖W‖²/(2C) with this C ([`crate::train::probe`]). `None`: the
+    /// class layer starts as the architecture initialises it.
+    pub probe_c: Option<f64>,
     /// The backbone's learning rate as a share of `lr` once it trains (the class layer and
     /// heads always get `lr`). 1: the same rate everywhere.
     pub backbone_lr_mult: f64,
@@ -228,6 +233,7 @@ impl Default for TrainConfig {
             init: None,
             pretrained: false,
             freeze_epochs: 0,
+            probe_c: None,
             backbone_lr_mult: 1.0,
             ema_decay: 0.0,
             mixup: 0.0,
@@ -324,6 +330,18 @@ impl TrainConfig {
                 self.freeze_epochs,
                 self.epochs
             );
+        }
+        if let Some(c) = self.probe_c {
+            if !(c.is_finite() && c > 0.0) {
+                bail!("probe_c must be a positive number, got {c}");
+            }
+            if self.arch.class_layer().is_none() {
+                bail!(
+                    "probe_c: arch {}'s head has two layers; the fitted probe needs one class \
+                     layer (googlenet, efficientnet_lite0)",
+                    self.arch
+                );
+            }
         }
         if !(self.backbone_lr_mult.is_finite() && self.backbone_lr_mult >= 0.0) {
             bail!(

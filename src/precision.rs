@@ -270,6 +270,18 @@ impl Compute {
         };
         Ok(logits.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?)
     }
+
+    /// The pooled features `[N, D]` of a batch of images (see
+    /// [`crate::model::Model::features`]), in f64 on the CPU.
+    pub fn features(&self, model: &crate::model::Model, images: &Tensor) -> Result<Tensor> {
+        let _no_grad = tch::no_grad_guard();
+        let x = self.input(images)?;
+        let features = {
+            let _autocast = self.autocast();
+            model.features(&x)?
+        };
+        Ok(features.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?)
+    }
 }
 
 impl fmt::Display for Compute {

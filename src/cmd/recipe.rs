@@ -84,6 +84,12 @@ pub fn apply_flags(cfg: &mut TrainConfig, a: &RecipeArgs) -> Result<()> {
         cfg.pretrained = false;
     }
     set_if(&mut cfg.freeze_epochs, a.freeze_epochs);
+    if a.probe_c.is_some() {
+        cfg.probe_c = a.probe_c;
+    }
+    if a.no_probe {
+        cfg.probe_c = None;
+    }
     set_if(&mut cfg.backbone_lr_mult, a.backbone_lr_mult);
     if let Some(w) = &a.class_weights {
         cfg.class_weights = ClassWeights::parse(w)?;

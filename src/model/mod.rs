@@ -60,6 +60,16 @@ impl Arch {
         }
     }
 
+    /// The var-store path of the one linear layer that turns the pooled features into logits
+    /// (`None`: the seed network's head has two).
+    pub fn class_layer(self) -> Option<&'static str> {
+        match self {
+            Arch::Seed => None,
+            Arch::Googlenet => Some("fc"),
+            Arch::EfficientnetLite0 => Some("_fc"),
+        }
+    }
+
     /// Whether the state_dict entry `name` belongs to a head ([`Arch::head_prefixes`]).
     pub fn is_head(self, name: &str) -> bool {
         self.head_prefixes().iter().any(|p| name.starts_with(p))
@@ -275,6 +285,29 @@ impl Model {
             Network::GoogLeNet(n) => n.forward_tapped(x, Mode::plain(false), tap)?.0,
             Network::Lite0(n) => n.forward_tapped(x, Mode::plain(false), tap)?,
         })
+    }
+
+    /// Eval-mode pooled features `[N, D]`: what the class layer ([`Arch::class_layer`]) reads,
+    /// so that `features·Wᵀ + b` are the logits. Not for the seed network (two-layer head).
+    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        if self.config.arch.class_layer().is_none() {
+            bail!(
+                "arch {}: no single class layer to take features for",
+                self.config.arch
+            );
+        }
+        let layer = self.config.arch.default_tap_layer();
+        let mut kept: Option<Tensor> = None;
+        {
+            let mut keep = |t: Tensor| -> Result<Tensor, tch::TchError> {
+                kept = Some(t.shallow_clone());
+                Ok(t)
+            };
+            let mut tap = Tap::new(layer, &mut keep);
+            let _logits = self.forward_tapped(x, &mut tap)?;
+        }
+        let map = kept.with_context(|| format!("layer {layer} was not met"))?; // [N, D, h, w]
+        Ok(map.f_mean_dim(&[2i64, 3][..], false, tch::Kind::Float)?) // [N, D]
     }
 
     /// The layer-by-layer account for square inputs of side `image_size`.

@@ -9,6 +9,7 @@
 pub mod ema;
 pub mod epoch;
 pub mod optim;
+pub mod probe;
 pub mod record;
 pub mod run_dir;
 pub mod run_files;
@@ -211,6 +212,12 @@ impl State {
             }
         };
         compute.prepare(&mut model)?;
+        if let (Some(c), None) = (cfg.probe_c, &job.resume) {
+            let said = probe::fit_head(&mut model, data, compute, c)?;
+            if World::leads(job.world.as_ref()) {
+                println!("{said}");
+            }
+        }
         model.freeze_bn = cfg.freeze_bn;
         model.dropout = cfg.dropout;
         let mut optimizer = Optimizer::new(&model, cfg.optimizer, cfg.momentum, cfg.weight_decay)?;
