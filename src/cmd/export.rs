@@ -42,7 +42,7 @@ impl ExportConfig {
             ExportFormat::Torchscript => {}
             ExportFormat::Onnx => bail!(
                 "--format onnx: ONNX export needs PyTorch's Python exporter; export TorchScript \
-                 here and convert it in Python (README, `inception export`)"
+                 here and convert it in Python (docs/cli/export.md)"
             ),
         }
         let checkpoints = given_or_latest(&args.checkpoint)?;

@@ -39,11 +39,11 @@ pub fn man(args: &ManArgs) -> Result<()> {
         .collect();
     pages.sort();
     println!(
-        "wrote {} manual pages into {}: {} (read one with man -l {}/inception.1)",
+        "wrote {} manual pages into {}: {} (read one with man -l {})",
         pages.len(),
         dir.display(),
         pages.join(", "),
-        dir.display()
+        dir.join("inception.1").display()
     );
     Ok(())
 }
