@@ -318,7 +318,8 @@ pub struct TrainArgs {
     /// --workers, --cache-gib, --skip-bad, --no-skip-bad and --no-plots may be given with it.
     #[arg(long, value_name = "LAST.pt")]
     pub resume: Option<PathBuf>,
-    /// Data-parallel training in N processes on this machine (libtorch's c10d with Gloo): each
+    /// Data-parallel training in N processes on this machine (libtorch's c10d: Gloo on the CPU,
+    /// NCCL when each process has its own GPU; docs/scale-out.md): each
     /// takes --batch-size images per step and the gradients are averaged; on CUDA each takes
     /// its own GPU. Processes started by a launcher (torchrun-style, Slurm) give RANK,
     /// WORLD_SIZE, MASTER_ADDR and MASTER_PORT instead.
@@ -650,6 +651,9 @@ pub struct EvalArgs {
     /// Clopper–Pearson (exact) intervals for proportions instead of Wilson's.
     #[arg(long)]
     pub clopper_pearson: bool,
+    /// Two classes: the prevalence PPV and NPV are also reported at (default: the data's).
+    #[arg(long, value_name = "P")]
+    pub prevalence: Option<f64>,
     /// Skip (and list) images that cannot be decoded instead of stopping.
     #[arg(long)]
     pub skip_bad: bool,

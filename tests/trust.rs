@@ -863,6 +863,34 @@ fn a_cv_ships_its_calibration_with_the_model_trained_on_every_image_and_refuses_
     let applied = record["calibration"]["applied"].as_bool().unwrap_or(false);
     assert_eq!(p[0]["calibrated"], applied);
     assert!(p[0]["set"].is_array());
+    // eval gives PPV and NPV at a prevalence it is told, by Bayes' rule from its sensitivity
+    // and specificity; one outside (0, 1) is refused.
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval", "--json", "--device", "cpu", "--checkpoint", "all/model.pt", "--data", data,
+        ];
+        args.extend(extra);
+        cli(d, &args)
+    };
+    let o = eval(&["--prevalence", "0.1"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let e: Value = serde_json::from_str(&common::stdout(&o)).unwrap();
+    let at = &e["operating_point"]["at_threshold"];
+    assert_eq!(at["prevalence"], 0.1, "{at}");
+    let (se, sp) = (
+        at["sensitivity"]["value"].as_f64().unwrap(),
+        at["specificity"]["value"].as_f64().unwrap(),
+    );
+    let ppv = se * 0.1 / (se * 0.1 + (1.0 - sp) * 0.9);
+    let got = at["ppv_at_prevalence"]["value"].as_f64().unwrap();
+    assert!((got - ppv).abs() < 1e-12, "PPV at 10 %: {got} vs {ppv}");
+    let o = eval(&[]);
+    let e: Value = serde_json::from_str(&common::stdout(&o)).unwrap();
+    let share = 81.0 / 183.0;
+    let data_prevalence = e["operating_point"]["at_threshold"]["prevalence"].as_f64().unwrap();
+    assert!((data_prevalence - share).abs() < 1e-12, "{data_prevalence}");
+    let err = common::assert_clean_failure(&eval(&["--prevalence", "1.5"]));
+    assert!(err.contains("--prevalence 1.5 is outside (0, 1)"), "{err}");
 
     // Another recipe, another dataset: refused by name, nothing written.
     let mut args = vec![

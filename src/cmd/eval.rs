@@ -96,6 +96,9 @@ pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
+    if let Some(p) = a.prevalence {
+        crate::trust::operating::check_fraction(p, "--prevalence")?;
+    }
     let device = device::resolve(&a.device)?;
     let compute = Compute::new(device, a.precision, true)?;
     let mut ensemble = Ensemble::load(&a.checkpoint, compute)?;
@@ -168,6 +171,7 @@ pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
         &labels,
         &groups,
         method,
+        a.prevalence,
     );
     if let Some(file) = &a.predictions {
         let mut csv = format!(

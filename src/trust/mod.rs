@@ -638,7 +638,8 @@ pub struct Model<'a> {
 
 /// The trust figures of a model's answers on labelled images: raw probabilities, those at
 /// the record's temperature (`fitted`), those its decisions and sets were taken on (`basis`),
-/// conformal sets (when it has them), labels, and each image's group key.
+/// conformal sets (when it has them), labels, and each image's group key; PPV and NPV also at
+/// `prevalence` (`None`: the images').
 #[allow(clippy::too_many_arguments)]
 pub fn measure(
     model: &Model,
@@ -649,6 +650,7 @@ pub fn measure(
     labels: &[usize],
     groups: &[String],
     method: ProportionMethod,
+    prevalence: Option<f64>,
 ) -> Measured {
     let groups = intervals::Groups::of(groups);
     let k = model.classes.len();
@@ -665,7 +667,7 @@ pub fn measure(
     let operating_point = model.threshold.filter(|_| k == 2).map(|t| {
         let p: Vec<f64> = basis.iter().map(|p| p[0]).collect();
         let positive: Vec<bool> = labels.iter().map(|&y| y == 0).collect();
-        let at = |t| operating::at_threshold(&p, &positive, t, None, method, intervals::LEVEL);
+        let at = |t| operating::at_threshold(&p, &positive, t, prevalence, method, intervals::LEVEL);
         let at_t = at(t);
         EvalOperatingPoint {
             positive_class: model.classes[0].clone(),
