@@ -891,6 +891,39 @@ fn a_cv_ships_its_calibration_with_the_model_trained_on_every_image_and_refuses_
     assert!((data_prevalence - share).abs() < 1e-12, "{data_prevalence}");
     let err = common::assert_clean_failure(&eval(&["--prevalence", "1.5"]));
     assert!(err.contains("--prevalence 1.5 is outside (0, 1)"), "{err}");
+    // export writes the record beside the TorchScript module, with a rule that turns the
+    // module's logits into predict's probability, decision and set.
+    let o = cli(d, &["export", "--checkpoint", "all/model.pt", "--out", "all.ts"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let interface = json_file(&d.join("all.ts.json"));
+    assert_eq!(interface["trust"]["threshold"], record["threshold"]);
+    assert_eq!(interface["trust"]["conformal"], record["conformal"]);
+    let rule = interface["trust_rule"].as_str().unwrap();
+    let t = meta.trust.as_ref().unwrap().temperature();
+    assert!(rule.starts_with(&format!("T = {t}; p = softmax(logits / T)")), "{rule}");
+    let module = tch::CModule::load(d.join("all.ts")).unwrap();
+    let transform = inception::data::transform::EvalTransform {
+        image_size: meta.image_size as u32,
+        normalization: meta.normalization,
+    };
+    let img = inception::data::image::load_rgb(std::path::Path::new(&photo)).unwrap();
+    let x = transform.batch(&[img]).unwrap();
+    let z = tch::no_grad(|| module.forward_ts(&[x])).unwrap();
+    let probs = Vec::<f64>::try_from((z / t).softmax(-1, tch::Kind::Double).get(0)).unwrap();
+    let top = if probs[0] >= probs[1] { 0 } else { 1 };
+    let shown = p[0]["probability"].as_f64().unwrap();
+    assert!((probs[top] - shown).abs() < 1e-4, "{probs:?} vs predict's {shown}");
+    assert_eq!(p[0]["class"], meta.classes[top].as_str());
+    let th = interface["trust"]["threshold"]["threshold"].as_f64().unwrap();
+    let decision = if probs[0] >= th { 0 } else { 1 };
+    assert_eq!(p[0]["decision"], meta.classes[decision].as_str());
+    let limits: Vec<f64> =
+        serde_json::from_value(interface["trust"]["conformal"]["thresholds"].clone()).unwrap();
+    let set: Vec<&str> = (0..2)
+        .filter(|&c| 1.0 - probs[c] <= limits[if limits.len() == 1 { 0 } else { c }])
+        .map(|c| meta.classes[c].as_str())
+        .collect();
+    assert_eq!(p[0]["set"], json!(set));
 
     // Another recipe, another dataset: refused by name, nothing written.
     let mut args = vec![

@@ -84,7 +84,45 @@ pub struct Interface {
     pub arch: String,
     pub members: Vec<String>,
     pub batchnorm_folded: bool,
+    /// What a single checkpoint carries for calibrated answers (`train --calibration-from`):
+    /// temperature, screening threshold, conformal thresholds; `None` for an ensemble (whose
+    /// calibration applies to each member before the mean, which the module's output no longer
+    /// allows) or a checkpoint without one.
+    pub trust: Option<crate::trust::TrustRecord>,
+    /// How `trust` turns the module's logits into the answers `inception predict` gives.
+    pub trust_rule: Option<String>,
     pub tool_version: &'static str,
+}
+
+/// The rule that turns the module's logits into calibrated probabilities, a decision and a set.
+fn trust_rule(t: &crate::trust::TrustRecord) -> String {
+    let mut rule = format!(
+        "T = {}; p = softmax(logits / T) (the probabilities inception predict reports, and \
+         those the threshold and sets were fitted on)",
+        t.temperature()
+    );
+    if let Some(th) = &t.threshold {
+        rule.push_str(&format!(
+            "; decision: {:?} when its p >= {}, else the other class",
+            th.positive_class, th.threshold
+        ));
+    }
+    if let Some(c) = &t.conformal {
+        let score = match c.score {
+            crate::trust::conformal::ScoreKind::Lac => "1 - p[c]",
+            crate::trust::conformal::ScoreKind::Aps => "the sum of p over the classes with p >= p[c]",
+        };
+        let which = if c.class_conditional {
+            "conformal.thresholds[c] (one per class, class order)"
+        } else {
+            "conformal.thresholds[0]"
+        };
+        rule.push_str(&format!(
+            "; conformal set (alpha {}): every class c whose score {score} is <= {which}",
+            c.alpha
+        ));
+    }
+    rule
 }
 
 pub fn run(args: &ExportArgs) -> Result<()> {
@@ -124,6 +162,10 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         Ok(())
     })?;
 
+    let single_trust = match ensemble.members.len() {
+        1 => ensemble.trust.clone(),
+        _ => None,
+    };
     let resize = resize_size(s as u32);
     let n = meta.normalization;
     let interface = Interface {
@@ -153,6 +195,8 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         arch: meta.arch.name().into(),
         members: ensemble.files(),
         batchnorm_folded: true,
+        trust: single_trust.clone(),
+        trust_rule: single_trust.as_ref().map(trust_rule),
         tool_version: env!("CARGO_PKG_VERSION"),
     };
     let mut text = serde_json::to_string_pretty(&interface)?;
