@@ -491,6 +491,10 @@ pub struct RecipeArgs {
     /// this C (docs/pretrained.md).
     #[arg(long, value_name = "C", conflicts_with = "no_probe")]
     pub probe_c: Option<f64>,
+    /// The fitted probe also sees each training image flipped as the augmentation flips it
+    /// (hflip, vflip: the views --tta averages), each view weighing 1/views: true or false.
+    #[arg(long)]
+    pub probe_flips: Option<bool>,
     /// Leave the class layer as initialised even if the config file sets probe_c.
     #[arg(long)]
     pub no_probe: bool,

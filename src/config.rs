@@ -172,6 +172,9 @@ pub struct TrainConfig {
     /// (un-augmented), penalty ‖W‖²/(2C) with this C ([`crate::train::probe`]). `None`: the
     /// class layer starts as the architecture initialises it.
     pub probe_c: Option<f64>,
+    /// The fitted probe also takes each training image in the flips the augmentation uses
+    /// (`hflip`, `vflip` above 0: the views `--tta` averages), each view weighing 1/views.
+    pub probe_flips: bool,
     /// The backbone's learning rate as a share of `lr` once it trains (the class layer and
     /// heads always get `lr`). 1: the same rate everywhere.
     pub backbone_lr_mult: f64,
@@ -234,6 +237,7 @@ impl Default for TrainConfig {
             pretrained: false,
             freeze_epochs: 0,
             probe_c: None,
+            probe_flips: false,
             backbone_lr_mult: 1.0,
             ema_decay: 0.0,
             mixup: 0.0,
@@ -342,6 +346,9 @@ impl TrainConfig {
                     self.arch
                 );
             }
+        }
+        if self.probe_flips && self.probe_c.is_none() {
+            bail!("probe_flips needs probe_c (the fitted probe)");
         }
         if !(self.backbone_lr_mult.is_finite() && self.backbone_lr_mult >= 0.0) {
             bail!(

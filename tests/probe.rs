@@ -184,7 +184,6 @@ fn a_run_with_probe_c_starts_from_the_fitted_class_layer() {
             "6",
             "--val-fraction",
             "0.25",
-            "--no-augment",
             "--no-plots",
             "--precision",
             "fp32",
@@ -206,6 +205,12 @@ fn a_run_with_probe_c_starts_from_the_fitted_class_layer() {
     // The class layer barely moved (lr 1e-9) from a fit that separates the classes.
     let val_acc: f64 = row[4].parse().unwrap();
     assert_eq!(val_acc, 1.0, "validation accuracy of the fitted probe: {metrics}");
+    // With the flips the augmentation uses (the recipe's: both), each image in four views.
+    let (said, _) = run("flips", &["--probe-c", "1", "--probe-flips", "true"]);
+    assert!(
+        said.contains("linear probe: _fc fitted on the features of 18 training images in 4 views (1280 each), C = 1: training accuracy 1.000"),
+        "{said}"
+    );
     let (said, plain) = run("plain", &[]);
     assert!(!said.contains("linear probe"), "{said}");
     let config: Value =
@@ -216,6 +221,7 @@ fn a_run_with_probe_c_starts_from_the_fitted_class_layer() {
     for (args, want) in [
         (vec!["--arch", "seed", "--probe-c", "1"], "probe_c: arch seed"),
         (vec!["--probe-c", "0"], "probe_c must be a positive number, got 0"),
+        (vec!["--probe-flips", "true"], "probe_flips needs probe_c"),
     ] {
         let mut all = vec!["train", "--data", data.to_str().unwrap()];
         all.extend(args);

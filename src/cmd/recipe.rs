@@ -59,7 +59,8 @@ pub fn apply_flags(cfg: &mut TrainConfig, a: &RecipeArgs) -> Result<()> {
         ema_decay,
         mixup,
         cutmix,
-        freeze_bn
+        freeze_bn,
+        probe_flips
     );
     if a.dropout.is_some() {
         cfg.dropout = a.dropout;

@@ -213,7 +213,7 @@ impl State {
         };
         compute.prepare(&mut model)?;
         if let (Some(c), None) = (cfg.probe_c, &job.resume) {
-            let said = probe::fit_head(&mut model, data, compute, c)?;
+            let said = probe::fit_head(&mut model, data, compute, c, cfg.probe_flips, &cfg.augment)?;
             if World::leads(job.world.as_ref()) {
                 println!("{said}");
             }

@@ -184,23 +184,42 @@ pub fn logistic_regression(
 }
 
 /// Sets `model`'s class layer to the fit on the features of the run's training images (as
-/// validation preprocesses them: no augmentation) and says how it fits them.
-pub fn fit_head(model: &mut Model, data: &RunData, compute: Compute, c: f64) -> Result<String> {
+/// validation preprocesses them: no augmentation; with `flips`, also in the flips `augment`
+/// uses, each view weighing 1/views) and says how it fits them.
+pub fn fit_head(
+    model: &mut Model,
+    data: &RunData,
+    compute: Compute,
+    c: f64,
+    flips: bool,
+    augment: &crate::data::transform::Augment,
+) -> Result<String> {
     let arch = model.config.arch;
     let layer = arch
         .class_layer()
         .with_context(|| format!("arch {arch} has no single class layer to fit"))?;
     let train = &data.dataset.split.train;
+    let views = crate::ensemble::Tta {
+        hflip: flips && augment.hflip > 0.0,
+        vflip: flips && augment.vflip > 0.0,
+    }
+    .views();
     let (mut rows, mut labels) = (vec![], vec![]);
     for batch in data.val_loader.batches(train, 0) {
         let batch = batch?;
-        rows.push(compute.features(model, &batch.images)?);
-        labels.extend(
-            batch
-                .indices
-                .iter()
-                .map(|&i| data.val_loader.samples[i].label as i64),
-        );
+        for dims in &views {
+            let x = match dims.is_empty() {
+                true => batch.images.shallow_clone(),
+                false => batch.images.f_flip(dims.as_slice())?,
+            };
+            rows.push(compute.features(model, &x)?);
+            labels.extend(
+                batch
+                    .indices
+                    .iter()
+                    .map(|&i| data.val_loader.samples[i].label as i64),
+            );
+        }
     }
     if rows.is_empty() {
         bail!("the linear probe needs training images: the split left none");
@@ -210,7 +229,11 @@ pub fn fit_head(model: &mut Model, data: &RunData, compute: Compute, c: f64) -> 
         Some(w) => Vec::<f64>::try_from(w.f_to_kind(Kind::Double)?.f_to_device(tch::Device::Cpu)?)?,
         None => vec![1.0; data.dataset.classes.len()],
     };
-    let weights: Vec<f64> = labels.iter().map(|&y| class_weights[y as usize]).collect();
+    let share = 1.0 / views.len() as f64;
+    let weights: Vec<f64> = labels
+        .iter()
+        .map(|&y| class_weights[y as usize] * share)
+        .collect();
     let classes = model.config.num_classes;
     let fit = logistic_regression(&features, &labels, &weights, classes, c)?;
     {
@@ -241,9 +264,13 @@ pub fn fit_head(model: &mut Model, data: &RunData, compute: Compute, c: f64) -> 
         .f_sum(Kind::Int64)?
         .int64_value(&[]);
     Ok(format!(
-        "linear probe: {layer} fitted on the features of {} training images ({} each), C = {c}: \
-         training accuracy {:.3} (L-BFGS, {} iterations, largest gradient {:.1e})",
-        labels.len(),
+        "linear probe: {layer} fitted on the features of {} training images{} ({} each), C = \
+         {c}: training accuracy {:.3} (L-BFGS, {} iterations, largest gradient {:.1e})",
+        labels.len() / views.len(),
+        match views.len() {
+            1 => String::new(),
+            n => format!(" in {n} views"),
+        },
         features.size()[1],
         right as f64 / labels.len() as f64,
         fit.iterations,
