@@ -69,12 +69,20 @@ fn problem(n: i64, d: i64, k: i64, seed: i64) -> (Tensor, Vec<i64>, Vec<f64>) {
 
 #[test]
 fn the_fitted_probe_equals_scikit_learns_logistic_regression() {
-    let cases = [(2i64, 0.3f64, 11i64), (3, 0.05, 12), (3, 4.0, 13)];
+    // (classes, C, seed, images, features): the last as the probe meets MSLD's folds, more
+    // features than images, which the classes separate.
+    let cases = [
+        (2i64, 0.3f64, 11i64, 90i64, 12i64),
+        (3, 0.05, 12, 90, 12),
+        (3, 4.0, 13, 90, 12),
+        (2, 0.5, 14, 40, 600),
+    ];
     let mut inputs = vec![];
     let mut ours = vec![];
-    for &(k, c, seed) in &cases {
-        let (x, y, s) = problem(90, 12, k, seed);
+    for &(k, c, seed, n, d) in &cases {
+        let (x, y, s) = problem(n, d, k, seed);
         let fit = logistic_regression(&x, &y, &s, k, c).unwrap();
+        assert!(fit.converged, "k={k} C={c} {n}×{d}: largest gradient {:e}", fit.grad_max);
         let probs = (x.matmul(&fit.weight.tr()) + &fit.bias).softmax(-1, Kind::Double);
         // The bias is unique only up to a shared constant: ours keeps Σ b = 0.
         let bsum = fit.bias.sum(Kind::Double).double_value(&[]);
@@ -114,7 +122,7 @@ json.dump(out, open(sys.argv[2], "w"))
         String::from_utf8_lossy(&run.stderr)
     );
     let refs: Vec<Value> = serde_json::from_slice(&std::fs::read(&outp).unwrap()).unwrap();
-    for ((&(k, c, _), (fit, probs)), r) in cases.iter().zip(&ours).zip(&refs) {
+    for ((&(k, c, _, _, _), (fit, probs)), r) in cases.iter().zip(&ours).zip(&refs) {
         let rp = Tensor::from_slice(
             &r["proba"]
                 .as_array()
@@ -150,6 +158,7 @@ fn the_probe_refuses_what_it_cannot_fit() {
     let bad = |r: anyhow::Result<_>| format!("{:#}", r.unwrap_err());
     assert!(bad(logistic_regression(&x, &y, &s, 2, 0.0)).contains("C must be"));
     assert!(bad(logistic_regression(&x, &y[..9], &s, 2, 1.0)).contains("9 labels"));
+    assert!(bad(logistic_regression(&x, &y, &[-1.0; 10], 2, 1.0)).contains("weights must be"));
     let mut y3 = y.clone();
     y3[0] = 5;
     assert!(bad(logistic_regression(&x, &y3, &s, 2, 1.0)).contains("label 5"));
@@ -213,6 +222,22 @@ fn a_run_with_probe_c_starts_from_the_fitted_class_layer() {
     );
     let (said, plain) = run("plain", &[]);
     assert!(!said.contains("linear probe"), "{said}");
+    // The fit's signature in model.pt: fitted from zero, its two rows are each other's negative
+    // and its biases sum to zero (lr 1e-9 moves them by less than 1e-6); a fresh layer's are not.
+    let head = |run: &std::path::Path| {
+        let sd = inception::checkpoint::load(&run.join("model.pt"), Device::Cpu)
+            .unwrap()
+            .model
+            .state_dict();
+        let (w, b) = (&sd["_fc.weight"], &sd["_fc.bias"]);
+        let scale = w.abs().max().double_value(&[]);
+        let rows = (w.get(0) + w.get(1)).abs().max().double_value(&[]) / scale;
+        (rows, b.sum(Kind::Double).double_value(&[]).abs())
+    };
+    let (rows, bias) = head(&fitted);
+    assert!(rows < 1e-4 && bias < 1e-4, "fitted: W₀ + W₁ {rows:e}, Σ b {bias:e}");
+    let (rows, _) = head(&plain);
+    assert!(rows > 0.1, "a fresh class layer: W₀ + W₁ {rows:e}");
     let config: Value =
         serde_json::from_slice(&std::fs::read(fitted.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["probe_c"], 1.0);
