@@ -52,6 +52,10 @@ pub struct Meta {
     pub transform_input: bool,
     /// GoogLeNet only: the file holds the auxiliary heads' weights.
     pub aux_logits: bool,
+    /// The flips the network averages its features over in evaluation (none in files from
+    /// before they existed).
+    #[serde(default)]
+    pub flips: crate::model::Flips,
     /// Where the weights came from (`import of FILE`, a training run).
     pub source: String,
     /// CRC-32 (hex) of the tensors, in name order: name, dtype, shape, bytes.
@@ -85,6 +89,7 @@ impl Meta {
             normalization,
             transform_input: config.transform_input,
             aux_logits: config.aux_logits,
+            flips: config.flips,
             source,
             checksum: String::new(),
             training: None,
@@ -99,6 +104,7 @@ impl Meta {
             num_classes: self.classes.len() as i64,
             aux_logits: self.aux_logits,
             transform_input: self.transform_input,
+            flips: self.flips,
         }
     }
 }

@@ -495,6 +495,11 @@ pub struct RecipeArgs {
     /// (hflip, vflip: the views --tta averages), each view weighing 1/views: true or false.
     #[arg(long)]
     pub probe_flips: Option<bool>,
+    /// In evaluation, the class layer reads the features averaged over the image and its flips
+    /// the augmentation uses (hflip, vflip): answers that do not change when a photo is
+    /// flipped. true or false.
+    #[arg(long)]
+    pub average_flips: Option<bool>,
     /// Leave the class layer as initialised even if the config file sets probe_c.
     #[arg(long)]
     pub no_probe: bool,

@@ -175,6 +175,12 @@ pub struct TrainConfig {
     /// The fitted probe also takes each training image in the flips the augmentation uses
     /// (`hflip`, `vflip` above 0: the views `--tta` averages), each view weighing 1/views.
     pub probe_flips: bool,
+    /// In evaluation (validation, eval, predict, serve, cv's measures), the class layer reads
+    /// the pooled features averaged over the image and its flips the augmentation uses
+    /// (`hflip`, `vflip` above 0), so the answer does not change when a photo is flipped; the
+    /// fitted probe fits those averages. Recorded in the checkpoint. googlenet and
+    /// efficientnet_lite0.
+    pub average_flips: bool,
     /// The backbone's learning rate as a share of `lr` once it trains (the class layer and
     /// heads always get `lr`). 1: the same rate everywhere.
     pub backbone_lr_mult: f64,
@@ -238,6 +244,7 @@ impl Default for TrainConfig {
             freeze_epochs: 0,
             probe_c: None,
             probe_flips: false,
+            average_flips: false,
             backbone_lr_mult: 1.0,
             ema_decay: 0.0,
             mixup: 0.0,
@@ -264,6 +271,15 @@ impl TrainConfig {
             plots: true,
             trust: TrustConfig::default(),
             ..self.clone()
+        }
+    }
+
+    /// The flips the network averages its features over in evaluation (none without
+    /// `average_flips`).
+    pub fn flips(&self) -> crate::model::Flips {
+        crate::model::Flips {
+            horizontal: self.average_flips && self.augment.hflip > 0.0,
+            vertical: self.average_flips && self.augment.vflip > 0.0,
         }
     }
 
@@ -345,6 +361,18 @@ impl TrainConfig {
                      layer (googlenet, efficientnet_lite0)",
                     self.arch
                 );
+            }
+        }
+        if self.average_flips {
+            if self.arch.class_layer().is_none() {
+                bail!(
+                    "average_flips: arch {}'s head has two layers; averaging features needs one \
+                     class layer (googlenet, efficientnet_lite0)",
+                    self.arch
+                );
+            }
+            if !self.flips().any() {
+                bail!("average_flips needs a flip in the augmentation (hflip or vflip above 0)");
             }
         }
         if self.probe_flips && self.probe_c.is_none() {

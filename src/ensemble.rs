@@ -48,17 +48,11 @@ impl Tta {
 
     /// The dimensions each view flips (`[]` is the image itself).
     pub fn views(&self) -> Vec<Vec<i64>> {
-        let mut v = vec![vec![]];
-        if self.hflip {
-            v.push(vec![3]);
+        crate::model::Flips {
+            horizontal: self.hflip,
+            vertical: self.vflip,
         }
-        if self.vflip {
-            v.push(vec![2]);
-        }
-        if self.hflip && self.vflip {
-            v.push(vec![2, 3]);
-        }
-        v
+        .views()
     }
 
     /// How the views are named in reports.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use inception::model::{Arch, Model, NetConfig};
+use inception::model::{Arch, Flips, Model, NetConfig};
 use inception::train::probe::logistic_regression;
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
@@ -52,6 +52,61 @@ fn pooled_features_times_the_class_layer_are_the_logits() {
     let x = Tensor::randn([1, 3, 64, 64], (Kind::Float, Device::Cpu));
     let err = seed.features(&x).unwrap_err().to_string();
     assert!(err.contains("seed"), "{err}");
+}
+
+#[test]
+fn a_network_that_averages_over_flips_answers_the_same_for_a_flipped_photo() {
+    let published = inception::weights::published(Arch::EfficientnetLite0).unwrap();
+    let file = inception::weights::hub::cache_dir().unwrap().join(published.file);
+    let sd = inception::weights::read_state_dict(&file).unwrap();
+    let net = |flips: Flips| {
+        let config = NetConfig {
+            flips,
+            ..NetConfig::new(Arch::EfficientnetLite0, 1000)
+        };
+        let mut m = Model::new(config, Device::Cpu).unwrap();
+        m.load_state_dict(&sd).unwrap();
+        m
+    };
+    let both = Flips {
+        horizontal: true,
+        vertical: true,
+    };
+    let (plain, averaging) = (net(Flips::default()), net(both));
+    tch::manual_seed(5);
+    let x = Tensor::randn([2, 3, 96, 96], (Kind::Float, Device::Cpu));
+    let logits = |m: &Model, x: &Tensor| tch::no_grad(|| m.forward_t(x, false)).unwrap().logits;
+    // The four views' mean: the same for the photo and each of its flips.
+    let z = logits(&averaging, &x);
+    for dims in [vec![3i64], vec![2], vec![2, 3]] {
+        let flipped = logits(&averaging, &x.flip(dims.as_slice()));
+        let err = common::relative_error(&flipped, &z);
+        assert!(err < 1e-5, "flip {dims:?}: {err:e}");
+        // The plain network's answer does change, so the check can fail.
+        let moved = common::relative_error(&logits(&plain, &x.flip(dims.as_slice())), &logits(&plain, &x));
+        assert!(moved > 1e-3, "flip {dims:?} moves the plain network by only {moved:e}");
+    }
+    // It is the class layer on the mean of the four views' features.
+    let views: Vec<Tensor> = [vec![], vec![3i64], vec![2], vec![2, 3]]
+        .iter()
+        .map(|d| {
+            let v = if d.is_empty() { x.shallow_clone() } else { x.flip(d.as_slice()) };
+            tch::no_grad(|| plain.features(&v)).unwrap()
+        })
+        .collect();
+    let mean = Tensor::stack(&views, 0).mean_dim(0, false, Kind::Float);
+    let want = mean.matmul(&sd["_fc.weight"].tr()) + &sd["_fc.bias"];
+    let err = common::relative_error(&z, &want);
+    assert!(err < 1e-5, "flip-averaged logits vs the mean of the views' features: {err:e}");
+    let err = common::relative_error(&tch::no_grad(|| averaging.features(&x)).unwrap(), &mean);
+    assert!(err < 1e-5, "features(): {err:e}");
+    // The seed network has no single class layer to average for.
+    let seed = NetConfig {
+        flips: both,
+        ..NetConfig::new(Arch::Seed, 2)
+    };
+    let err = Model::new(seed, Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("single class layer"), "{err}");
 }
 
 /// Features, labels and weights of a synthetic problem with `k` overlapping classes.
@@ -220,6 +275,38 @@ fn a_run_with_probe_c_starts_from_the_fitted_class_layer() {
         said.contains("linear probe: _fc fitted on the features of 18 training images in 4 views (1280 each), C = 1: training accuracy 1.000"),
         "{said}"
     );
+    // Averaging over flips: recorded in model.pt, and predict answers the same for a photo
+    // and its mirror image.
+    let (said, averaged) = run("averaged", &["--probe-c", "1", "--average-flips", "true"]);
+    assert!(said.contains("training images (1280 each)"), "{said}");
+    let meta = inception::checkpoint::read_meta(&averaged.join("model.pt")).unwrap();
+    assert_eq!(
+        meta.flips,
+        Flips {
+            horizontal: true,
+            vertical: true
+        }
+    );
+    // At the working size (32 px → 36, centre crop with equal margins) nothing is resampled,
+    // so the mirror image's input is exactly the mirrored input.
+    let (photo, mirror) = (dir.path().join("photo.png"), dir.path().join("mirror.png"));
+    let img = image::RgbImage::from_fn(36, 36, |x, y| {
+        image::Rgb([(x * 7 + y * 3) as u8, (x * y % 251) as u8, (200 - x * 5) as u8])
+    });
+    img.save(&photo).unwrap();
+    image::imageops::flip_horizontal(&img).save(&mirror).unwrap();
+    let o = common::inception(
+        dir.path(),
+        &[
+            "predict", "--json", "--precision", "fp32", "--checkpoint",
+            averaged.join("model.pt").to_str().unwrap(),
+            photo.to_str().unwrap(), mirror.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let p: Value = serde_json::from_str(&common::stdout(&o)).unwrap();
+    let (a, b) = (p[0]["probability"].as_f64().unwrap(), p[1]["probability"].as_f64().unwrap());
+    assert!((a - b).abs() < 1e-5 && p[0]["class"] == p[1]["class"], "{p}");
     let (said, plain) = run("plain", &[]);
     assert!(!said.contains("linear probe"), "{said}");
     // The fit's signature in model.pt: fitted from zero, its two rows are each other's negative
@@ -247,6 +334,11 @@ fn a_run_with_probe_c_starts_from_the_fitted_class_layer() {
         (vec!["--arch", "seed", "--probe-c", "1"], "probe_c: arch seed"),
         (vec!["--probe-c", "0"], "probe_c must be a positive number, got 0"),
         (vec!["--probe-flips", "true"], "probe_flips needs probe_c"),
+        (vec!["--arch", "seed", "--average-flips", "true"], "average_flips: arch seed"),
+        (
+            vec!["--average-flips", "true", "--hflip", "0", "--vflip", "0"],
+            "average_flips needs a flip",
+        ),
     ] {
         let mut all = vec!["train", "--data", data.to_str().unwrap()];
         all.extend(args);

@@ -60,7 +60,8 @@ pub fn apply_flags(cfg: &mut TrainConfig, a: &RecipeArgs) -> Result<()> {
         mixup,
         cutmix,
         freeze_bn,
-        probe_flips
+        probe_flips,
+        average_flips
     );
     if a.dropout.is_some() {
         cfg.dropout = a.dropout;

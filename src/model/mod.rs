@@ -99,6 +99,36 @@ impl fmt::Display for Arch {
     }
 }
 
+/// The flips a network averages its pooled features over, with the image itself, before the
+/// class layer (in evaluation): a prediction that does not change when the photo is flipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flips {
+    pub horizontal: bool,
+    pub vertical: bool,
+}
+
+impl Flips {
+    /// The dimensions each view flips (`[]` is the image itself).
+    pub fn views(self) -> Vec<Vec<i64>> {
+        let mut v = vec![vec![]];
+        if self.horizontal {
+            v.push(vec![3]);
+        }
+        if self.vertical {
+            v.push(vec![2]);
+        }
+        if self.horizontal && self.vertical {
+            v.push(vec![2, 3]);
+        }
+        v
+    }
+
+    pub fn any(self) -> bool {
+        self.horizontal || self.vertical
+    }
+}
+
 /// Everything that decides the network's structure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NetConfig {
@@ -108,6 +138,9 @@ pub struct NetConfig {
     pub aux_logits: bool,
     /// GoogLeNet's torchvision `transform_input` re-normalisation.
     pub transform_input: bool,
+    /// In evaluation, the class layer reads the pooled features averaged over these flips of
+    /// the input and the input itself (googlenet and efficientnet_lite0).
+    pub flips: Flips,
 }
 
 impl NetConfig {
@@ -117,6 +150,7 @@ impl NetConfig {
             num_classes,
             aux_logits: false,
             transform_input: false,
+            flips: Flips::default(),
         }
     }
 
@@ -125,6 +159,12 @@ impl NetConfig {
             bail!(
                 "a classifier needs at least 2 classes, got {}",
                 self.num_classes
+            );
+        }
+        if self.flips.any() && self.arch.class_layer().is_none() {
+            bail!(
+                "arch {}: averaging features over flips needs a single class layer",
+                self.arch
             );
         }
         if self.arch != Arch::Googlenet && (self.aux_logits || self.transform_input) {
@@ -259,6 +299,12 @@ impl Model {
             }
             _ => bail!("input: expected shape [N, 3, H, W], got {size:?}"),
         }
+        if !train && self.config.flips.any() {
+            return Ok(Output {
+                logits: self.flip_averaged_logits(x)?,
+                aux_logits: vec![],
+            });
+        }
         let mode = Mode {
             train,
             batch_stats: train && !self.freeze_bn,
@@ -288,8 +334,47 @@ impl Model {
     }
 
     /// Eval-mode pooled features `[N, D]`: what the class layer ([`Arch::class_layer`]) reads,
-    /// so that `features·Wᵀ + b` are the logits. Not for the seed network (two-layer head).
+    /// so that `features·Wᵀ + b` are the logits; averaged over [`NetConfig::flips`]' views when
+    /// it has any. Not for the seed network (two-layer head).
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        let views = self.config.flips.views();
+        if views.len() == 1 {
+            return self.features_of_view(x);
+        }
+        let n = x.size()[0];
+        let flipped = views
+            .iter()
+            .map(|dims| match dims.is_empty() {
+                true => Ok(x.shallow_clone()),
+                false => x.f_flip(dims.as_slice()),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let all = Tensor::f_cat(&flipped, 0)?; // [V·N, 3, H, W]
+        let f = self.features_of_view(&all)?; // [V·N, D]
+        Ok(f
+            .f_view([views.len() as i64, n, -1])?
+            .f_mean_dim(&[0i64][..], false, tch::Kind::Float)?) // [N, D]
+    }
+
+    /// The class layer on the flip-averaged features: the eval-mode logits `[N, classes]`.
+    fn flip_averaged_logits(&self, x: &Tensor) -> Result<Tensor> {
+        let layer = self
+            .config
+            .arch
+            .class_layer()
+            .context("flips need a single class layer")?;
+        let vars = self.vs.variables();
+        let get = |name: &str| {
+            vars.get(&format!("{layer}.{name}"))
+                .with_context(|| format!("the model has no {layer}.{name}"))
+        };
+        let (w, b) = (get("weight")?, get("bias")?);
+        let f = self.features(x)?; // [N, D]
+        Ok(f.f_matmul(&w.f_tr()?)?.f_add(b)?) // [N, classes]
+    }
+
+    /// [`Model::features`] of the input as it is.
+    fn features_of_view(&self, x: &Tensor) -> Result<Tensor> {
         if self.config.arch.class_layer().is_none() {
             bail!(
                 "arch {}: no single class layer to take features for",

@@ -608,6 +608,7 @@ fn fresh_model(cfg: &TrainConfig, num_classes: i64, device: Device) -> Result<Mo
     let net = NetConfig {
         aux_logits: cfg.aux_logits,
         transform_input,
+        flips: cfg.flips(),
         ..NetConfig::new(cfg.arch, num_classes)
     };
     tch::manual_seed(mix(&[cfg.seed, u64::MAX, 0]) as i64);
