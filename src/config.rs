@@ -315,8 +315,8 @@ impl TrainConfig {
         if self.aux_logits && self.arch != Arch::Googlenet {
             bail!("aux_logits exists only for arch googlenet");
         }
-        if self.epochs == 0 {
-            bail!("epochs must be at least 1");
+        if self.epochs == 0 && self.probe_c.is_none() {
+            bail!("epochs must be at least 1 (0 only with probe_c: the fitted probe alone)");
         }
         if self.batch_size < 2 {
             bail!("batch_size must be at least 2 (BatchNorm needs two images)");

@@ -302,6 +302,7 @@ fn seed_state(init: &std::path::Path, group: Option<Arc<Group>>) -> inception::t
         group,
         progress: inception::train::record::ResumeState::default(),
         epochs_done: 0,
+        probe: None,
     }
 }
 

@@ -145,6 +145,7 @@ fn state(scaler: Option<GradScaler>) -> State {
         group: None,
         progress: ResumeState::default(),
         epochs_done: 0,
+        probe: None,
     }
 }
 

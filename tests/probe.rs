@@ -236,10 +236,6 @@ fn a_run_with_probe_c_starts_from_the_fitted_class_layer() {
             "--offline",
             "--image-size",
             "32",
-            "--epochs",
-            "1",
-            "--freeze-epochs",
-            "1",
             "--lr",
             "1e-9",
             "--warmup-epochs",
@@ -254,6 +250,9 @@ fn a_run_with_probe_c_starts_from_the_fitted_class_layer() {
             "--out",
             out.to_str().unwrap(),
         ];
+        if !extra.contains(&"--epochs") {
+            args.extend(["--epochs", "1", "--freeze-epochs", "1"]);
+        }
         args.extend(extra);
         let o = common::inception(dir.path(), &args);
         assert!(o.status.success(), "{}", common::stderr(&o));
@@ -269,6 +268,19 @@ fn a_run_with_probe_c_starts_from_the_fitted_class_layer() {
     // The class layer barely moved (lr 1e-9) from a fit that separates the classes.
     let val_acc: f64 = row[4].parse().unwrap();
     assert_eq!(val_acc, 1.0, "validation accuracy of the fitted probe: {metrics}");
+    // The probe alone: no epochs, its fit is the run's one record (epoch 0) and model.pt.
+    let (said, alone) = run("alone", &["--probe-c", "1", "--epochs", "0", "--freeze-epochs", "0"]);
+    assert!(said.contains("epoch   0/0  train loss"), "{said}");
+    let metrics = std::fs::read_to_string(alone.join("metrics.csv")).unwrap();
+    let rows: Vec<&str> = metrics.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{metrics}");
+    let row: Vec<&str> = rows[0].split(',').collect();
+    assert_eq!((row[0], row[2], row[4]), ("0", "1.000000", "1.000000"), "{metrics}");
+    for f in ["model.pt", "best.pt", "last.pt"] {
+        assert!(alone.join(f).is_file(), "{f}");
+    }
+    // The same class layer as the run whose one epoch moved it by lr 1e-9.
+    assert!(common::weights_apart(&alone, &fitted) < 1e-5);
     // With the flips the augmentation uses (the recipe's: both), each image in four views.
     let (said, _) = run("flips", &["--probe-c", "1", "--probe-flips", "true"]);
     assert!(
@@ -334,6 +346,7 @@ fn a_run_with_probe_c_starts_from_the_fitted_class_layer() {
         (vec!["--arch", "seed", "--probe-c", "1"], "probe_c: arch seed"),
         (vec!["--probe-c", "0"], "probe_c must be a positive number, got 0"),
         (vec!["--probe-flips", "true"], "probe_flips needs probe_c"),
+        (vec!["--epochs", "0"], "epochs must be at least 1 (0 only with probe_c"),
         (vec!["--arch", "seed", "--average-flips", "true"], "average_flips: arch seed"),
         (
             vec!["--average-flips", "true", "--hflip", "0", "--vflip", "0"],

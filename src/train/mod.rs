@@ -167,6 +167,8 @@ pub struct State {
     pub progress: ResumeState,
     /// Epochs completed.
     pub epochs_done: u64,
+    /// The fitted probe, when this start fitted one.
+    pub probe: Option<probe::ProbeReport>,
 }
 
 impl State {
@@ -212,12 +214,17 @@ impl State {
             }
         };
         compute.prepare(&mut model)?;
-        if let (Some(c), None) = (cfg.probe_c, &job.resume) {
-            let said = probe::fit_head(&mut model, data, compute, c, cfg.probe_flips, &cfg.augment)?;
-            if World::leads(job.world.as_ref()) {
-                println!("{said}");
+        let probe = match (cfg.probe_c, &job.resume) {
+            (Some(c), None) => {
+                let report =
+                    probe::fit_head(&mut model, data, compute, c, cfg.probe_flips, &cfg.augment)?;
+                if World::leads(job.world.as_ref()) {
+                    println!("{}", report.line);
+                }
+                Some(report)
             }
-        }
+            _ => None,
+        };
         model.freeze_bn = cfg.freeze_bn;
         model.dropout = cfg.dropout;
         let mut optimizer = Optimizer::new(&model, cfg.optimizer, cfg.momentum, cfg.weight_decay)?;
@@ -246,6 +253,7 @@ impl State {
             group,
             progress,
             epochs_done,
+            probe,
         };
         state.broadcast_from_lead(true)?;
         Ok(state)
@@ -486,6 +494,34 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
             files.save_last(&state, &record)?;
         }
         epochs_run += 1;
+        last = Some(record);
+        last_val = val;
+    }
+    // A run of no epochs (`probe_c` alone): the fitted probe is its one record, epoch 0.
+    if let (0, Some(p)) = (cfg.epochs, state.probe.clone()) {
+        let started = Instant::now();
+        let val = validate::validate(state.shipped(), &data, job.compute)?;
+        let e = val.as_ref().map(|v| &v.evaluation);
+        let record = EpochRecord {
+            epoch: 0,
+            train_loss: p.loss,
+            train_acc: p.accuracy,
+            val_loss: e.map(|v| v.loss),
+            val_acc: e.map(|v| v.accuracy),
+            val_macro_f1: e.map(|v| v.macro_avg.f1),
+            lr: 0.0,
+            images_per_s: p.images_per_s,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        let best = state.record(&record);
+        if let Some(files) = &mut files {
+            println!("{}", record.line(cfg.epochs));
+            files.append(&record)?;
+            if best {
+                files.save_best(&state, &record)?;
+            }
+            files.save_last(&state, &record)?;
+        }
         last = Some(record);
         last_val = val;
     }
