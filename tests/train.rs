@@ -390,6 +390,26 @@ fn a_non_finite_loss_stops_training_naming_epoch_and_batch_and_keeps_best() {
 }
 
 #[test]
+fn every_shipped_config_reads_and_validates() {
+    let mut n = 0;
+    for dir in ["configs", "benches/recipes"] {
+        for e in std::fs::read_dir(common::repo().join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "json") {
+                let cfg = TrainConfig::from_file(&p).unwrap_or_else(|e| panic!("{e:#}"));
+                cfg.validate()
+                    .unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 5, "only {n} configs found");
+    // The pretrained recipe is the fitted probe alone on flip-averaged features (docs/pretrained.md).
+    let p = TrainConfig::from_file(&common::repo().join("configs/pretrained.json")).unwrap();
+    assert_eq!((p.epochs, p.probe_c, p.average_flips), (0, Some(0.05), true));
+}
+
+#[test]
 fn a_config_that_does_not_set_aux_logits_gets_them_only_for_googlenet_from_scratch() {
     let aux = |json: &str| {
         let cfg = TrainConfig::from_json(json).unwrap();
