@@ -516,6 +516,7 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
         let best = state.record(&record);
         if let Some(files) = &mut files {
             println!("{}", record.line(cfg.epochs));
+            // No results.png: one point at epoch 0 is no curve.
             files.append(&record)?;
             if best {
                 files.save_best(&state, &record)?;
