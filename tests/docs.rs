@@ -9,7 +9,8 @@
 //!   for the folder the commands run in and `[VERSION]` for the tool's version. A command whose
 //!   output has a line starting with `error:` must fail; every other one must succeed.
 //! - Any other block with a line that calls `inception` is not run, and says why on the line
-//!   just before it: `<!-- not run: REASON -->`.
+//!   just before it: `<!-- not run: REASON -->`; its subcommand and every `--flag` it names must
+//!   still exist.
 //! - The commands of one page run in order, in one fresh folder holding `data/` (the bundled
 //!   MSLD), `configs/`, `img.jpg` (an MSLD photo), `runs/cv/` (a 3-fold cv of the smoke config,
 //!   two epochs a fold) and `runs/train/` (the same trained on every image with that
@@ -590,4 +591,56 @@ fn every_console_block_runs_as_shown() {
     }
     assert!(ran >= subcommands().len(), "only {ran} commands ran");
     assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+}
+
+#[test]
+fn every_inception_line_that_is_not_run_names_a_real_subcommand_and_its_flags() {
+    use clap::CommandFactory;
+    let cli = inception::cli::Cli::command();
+    let mut bad = vec![];
+    let mut checked = 0;
+    for b in all_blocks().into_iter().filter(|b| b.lang != "console") {
+        for (i, line) in b.body.iter().enumerate() {
+            if !calls_inception(line) {
+                continue;
+            }
+            let at = format!("{}:{}", rel(&b.file), b.line + 1 + i);
+            // The words after `inception`, up to a comment or a pipe.
+            let code = line.split(" #").next().unwrap_or_default();
+            let words: Vec<&str> = code
+                .split_whitespace()
+                .skip_while(|w| !(*w == "inception" || w.ends_with("/inception")))
+                .skip(1)
+                .take_while(|w| !matches!(*w, "|" | "&&" | ";" | ">" | "2>"))
+                .collect();
+            let Some(name) = words.first() else {
+                continue;
+            };
+            let Some(sub) = cli.find_subcommand(name) else {
+                // `--version`-style flags, and doctor's first output line (`inception 0.1.0`).
+                if !name.starts_with('-') && !name.starts_with(|c: char| c.is_ascii_digit()) {
+                    bad.push(format!("{at}: `inception {name}`: no such subcommand"));
+                }
+                continue;
+            };
+            checked += 1;
+            for w in &words[1..] {
+                let w = w.trim_start_matches('[').trim_start_matches('(');
+                let Some(flag) = w.strip_prefix("--") else {
+                    continue;
+                };
+                let flag: String = flag
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .collect();
+                let known = flag == "help"
+                    || sub.get_arguments().any(|a| a.get_long() == Some(flag.as_str()));
+                if !flag.is_empty() && !known {
+                    bad.push(format!("{at}: `inception {name}` has no --{flag}"));
+                }
+            }
+        }
+    }
+    assert!(checked > 20, "only {checked} lines checked: the parser lost them");
+    assert!(bad.is_empty(), "\n{}", bad.join("\n"));
 }
