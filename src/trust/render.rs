@@ -100,16 +100,27 @@ pub fn calibration(c: &CalibrationReport) -> String {
 }
 
 fn at(a: &AtThreshold) -> String {
+    // A proportion of no images is undefined, not 0 (its interval would be all of [0, 1]).
+    let of = |e: &Estimate, n: usize, none: &str| match n {
+        0 => format!("undefined ({none})"),
+        _ => est(e),
+    };
+    let (tp, fp, tn, fn_) = (
+        a.true_positives,
+        a.false_positives,
+        a.true_negatives,
+        a.false_negatives,
+    );
     format!(
         "t = {:.4}: sensitivity {}, specificity {}, PPV {}, NPV {}; at prevalence {:.3} PPV {}, NPV {}",
         a.threshold,
-        est(&a.sensitivity),
-        est(&a.specificity),
-        est(&a.ppv),
-        est(&a.npv),
+        of(&a.sensitivity, tp + fn_, "no positive images"),
+        of(&a.specificity, tn + fp, "no negative images"),
+        of(&a.ppv, tp + fp, "nothing called positive"),
+        of(&a.npv, tn + fn_, "nothing called negative"),
         a.prevalence,
-        est(&a.ppv_at_prevalence),
-        est(&a.npv_at_prevalence)
+        of(&a.ppv_at_prevalence, tp + fp, "nothing called positive"),
+        of(&a.npv_at_prevalence, tn + fn_, "nothing called negative")
     )
 }
 
