@@ -274,12 +274,29 @@ impl TrainConfig {
         }
     }
 
+    /// The flips the augmentation makes (`hflip`, `vflip` above 0).
+    fn augment_flips(&self) -> crate::model::Flips {
+        crate::model::Flips {
+            horizontal: self.augment.hflip > 0.0,
+            vertical: self.augment.vflip > 0.0,
+        }
+    }
+
     /// The flips the network averages its features over in evaluation (none without
     /// `average_flips`).
     pub fn flips(&self) -> crate::model::Flips {
-        crate::model::Flips {
-            horizontal: self.average_flips && self.augment.hflip > 0.0,
-            vertical: self.average_flips && self.augment.vflip > 0.0,
+        match self.average_flips {
+            true => self.augment_flips(),
+            false => Default::default(),
+        }
+    }
+
+    /// The flipped views the fitted probe also takes of each image (none without
+    /// `probe_flips`).
+    pub fn probe_views(&self) -> crate::model::Flips {
+        match self.probe_flips {
+            true => self.augment_flips(),
+            false => Default::default(),
         }
     }
 

@@ -262,25 +262,29 @@ impl Compute {
     /// The logits `[N, classes]` of a batch of images `[N, 3, S, S]` (on any device), in
     /// f64 on the CPU.
     pub fn logits(&self, model: &crate::model::Model, images: &Tensor) -> Result<Tensor> {
-        let _no_grad = tch::no_grad_guard();
-        let x = self.input(images)?;
-        let logits = {
-            let _autocast = self.autocast();
-            model.forward_t(&x, false)?.logits
-        };
-        Ok(logits.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?)
+        self.inference(images, |x| Ok(model.forward_t(x, false)?.logits))
     }
 
     /// The pooled features `[N, D]` of a batch of images (see
     /// [`crate::model::Model::features`]), in f64 on the CPU.
     pub fn features(&self, model: &crate::model::Model, images: &Tensor) -> Result<Tensor> {
+        self.inference(images, |x| model.features(x))
+    }
+
+    /// `pass` on the batch as this compute runs it (device, layout, autocast, no gradients),
+    /// its output in f64 on the CPU.
+    fn inference(
+        &self,
+        images: &Tensor,
+        pass: impl FnOnce(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let _no_grad = tch::no_grad_guard();
         let x = self.input(images)?;
-        let features = {
+        let out = {
             let _autocast = self.autocast();
-            model.features(&x)?
+            pass(&x)?
         };
-        Ok(features.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?)
+        Ok(out.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?)
     }
 }
 

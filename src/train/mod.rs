@@ -216,8 +216,7 @@ impl State {
         compute.prepare(&mut model)?;
         let probe = match (cfg.probe_c, &job.resume) {
             (Some(c), None) => {
-                let report =
-                    probe::fit_head(&mut model, data, compute, c, cfg.probe_flips, &cfg.augment)?;
+                let report = probe::fit_head(&mut model, data, compute, c, cfg.probe_views())?;
                 if World::leads(job.world.as_ref()) {
                     println!("{}", report.line);
                 }
@@ -468,61 +467,16 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
         state.enter_phase(cfg, epoch)?;
         let stats = epoch::train_epoch(&mut state, &data, epoch, cfg, job.compute)?;
         state.broadcast_from_lead(false)?;
-        let val = validate::validate(state.shipped(), &data, job.compute)?;
-        let e = val.as_ref().map(|v| &v.evaluation);
-        let record = EpochRecord {
-            epoch: epoch + 1,
-            train_loss: stats.loss,
-            train_acc: stats.accuracy,
-            val_loss: e.map(|v| v.loss),
-            val_acc: e.map(|v| v.accuracy),
-            val_macro_f1: e.map(|v| v.macro_avg.f1),
-            lr: stats.lr,
-            images_per_s: stats.images_per_s,
-            seconds: started.elapsed().as_secs_f64(),
-        };
-        let best = state.record(&record);
-        if let Some(files) = &mut files {
-            println!("{}", record.line(cfg.epochs));
-            files.append(&record)?;
-            if cfg.plots {
-                files.plot_results()?;
-            }
-            if best {
-                files.save_best(&state, &record)?;
-            }
-            files.save_last(&state, &record)?;
-        }
+        let (record, val) =
+            close_epoch(&mut state, &data, job, files.as_mut(), epoch + 1, stats, started)?;
         epochs_run += 1;
         last = Some(record);
         last_val = val;
     }
     // A run of no epochs (`probe_c` alone): the fitted probe is its one record, epoch 0.
-    if let (0, Some(p)) = (cfg.epochs, state.probe.clone()) {
-        let started = Instant::now();
-        let val = validate::validate(state.shipped(), &data, job.compute)?;
-        let e = val.as_ref().map(|v| &v.evaluation);
-        let record = EpochRecord {
-            epoch: 0,
-            train_loss: p.loss,
-            train_acc: p.accuracy,
-            val_loss: e.map(|v| v.loss),
-            val_acc: e.map(|v| v.accuracy),
-            val_macro_f1: e.map(|v| v.macro_avg.f1),
-            lr: 0.0,
-            images_per_s: p.images_per_s,
-            seconds: started.elapsed().as_secs_f64(),
-        };
-        let best = state.record(&record);
-        if let Some(files) = &mut files {
-            println!("{}", record.line(cfg.epochs));
-            // No results.png: one point at epoch 0 is no curve.
-            files.append(&record)?;
-            if best {
-                files.save_best(&state, &record)?;
-            }
-            files.save_last(&state, &record)?;
-        }
+    if let (0, Some(p)) = (cfg.epochs, state.probe.as_ref().map(|p| p.stats)) {
+        let (record, val) =
+            close_epoch(&mut state, &data, job, files.as_mut(), 0, p, Instant::now())?;
         last = Some(record);
         last_val = val;
     }
@@ -578,6 +532,48 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
         epochs_run,
         stopped_early,
     })
+}
+
+/// Measures the weights on the validation images after epoch `epoch` (1-based; 0 is the
+/// fitted probe of a run of no epochs), keeps the record and, on rank 0 (`files`), prints and
+/// writes it: metrics.csv, results.png (not for epoch 0: one point is no curve), best.pt when it
+/// is the best so far, last.pt. `started`: when the epoch began, for its seconds.
+fn close_epoch(
+    state: &mut State,
+    data: &RunData,
+    job: &TrainJob,
+    files: Option<&mut RunFiles>,
+    epoch: u64,
+    stats: epoch::EpochStats,
+    started: Instant,
+) -> Result<(EpochRecord, Option<validate::Validation>)> {
+    let cfg = &job.config;
+    let val = validate::validate(state.shipped(), data, job.compute)?;
+    let e = val.as_ref().map(|v| &v.evaluation);
+    let record = EpochRecord {
+        epoch,
+        train_loss: stats.loss,
+        train_acc: stats.accuracy,
+        val_loss: e.map(|v| v.loss),
+        val_acc: e.map(|v| v.accuracy),
+        val_macro_f1: e.map(|v| v.macro_avg.f1),
+        lr: stats.lr,
+        images_per_s: stats.images_per_s,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let best = state.record(&record);
+    if let Some(files) = files {
+        println!("{}", record.line(cfg.epochs));
+        files.append(&record)?;
+        if cfg.plots && epoch > 0 {
+            files.plot_results()?;
+        }
+        if best {
+            files.save_best(state, &record)?;
+        }
+        files.save_last(state, &record)?;
+    }
+    Ok((record, val))
 }
 
 /// `train_batch0.jpg`: the first training batch of the first epoch, as augmented.

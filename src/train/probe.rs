@@ -202,24 +202,21 @@ pub fn logistic_regression(
 pub struct ProbeReport {
     /// The line the run prints.
     pub line: String,
-    /// Mean cross-entropy on the training images' features, weighted by class as fitted (the
-    /// penalty left out).
-    pub loss: f64,
-    pub accuracy: f64,
-    /// Training images (not views) per second, features included.
-    pub images_per_s: f64,
+    /// Loss: the mean cross-entropy on the training images' features, weighted by class as
+    /// fitted (the penalty left out); accuracy on them; learning rate 0; training images (not
+    /// views) per second, features included.
+    pub stats: super::epoch::EpochStats,
 }
 
 /// Sets `model`'s class layer to the fit on the features of the run's training images (as
-/// validation preprocesses them: no augmentation; with `flips`, also in the flips `augment`
-/// uses, each view weighing 1/views) and says how it fits them.
+/// validation preprocesses them: no augmentation; also in `flips`' views, each weighing
+/// 1/views) and says how it fits them.
 pub fn fit_head(
     model: &mut Model,
     data: &RunData,
     compute: Compute,
     c: f64,
-    flips: bool,
-    augment: &crate::data::transform::Augment,
+    flips: crate::model::Flips,
 ) -> Result<ProbeReport> {
     let started = std::time::Instant::now();
     let arch = model.config.arch;
@@ -227,11 +224,7 @@ pub fn fit_head(
         .class_layer()
         .with_context(|| format!("arch {arch} has no single class layer to fit"))?;
     let train = &data.dataset.split.train;
-    let views = crate::ensemble::Tta {
-        hflip: flips && augment.hflip > 0.0,
-        vflip: flips && augment.vflip > 0.0,
-    }
-    .views();
+    let views = flips.views();
     let (mut rows, mut labels) = (vec![], vec![]);
     for batch in data.val_loader.batches(train, 0) {
         let batch = batch?;
@@ -317,8 +310,11 @@ pub fn fit_head(
     );
     Ok(ProbeReport {
         line,
-        loss,
-        accuracy,
-        images_per_s: (labels.len() / views.len()) as f64 / started.elapsed().as_secs_f64(),
+        stats: super::epoch::EpochStats {
+            loss,
+            accuracy,
+            lr: 0.0,
+            images_per_s: (labels.len() / views.len()) as f64 / started.elapsed().as_secs_f64(),
+        },
     })
 }
