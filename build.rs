@@ -19,6 +19,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/shim/dist.cpp");
     println!("cargo:rerun-if-env-changed=GLOO_INCLUDE");
     println!("cargo:rerun-if-env-changed=CUDA_INCLUDE");
+    git_commit();
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;
     };
@@ -118,4 +119,27 @@ fn cuda_includes() -> Option<Vec<PathBuf>> {
         }
     }
     Some(dirs)
+}
+
+/// The commit the binary is built from, as `INCEPTION_GIT_COMMIT` (empty outside a git
+/// checkout), for the run's record and the report; rebuilt when HEAD or a branch moves.
+fn git_commit() {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_default();
+    println!("cargo:rustc-env=INCEPTION_GIT_COMMIT={commit}");
+    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
+        for f in ["HEAD", "refs/heads", "packed-refs"] {
+            let p = PathBuf::from(&dir).join(f);
+            if p.exists() {
+                println!("cargo:rerun-if-changed={}", p.display());
+            }
+        }
+    }
 }

@@ -52,10 +52,54 @@ pub enum Command {
     /// Show where the network looked: a Grad-CAM heat-map of the predicted class over each
     /// image (DIR/<stem>.cam.png).
     Explain(ExplainArgs),
+    /// Write one self-contained page that shows a model to a person: model and data card,
+    /// every figure with its interval, the photos it gets wrong (HTML, or a Hugging Face model
+    /// card with --format md).
+    Report(ReportArgs),
     /// Print a shell completion script: `source <(inception completions bash)`.
     Completions(CompletionsArgs),
     /// Print the manual page (roff), or write one page per subcommand into --out DIR.
     Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A cross-validation folder (runs/cv) or a training run (runs/train).
+    #[arg(value_name = "RUN_OR_CV_DIR")]
+    pub dir: PathBuf,
+    /// The file to write (default: DIR/report.html, or DIR/README.md with --format md, whose
+    /// pictures go into the folder <stem>_files beside it).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Also measure the model on every image under DIR, as an external test set beside the
+    /// cv's figures (its class folders must be the model's classes).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// html: one page with everything inlined; md: a Hugging Face Hub model card (README.md
+    /// with YAML metadata and a model-index of the figures).
+    #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
+    pub format: ReportFormat,
+    /// Photos per class in each of the gallery's lists (most confidently wrong, least certain,
+    /// most confidently right); at most 8.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub gallery: usize,
+    /// Replace --out when it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// The precision of the --data and validation measurements (auto, fp32, bf16, fp16);
+    /// Grad-CAM maps are always taken in fp32.
+    #[arg(long, value_enum, default_value_t = Precision::Auto, env = "INCEPTION_PRECISION")]
+    pub precision: Precision,
+}
+
+/// What `inception report` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Html,
+    Md,
 }
 
 #[derive(Debug, Args)]

@@ -203,6 +203,24 @@ pub struct TrainConfig {
     /// What `cv` fits on its out-of-fold predictions for the model it ships: calibration, the
     /// screening threshold, conformal sets, intervals (it does not change training).
     pub trust: TrustConfig,
+    /// What the model is for and what it must not be used for, in the user's words: the
+    /// report's "intended use and limits" (`inception report`; it does not change training).
+    pub card: Card,
+}
+
+/// The model card's words that only a person can give (`card` in a config): shown by
+/// `inception report` beside the limits the tool states from the data itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Card {
+    /// What the model is for, and for whom.
+    pub intended_use: Option<String>,
+    /// Uses it is not made or measured for.
+    pub out_of_scope: Option<String>,
+    /// Anything else a reader must know (data, biases, known failure modes).
+    pub caveats: Option<String>,
+    /// The licence the model card states (Hugging Face's `license`; default `other`).
+    pub license: Option<String>,
 }
 
 impl Default for TrainConfig {
@@ -252,13 +270,14 @@ impl Default for TrainConfig {
             freeze_bn: false,
             dropout: None,
             trust: TrustConfig::default(),
+            card: Card::default(),
         }
     }
 }
 
 impl TrainConfig {
     /// The config without the fields that only say how to compute (device, precision, layout,
-    /// loader threads, cache, `skip_bad`, plots) or what is fitted after training (`trust`), which the jobs of one cv and the processes of
+    /// loader threads, cache, `skip_bad`, plots) or what is fitted or written after training (`trust`, `card`), which the jobs of one cv and the processes of
     /// one data-parallel run may each set for their own machine.
     pub fn recipe(&self) -> TrainConfig {
         TrainConfig {
@@ -270,6 +289,7 @@ impl TrainConfig {
             skip_bad: false,
             plots: true,
             trust: TrustConfig::default(),
+            card: Card::default(),
             ..self.clone()
         }
     }

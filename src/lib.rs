@@ -13,6 +13,8 @@
 //!   intervals, fitted on cv's out-of-fold predictions.
 //! - [`explain`]: Grad-CAM maps; [`plot`]: the pictures (training curves, confusion matrix,
 //!   ROC, batch mosaic, cv charts, heat-map overlays).
+//! - [`report`]: the page that shows a model to a person (HTML, or a Hugging Face model
+//!   card), gathered from a run or a cv folder.
 //! - [`device`]: `--device` resolution; [`precision`]: `--precision` and channels-last.
 //! - [`runtime`]: process-wide allocator settings for speed; [`system`]: what this installation
 //!   has (libtorch, CPU, CUDA devices), for `doctor`.
@@ -31,6 +33,7 @@ pub mod metrics;
 pub mod model;
 pub mod plot;
 pub mod precision;
+pub mod report;
 pub mod runtime;
 pub mod serve;
 pub mod system;

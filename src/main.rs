@@ -56,6 +56,7 @@ fn run() -> anyhow::Result<()> {
         Command::Export(args) => cmd::export::run(&args),
         Command::Doctor(args) => cmd::doctor::run(&args),
         Command::Explain(args) => cmd::explain::run(&args),
+        Command::Report(args) => cmd::report::run(&args),
         Command::Completions(args) => cmd::shell::completions(&args),
         Command::Man(args) => cmd::shell::man(&args),
     }

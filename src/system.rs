@@ -29,6 +29,16 @@ fn torch_info(what: c_int) -> Option<String> {
     Some(s.to_string_lossy().into_owned())
 }
 
+/// The version of libtorch this build runs on (`unknown` when the shim cannot say).
+pub fn libtorch_version() -> String {
+    torch_info(0).unwrap_or_else(|| "unknown".into())
+}
+
+/// The git commit the binary was built from (`None` outside a git checkout).
+pub fn git_commit() -> Option<&'static str> {
+    option_env!("INCEPTION_GIT_COMMIT").filter(|c| !c.is_empty())
+}
+
 /// The libtorch this process runs on.
 #[derive(Debug, Clone, Serialize)]
 pub struct Libtorch {

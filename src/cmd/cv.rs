@@ -239,7 +239,13 @@ pub fn run(a: &CvArgs) -> Result<()> {
     }?;
     match outcome {
         Outcome::Report(r) if a.json => println!("{}", serde_json::to_string_pretty(&r)?),
-        Outcome::Report(r) => print!("{}", cv::render(&r)),
+        Outcome::Report(r) => {
+            print!("{}", cv::render(&r));
+            println!(
+                "the page that shows this model to a person: inception report {}",
+                r.cv
+            );
+        }
         Outcome::FoldDone { dir, fold, left } if a.json => {
             let done = serde_json::json!({"cv": dir, "fold": fold, "unfinished": left});
             println!("{}", serde_json::to_string_pretty(&done)?);

@@ -10,6 +10,7 @@ pub mod export;
 pub mod import;
 pub mod predict;
 pub mod recipe;
+pub mod report;
 pub mod serve;
 pub mod shell;
 pub mod summary;

@@ -262,7 +262,13 @@ fn summary_text(job: &TrainJob, s: &RunSummary) -> String {
     if s.best.is_some() {
         files.push(BEST);
     }
-    files.extend(["metrics.csv", "config.json", "split.json"]);
+    files.extend([
+        "metrics.csv",
+        "config.json",
+        "split.json",
+        crate::data::card::FILE,
+        crate::train::environment::FILE,
+    ]);
     for picture in [RESULTS_PNG, CONFUSION_PNG, ROC_PNG, BATCH_JPG] {
         if s.run_dir.join(picture).exists() {
             files.push(picture);
@@ -270,5 +276,6 @@ fn summary_text(job: &TrainJob, s: &RunSummary) -> String {
     }
     let files: Vec<String> = files.iter().map(|f| format!("{d}/{f}")).collect();
     out += &format!("wrote {}\n", files.join(", "));
+    out += &format!("the page that shows this model to a person: inception report {d}\n");
     out
 }

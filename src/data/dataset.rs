@@ -41,6 +41,10 @@ pub struct Dataset {
     pub notes: Vec<String>,
     /// Files passed over: not images by content, hidden.
     pub ignored: Vec<Ignored>,
+    /// Each split sample's group (patient) key, as (sample index, key); empty for a given split.
+    pub groups: Vec<(usize, String)>,
+    /// Sets of near-identical images found (sample indices); empty when not searched.
+    pub duplicate_sets: Vec<Vec<usize>>,
 }
 
 impl Dataset {
@@ -103,20 +107,24 @@ impl Dataset {
                     ),
                     notes: vec![],
                     ignored,
+                    groups: vec![],
+                    duplicate_sets: vec![],
                 };
                 Ok((ds, prepared))
             }
             Layout::Single(f) => {
                 let prepared = prep(&f.samples)?;
-                let (split, split_note, notes) = split_single(&f, cfg, &prepared.hashes)?;
+                let s = split_single(&f, cfg, &prepared.hashes)?;
                 let ds = Dataset {
                     root: root.to_path_buf(),
                     classes: f.classes,
                     samples: f.samples,
-                    split,
-                    split_note,
-                    notes,
+                    split: s.split,
+                    split_note: s.note,
+                    notes: s.notes,
                     ignored: f.ignored,
+                    groups: s.groups,
+                    duplicate_sets: s.duplicate_sets,
                 };
                 Ok((ds, prepared))
             }
@@ -148,6 +156,8 @@ impl Dataset {
             split_note: "every image".into(),
             notes: vec![],
             ignored,
+            groups: vec![],
+            duplicate_sets: vec![],
         })
     }
 
@@ -186,6 +196,8 @@ impl Dataset {
             split_note: "as recorded in the checkpoint".into(),
             notes: vec![],
             ignored: vec![],
+            groups: vec![],
+            duplicate_sets: vec![],
         })
     }
 
@@ -260,11 +272,16 @@ impl Dataset {
 
 /// The split of one folder of class folders: readable images only, grouped as `cfg` says,
 /// duplicates grouped or dropped; with the split's note and the report's lines.
-fn split_single(
-    f: &Folder,
-    cfg: &TrainConfig,
-    hashes: &[Option<Hash>],
-) -> Result<(Split, String, Vec<String>)> {
+/// What [`split_single`] made of a folder.
+struct SingleSplit {
+    split: Split,
+    note: String,
+    notes: Vec<String>,
+    groups: Vec<(usize, String)>,
+    duplicate_sets: Vec<Vec<usize>>,
+}
+
+fn split_single(f: &Folder, cfg: &TrainConfig, hashes: &[Option<Hash>]) -> Result<SingleSplit> {
     let by = GroupBy::parse(&cfg.group_by)?;
     let grouping = by.grouping(&f.samples, &f.classes)?;
     let mut keys = grouping.keys;
@@ -276,6 +293,7 @@ fn split_single(
     let mut kept: Vec<usize> = (0..f.samples.len())
         .filter(|&i| hashes[i].is_some())
         .collect();
+    let mut found = vec![];
     if cfg.dedup != Dedup::Off {
         let sets = duplicate_sets(hashes);
         let files: usize = sets.iter().map(Vec::len).sum();
@@ -311,6 +329,7 @@ fn split_single(
                 shown.join("; ")
             ));
         }
+        found = sets;
     }
     let samples: Vec<Sample> = kept.iter().map(|&i| f.samples[i].clone()).collect();
     let keys: Vec<String> = kept.iter().map(|&i| keys[i].clone()).collect();
@@ -343,7 +362,14 @@ fn split_single(
         val: back(split.val),
     };
     let note = format!("{note}, seed {}", cfg.seed);
-    Ok((split, note, notes))
+    let groups = kept.iter().copied().zip(keys).collect();
+    Ok(SingleSplit {
+        split,
+        note,
+        notes,
+        groups,
+        duplicate_sets: found,
+    })
 }
 
 /// The report's lines on the grouping: what was chosen and why, how many groups, the largest of

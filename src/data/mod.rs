@@ -3,6 +3,7 @@
 //! and the loader that keeps decoded images in memory and assembles batches ahead of the model
 //! ([`loader`]).
 
+pub mod card;
 pub mod complete;
 pub mod dataset;
 pub mod duplicates;

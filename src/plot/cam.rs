@@ -16,15 +16,8 @@ const STRIP: u32 = 64;
 
 /// `crop` (the network's input, S×S) with `map` (S·S values in [0, 1], row-major) over it.
 pub fn render(crop: &RgbImage, map: &[f32], title: &str) -> Result<RgbImage> {
+    let blended = blend(crop, map)?;
     let (w, h) = crop.dimensions();
-    if map.len() != (w * h) as usize {
-        bail!("map of {} values for a {w}×{h} image", map.len());
-    }
-    let blended = RgbImage::from_fn(w, h, |x, y| {
-        let m = viridis(map[(y * w + x) as usize] as f64);
-        let p = crop.get_pixel(x, y).0;
-        Rgb([0, 1, 2].map(|c| ((1.0 - ALPHA) * p[c] as f64 + ALPHA * m[c] as f64).round() as u8))
-    });
     let scale = MIN_WIDTH.div_ceil(w).max(1);
     let (sw, sh) = (w * scale, h * scale);
     let big = imageops::resize(&blended, sw, sh, imageops::FilterType::Triangle);
@@ -58,6 +51,19 @@ pub fn render(crop: &RgbImage, map: &[f32], title: &str) -> Result<RgbImage> {
         .map_err(err)?;
         Ok(())
     })
+}
+
+/// The map in viridis blended over the crop, at the crop's size.
+pub fn blend(crop: &RgbImage, map: &[f32]) -> Result<RgbImage> {
+    let (w, h) = crop.dimensions();
+    if map.len() != (w * h) as usize {
+        bail!("map of {} values for a {w}×{h} image", map.len());
+    }
+    Ok(RgbImage::from_fn(w, h, |x, y| {
+        let m = viridis(map[(y * w + x) as usize] as f64);
+        let p = crop.get_pixel(x, y).0;
+        Rgb([0, 1, 2].map(|c| ((1.0 - ALPHA) * p[c] as f64 + ALPHA * m[c] as f64).round() as u8))
+    }))
 }
 
 /// The map as a 16-bit grayscale image (0 to 65535).

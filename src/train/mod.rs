@@ -7,6 +7,7 @@
 //! each auxiliary head's loss for GoogLeNet with `aux_logits` (Szegedy et al. 2014, §5).
 
 pub mod ema;
+pub mod environment;
 pub mod epoch;
 pub mod optim;
 pub mod probe;
@@ -75,6 +76,8 @@ pub struct RunSummary {
 /// The dataset of a run, decoded, with its loaders and loss weights.
 pub struct RunData {
     pub dataset: Dataset,
+    /// What the data was (`data.json`).
+    pub card: crate::data::card::DataCard,
     pub split_files: SplitFiles,
     pub train_loader: Loader,
     pub val_loader: Loader,
@@ -94,6 +97,7 @@ impl RunData {
             print!("{}", dataset.report(&prepared));
         }
         let split_files = dataset.split_files();
+        let card = crate::data::card::DataCard::of(&dataset, &prepared);
         let counts: Vec<usize> = (0..dataset.classes.len())
             .map(|c| {
                 let label = |&&i: &&usize| dataset.samples[i].label == c;
@@ -147,6 +151,7 @@ impl RunData {
         );
         Ok(RunData {
             dataset,
+            card,
             split_files,
             train_loader,
             val_loader,
@@ -467,8 +472,15 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
         state.enter_phase(cfg, epoch)?;
         let stats = epoch::train_epoch(&mut state, &data, epoch, cfg, job.compute)?;
         state.broadcast_from_lead(false)?;
-        let (record, val) =
-            close_epoch(&mut state, &data, job, files.as_mut(), epoch + 1, stats, started)?;
+        let (record, val) = close_epoch(
+            &mut state,
+            &data,
+            job,
+            files.as_mut(),
+            epoch + 1,
+            stats,
+            started,
+        )?;
         epochs_run += 1;
         last = Some(record);
         last_val = val;

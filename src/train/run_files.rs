@@ -1,4 +1,5 @@
-//! The files of a run folder: `config.json` and `split.json` at the start, a `metrics.csv` row
+//! The files of a run folder: `config.json`, `split.json`, `data.json` (the data card) and
+//! `environment.json` at the start, a `metrics.csv` row
 //! after every epoch, and the checkpoints — `last.pt` (everything resuming needs, every
 //! epoch), `best.pt` (the best validation epoch so far) and, when the run ends, `model.pt`
 //! (the weights the run ships: the last epoch's, averaged when EMA is on). Every file is
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use tch::Device;
 
+use super::environment;
 use super::record::{EpochRecord, ResumeState, TrainingRecord};
 use super::{RunData, State, TrainJob};
 use crate::checkpoint::{self, write_atomic, Meta};
@@ -80,6 +82,18 @@ impl RunFiles {
             "split.json",
             serde_json::to_string_pretty(&files.split)? + "\n",
         )?;
+        files.write(
+            crate::data::card::FILE,
+            serde_json::to_string_pretty(&data.card)? + "\n",
+        )?;
+        // A resumed run keeps the record of how it started.
+        if !files.dir.join(environment::FILE).exists() {
+            let env = environment::RunEnvironment::of(job)?;
+            files.write(
+                environment::FILE,
+                serde_json::to_string_pretty(&env)? + "\n",
+            )?;
+        }
         Ok(files)
     }
 

@@ -74,16 +74,21 @@ pub fn hash_prefix(name: &str) -> Option<&str> {
     None
 }
 
+/// The SHA-256 of a file's bytes, in hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex(&hasher.finalize()))
+}
+
 /// Errors unless the file's SHA-256 starts with the prefix its name carries.
 pub fn check_hash(path: &Path) -> Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let Some(want) = hash_prefix(name) else {
         return Ok(());
     };
-    let mut file = fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).with_context(|| format!("reading {}", path.display()))?;
-    let got = hex(&hasher.finalize());
+    let got = sha256_file(path)?;
     if !got.starts_with(want) {
         bail!(
             "{}: SHA-256 {got} does not start with {want}, as its name says: the file is \

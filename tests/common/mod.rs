@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: the PyTorch reference fixtures, the binary, files.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

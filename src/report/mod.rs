@@ -1,0 +1,599 @@
+//! `inception report`: one page that shows a model to a person — model card (Mitchell et al.,
+//! "Model Cards for Model Reporting", 2019), data card, every figure with its interval, and the
+//! photos it gets wrong — gathered from a training run or a cv folder ([`gather`]) and written
+//! as one self-contained HTML file ([`html`]) or as a Hugging Face Hub model card ([`markdown`]:
+//! README.md with YAML metadata and a `model-index`). What a medical model's report must hold
+//! follows TRIPOD+AI (Collins et al. 2024) and CLAIM (Mongan et al. 2020).
+
+pub mod gallery;
+pub mod html;
+pub mod markdown;
+pub mod svg;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::checkpoint::{self, Meta};
+use crate::cli::{EvalArgs, EvalSplit};
+use crate::config::{Card, TrainConfig};
+use crate::cv::{self, oof, Plan};
+use crate::data::card::DataCard;
+use crate::data::dataset::Dataset;
+use crate::model::summary::Summary;
+use crate::model::Model;
+use crate::precision::{Compute, Precision};
+use crate::train::environment::RunEnvironment;
+use crate::train::record::EpochRecord;
+use crate::train::run_files::MODEL;
+use gallery::{Prediction, Tile};
+
+/// What the folder given to `report` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A cross-validation folder (plan.json, cv.json, fold-N/).
+    Cv,
+    /// A training run (config.json, metrics.csv, model.pt).
+    Run,
+}
+
+/// How to gather a report.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub dir: PathBuf,
+    /// An external test set measured beside the cv's figures.
+    pub data: Option<PathBuf>,
+    /// Photos per class and kind in the gallery.
+    pub per_kind: usize,
+    /// The device and precision of the network's passes (Grad-CAM always in fp32).
+    pub compute: Compute,
+    /// The flags `compute` was made from, for `eval`.
+    pub device: String,
+    pub precision: Precision,
+}
+
+/// An evaluation on a folder of images (`eval`'s report) with its predictions.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// What was measured: `the validation images of …`, `external folder …`.
+    pub what: String,
+    pub folder: String,
+    /// `eval --json`'s object.
+    pub eval: Value,
+    pub predictions: Vec<Prediction>,
+    /// A warning about the set (the training data itself).
+    pub note: Option<String>,
+}
+
+/// Training curves of one run (a cv's fold, or the run).
+#[derive(Debug, Clone)]
+pub struct Curves {
+    pub name: String,
+    pub rows: Vec<EpochRecord>,
+}
+
+/// Everything the page shows.
+#[derive(Debug)]
+pub struct Report {
+    pub source: Source,
+    pub dir: PathBuf,
+    pub classes: Vec<String>,
+    pub config: TrainConfig,
+    pub dataset: String,
+    /// The shipped model's record (a cv: fold 0's model.pt).
+    pub meta: Meta,
+    /// The checkpoints the report's model is made of (a cv: one per fold).
+    pub models: Vec<PathBuf>,
+    pub summary: Option<Summary>,
+    pub environment: Option<RunEnvironment>,
+    pub data_card: Option<DataCard>,
+    /// Where the data card came from, or why there is none.
+    pub data_card_note: String,
+    /// A cv: images of each class in each fold's held-out part.
+    pub fold_counts: Vec<Vec<usize>>,
+    /// A cv's cv.json.
+    pub cv: Option<Value>,
+    /// A run's measures on its own validation images.
+    pub validation: Option<Measured>,
+    /// What cannot be shown, and why.
+    pub missing: Vec<String>,
+    pub external: Option<Measured>,
+    /// Held-out predictions (a cv: out of fold; a run: its validation images).
+    pub predictions: Vec<Prediction>,
+    pub gallery: Vec<Tile>,
+    pub curves: Vec<Curves>,
+    pub train_seconds: f64,
+    /// Limits the tool states from the data and the figures.
+    pub limits: Vec<String>,
+    pub card: Card,
+}
+
+/// Which kind of folder `dir` is; an error naming what it lacks when it is neither, or when
+/// it is unfinished.
+pub fn source_of(dir: &Path) -> Result<Source> {
+    if !dir.is_dir() {
+        bail!("{}: no such folder", dir.display());
+    }
+    if dir.join("plan.json").is_file() {
+        let plan = Plan::read(dir)?;
+        let missing = cv::unfinished(dir, &plan);
+        if !missing.is_empty() {
+            bail!(
+                "{}: an unfinished cv ({} of {} folds not finished); finish it with `inception \
+                 cv --resume {}`",
+                dir.display(),
+                missing.len(),
+                plan.folds(),
+                dir.display()
+            );
+        }
+        if !dir.join("cv.json").is_file() {
+            bail!(
+                "{}: a cv whose summary is not written (no cv.json); `inception cv --collect {}` \
+                 writes it",
+                dir.display(),
+                dir.display()
+            );
+        }
+        return Ok(Source::Cv);
+    }
+    if dir.join("config.json").is_file() && dir.join("metrics.csv").is_file() {
+        if !dir.join(MODEL).is_file() {
+            bail!(
+                "{}: an unfinished training run (no {MODEL}); resume it with `inception train \
+                 --resume {}`",
+                dir.display(),
+                dir.join("last.pt").display()
+            );
+        }
+        return Ok(Source::Run);
+    }
+    bail!(
+        "{}: neither a training run (config.json, metrics.csv, {MODEL}) nor a cross-validation \
+         folder (plan.json, cv.json)",
+        dir.display()
+    )
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))
+}
+
+fn read_curves(dir: &Path, name: String) -> Result<Curves> {
+    let path = dir.join("metrics.csv");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let rows = text
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(EpochRecord::from_csv_row)
+        .collect::<Result<Vec<_>>>()
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(Curves { name, rows })
+}
+
+/// Reads the predictions CSV `eval --predictions` wrote.
+fn read_eval_predictions(
+    path: &Path,
+    classes: &[String],
+    root: &Path,
+    model: &Path,
+) -> Result<Vec<Prediction>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = vec![];
+    for line in text.lines().skip(1) {
+        let f = oof::fields(line);
+        if f.len() < 2 + classes.len() {
+            bail!("{}: a short row {line:?}", path.display());
+        }
+        let truth = classes
+            .iter()
+            .position(|c| *c == f[1])
+            .with_context(|| format!("{}: unknown class {:?}", path.display(), f[1]))?;
+        let probs = f[2..2 + classes.len()]
+            .iter()
+            .map(|v| v.parse::<f64>())
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("{}: row {line:?}", path.display()))?;
+        let file = PathBuf::from(&f[0]);
+        let shown = file
+            .strip_prefix(root)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        out.push(Prediction {
+            path: shown,
+            file,
+            truth,
+            probs,
+            model: model.to_path_buf(),
+        });
+    }
+    Ok(out)
+}
+
+/// `eval` of `checkpoint` (a file, or a cv folder as an ensemble) on `data` (or the run's
+/// validation images), with its predictions.
+fn measure(
+    checkpoint: &Path,
+    data: Option<&Path>,
+    classes: &[String],
+    opts: &Options,
+    clopper_pearson: bool,
+) -> Result<(Value, Vec<Prediction>)> {
+    let scratch = std::env::temp_dir().join(format!(
+        "inception-report-{}-{}.csv",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    let args = EvalArgs {
+        checkpoint: vec![checkpoint.to_path_buf()],
+        tta: false,
+        data: data.map(Path::to_path_buf),
+        split: data.is_none().then_some(EvalSplit::Val),
+        json: true,
+        plots: None,
+        predictions: Some(scratch.clone()),
+        no_calibration: false,
+        clopper_pearson,
+        prevalence: None,
+        skip_bad: false,
+        batch_size: 32,
+        device: opts.device.clone(),
+        precision: opts.precision,
+    };
+    let result = crate::cmd::eval::eval(&args).and_then(|r| {
+        let root = PathBuf::from(&r.data);
+        let model = match checkpoint.is_dir() {
+            true => checkpoint.join(MODEL),
+            false => checkpoint.to_path_buf(),
+        };
+        let preds = read_eval_predictions(&scratch, classes, &root, &model)?;
+        Ok((serde_json::to_value(&r)?, preds))
+    });
+    let _ = std::fs::remove_file(&scratch);
+    result
+}
+
+/// The data card the run recorded, or one made now from its dataset (runs from before
+/// data.json), or none when the dataset is gone.
+fn data_card(run: &Path, cfg: &TrainConfig, dataset: &str) -> Result<(Option<DataCard>, String)> {
+    if let Some(card) = DataCard::read(run)? {
+        return Ok((Some(card), "recorded by training (data.json)".into()));
+    }
+    let root = Path::new(dataset);
+    if !root.is_dir() {
+        return Ok((
+            None,
+            format!(
+                "not recorded (the run is older than data.json) and its dataset {dataset} is not \
+                 here to scan"
+            ),
+        ));
+    }
+    let (ds, prepared) = Dataset::for_training(root, cfg, cfg.image_size as u32, 0)
+        .with_context(|| format!("scanning the run's dataset {dataset} for its data card"))?;
+    Ok((
+        Some(DataCard::of(&ds, &prepared)),
+        "scanned by the report from the dataset folder (the run is older than data.json)".into(),
+    ))
+}
+
+/// Gathers everything the page shows from the folder `opts.dir`; nothing is written.
+pub fn gather(opts: &Options) -> Result<Report> {
+    let dir = &opts.dir;
+    let source = source_of(dir)?;
+    let mut missing = vec![];
+    let (config, dataset, classes, run0, cv_json, models) = match source {
+        Source::Cv => {
+            let plan = Plan::read(dir)?;
+            let v = read_json(&dir.join("cv.json"))?;
+            let classes: Vec<String> = serde_json::from_value(v["classes"].clone())
+                .with_context(|| format!("{}: no class list", dir.join("cv.json").display()))?;
+            let models: Vec<PathBuf> = (0..plan.folds())
+                .map(|f| cv::fold_dir(dir, f).join(MODEL))
+                .collect();
+            (
+                plan.fold_config(0),
+                plan.dataset.clone(),
+                classes,
+                cv::fold_dir(dir, 0),
+                Some(v),
+                models,
+            )
+        }
+        Source::Run => {
+            let meta = checkpoint::read_meta(&dir.join(MODEL))?;
+            let record = meta
+                .training
+                .as_ref()
+                .with_context(|| format!("{}: records no training", dir.join(MODEL).display()))?;
+            (
+                record.config.clone(),
+                record.dataset.clone(),
+                meta.classes.clone(),
+                dir.clone(),
+                None,
+                vec![dir.join(MODEL)],
+            )
+        }
+    };
+    let meta = checkpoint::read_meta(&models[0])?;
+    if meta.classes != classes {
+        bail!(
+            "{}: classes {:?}, and {} says {:?}",
+            models[0].display(),
+            meta.classes,
+            dir.display(),
+            classes
+        );
+    }
+    let summary = Model::new(meta.net_config(), tch::Device::Cpu)
+        .and_then(|m| m.summary(meta.image_size))
+        .ok();
+    let environment = RunEnvironment::read(&run0)?;
+    if environment.is_none() {
+        missing.push(
+            "device, precision, git commit, libtorch and the initial weights' hash: not \
+             recorded (the run is older than environment.json)"
+                .into(),
+        );
+    }
+    let (data_card, data_card_note) = data_card(&run0, &config, &dataset)?;
+    let clopper = matches!(
+        config.trust.intervals,
+        crate::trust::intervals::ProportionMethod::ClopperPearson
+    );
+
+    // The external set is measured first: a folder whose classes differ stops the report
+    // before anything else is done.
+    let external = match &opts.data {
+        Some(data) => {
+            let (eval, predictions) = measure(dir, Some(data), &classes, opts, clopper)
+                .with_context(|| format!("--data {}", data.display()))?;
+            let same = |a: &Path, b: &Path| matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y);
+            let note = same(data, Path::new(&dataset)).then(|| {
+                "this is the folder the model trained on: its figures are not a test of the \
+                 model, they measure how well it learnt its own training images"
+                    .to_string()
+            });
+            Some(Measured {
+                what: format!("external folder {}", data.display()),
+                folder: data.display().to_string(),
+                eval,
+                predictions,
+                note,
+            })
+        }
+        None => None,
+    };
+
+    let mut curves = vec![];
+    let mut fold_counts = vec![];
+    let (validation, predictions, train_seconds) = match source {
+        Source::Cv => {
+            let v = cv_json.as_ref().context("cv.json")?;
+            let folds = models.len();
+            for f in 0..folds {
+                curves.push(read_curves(&cv::fold_dir(dir, f), format!("fold {f}"))?);
+            }
+            let rows = oof::read(&dir.join("oof.csv"), &classes, folds)?;
+            fold_counts = vec![vec![0; classes.len()]; folds];
+            let root = PathBuf::from(&dataset);
+            let predictions = rows
+                .into_iter()
+                .map(|r| {
+                    fold_counts[r.fold][r.truth] += 1;
+                    Prediction {
+                        file: root.join(&r.path),
+                        path: r.path,
+                        truth: r.truth,
+                        probs: r.probs,
+                        model: models[r.fold].clone(),
+                    }
+                })
+                .collect();
+            let seconds = v["train_seconds"]
+                .as_array()
+                .map_or(0.0, |a| a.iter().filter_map(Value::as_f64).sum());
+            (None, predictions, seconds)
+        }
+        Source::Run => {
+            let c = read_curves(dir, "run".into())?;
+            let seconds = c.rows.iter().map(|r| r.seconds).sum();
+            curves.push(c);
+            if config.validates() {
+                let (eval, predictions) = measure(&models[0], None, &classes, opts, clopper)
+                    .with_context(|| {
+                        format!("measuring {} on its validation images", models[0].display())
+                    })?;
+                let m = Measured {
+                    what: format!("the validation images of {}", dir.display()),
+                    folder: dataset.clone(),
+                    eval,
+                    predictions: predictions.clone(),
+                    note: None,
+                };
+                missing.push(
+                    "cross-validation: this is one training run, measured on its own validation \
+                     images (one split of the data); `inception cv` measures the recipe on every \
+                     image, with intervals over folds, and fits calibration on it"
+                        .into(),
+                );
+                (Some(m), predictions, seconds)
+            } else {
+                missing.push(format!(
+                    "measures, curves and the gallery: this run validated on no images \
+                     (val_fraction 0: every image trained){}",
+                    match &meta.trust {
+                        Some(t) => format!(
+                            "; its calibration was fitted on {}: `inception report` on that cv \
+                             folder shows its figures",
+                            t.fitted_on
+                        ),
+                        None => String::new(),
+                    }
+                ));
+                (None, vec![], seconds)
+            }
+        }
+    };
+
+    let chosen = gallery::select(&predictions, classes.len(), opts.per_kind);
+    let gallery = if chosen.iter().any(|(_, _, l)| !l.is_empty()) {
+        let compute = Compute {
+            precision: Precision::Fp32,
+            ..opts.compute
+        };
+        gallery::tiles(&predictions, &chosen, compute)?
+    } else {
+        vec![]
+    };
+    let card = config.card.clone();
+    let mut report = Report {
+        source,
+        dir: dir.clone(),
+        classes,
+        config,
+        dataset,
+        meta,
+        models,
+        summary,
+        environment,
+        data_card,
+        data_card_note,
+        fold_counts,
+        cv: cv_json,
+        validation,
+        missing,
+        external,
+        predictions,
+        gallery,
+        curves,
+        train_seconds,
+        limits: vec![],
+        card,
+    };
+    report.limits = limits(&report);
+    Ok(report)
+}
+
+/// The figures a page's headline reads: accuracy with its interval, from the cv's pooled
+/// out-of-fold predictions or a run's validation images.
+pub fn headline(r: &Report) -> Option<(&Value, usize)> {
+    let (v, images) = match (&r.cv, &r.validation) {
+        (Some(cv), _) => (
+            &cv["intervals"]["accuracy"],
+            cv["model"]["pooled"]["images"].as_u64()?,
+        ),
+        (None, Some(m)) => (&m.eval["intervals"]["accuracy"], m.eval["images"].as_u64()?),
+        _ => return None,
+    };
+    v.get("value")?;
+    Some((v, images as usize))
+}
+
+/// The limits the tool states itself, from the data and the figures.
+fn limits(r: &Report) -> Vec<String> {
+    let mut out = vec![];
+    let counts: Vec<usize> = match &r.data_card {
+        Some(d) => d.classes.iter().map(|c| c.images).collect(),
+        None => (0..r.classes.len())
+            .map(|c| r.predictions.iter().filter(|p| p.truth == c).count())
+            .collect(),
+    };
+    let n: usize = counts.iter().sum();
+    if n > 0 {
+        let (big, &most) = counts
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, &c)| c)
+            .unwrap_or((0, &0));
+        let majority = most as f64 / n as f64;
+        let groups = r
+            .data_card
+            .as_ref()
+            .and_then(|d| d.groups)
+            .map(|g| format!(" from {g} patients (groups)"))
+            .unwrap_or_default();
+        let mut line = format!("{n} images{groups}");
+        if let Some((acc, images)) = headline(r) {
+            let (lo, hi) = (acc["low"].as_f64(), acc["high"].as_f64());
+            if let (Some(lo), Some(hi)) = (lo, hi) {
+                line += &format!(
+                    "; the 95 % interval on accuracy ({images} held-out images) is {:.3}–{:.3}, \
+                     ±{:.1} points",
+                    lo,
+                    hi,
+                    (hi - lo) * 50.0
+                );
+                if lo <= majority {
+                    out.push(format!(
+                        "The accuracy's interval reaches down to the majority-class rate \
+                         {majority:.3}: on this evidence the model may be no better than always \
+                         answering {:?}.",
+                        r.classes[big]
+                    ));
+                }
+            }
+        }
+        out.insert(0, line + ".");
+        out.push(format!(
+            "Majority-class accuracy is {majority:.3} (always {:?}): accuracy is to be read \
+             against it.",
+            r.classes[big]
+        ));
+        let (small, &least) = counts
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, &c)| c)
+            .unwrap_or((0, &0));
+        if least < 100 {
+            out.push(format!(
+                "The smallest class, {:?}, has {least} images: its recall and precision are \
+                 measured on few photos (see their intervals).",
+                r.classes[small]
+            ));
+        }
+    }
+    if r.external.is_none() {
+        out.push(
+            "Every figure comes from one dataset (held-out images of the same source): no \
+             external test set was measured, so how it does on photos from other clinics, \
+             cameras or skin types is unknown (`inception report DIR --data TEST_DIR` measures \
+             one)."
+                .into(),
+        );
+    }
+    let op =
+        r.cv.as_ref()
+            .map(|v| &v["operating_point"])
+            .or_else(|| r.validation.as_ref().map(|m| &m.eval["operating_point"]));
+    if let Some(op) = op.filter(|o| !o.is_null()) {
+        if let (Some(t), Some(spec)) = (
+            op["threshold"].as_f64(),
+            op["specificity"]["value"].as_f64(),
+        ) {
+            if spec < 0.5 {
+                out.push(format!(
+                    "At the screening threshold {t:.3} (target sensitivity {}), specificity is \
+                     {spec:.3}: most photos of other conditions are flagged too.",
+                    op["target_sensitivity"]
+                ));
+            }
+        }
+    }
+    out.push(
+        "It classifies photos into the classes it was trained on only: a photo of anything else \
+         still gets one of them."
+            .into(),
+    );
+    out
+}
