@@ -211,13 +211,13 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let summary = train(&job)?;
     if World::leads(job.world.as_ref()) {
         println!();
-        print!("{}", summary_text(&job, &summary));
+        print!("{}", summary_text(&job, &summary, a.calibration_from.as_deref()));
     }
     Ok(())
 }
 
 /// The lines that close a run: what model.pt and best.pt hold, and the files written.
-fn summary_text(job: &TrainJob, s: &RunSummary) -> String {
+fn summary_text(job: &TrainJob, s: &RunSummary, cv: Option<&std::path::Path>) -> String {
     let val = |r: &EpochRecord| match (r.val_acc, r.val_macro_f1, r.val_loss) {
         (Some(a), Some(f), Some(l)) => {
             format!("val accuracy {a:.4}, val macro-F1 {f:.4}, val loss {l:.4}")
@@ -276,6 +276,15 @@ fn summary_text(job: &TrainJob, s: &RunSummary) -> String {
     }
     let files: Vec<String> = files.iter().map(|f| format!("{d}/{f}")).collect();
     out += &format!("wrote {}\n", files.join(", "));
-    out += &format!("the page that shows this model to a person: inception report {d}\n");
+    // A run that validated on nothing has no figures of its own: the cv that measured its
+    // recipe has them.
+    out += &match (job.config.validates(), cv) {
+        (false, Some(cv)) => format!(
+            "the page that shows this model to a person: inception report {} (the cv that \
+             measured this recipe; this run has no validation images)\n",
+            cv.display()
+        ),
+        _ => format!("the page that shows this model to a person: inception report {d}\n"),
+    };
     out
 }

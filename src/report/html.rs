@@ -405,7 +405,7 @@ fn data_section(h: &mut String, r: &Report) {
         esc(&r.data_card_note)
     );
     if let Some(d) = &r.data_card {
-        h.push_str(r#"<div class="scroll"><table id="data-classes"><tr><th>class</th><th>images</th><th>patients (groups)</th>"#);
+        h.push_str(r#"<div class="scroll"><table id="data-classes"><tr><th>class</th><th>images</th><th>patients (groups)*</th>"#);
         let folds = &r.fold_counts;
         for f in 0..folds.len() {
             let _ = write!(h, "<th>held out in fold {f}</th>");
@@ -439,13 +439,18 @@ fn data_section(h: &mut String, r: &Report) {
         for f in folds {
             let _ = write!(h, r#"<td class="n">{}</td>"#, f.iter().sum::<usize>());
         }
-        h.push_str("</tr></table></div><div class=\"scroll\"><table>");
+        h.push_str(
+            "</tr></table></div><p class=\"sub\">* The split's groups: patients as the grouping \
+             rule below found them, the patients of a near-duplicate set joined into one (the \
+             bootstrap's intervals resample patients before that join).</p><div \
+             class=\"scroll\"><table>",
+        );
         let split = match r.source {
             Source::Cv => format!(
-                "{} folds by group (patient): every image held out once, by a model that never \
-                 saw its patient; {}",
+                "{} folds by group (patient), seed {}: every image held out once, by a model \
+                 that never saw its patient",
                 r.models.len(),
-                d.split.replace("fold 0 of", "recorded for fold 0 of")
+                r.config.seed
             ),
             Source::Run => d.split.clone(),
         };
@@ -1012,10 +1017,14 @@ fn failures_section(h: &mut String, r: &Report) {
         "<p>Held-out photos ({}), per true class: the ones the model gets most confidently wrong, \
          the ones it is least sure of, and the ones it gets most confidently right. Each: the \
          photo as the network sees it, and the Grad-CAM map of the class it chose (where it \
-         looked), from the model that predicted it.</p>",
+         looked), from the model that predicted it; the probability is {}.</p>",
         match r.source {
             Source::Cv => "out of fold",
             Source::Run => "the run's validation images",
+        },
+        match r.source {
+            Source::Cv => "the fold model's, before the temperature (oof.csv's)",
+            Source::Run => "the one eval reports (calibrated when the model carries a temperature)",
         }
     );
     for (c, class) in r.classes.iter().enumerate() {
