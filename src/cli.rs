@@ -79,6 +79,10 @@ pub struct ReportArgs {
     /// with YAML metadata and a model-index of the figures).
     #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
     pub format: ReportFormat,
+    /// The model card's words from this JSON file (`{"intended_use": …, "out_of_scope": …,
+    /// "caveats": …, "license": …}`) instead of the `card` block of the run's config.
+    #[arg(long, value_name = "FILE")]
+    pub card: Option<PathBuf>,
     /// Photos per class in each of the gallery's lists (most confidently wrong, least certain,
     /// most confidently right); at most 8.
     #[arg(long, default_value_t = 4, value_name = "N")]

@@ -276,15 +276,32 @@ fn the_page_from_disk_shows_cv_json_s_figures_and_oof_s_photos_and_fetches_nothi
         });
         assert!(sorted, "{class} {kind}: {p:?}");
     }
-    // The most confidently wrong photo of each class is the one oof.csv says.
+    // Each list starts where oof.csv says: the most confidently wrong photo of the class, its
+    // least certain one, its most confidently right one; and holds 3 where the class has them.
     for (c, class) in classes.iter().enumerate() {
-        let worst = rows
+        let of: Vec<&Vec<f64>> = rows
             .values()
-            .filter(|(t, p)| t == class && (p[0] >= p[1]) != (c == 0))
-            .map(|(_, p)| p[0].max(p[1]))
-            .fold(f64::NAN, f64::max);
-        if let Some(p) = per_list.get(&(class.to_string(), "confidently_wrong".into())) {
-            assert!(close(p[0], worst), "{class}: {p:?} vs {worst}");
+            .filter(|(t, _)| t == class)
+            .map(|(_, p)| p)
+            .collect();
+        let right = |p: &Vec<f64>| (p[0] >= p[1]) == (c == 0);
+        let top = |p: &Vec<f64>| p[0].max(p[1]);
+        let wrong: Vec<f64> = of.iter().filter(|p| !right(p)).map(|p| top(p)).collect();
+        let good: Vec<f64> = of.iter().filter(|p| right(p)).map(|p| top(p)).collect();
+        let all: Vec<f64> = of.iter().map(|p| top(p)).collect();
+        for (kind, values, first) in [
+            ("confidently_wrong", &wrong, wrong.iter().copied().fold(f64::NAN, f64::max)),
+            ("uncertain", &all, all.iter().copied().fold(f64::NAN, f64::min)),
+            ("confidently_right", &good, good.iter().copied().fold(f64::NAN, f64::max)),
+        ] {
+            let shown = per_list
+                .get(&(class.to_string(), kind.to_string()))
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(shown.len(), values.len().min(3), "{class} {kind}: {shown:?}");
+            if let Some(p) = shown.first() {
+                assert!(close(*p, first), "{class} {kind}: {shown:?} vs {first}");
+            }
         }
     }
 
@@ -313,6 +330,10 @@ fn the_page_from_disk_shows_cv_json_s_figures_and_oof_s_photos_and_fetches_nothi
     assert!(close(
         num(&acc, "low"),
         eval["intervals"]["accuracy"]["low"].as_f64().unwrap()
+    ));
+    assert!(close(
+        num(&acc, "high"),
+        eval["intervals"]["accuracy"]["high"].as_f64().unwrap()
     ));
 
     // The card's words, escaped; the data card's counts are oof.csv's.
@@ -368,6 +389,13 @@ fn the_model_card_s_yaml_parses_and_its_model_index_is_cv_json_s() {
     let cv = cv_dir().join("cv");
     let work = tempfile::tempdir().unwrap();
     let card = work.path().join("README.md");
+    // The card's words given at report time win over the cv's config.
+    let words = work.path().join("words.json");
+    fs::write(
+        &words,
+        r#"{"intended_use": "Teaching only.", "license": "apache-2.0"}"#,
+    )
+    .unwrap();
     let o = inception(
         work.path(),
         &[
@@ -377,6 +405,8 @@ fn the_model_card_s_yaml_parses_and_its_model_index_is_cv_json_s() {
             "md",
             "--out",
             card.to_str().unwrap(),
+            "--card",
+            words.to_str().unwrap(),
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -388,7 +418,7 @@ fn the_model_card_s_yaml_parses_and_its_model_index_is_cv_json_s() {
         .expect("YAML front matter between --- lines");
     let docs = YamlLoader::load_from_str(front).expect("the front matter is YAML");
     let y = &docs[0];
-    assert_eq!(y["license"].as_str(), Some("mit"));
+    assert_eq!(y["license"].as_str(), Some("apache-2.0"));
     assert_eq!(y["pipeline_tag"].as_str(), Some("image-classification"));
     assert!(y["tags"]
         .as_vec()
@@ -429,7 +459,11 @@ fn the_model_card_s_yaml_parses_and_its_model_index_is_cv_json_s() {
         ));
     }
     assert_eq!(linked, present);
-    assert!(text.contains("Diagnosis without a clinician."));
+    assert!(text.contains("Teaching only."));
+    assert!(
+        !text.contains("Diagnosis without a clinician."),
+        "the config's words were replaced"
+    );
 }
 
 #[test]
@@ -495,6 +529,53 @@ fn a_run_s_report_measures_its_validation_images_and_one_without_says_what_it_ca
         html.contains("Not shown: cross-validation"),
         "a run says it is no cv"
     );
+    assert!(html.contains("carries none"), "a run without calibration says so");
+    // The initial weights and the data card are the run's own records.
+    assert!(html.contains("<td>scratch</td>"), "environment.json's initial weights");
+    assert!(html.contains("recorded by training (data.json)"));
+    assert!(
+        html.contains("data-duplicate-sets=\"1\""),
+        "MSLD's one near-duplicate set"
+    );
+
+    // An external set measured by the run's model, as eval measures it.
+    let external = some_photos(work.path(), 4);
+    let page = work.path().join("run-external.html");
+    let o = inception(
+        work.path(),
+        &[
+            "report",
+            run.to_str().unwrap(),
+            "--data",
+            external.to_str().unwrap(),
+            "--out",
+            page.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let html = fs::read_to_string(&page).unwrap();
+    let eval = inception(
+        work.path(),
+        &[
+            "eval",
+            "--checkpoint",
+            run.join("model.pt").to_str().unwrap(),
+            "--data",
+            external.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let eval: Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert!(html.contains(r#"<div data-set="external">"#), "no external set on the page");
+    let acc = format!(
+        r#"data-interval="accuracy" data-value="{}""#,
+        Value::from(eval["accuracy"].as_f64().unwrap())
+    );
+    let external_part = &html[html.find(r#"data-set="external""#).unwrap()..];
+    assert!(
+        external_part.contains(&acc),
+        "the external accuracy {acc} is not on the page"
+    );
 
     let all = work.path().join("all");
     train(all.to_str().unwrap(), &["--val-fraction", "0"]);
@@ -515,15 +596,6 @@ fn a_run_s_report_measures_its_validation_images_and_one_without_says_what_it_ca
         "says why nothing is measured"
     );
     assert!(!html.contains("data-set="), "measures of nothing");
-    // The run's own records: environment.json and data.json.
-    assert!(
-        html.contains("from scratch") || html.contains(">scratch"),
-        "initial weights"
-    );
-    assert!(
-        html.contains("data-duplicate-sets=\"1\""),
-        "MSLD's one near-duplicate set"
-    );
 }
 
 #[test]
@@ -613,6 +685,19 @@ fn bad_input_gets_one_clear_error_and_nothing_is_written() {
     ]));
     assert!(err.contains("card_files exists"), "{err}");
     assert!(!w.join("card.md").exists());
+    fs::write(w.join("card.json"), r#"{"intended": "typo"}"#).unwrap();
+    let err = assert_clean_failure(&report(&[
+        cv.to_str().unwrap(),
+        "--card",
+        "card.json",
+        "--out",
+        "x.html",
+    ]));
+    assert!(
+        err.contains("--card card.json") && err.contains("unknown field"),
+        "{err}"
+    );
+    assert!(!w.join("x.html").exists());
     let err = assert_clean_failure(&report(&[
         cv.to_str().unwrap(),
         "--gallery",

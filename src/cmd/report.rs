@@ -58,6 +58,17 @@ pub fn run(a: &ReportArgs) -> Result<()> {
             bail!("--out {}: no folder {}", out.display(), parent.display());
         }
     }
+    let card = match &a.card {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--card: reading {}", path.display()))?;
+            Some(
+                serde_json::from_str::<crate::config::Card>(&text)
+                    .with_context(|| format!("--card {}: not a card block", path.display()))?,
+            )
+        }
+        None => None,
+    };
     let device = device::resolve(&a.device)?;
     let compute = Compute::new(device, a.precision, true)?;
     let started = std::time::Instant::now();
@@ -65,6 +76,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
         dir: a.dir.clone(),
         data: a.data.clone(),
         per_kind: a.gallery,
+        card,
         compute,
         device: a.device.clone(),
         precision: a.precision,

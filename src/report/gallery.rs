@@ -131,12 +131,14 @@ pub fn select(
 }
 
 /// The tiles of `chosen`: each photo cropped as evaluation crops it, with the Grad-CAM map of
-/// the class its model chose, from its model (one pass per model).
+/// the class its model chose, from its model (one pass per model); and the photos that could
+/// not be read (left out, each with its error: a dataset moved since training).
 pub fn tiles(
     predictions: &[Prediction],
     chosen: &[(usize, Kind3, Vec<usize>)],
     compute: Compute,
-) -> Result<Vec<Tile>> {
+) -> Result<(Vec<Tile>, Vec<String>)> {
+    let mut unreadable = vec![];
     let mut by_model: BTreeMap<&PathBuf, Vec<usize>> = BTreeMap::new();
     for (_, _, list) in chosen {
         for &i in list {
@@ -157,10 +159,21 @@ pub fn tiles(
         };
         let layer = meta.arch.default_tap_layer();
         for chunk in items.chunks(8) {
-            let crops: Vec<RgbImage> = chunk
-                .iter()
-                .map(|&i| load_rgb(&predictions[i].file).map(|img| transform.crop(&img)))
-                .collect::<Result<_>>()?;
+            let mut crops: Vec<RgbImage> = vec![];
+            let mut kept = vec![];
+            for &i in chunk {
+                match load_rgb(&predictions[i].file) {
+                    Ok(img) => {
+                        crops.push(transform.crop(&img));
+                        kept.push(i);
+                    }
+                    Err(e) => unreadable.push(crate::cmd::error_line(&e)),
+                }
+            }
+            if kept.is_empty() {
+                continue;
+            }
+            let chunk = &kept[..];
             let batch = transform.batch_of_crops(&crops)?;
             let classes: Vec<i64> = chunk
                 .iter()
@@ -179,10 +192,9 @@ pub fn tiles(
         for &i in list {
             let p = &predictions[i];
             let predicted = argmax(&p.probs);
-            let (photo, cam) = pictures
-                .get(&i)
-                .cloned()
-                .context("a chosen photo without its pictures")?;
+            let Some((photo, cam)) = pictures.get(&i).cloned() else {
+                continue;
+            };
             out.push(Tile {
                 kind: *kind,
                 prediction: p.clone(),
@@ -193,7 +205,7 @@ pub fn tiles(
             });
         }
     }
-    Ok(out)
+    Ok((out, unreadable))
 }
 
 /// A JPEG of `img` at most [`THUMB`] pixels on its longer side.

@@ -161,16 +161,12 @@ fn headline_boxes(h: &mut String, r: &Report) {
     } else {
         h.push_str("<div>accuracy<b>—</b>no held-out images measured</div>");
     }
-    let n = r.predictions.len();
-    if n > 0 {
-        let counts: Vec<usize> = (0..r.classes.len())
-            .map(|c| r.predictions.iter().filter(|p| p.truth == c).count())
-            .collect();
-        let most = counts.iter().copied().max().unwrap_or(0);
+    if let Some((class, share)) = super::majority(r) {
         let _ = write!(
             h,
-            r#"<div id="headline-majority">majority class<b>{:.3}</b>always answering the largest class</div>"#,
-            most as f64 / n as f64
+            r#"<div id="headline-majority" data-value="{}">majority class<b>{share:.3}</b>always answering {}</div>"#,
+            Value::from(share),
+            esc(&class)
         );
     }
     let _ = write!(
@@ -281,18 +277,7 @@ fn model_section(h: &mut String, r: &Report) {
         }
     );
     row(h, "recipe", &esc(&recipe));
-    row(
-        h,
-        "training time",
-        &format!(
-            "{:.1} s{}",
-            r.train_seconds,
-            match r.source {
-                Source::Cv => format!(" over {} folds", r.models.len()),
-                Source::Run => String::new(),
-            }
-        ),
-    );
+    row(h, "training time", &super::training_time(r));
     match &r.environment {
         Some(e) => {
             row(
@@ -445,15 +430,7 @@ fn data_section(h: &mut String, r: &Report) {
              bootstrap's intervals resample patients before that join).</p><div \
              class=\"scroll\"><table>",
         );
-        let split = match r.source {
-            Source::Cv => format!(
-                "{} folds by group (patient), seed {}: every image held out once, by a model \
-                 that never saw its patient",
-                r.models.len(),
-                r.config.seed
-            ),
-            Source::Run => d.split.clone(),
-        };
+        let split = super::split_line(r).unwrap_or_default();
         row(h, "split", &esc(&split));
         for n in &d.notes {
             row(h, "scan", &esc(n));
@@ -525,10 +502,11 @@ fn evaluation_section(h: &mut String, r: &Report) {
             h,
             "<p>Out-of-fold: each image predicted by the fold model that did not train on it \
              ({} folds, {} images). Mean, standard deviation and 95 % t-interval over folds; \
-             the pooled figure with its interval (Wilson for proportions, DeLong for AUC, \
+             the pooled figure with its interval ({} for proportions, DeLong for AUC, \
              patients resampled for the bootstrap).</p>",
             r.models.len(),
-            r.predictions.len()
+            r.predictions.len(),
+            cv["intervals"]["accuracy"]["method"].as_str().unwrap_or("as recorded")
         );
         cv_table(h, cv);
         measures(
@@ -673,12 +651,12 @@ fn measures(h: &mut String, r: &Report, m: &Measures) {
     for (_, svg) in curve_charts(r, m.set, m.predictions) {
         h.push_str(&svg);
     }
-    if let Some(svg) = reliability_chart(m.predictions) {
+    if let Some(svg) = reliability_chart(m.predictions, m.set) {
         h.push_str(&svg);
     }
     h.push_str("</div>");
     calibration(h, m.calibration);
-    operating_point(h, m.operating_point);
+    operating_point(h, m.operating_point, m.set);
     conformal(h, m.conformal);
     h.push_str("</div>");
 }
@@ -840,7 +818,7 @@ pub fn curve_charts(r: &Report, set: &str, preds: &[Prediction]) -> Vec<(&'stati
 }
 
 /// The reliability diagram of a set's predictions.
-pub fn reliability_chart(preds: &[Prediction]) -> Option<String> {
+pub fn reliability_chart(preds: &[Prediction], set: &str) -> Option<String> {
     if preds.is_empty() {
         return None;
     }
@@ -859,7 +837,14 @@ pub fn reliability_chart(preds: &[Prediction]) -> Option<String> {
     };
     Some(line_chart(
         &Chart {
-            title: format!("Reliability ({} images)", preds.len()),
+            title: format!(
+                "Reliability, {} ({} images)",
+                match set {
+                    "cv" => "before the temperature",
+                    _ => "as answered",
+                },
+                preds.len()
+            ),
             x_label: format!("predicted {what}"),
             y_label: "observed frequency".into(),
             x: (0.0, 1.0),
@@ -925,15 +910,26 @@ fn calibration(h: &mut String, c: &Value) {
     }
 }
 
-fn operating_point(h: &mut String, op: &Value) {
+fn operating_point(h: &mut String, op: &Value, set: &str) {
     if op.is_null() {
         return;
     }
+    let origin = match (op["target_sensitivity"].as_f64(), set) {
+        (None, _) => "the default 0.5: the model carries no screening threshold (a cv fits one; \
+                      train --calibration-from ships it)"
+            .to_string(),
+        (Some(t), "cv") => format!(
+            "chosen for sensitivity {t} on these out-of-fold predictions"
+        ),
+        (Some(t), _) => format!(
+            "chosen for sensitivity {t} on the cv's out-of-fold predictions, measured here on \
+             these images"
+        ),
+    };
     let _ = write!(
         h,
-        r#"<h3>Screening operating point</h3><p>Positive class {}: the threshold on its probability chosen for sensitivity {} on the held-out images.</p><div class="scroll"><table><tr><th>threshold</th><td class="n" data-operating="threshold"{}>{}</td></tr>"#,
+        r#"<h3>Screening operating point</h3><p>Positive class {}: threshold on its probability {origin}.</p><div class="scroll"><table><tr><th>threshold</th><td class="n" data-operating="threshold"{}>{}</td></tr>"#,
         esc(op["positive_class"].as_str().unwrap_or("")),
-        op["target_sensitivity"],
         attr("data-value", &op["threshold"]),
         f3(&op["threshold"])
     );
@@ -1009,7 +1005,11 @@ fn conformal(h: &mut String, c: &Value) {
 fn failures_section(h: &mut String, r: &Report) {
     h.push_str(r#"<section id="failures"><h2>Where it fails</h2>"#);
     if r.gallery.is_empty() {
-        h.push_str("<p>No held-out predictions to show.</p></section>");
+        let why = match r.predictions.is_empty() {
+            true => "No held-out predictions to show.",
+            false => "No photos asked for (--gallery 0).",
+        };
+        let _ = write!(h, "<p>{why}</p></section>");
         return;
     }
     let _ = write!(

@@ -250,7 +250,7 @@ pub fn render(r: &Report, assets: &str) -> (String, Vec<Asset>) {
             e.libtorch
         );
     }
-    let _ = writeln!(md, "| training time | {:.1} s |\n", r.train_seconds);
+    let _ = writeln!(md, "| training time | {} |\n", super::training_time(r));
 
     md += "## Intended use\n\n";
     let _ = writeln!(
@@ -293,7 +293,9 @@ pub fn render(r: &Report, assets: &str) -> (String, Vec<Asset>) {
                 c.groups.map_or("—".into(), |g| g.to_string())
             );
         }
-        let _ = writeln!(md, "\nSplit: {}.", d.split);
+        if let Some(split) = super::split_line(r) {
+            let _ = writeln!(md, "\nSplit: {split}.");
+        }
         for n in &d.notes {
             let _ = writeln!(md, "- {}", n);
         }
@@ -375,7 +377,11 @@ pub fn render(r: &Report, assets: &str) -> (String, Vec<Asset>) {
         if !op.is_null() {
             let _ = writeln!(
                 md,
-                "\nScreening threshold {} on P({}): sensitivity {} ({}–{}), specificity {} ({}–{}).",
+                "\n{} {} on P({}): sensitivity {} ({}–{}), specificity {} ({}–{}).",
+                match op["target_sensitivity"].as_f64() {
+                    Some(t) => format!("Screening threshold (for sensitivity {t})"),
+                    None => "No screening threshold fitted: decisions at the default".into(),
+                },
                 f3(&op["threshold"]),
                 op["positive_class"].as_str().unwrap_or(""),
                 f3(&op["sensitivity"]["value"]),
@@ -413,7 +419,7 @@ pub fn render(r: &Report, assets: &str) -> (String, Vec<Asset>) {
         }
         md += "\n";
         let mut charts = curve_charts(r, set, preds);
-        if let Some(svg) = reliability_chart(preds) {
+        if let Some(svg) = reliability_chart(preds, set) {
             charts.push(("reliability", svg));
         }
         for (name, svg) in charts {

@@ -46,6 +46,8 @@ pub struct Options {
     pub data: Option<PathBuf>,
     /// Photos per class and kind in the gallery.
     pub per_kind: usize,
+    /// The card's words given at report time (`--card`), instead of the config's.
+    pub card: Option<Card>,
     /// The device and precision of the network's passes (Grad-CAM always in fp32).
     pub compute: Compute,
     /// The flags `compute` was made from, for `eval`.
@@ -356,7 +358,11 @@ pub fn gather(opts: &Options) -> Result<Report> {
     // before anything else is done.
     let external = match &opts.data {
         Some(data) => {
-            let (eval, predictions) = measure(dir, Some(data), &classes, opts, clopper)
+            let model = match source {
+                Source::Cv => dir.clone(),
+                Source::Run => models[0].clone(),
+            };
+            let (eval, predictions) = measure(&model, Some(data), &classes, opts, clopper)
                 .with_context(|| format!("--data {}", data.display()))?;
             let same = |a: &Path, b: &Path| matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y);
             let note = same(data, Path::new(&dataset)).then(|| {
@@ -427,6 +433,15 @@ pub fn gather(opts: &Options) -> Result<Report> {
                      image, with intervals over folds, and fits calibration on it"
                         .into(),
                 );
+                if meta.trust.is_none() {
+                    missing.push(
+                        "a fitted calibration, screening threshold and conformal sets: this model \
+                         carries none (a cv fits them on its out-of-fold predictions; `train \
+                         --calibration-from CV_DIR` ships them), so its probabilities are raw and \
+                         its decisions are at 0.5"
+                            .into(),
+                    );
+                }
                 (Some(m), predictions, seconds)
             } else {
                 missing.push(format!(
@@ -452,11 +467,19 @@ pub fn gather(opts: &Options) -> Result<Report> {
             precision: Precision::Fp32,
             ..opts.compute
         };
-        gallery::tiles(&predictions, &chosen, compute)?
+        let (tiles, unreadable) = gallery::tiles(&predictions, &chosen, compute)?;
+        if let Some(first) = unreadable.first() {
+            missing.push(format!(
+                "{} of the gallery's photos could not be read (has the dataset moved since \
+                 training?), e.g. {first}",
+                unreadable.len()
+            ));
+        }
+        tiles
     } else {
         vec![]
     };
-    let card = config.card.clone();
+    let card = opts.card.clone().unwrap_or_else(|| config.card.clone());
     let mut report = Report {
         source,
         dir: dir.clone(),
@@ -500,23 +523,62 @@ pub fn headline(r: &Report) -> Option<(&Value, usize)> {
     Some((v, images as usize))
 }
 
+/// How the images were split, in words: a cv's folds, or the run's split as its data card
+/// recorded it.
+pub fn split_line(r: &Report) -> Option<String> {
+    match r.source {
+        Source::Cv if r.config.group_by == "none" => Some(format!(
+            "{} folds of single images (group_by none), seed {}: every image held out once",
+            r.models.len(),
+            r.config.seed
+        )),
+        Source::Cv => Some(format!(
+            "{} folds by group (group_by {}: the scan below says what it found), seed {}: every \
+             image held out once, by a model that never saw its group",
+            r.models.len(),
+            r.config.group_by,
+            r.config.seed
+        )),
+        Source::Run => r.data_card.as_ref().map(|d| d.split.clone()),
+    }
+}
+
+/// The training time in words: seconds, and over how many folds.
+pub fn training_time(r: &Report) -> String {
+    match r.source {
+        Source::Cv => format!("{:.1} s over {} folds", r.train_seconds, r.models.len()),
+        Source::Run => format!("{:.1} s", r.train_seconds),
+    }
+}
+
 /// The limits the tool states itself, from the data and the figures.
-fn limits(r: &Report) -> Vec<String> {
-    let mut out = vec![];
-    let counts: Vec<usize> = match &r.data_card {
-        Some(d) => d.classes.iter().map(|c| c.images).collect(),
-        None => (0..r.classes.len())
-            .map(|c| r.predictions.iter().filter(|p| p.truth == c).count())
-            .collect(),
-    };
-    let n: usize = counts.iter().sum();
-    if n > 0 {
-        let (big, &most) = counts
+/// The largest class and its share of the images: the accuracy of always answering it (from
+/// the data card, else from the held-out predictions).
+pub fn majority(r: &Report) -> Option<(String, f64)> {
+    let counts = class_counts(r);
+    let n: usize = counts.iter().map(|c| c.1).sum();
+    let (name, most) = counts.into_iter().max_by_key(|c| c.1)?;
+    (n > 0).then(|| (name, most as f64 / n as f64))
+}
+
+/// Images per class: the data card's, else the held-out predictions'.
+fn class_counts(r: &Report) -> Vec<(String, usize)> {
+    match &r.data_card {
+        Some(d) => d.classes.iter().map(|c| (c.class.clone(), c.images)).collect(),
+        None => r
+            .classes
             .iter()
             .enumerate()
-            .max_by_key(|(_, &c)| c)
-            .unwrap_or((0, &0));
-        let majority = most as f64 / n as f64;
+            .map(|(c, name)| (name.clone(), r.predictions.iter().filter(|p| p.truth == c).count()))
+            .collect(),
+    }
+}
+
+fn limits(r: &Report) -> Vec<String> {
+    let mut out = vec![];
+    let counts = class_counts(r);
+    let n: usize = counts.iter().map(|c| c.1).sum();
+    if let Some((big, majority)) = majority(r) {
         let groups = r
             .data_card
             .as_ref()
@@ -538,29 +600,23 @@ fn limits(r: &Report) -> Vec<String> {
                     out.push(format!(
                         "The accuracy's interval reaches down to the majority-class rate \
                          {majority:.3}: on this evidence the model may be no better than always \
-                         answering {:?}.",
-                        r.classes[big]
+                         answering {big:?}."
                     ));
                 }
             }
         }
         out.insert(0, line + ".");
         out.push(format!(
-            "Majority-class accuracy is {majority:.3} (always {:?}): accuracy is to be read \
-             against it.",
-            r.classes[big]
+            "Majority-class accuracy is {majority:.3} (always {big:?}): accuracy is to be read \
+             against it."
         ));
-        let (small, &least) = counts
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, &c)| c)
-            .unwrap_or((0, &0));
-        if least < 100 {
-            out.push(format!(
-                "The smallest class, {:?}, has {least} images: its recall and precision are \
-                 measured on few photos (see their intervals).",
-                r.classes[small]
-            ));
+        if let Some((small, least)) = counts.iter().min_by_key(|c| c.1) {
+            if *least < 100 {
+                out.push(format!(
+                    "The smallest class, {small:?}, has {least} images: its recall and precision \
+                     are measured on few photos (see their intervals)."
+                ));
+            }
         }
     }
     if r.external.is_none() {
@@ -577,9 +633,10 @@ fn limits(r: &Report) -> Vec<String> {
             .map(|v| &v["operating_point"])
             .or_else(|| r.validation.as_ref().map(|m| &m.eval["operating_point"]));
     if let Some(op) = op.filter(|o| !o.is_null()) {
-        if let (Some(t), Some(spec)) = (
+        if let (Some(t), Some(spec), false) = (
             op["threshold"].as_f64(),
             op["specificity"]["value"].as_f64(),
+            op["target_sensitivity"].is_null(),
         ) {
             if spec < 0.5 {
                 out.push(format!(

@@ -57,13 +57,18 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
         .map(|m| m * mag)
         .find(|s| span / s <= 6.0)
         .unwrap_or(10.0 * mag);
-    let mut t = (lo / step).ceil() * step;
-    let mut out = vec![];
-    while t <= hi + step * 1e-9 {
-        out.push(if t.abs() < step * 1e-9 { 0.0 } else { t });
-        t += step;
-    }
-    out
+    // Each tick from its index, rounded to the step's decimals (no accumulated error).
+    let decimals = (-step.log10().floor()).max(0.0) as i32 + 1;
+    let round = |x: f64| {
+        let m = 10f64.powi(decimals);
+        (x * m).round() / m
+    };
+    let first = (lo / step).ceil() as i64;
+    (first..)
+        .map(|k| round(k as f64 * step))
+        .take_while(|&t| t <= hi + step * 1e-9)
+        .map(|t| if t == 0.0 { 0.0 } else { t })
+        .collect()
 }
 
 fn label(v: f64) -> String {

@@ -63,7 +63,7 @@ impl RunEnvironment {
             tool_version: env!("CARGO_PKG_VERSION").into(),
             git_commit: crate::system::git_commit().map(str::to_string),
             libtorch: crate::system::libtorch_version(),
-            device: format!("{:?}", job.compute.device).to_lowercase(),
+            device: crate::device::describe(job.compute.device),
             precision: job.compute.to_string(),
             processes: job.world.as_ref().map_or(1, |w| w.size),
             initial_weights: InitialWeights {
