@@ -168,6 +168,19 @@ def best_time(cmd, repeats=3):
     return best
 
 
+def first_image(data):
+    """The first image of the first class folder: a dataset folder may also hold files (MSLD's
+    LICENSE), which are no class."""
+    for cls in sorted(os.listdir(data)):
+        folder = os.path.join(data, cls)
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            if name.lower().endswith((".jpg", ".jpeg", ".png", ".bmp", ".webp")):
+                return os.path.join(folder, name)
+    sys.exit(f"side_by_side.py: no class folder with an image in {data}")
+
+
 def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -226,8 +239,7 @@ def main():
             rows.append((name, sum(rates) / len(rates), ev["images_per_s"]))
             print(f"  measured {name}", file=sys.stderr)
 
-        one = os.path.join(args.data, sorted(os.listdir(args.data))[0])
-        one = os.path.join(one, sorted(os.listdir(one))[0])
+        one = first_image(args.data)
         script = os.path.join(tmp, "predict_one.py")
         with open(script, "w") as f:
             f.write(PREDICT_ONE)
