@@ -9,6 +9,9 @@
 //!
 //! torch-sys (`links = "tch"`) exports the folder of the libtorch it linked as
 //! `DEP_TCH_LIBTORCH_LIB`; tch itself sets no rpath.
+//!
+//! It also generates the ONNX protobuf types from `proto/onnx.proto` (protox + prost-build) and
+//! records the git commit the binary is built from.
 
 use std::path::PathBuf;
 
@@ -20,6 +23,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=GLOO_INCLUDE");
     println!("cargo:rerun-if-env-changed=CUDA_INCLUDE");
     git_commit();
+    onnx_proto();
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;
     };
@@ -141,5 +145,21 @@ fn git_commit() {
                 println!("cargo:rerun-if-changed={}", p.display());
             }
         }
+    }
+}
+
+/// The Rust types of the vendored `proto/onnx.proto` (prost), compiled by protox: no `protoc`.
+fn onnx_proto() {
+    println!("cargo:rerun-if-changed=proto/onnx.proto");
+    let fds = match protox::compile(["proto/onnx.proto"], ["proto"]) {
+        Ok(fds) => fds,
+        Err(e) => {
+            eprintln!("compiling proto/onnx.proto: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = prost_build::Config::new().compile_fds(fds) {
+        eprintln!("generating the ONNX types: {e}");
+        std::process::exit(1);
     }
 }

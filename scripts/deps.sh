@@ -13,8 +13,9 @@
 # $TORCH_HOME/hub/checkpoints, else $XDG_CACHE_HOME/torch/hub/checkpoints, else
 # ~/.cache/torch/hub/checkpoints. For the tests, also the statistics references of the trust tests
 # (scipy, scikit-learn, statsmodels, netcal, MAPIE, crepes: scripts/requirements-stats.txt) into
-# .deps/stats, and Debian's chromium and chromium-driver (the
-# browser test of `inception serve`'s page), by apt-get when missing. A second run is a no-op.
+# .deps/stats, ONNX's checker and ONNX Runtime (scripts/requirements-onnx.txt) into .deps/onnx,
+# and Debian's chromium and chromium-driver (the browser tests of `inception serve`'s page and
+# `inception report`'s), by apt-get when missing. A second run is a no-op.
 #
 #   scripts/deps.sh             install everything (the tests need it)
 #   scripts/deps.sh --libtorch  only what the build needs: nothing when $LIBTORCH names a
@@ -57,6 +58,24 @@ stats() {
   python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
     --no-deps --target "$dir.partial" netcal==1.4.0 >&2
   echo "$want_stats" > "$dir.partial/.installed"
+  rm -rf "$dir"
+  mv "$dir.partial" "$dir"
+}
+
+# ONNX's checker and ONNX Runtime for the ONNX export's tests and benchmark rows, in their own
+# folder (a change to their list does not reinstall torch): scripts/requirements-onnx.txt.
+onnx_deps() {
+  local dir=.deps/onnx
+  local want_onnx
+  want_onnx=$(sha256sum scripts/requirements-onnx.txt | cut -c1-16)
+  if [ -f "$dir/.installed" ] && [ "$(cat "$dir/.installed")" = "$want_onnx" ]; then
+    return
+  fi
+  echo "deps: installing scripts/requirements-onnx.txt into $dir (about 190 MB, once)" >&2
+  rm -rf "$dir.partial"
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+    --target "$dir.partial" -r scripts/requirements-onnx.txt >&2
+  echo "$want_onnx" > "$dir.partial/.installed"
   rm -rf "$dir"
   mv "$dir.partial" "$dir"
 }
@@ -171,6 +190,7 @@ elif [ "${1:-}" = "--weights" ]; then
 else
   install
   stats
+  onnx_deps
   gloo
   cuda_headers
   weights

@@ -170,7 +170,9 @@ pub struct DoctorArgs {
 pub enum ExportFormat {
     /// A traced TorchScript module (torch.jit.load, TorchServe, Triton's PyTorch backend).
     Torchscript,
-    /// Not written here: ONNX needs PyTorch's Python exporter (docs/cli/export.md says how).
+    /// An ONNX model (ONNX Runtime, TensorRT, OpenVINO, Triton), written by the tool from its
+    /// own modules: BatchNorm folded, outputs `logits` and `probabilities`, the preprocessing
+    /// in its metadata.
     Onnx,
 }
 
@@ -190,6 +192,12 @@ pub struct ExportArgs {
     /// Replace OUT and OUT.json if they exist.
     #[arg(long)]
     pub force: bool,
+    /// ONNX only: the operator set version to write, 13 to 21 (default 17).
+    #[arg(long, value_name = "N")]
+    pub opset: Option<i64>,
+    /// ONNX only: a symbolic batch dimension (`batch`) instead of batch 1.
+    #[arg(long)]
+    pub dynamic_batch: bool,
 }
 
 #[derive(Debug, Args)]

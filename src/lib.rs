@@ -31,6 +31,7 @@ pub mod ensemble;
 pub mod explain;
 pub mod metrics;
 pub mod model;
+pub mod onnx;
 pub mod plot;
 pub mod precision;
 pub mod report;

@@ -38,12 +38,16 @@ pub struct ExportConfig {
 
 impl ExportConfig {
     pub fn from_args(args: &ExportArgs) -> Result<ExportConfig> {
-        match args.format {
-            ExportFormat::Torchscript => {}
-            ExportFormat::Onnx => bail!(
-                "--format onnx: ONNX export needs PyTorch's Python exporter; export TorchScript \
-                 here and convert it in Python (docs/cli/export.md)"
-            ),
+        if args.format == ExportFormat::Torchscript {
+            if let Some(n) = args.opset {
+                bail!("--opset {n}: for --format onnx only");
+            }
+            if args.dynamic_batch {
+                bail!("--dynamic-batch: for --format onnx only (a TorchScript module takes any batch)");
+            }
+        }
+        if let Some(n) = args.opset {
+            crate::onnx::Graph::new(n)?;
         }
         let checkpoints = given_or_latest(&args.checkpoint)?;
         let mut preprocessing = args.out.clone().into_os_string();
@@ -129,6 +133,9 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     let cfg = ExportConfig::from_args(args)?;
     let compute = Compute::new(Device::Cpu, Precision::Fp32, false)?;
     let mut ensemble = Ensemble::load(&cfg.checkpoints, compute)?;
+    if args.format == ExportFormat::Onnx {
+        return onnx(&cfg, &ensemble, args);
+    }
     // Weights that require gradients cannot become the traced module's constants.
     for (_, m) in &mut ensemble.members {
         m.model.vs.freeze();
@@ -162,26 +169,50 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         Ok(())
     })?;
 
+    let interface = interface(&ensemble, "torchscript", if ensemble.members.len() == 1 {
+        "logits [N, classes]; softmax over dim 1 gives the probabilities".into()
+    } else {
+        format!(
+            "log of the mean of {} members' probabilities [N, classes]; softmax over dim 1 \
+             (or exp) gives the ensemble's probabilities",
+            ensemble.members.len()
+        )
+    });
+    let mut text = serde_json::to_string_pretty(&interface)?;
+    text.push('\n');
+    write_atomic(&cfg.preprocessing, text.as_bytes())?;
+    println!(
+        "wrote {} (TorchScript, {} {}, input [N, 3, {s}, {s}], {} classes; loaded back, logits \
+         within {diff:.1e} of the network's) and {} (its preprocessing)",
+        cfg.out.display(),
+        meta.arch,
+        if ensemble.members.len() == 1 {
+            "network".to_string()
+        } else {
+            format!("ensemble of {}", ensemble.members.len())
+        },
+        meta.classes.len(),
+        cfg.preprocessing.display()
+    );
+    Ok(())
+}
+
+/// The preprocessing and interface written beside a module as OUT.json.
+fn interface(ensemble: &Ensemble, format: &'static str, output: String) -> Interface {
+    let meta = ensemble.meta();
+    let s = meta.image_size;
     let single_trust = match ensemble.members.len() {
         1 => ensemble.trust.clone(),
         _ => None,
     };
     let resize = resize_size(s as u32);
     let n = meta.normalization;
-    let interface = Interface {
-        format: "torchscript",
+    Interface {
+        format,
         input: format!(
             "float32 [N, 3, {s}, {s}], RGB, channel-major, pixels/255 normalised by mean and std"
         ),
-        output: if ensemble.members.len() == 1 {
-            "logits [N, classes]; softmax over dim 1 gives the probabilities".into()
-        } else {
-            format!(
-                "log of the mean of {} members' probabilities [N, classes]; softmax over dim 1 \
-                 (or exp) gives the ensemble's probabilities",
-                ensemble.members.len()
-            )
-        },
+        output,
         image_size: s,
         resize_shorter_side: resize,
         mean: n.mean,
@@ -198,21 +229,45 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         trust: single_trust.clone(),
         trust_rule: single_trust.as_ref().map(trust_rule),
         tool_version: env!("CARGO_PKG_VERSION"),
+    }
+}
+
+/// `--format onnx`: the model written by [`crate::onnx::export`], then OUT.json.
+fn onnx(cfg: &ExportConfig, ensemble: &Ensemble, args: &ExportArgs) -> Result<()> {
+    let opts = crate::onnx::export::Options {
+        opset: args.opset.unwrap_or(crate::onnx::DEFAULT_OPSET),
+        dynamic_batch: args.dynamic_batch,
     };
+    let bytes = crate::onnx::export::bytes(ensemble, opts)?;
+    let meta = ensemble.meta();
+    let s = meta.image_size;
+    let output = format!(
+        "logits [N, classes] and probabilities [N, classes]: {}",
+        match ensemble.members.len() {
+            1 => "softmax(logits / T) at the temperature the checkpoint ships (1 without)".into(),
+            k => format!(
+                "the mean of {k} members' softmax(logits / T); logits is its log"
+            ),
+        }
+    );
+    let interface = interface(ensemble, "onnx", output);
+    write_atomic(&cfg.out, &bytes)?;
     let mut text = serde_json::to_string_pretty(&interface)?;
     text.push('\n');
     write_atomic(&cfg.preprocessing, text.as_bytes())?;
     println!(
-        "wrote {} (TorchScript, {} {}, input [N, 3, {s}, {s}], {} classes; loaded back, logits \
-         within {diff:.1e} of the network's) and {} (its preprocessing)",
+        "wrote {} (ONNX opset {}, {} {}, input [{}, 3, {s}, {s}], outputs logits and \
+         probabilities, {} classes, {:.1} MB) and {} (its preprocessing)",
         cfg.out.display(),
+        opts.opset,
         meta.arch,
-        if ensemble.members.len() == 1 {
-            "network".to_string()
-        } else {
-            format!("ensemble of {}", ensemble.members.len())
+        match ensemble.members.len() {
+            1 => "network".to_string(),
+            k => format!("ensemble of {k}"),
         },
+        if opts.dynamic_batch { "batch" } else { "1" },
         meta.classes.len(),
+        bytes.len() as f64 / 1e6,
         cfg.preprocessing.display()
     );
     Ok(())

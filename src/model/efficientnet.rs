@@ -387,3 +387,54 @@ impl EfficientNetLite0 {
         w.linear(&self.fc, false)
     }
 }
+
+impl ConvBn {
+    /// SAME-padded convolution, BatchNorm folded in (f64), ReLU6 when the unit has it.
+    fn onnx(&self, g: &mut crate::onnx::Graph, x: &crate::onnx::Value) -> Result<crate::onnx::Value> {
+        let c = &self.conv;
+        let (w, b) = self.bn.folded(&c.weight, None)?;
+        let w = g.tensor(&format!("{}.weight", c.name), &w)?;
+        let b = g.tensor(&format!("{}.bias", c.name), &b)?;
+        let pads = crate::onnx::Graph::same_pads(x.shape[1], x.shape[2], c.kernel, c.stride);
+        let y = g.conv(x, &w, &b, c.out_channels, c.kernel, c.stride, pads, c.groups)?;
+        Ok(match self.relu6 {
+            true => g.clip(&y, 0.0, 6.0),
+            false => y,
+        })
+    }
+}
+
+impl EfficientNetLite0 {
+    /// The pooled 1280 features of the eval-mode network in an ONNX graph.
+    pub fn onnx_features(
+        &self,
+        g: &mut crate::onnx::Graph,
+        x: &crate::onnx::Value,
+    ) -> Result<crate::onnx::Value> {
+        let mut x = self.stem.onnx(g, x)?;
+        for block in &self.blocks {
+            let input = x.clone();
+            let y = match &block.expand {
+                Some(e) => e.onnx(g, &x)?,
+                None => x.clone(),
+            };
+            let y = block.depthwise.onnx(g, &y)?;
+            let y = block.project.onnx(g, &y)?;
+            x = match block.residual {
+                true => g.add(&y, &input),
+                false => y,
+            };
+        }
+        let x = self.head.onnx(g, &x)?;
+        Ok(g.pool_flatten(&x))
+    }
+
+    /// The class layer `_fc` on features.
+    pub fn onnx_head(
+        &self,
+        g: &mut crate::onnx::Graph,
+        f: &crate::onnx::Value,
+    ) -> Result<crate::onnx::Value> {
+        self.fc.onnx(g, f)
+    }
+}

@@ -230,3 +230,45 @@ fn transform_input(x: &Tensor) -> Result<Tensor, TchError> {
     let shift = shift.f_to_device(opts.1)?.f_view([1, 3, 1, 1])?;
     x.f_mul(&scale)?.f_add(&shift)
 }
+
+impl GoogLeNet {
+    /// The pooled 1024 features of the eval-mode network in an ONNX graph, `transform_input`'s
+    /// affine kept as its own Mul and Add (folding it into conv1 would be wrong at the padded
+    /// border, where the affine's shift is not applied to the zeros).
+    pub fn onnx_features(
+        &self,
+        g: &mut crate::onnx::Graph,
+        x: &crate::onnx::Value,
+    ) -> Result<crate::onnx::Value> {
+        let x = if self.transform_input {
+            let scale: Vec<f32> = IMAGENET_STD.iter().map(|s| (s / 0.5) as f32).collect();
+            let shift: Vec<f32> = IMAGENET_MEAN.iter().map(|m| ((m - 0.5) / 0.5) as f32).collect();
+            let scale = g.init_f32("transform_input.scale", &[1, 3, 1, 1], &scale);
+            let shift = g.init_f32("transform_input.shift", &[1, 3, 1, 1], &shift);
+            g.affine(x, &scale, &shift)
+        } else {
+            x.clone()
+        };
+        let x = self.conv1.onnx(g, &x)?;
+        let x = POOL3.onnx(g, &x)?;
+        let x = self.conv2.onnx(g, &x)?;
+        let x = self.conv3.onnx(g, &x)?;
+        let mut x = POOL3.onnx(g, &x)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.onnx(g, &x)?;
+            if let After::Pool(_, pool) = after(i) {
+                x = pool.onnx(g, &x)?;
+            }
+        }
+        Ok(g.pool_flatten(&x))
+    }
+
+    /// The class layer `fc` on features.
+    pub fn onnx_head(
+        &self,
+        g: &mut crate::onnx::Graph,
+        f: &crate::onnx::Value,
+    ) -> Result<crate::onnx::Value> {
+        self.fc.onnx(g, f)
+    }
+}

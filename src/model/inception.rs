@@ -224,3 +224,17 @@ impl Inception {
             + bn(c.pool_proj)
     }
 }
+
+impl Inception {
+    /// The block into an ONNX graph: the four branches, concatenated.
+    pub fn onnx(&self, g: &mut crate::onnx::Graph, x: &crate::onnx::Value) -> anyhow::Result<crate::onnx::Value> {
+        let y1 = self.branch1.onnx(g, x)?;
+        let y2 = self.branch2[0].onnx(g, x)?;
+        let y2 = self.branch2[1].onnx(g, &y2)?;
+        let y3 = self.branch3[0].onnx(g, x)?;
+        let y3 = self.branch3[1].onnx(g, &y3)?;
+        let y4 = self.pool.onnx(g, x)?;
+        let y4 = self.branch4.onnx(g, &y4)?;
+        g.concat(&[y1, y2, y3, y4])
+    }
+}

@@ -430,3 +430,69 @@ impl Linear {
         }
     }
 }
+
+// ONNX: each layer writes its eval-mode pass into a graph (crate::onnx), under its var-store
+// name, BatchNorm folded in f64.
+use crate::onnx::{Graph, Value};
+
+impl Conv2d {
+    /// The convolution (with its bias) followed by ReLU: the seed's stem.
+    pub fn onnx_relu(&self, g: &mut Graph, x: &Value) -> anyhow::Result<Value> {
+        let w = g.tensor(&format!("{}.weight", self.name), &self.weight)?;
+        let b = match &self.bias {
+            Some(b) => g.tensor(&format!("{}.bias", self.name), b)?,
+            None => g.init_f32(
+                &format!("{}.bias", self.name),
+                &[self.out_channels],
+                &vec![0.0; self.out_channels as usize],
+            ),
+        };
+        let p = self.padding;
+        let y = g.conv(x, &w, &b, self.out_channels, self.kernel, self.stride, [p; 4], 1)?;
+        Ok(g.relu(&y))
+    }
+}
+
+impl BatchNorm2d {
+    /// `weight` and `bias` of the convolution before this BatchNorm with its running
+    /// statistics folded in, in f64.
+    pub fn folded(&self, weight: &Tensor, bias: Option<&Tensor>) -> anyhow::Result<(Tensor, Tensor)> {
+        crate::onnx::fold_bn(
+            weight,
+            bias,
+            &self.weight,
+            &self.bias,
+            &self.running_mean,
+            &self.running_var,
+            self.eps,
+        )
+    }
+}
+
+impl ConvBnRelu {
+    /// Convolution, BatchNorm folded into it, ReLU.
+    pub fn onnx(&self, g: &mut Graph, x: &Value) -> anyhow::Result<Value> {
+        let c = &self.conv;
+        let (w, b) = self.bn.folded(&c.weight, c.bias.as_ref())?;
+        let w = g.tensor(&format!("{}.weight", c.name), &w)?;
+        let b = g.tensor(&format!("{}.bias", c.name), &b)?;
+        let p = c.padding;
+        let y = g.conv(x, &w, &b, c.out_channels, c.kernel, c.stride, [p; 4], 1)?;
+        Ok(g.relu(&y))
+    }
+}
+
+impl MaxPool {
+    pub fn onnx(&self, g: &mut Graph, x: &Value) -> anyhow::Result<Value> {
+        g.max_pool(x, self.kernel, self.stride, self.padding, self.ceil)
+    }
+}
+
+impl Linear {
+    /// `x · Wᵀ + b` of a flat `[N, in]` value.
+    pub fn onnx(&self, g: &mut Graph, x: &Value) -> anyhow::Result<Value> {
+        let w = g.tensor(&format!("{}.weight", self.name), &self.weight)?;
+        let b = g.tensor(&format!("{}.bias", self.name), &self.bias)?;
+        Ok(g.linear(x, &w, &b, self.out_features))
+    }
+}

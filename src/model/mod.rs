@@ -618,3 +618,37 @@ pub fn check_image_size(arch: Arch, size: i64) -> Result<()> {
     }
     Ok(())
 }
+
+impl Model {
+    /// The eval-mode network written into an ONNX graph: `x` `[N, 3, H, W]` → logits
+    /// `[N, classes]`; with flip averaging, the class layer reads the mean of the features of
+    /// the image and its flips, as [`Model::features`] computes them.
+    pub fn onnx(&self, g: &mut crate::onnx::Graph, x: &crate::onnx::Value) -> Result<crate::onnx::Value> {
+        check_image_size(self.config.arch, x.shape[1].min(x.shape[2]))?;
+        let views = self.config.flips.views();
+        let features = |g: &mut crate::onnx::Graph,
+                            f: &dyn Fn(&mut crate::onnx::Graph, &crate::onnx::Value) -> Result<crate::onnx::Value>|
+         -> Result<crate::onnx::Value> {
+            let mut all = vec![];
+            for dims in &views {
+                let v = match dims.is_empty() {
+                    true => x.clone(),
+                    false => g.flip(x, dims),
+                };
+                all.push(f(g, &v)?);
+            }
+            g.mean(&all)
+        };
+        match &self.net {
+            Network::Seed(n) => n.onnx(g, x),
+            Network::GoogLeNet(n) => {
+                let f = features(g, &|g, v| n.onnx_features(g, v))?;
+                n.onnx_head(g, &f)
+            }
+            Network::Lite0(n) => {
+                let f = features(g, &|g, v| n.onnx_features(g, v))?;
+                n.onnx_head(g, &f)
+            }
+        }
+    }
+}

@@ -141,3 +141,25 @@ impl Seed {
         w.linear(&self.fc2, false)
     }
 }
+
+impl Seed {
+    /// The eval-mode network into an ONNX graph: `[N, 3, H, W]` → logits `[N, classes]`;
+    /// `features` stops at the pooled 1024 features.
+    pub fn onnx(&self, g: &mut crate::onnx::Graph, x: &crate::onnx::Value) -> Result<crate::onnx::Value> {
+        let x = self.conv1.onnx_relu(g, x)?;
+        let x = POOL.onnx(g, &x)?;
+        let x = self.conv2.onnx_relu(g, &x)?;
+        let x = self.conv3.onnx_relu(g, &x)?;
+        let mut x = POOL.onnx(g, &x)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.onnx(g, &x)?;
+            if Self::pool_after(i) {
+                x = POOL.onnx(g, &x)?;
+            }
+        }
+        let x = g.pool_flatten(&x);
+        let x = self.fc1.onnx(g, &x)?;
+        let x = g.relu(&x);
+        self.fc2.onnx(g, &x)
+    }
+}

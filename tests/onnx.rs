@@ -1,0 +1,242 @@
+//! `inception export --format onnx`: the written model passes `onnx.checker` (full check) and
+//! strict shape inference, and ONNX Runtime, at basic and full graph optimisation, at batch 1
+//! and 3, gives the tool's fp32 logits and probabilities for MSLD photos the tool preprocessed
+//! (rtol 1e-4, atol 1e-5, same top-5), for every architecture — the seed network, GoogLeNet with
+//! `transform_input`, EfficientNet-Lite0 with its ImageNet weights and flip averaging — at odd
+//! image sizes down to the smallest each accepts, calibrated, and as an ensemble. Checked by
+//! scripts/onnx_check.py with PyPI's onnx and onnxruntime (.deps/onnx).
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::{assert_clean_failure, inception, repo, stderr};
+use inception::checkpoint::{self, Meta};
+use inception::data::image::load_rgb;
+use inception::data::transform::{EvalTransform, Normalization};
+use inception::ensemble::Ensemble;
+use inception::model::{Arch, Flips, Model, NetConfig};
+use inception::precision::{Compute, Precision};
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
+
+/// `python3` with .deps/onnx (onnx, onnxruntime) first on its path.
+fn python_onnx() -> std::process::Command {
+    let mut cmd = common::python();
+    let onnx = repo().join(".deps/onnx");
+    let path = std::env::var("PYTHONPATH").unwrap_or_default();
+    cmd.env("PYTHONPATH", format!("{}:{path}", onnx.display()));
+    cmd
+}
+
+/// A checkpoint of `arch` with `weights` (a fixture's state_dict, or fresh) at `size`.
+#[allow(clippy::too_many_arguments)]
+fn checkpoint_of(
+    dir: &Path,
+    name: &str,
+    arch: Arch,
+    classes: usize,
+    size: i64,
+    transform_input: bool,
+    flips: Flips,
+    weights: Option<&std::collections::BTreeMap<String, Tensor>>,
+) -> PathBuf {
+    // A fixture with auxiliary heads loads into a network that has them; export leaves them out.
+    let aux_logits = weights.is_some_and(|sd| sd.keys().any(|k| k.starts_with("aux1.")));
+    let config = NetConfig {
+        transform_input,
+        flips,
+        aux_logits,
+        ..NetConfig::new(arch, classes as i64)
+    };
+    tch::manual_seed(7);
+    let mut model = Model::new(config, Device::Cpu).unwrap();
+    if let Some(sd) = weights {
+        model.load_state_dict(sd).unwrap();
+    }
+    let norm = match arch {
+        Arch::EfficientnetLite0 => Normalization {
+            mean: [0.498; 3],
+            std: [0.502; 3],
+        },
+        _ => Normalization::IMAGENET,
+    };
+    let names = (0..classes).map(|c| format!("class {c}")).collect();
+    let meta = Meta::new(config, names, size, norm, "a test".into());
+    let path = dir.join(format!("{name}.pt"));
+    checkpoint::save(&path, &model, &meta).unwrap();
+    path
+}
+
+/// MSLD photos as the tool preprocesses them for `meta`: `[3, 3, S, S]`.
+fn photos(meta: &Meta) -> Tensor {
+    let t = EvalTransform {
+        image_size: meta.image_size as u32,
+        normalization: meta.normalization,
+    };
+    let imgs: Vec<_> = ["Monkey Pox/P13_1.jpg", "Others/1.jpg", "Monkey Pox/P19_2.jpg"]
+        .iter()
+        .map(|p| load_rgb(&repo().join("data/monkeypox").join(p)).unwrap())
+        .collect();
+    t.batch(&imgs).unwrap()
+}
+
+fn write_f32(path: &Path, t: &Tensor) {
+    let t = t.to_kind(Kind::Float).contiguous();
+    let mut v = vec![0f32; t.numel()];
+    t.copy_data(&mut v, t.numel());
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    fs::write(path, bytes).unwrap();
+}
+
+/// Exports `ckpts` as ONNX (dynamic batch) and checks it against the tool's logits and
+/// probabilities in ONNX Runtime; the check's JSON.
+fn export_and_check(dir: &Path, ckpts: &[&Path], extra: &[&str]) -> Value {
+    let out = dir.join(format!("model-{}.onnx", ckpts.len()));
+    let mut args = vec!["export", "--format", "onnx", "--dynamic-batch", "--force"];
+    for c in ckpts {
+        args.extend(["--checkpoint", c.to_str().unwrap()]);
+    }
+    args.extend(["--out", out.to_str().unwrap()]);
+    args.extend(extra);
+    let o = inception(dir, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let compute = Compute::new(Device::Cpu, Precision::Fp32, true).unwrap();
+    let paths: Vec<PathBuf> = ckpts.iter().map(|p| p.to_path_buf()).collect();
+    let ensemble = Ensemble::load(&paths, compute).unwrap();
+    let meta = ensemble.meta().clone();
+    let x = photos(&meta);
+    let probs = tch::no_grad(|| ensemble.probabilities(compute, &x, Kind::Float)).unwrap();
+    let logits = match ensemble.members.as_slice() {
+        [(_, only)] => tch::no_grad(|| compute.logits(&only.model, &x)).unwrap(),
+        _ => probs.log(),
+    };
+    let (xf, zf, pf) = (dir.join("x.f32"), dir.join("z.f32"), dir.join("p.f32"));
+    write_f32(&xf, &x);
+    write_f32(&zf, &logits);
+    write_f32(&pf, &probs);
+    let c = meta.classes.len();
+    let o = python_onnx()
+        .arg(repo().join("scripts/onnx_check.py"))
+        .args([&out, &xf, &zf, &pf])
+        .args(["3", &c.to_string(), &meta.image_size.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "onnx_check.py on {}: {}",
+        out.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["checker"], "ok");
+    assert_eq!(v["outputs"]["logits"], serde_json::json!(["batch", c]), "{v}");
+    assert_eq!(v["outputs"]["probabilities"], serde_json::json!(["batch", c]));
+    assert_eq!(v["metadata"]["classes"], serde_json::json!(meta.classes));
+    assert_eq!(v["metadata"]["image_size"], meta.image_size);
+    assert_eq!(v["metadata"]["mean"], serde_json::json!(meta.normalization.mean));
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4, "{v}");
+    for r in runs {
+        let b = r["batch"].as_u64().unwrap() as usize;
+        assert_eq!(r["shape"], serde_json::json!([b, c]));
+        assert!(r["logits_close"].as_bool().unwrap(), "{} logits: {r}", out.display());
+        assert!(r["probabilities_close"].as_bool().unwrap(), "{} probabilities: {r}", out.display());
+        assert!(r["top_k_equal"].as_bool().unwrap(), "{} top-k: {r}", out.display());
+    }
+    v
+}
+
+#[test]
+fn the_seed_network_in_onnx_runtime_gives_the_tool_s_logits_at_odd_sizes_down_to_the_smallest() {
+    let dir = tempfile::tempdir().unwrap();
+    let sd = common::state_dict("seed_10");
+    for size in [160, 41, Arch::Seed.min_image_size()] {
+        let ck = checkpoint_of(dir.path(), "seed", Arch::Seed, 10, size, false, Flips::default(), Some(&sd));
+        let v = export_and_check(dir.path(), &[&ck], &[]);
+        assert_eq!(v["opset"], 17);
+    }
+}
+
+#[test]
+fn googlenet_with_transform_input_in_onnx_runtime_gives_the_tool_s_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let sd = common::state_dict("googlenet_tf_10");
+    for size in [224, 37, Arch::Googlenet.min_image_size()] {
+        let ck = checkpoint_of(dir.path(), "g", Arch::Googlenet, 10, size, true, Flips::default(), Some(&sd));
+        export_and_check(dir.path(), &[&ck], &["--opset", "19"]);
+    }
+}
+
+#[test]
+fn efficientnet_lite0_with_imagenet_weights_and_flip_averaging_in_onnx_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = inception::weights::published(Arch::EfficientnetLite0).unwrap();
+    let file = inception::weights::hub::cache_dir().unwrap().join(p.file);
+    let sd = inception::weights::read_state_dict(&file).unwrap();
+    let flips = Flips {
+        horizontal: true,
+        vertical: true,
+    };
+    // 1000 ImageNet classes: the top-5 order is a real check.
+    let ck = checkpoint_of(dir.path(), "lite", Arch::EfficientnetLite0, 1000, 224, false, flips, Some(&sd));
+    export_and_check(dir.path(), &[&ck], &[]);
+    for size in [17, Arch::EfficientnetLite0.min_image_size()] {
+        let ck = checkpoint_of(dir.path(), "lite", Arch::EfficientnetLite0, 1000, size, false, Flips::default(), Some(&sd));
+        export_and_check(dir.path(), &[&ck], &[]);
+    }
+}
+
+#[test]
+fn a_calibrated_checkpoint_answers_its_probabilities_and_an_ensemble_the_mean_of_its_members() {
+    use inception::trust::{Temperature, TrustRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let sd = common::state_dict("seed_10");
+    let a = checkpoint_of(dir.path(), "a", Arch::Seed, 10, 96, false, Flips::default(), Some(&sd));
+    let b = checkpoint_of(dir.path(), "b", Arch::Seed, 10, 96, false, Flips::default(), None);
+    // A temperature of 2 shipped with a: its probabilities are softmax(logits / 2).
+    let mut c = checkpoint::load(&a, Device::Cpu).unwrap();
+    c.meta.trust = Some(TrustRecord {
+        fitted_on: "a test".into(),
+        classes: c.meta.classes.clone(),
+        calibration: Some(Temperature {
+            temperature: 2.0,
+            applied: true,
+        }),
+        threshold: None,
+        conformal: None,
+    });
+    let cal = dir.path().join("calibrated.pt");
+    checkpoint::save(&cal, &c.model, &c.meta).unwrap();
+    let v = export_and_check(dir.path(), &[&cal], &[]);
+    assert_eq!(v["metadata"]["temperature"], 2.0);
+    assert_eq!(v["metadata"]["trust"]["calibration"]["temperature"], 2.0);
+    let v = export_and_check(dir.path(), &[&a, &b], &[]);
+    assert_eq!(v["metadata"]["members"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn bad_export_flags_get_one_clear_error_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let sd = common::state_dict("seed_10");
+    let ck = checkpoint_of(dir.path(), "s", Arch::Seed, 10, 64, false, Flips::default(), Some(&sd));
+    let out = dir.path().join("m.onnx");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["export", "--checkpoint", ck.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend(extra);
+        inception(dir.path(), &args)
+    };
+    let err = assert_clean_failure(&run(&["--format", "onnx", "--opset", "9"]));
+    assert!(err.contains("--opset 9") && err.contains("13 to 21"), "{err}");
+    let err = assert_clean_failure(&run(&["--opset", "17"]));
+    assert!(err.contains("--opset 17: for --format onnx only"), "{err}");
+    let err = assert_clean_failure(&run(&["--dynamic-batch"]));
+    assert!(err.contains("--dynamic-batch: for --format onnx only"), "{err}");
+    assert!(!out.exists());
+    fs::write(&out, "mine").unwrap();
+    let err = assert_clean_failure(&run(&["--format", "onnx"]));
+    assert!(err.contains("exists") && err.contains("--force"), "{err}");
+    assert_eq!(fs::read_to_string(&out).unwrap(), "mine");
+}
