@@ -30,7 +30,7 @@ test: deps
 bench: deps build
 	$(CARGO) bench --bench loader
 	$(CARGO) bench --bench model
-	PYTHONPATH=.deps/py python3 benches/side_by_side.py --data "$(DATA)" --profile
+	PYTHONPATH=.deps/onnx:.deps/py python3 benches/side_by_side.py --data "$(DATA)" --profile
 
 build: libtorch
 	$(CARGO) build --release

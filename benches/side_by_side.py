@@ -15,7 +15,12 @@ probabilities: decoding, preprocessing and the network, as the PyTorch loop), an
 `inception predict one.jpg` from process start to answer, against a Python script that loads
 the same weights (the checkpoint is a safetensors state_dict) and predicts the same image.
 
-Usage: PYTHONPATH=.deps/py python3 benches/side_by_side.py [--data DIR] [--steps N] [--profile]
+ONNX Runtime: the tool's network exported with `inception export --format onnx` (fp32), run
+by ONNX Runtime's CPU execution provider at full graph optimisation with threads = cores, over
+the same loader at batch 32 and 1, beside `inception eval` at those batches, and a cold
+one-photo predict from a Python script (onnx and onnxruntime from .deps/onnx).
+
+Usage: PYTHONPATH=.deps/onnx:.deps/py python3 benches/side_by_side.py [--data DIR] [--steps N] [--profile]
 [--device cpu|cuda] (make bench runs it on the CPU; scripts/gpu-check.sh on CUDA, where the
 third baseline is PyTorch AMP + channels-last: bf16 autocast on compute capability >= 8.0, else
 fp16 autocast with torch.amp.GradScaler, the choice inception's --precision auto makes). Prints a table with ratios against the seed-style baseline. --profile also
@@ -58,6 +63,19 @@ x = tf(Image.open(sys.argv[2]).convert("RGB")).unsqueeze(0)
 with torch.no_grad():
     p = torch.softmax(model(x), 1)[0]
 print(sys.argv[2], int(p.argmax()), float(p.max()))
+"""
+
+ORT_PREDICT_ONE = r"""
+import json, sys, numpy as np, onnxruntime as ort
+from PIL import Image
+from torchvision import transforms
+sess = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+m = {k: json.loads(v) for k, v in sess.get_modelmeta().custom_metadata_map.items()}
+tf = transforms.Compose([transforms.Resize(m["resize_shorter_side"]), transforms.CenterCrop(m["image_size"]),
+                         transforms.ToTensor(), transforms.Normalize(m["mean"], m["std"])])
+x = tf(Image.open(sys.argv[2]).convert("RGB")).unsqueeze(0).numpy()
+p = sess.run(["probabilities"], {"input": x})[0][0]
+print(sys.argv[2], m["classes"][int(p.argmax())], float(p.max()))
 """
 
 
@@ -134,6 +152,27 @@ def torch_infer(data, batch, size, channels_last, amp, device):
             model(x.to(device, non_blocking=True).to(memory_format=fmt))
             n += len(x)
     sync(device)
+    return n / (time.perf_counter() - start)
+
+
+def ort_session(path):
+    """ONNX Runtime on the CPU, full graph optimisation, threads = cores."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = os.cpu_count() or 1
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def ort_infer(path, data, batch, size):
+    """ONNX Runtime over the whole dataset, as torch_infer: the same loader and eval transform
+    (decoding included), images/s."""
+    _, evals = loaders(data, batch, size)
+    sess = ort_session(path)
+    n, start = 0, time.perf_counter()
+    for x, _ in evals:
+        sess.run(["probabilities"], {"input": x.numpy()})
+        n += len(x)
     return n / (time.perf_counter() - start)
 
 
@@ -240,6 +279,26 @@ def main():
             print(f"  measured {name}", file=sys.stderr)
 
         one = first_image(args.data)
+        # Inference at batch 32 and 1: the tool's eval (fp32 and auto precision) against ONNX
+        # Runtime on the same network, exported by the tool (fp32).
+        model_onnx = os.path.join(tmp, "model.onnx")
+        run([args.bin, "export", "--format", "onnx", "--dynamic-batch", "--checkpoint", ckpt,
+             "--out", model_onnx], cwd=tmp)
+        infer_rows = []
+        for b in [args.batch, 1]:
+            for name, prec in [("inception eval fp32", ["--precision", "fp32"]),
+                               ("inception eval (auto precision)", [])]:
+                ev = json.loads(run([args.bin, "eval", "--checkpoint", ckpt, "--data", args.data,
+                                     "--json", "--device", "cpu", "--batch-size", str(b)] + prec,
+                                    cwd=tmp).stdout)
+                infer_rows.append((name, b, ev["images_per_s"]))
+            infer_rows.append(("ONNX Runtime fp32 (CPU EP, full optimisation)", b,
+                               ort_infer(model_onnx, args.data, b, args.size)))
+            print(f"  measured inference at batch {b}", file=sys.stderr)
+        ort_script = os.path.join(tmp, "ort_predict_one.py")
+        with open(ort_script, "w") as f:
+            f.write(ORT_PREDICT_ONE)
+        t_ort = best_time([sys.executable, ort_script, model_onnx, one])
         script = os.path.join(tmp, "predict_one.py")
         with open(script, "w") as f:
             f.write(PREDICT_ONE)
@@ -254,7 +313,13 @@ def main():
     for name, tr, inf in rows:
         print(f"{name:<44} {tr:>12.1f} {tr / base_train:>6.2f} {inf:>12.1f} {inf / base_infer:>6.2f}")
     print(f"\npredict one image, process start to answer: inception {t_tool:.2f} s, "
-          f"Python + PyTorch {t_py:.2f} s ({t_py / t_tool:.1f}x)")
+          f"Python + PyTorch {t_py:.2f} s ({t_py / t_tool:.1f}x), "
+          f"Python + ONNX Runtime {t_ort:.2f} s ({t_ort / t_tool:.1f}x)")
+    print(f"\n{'inference, the same network (data included)':<48} {'batch':>5} {'img/s':>9} "
+          f"{'x ORT':>6}")
+    ort_rate = {b: r for name, b, r in infer_rows if name.startswith("ONNX Runtime fp32")}
+    for name, b, rate in infer_rows:
+        print(f"{name:<48} {b:>5} {rate:>9.1f} {rate / ort_rate[b]:>6.2f}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,18 @@ fn side_by_side_measures_every_row_on_a_folder_that_also_holds_a_licence_file() 
     // Sorted first, before the class folders: what made `make bench` die after measuring.
     fs::write(data.join("LICENSE"), "MIT").unwrap();
     let _turn = serial();
-    let o = python()
+    let mut cmd = python();
+    // As make bench runs it: ONNX Runtime's rows need .deps/onnx.
+    let path = std::env::var("PYTHONPATH").unwrap_or_default();
+    cmd.env(
+        "PYTHONPATH",
+        format!(
+            "{}:{}:{path}",
+            repo().join(".deps/onnx").display(),
+            repo().join(".deps/py").display()
+        ),
+    );
+    let o = cmd
         .arg(repo().join("benches/side_by_side.py"))
         .args(["--data", data.to_str().unwrap()])
         .args(["--bin", env!("CARGO_BIN_EXE_inception")])
@@ -43,7 +54,9 @@ fn side_by_side_measures_every_row_on_a_folder_that_also_holds_a_licence_file() 
     // Every row of the table, with positive rates and ratios.
     let rows: Vec<&str> = out
         .lines()
-        .filter(|l| l.starts_with("PyTorch") || l.starts_with("inception"))
+        .skip_while(|l| !l.contains("train img/s"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
         .collect();
     assert_eq!(rows.len(), 5, "{out}");
     for row in &rows {
@@ -60,5 +73,25 @@ fn side_by_side_measures_every_row_on_a_folder_that_also_holds_a_licence_file() 
         .lines()
         .find(|l| l.starts_with("predict one image"))
         .unwrap_or_else(|| panic!("no predict line: {out}"));
-    assert!(predict.contains("inception") && predict.contains("Python + PyTorch"), "{predict}");
+    assert!(
+        predict.contains("inception") && predict.contains("Python + PyTorch"),
+        "{predict}"
+    );
+    assert!(predict.contains("Python + ONNX Runtime"), "{predict}");
+    // The inference table: the tool's eval and ONNX Runtime at batch 4 and 1, ratios to ORT.
+    let infer: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("inference, the same network"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(infer.len(), 6, "{out}");
+    for row in &infer {
+        let f: Vec<&str> = row.split_whitespace().rev().take(3).collect();
+        let (ratio, rate): (f64, f64) = (f[0].parse().unwrap(), f[1].parse().unwrap());
+        assert!(rate > 0.0 && ratio > 0.0, "{row}");
+        if row.starts_with("ONNX Runtime") {
+            assert_eq!(f[0], "1.00", "{row}");
+        }
+    }
 }
