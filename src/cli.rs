@@ -198,6 +198,14 @@ pub struct ExportArgs {
     /// ONNX only: a symbolic batch dimension (`batch`) instead of batch 1.
     #[arg(long)]
     pub dynamic_batch: bool,
+    /// ONNX only: post-training static int8 quantisation (QDQ: uint8 activations with the
+    /// ranges the --calib images give, per-channel int8 weights, int32 biases).
+    #[arg(long, requires = "calib")]
+    pub int8: bool,
+    /// The images int8 calibration runs (every image under DIR, the first 300 by path),
+    /// preprocessed as eval does.
+    #[arg(long, value_name = "DIR", requires = "int8")]
+    pub calib: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

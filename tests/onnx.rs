@@ -240,3 +240,115 @@ fn bad_export_flags_get_one_clear_error_and_nothing_is_written() {
     assert!(err.contains("exists") && err.contains("--force"), "{err}");
     assert_eq!(fs::read_to_string(&out).unwrap(), "mine");
 }
+
+/// Every MSLD photo as the tool preprocesses them for `meta`, with their labels: the first
+/// `calib` of each class (by path) first, then the rest.
+fn all_photos(meta: &Meta, calib: usize) -> (Tensor, Vec<i64>) {
+    let t = EvalTransform {
+        image_size: meta.image_size as u32,
+        normalization: meta.normalization,
+    };
+    let mut first = vec![];
+    let mut rest = vec![];
+    for (c, class) in ["Monkey Pox", "Others"].iter().enumerate() {
+        let mut files: Vec<PathBuf> = fs::read_dir(repo().join("data/monkeypox").join(class))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for (i, f) in files.into_iter().enumerate() {
+            let item = (load_rgb(&f).unwrap(), c as i64);
+            match i < calib {
+                true => first.push(item),
+                false => rest.push(item),
+            }
+        }
+    }
+    first.extend(rest);
+    let labels = first.iter().map(|(_, y)| *y).collect();
+    let imgs: Vec<_> = first.into_iter().map(|(img, _)| img).collect();
+    (t.batch(&imgs).unwrap(), labels)
+}
+
+#[test]
+fn int8_agrees_with_fp32_on_msld_as_onnx_runtime_s_own_quantiser_does() {
+    let _turn = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    // The pretrained recipe (a fitted probe on ImageNet features) at 96 px, on half of the
+    // patients: a model that has learnt something and is wrong on some photos, in seconds.
+    let run = dir.path().join("run");
+    let o = inception(
+        &repo(),
+        &[
+            "train",
+            "--data",
+            "data/monkeypox",
+            "--config",
+            "configs/pretrained.json",
+            "--image-size",
+            "96",
+            "--offline",
+            "--val-fraction",
+            "0.5",
+            "--no-plots",
+            "--out",
+            run.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ck = run.join("model.pt");
+    // Calibration on a folder of 40 photos of each class; measured on all 183.
+    let calib = dir.path().join("calib");
+    let mut n_calib = 0;
+    for class in ["Monkey Pox", "Others"] {
+        fs::create_dir_all(calib.join(class)).unwrap();
+        let mut files: Vec<PathBuf> = fs::read_dir(repo().join("data/monkeypox").join(class))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in files.iter().take(40) {
+            fs::copy(f, calib.join(class).join(f.file_name().unwrap())).unwrap();
+            n_calib += 1;
+        }
+    }
+    let (fp32, int8) = (dir.path().join("fp32.onnx"), dir.path().join("int8.onnx"));
+    for (out, extra) in [(&fp32, vec![]), (&int8, vec!["--int8", "--calib", calib.to_str().unwrap()])] {
+        let mut args = vec!["export", "--format", "onnx", "--dynamic-batch", "--checkpoint", ck.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend(extra);
+        let o = inception(dir.path(), &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let size_ratio = fs::metadata(&int8).unwrap().len() as f64 / fs::metadata(&fp32).unwrap().len() as f64;
+    assert!(size_ratio < 0.4, "int8 weights: the model is {size_ratio:.2} of fp32's size");
+
+    let meta = checkpoint::read_meta(&ck).unwrap();
+    // The calibration images first: ONNX Runtime's quantiser calibrates on the same ones.
+    let (x, labels) = all_photos(&meta, 40);
+    let xf = dir.path().join("x.f32");
+    write_f32(&xf, &x);
+    let yf = dir.path().join("y.i64");
+    fs::write(&yf, labels.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    let n = labels.len();
+    let o = python_onnx()
+        .arg(repo().join("scripts/onnx_int8_check.py"))
+        .args([&fp32, &int8, &xf, &yf])
+        .args([n.to_string(), meta.image_size.to_string(), n_calib.to_string()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    eprintln!("int8 against fp32 on MSLD: {v}");
+    let f = |k: &str| v[k].as_f64().unwrap();
+    assert!(f("agreement") >= 0.98, "{v}");
+    assert!((f("accuracy_int8") - f("accuracy_fp32")).abs() <= 0.01 + 1e-12, "{v}");
+    // ONNX Runtime runs it with its int8 kernels: the QDQ pairs fused away.
+    let ops = &v["optimized_ops"];
+    let int8_ops = ["QLinearConv", "QGemm", "QLinearAdd", "QLinearGlobalAveragePool"]
+        .iter()
+        .filter_map(|k| ops[k].as_u64())
+        .sum::<u64>();
+    assert!(int8_ops >= 30, "ONNX Runtime did not fuse the QDQ graph into int8 kernels: {ops}");
+    // The reference quantiser lands where the tool's does.
+    assert!(f("reference_agreement") >= 0.98, "{v}");
+}

@@ -45,6 +45,9 @@ impl ExportConfig {
             if args.dynamic_batch {
                 bail!("--dynamic-batch: for --format onnx only (a TorchScript module takes any batch)");
             }
+            if args.int8 {
+                bail!("--int8: for --format onnx only");
+            }
         }
         if let Some(n) = args.opset {
             crate::onnx::Graph::new(n)?;
@@ -238,9 +241,47 @@ fn onnx(cfg: &ExportConfig, ensemble: &Ensemble, args: &ExportArgs) -> Result<()
         opset: args.opset.unwrap_or(crate::onnx::DEFAULT_OPSET),
         dynamic_batch: args.dynamic_batch,
     };
-    let bytes = crate::onnx::export::bytes(ensemble, opts)?;
+    let model = crate::onnx::export::model(ensemble, opts)?;
     let meta = ensemble.meta();
     let s = meta.image_size;
+    // The graph, run operator by operator as ONNX defines them, must give the network's
+    // probabilities before it is written.
+    tch::manual_seed(0);
+    let x = Tensor::f_randn([2, 3, s, s], (Kind::Float, Device::Cpu))?;
+    let graph = model.graph.as_ref().context("a model without a graph")?;
+    let values = crate::onnx::eval::run(graph, &x).context("checking the ONNX graph")?;
+    let got = values
+        .get("probabilities")
+        .context("the graph has no probabilities")?;
+    let compute = Compute::new(Device::Cpu, Precision::Fp32, false)?;
+    let want = tch::no_grad(|| ensemble.probabilities(compute, &x, Kind::Float))?;
+    let diff = got.f_sub(&want)?.f_abs()?.f_max()?.double_value(&[]);
+    if diff.is_nan() || diff > TOLERANCE {
+        bail!(
+            "the ONNX graph's probabilities differ from the network's by {diff:.2e} (more than \
+             {TOLERANCE:e}); nothing written"
+        );
+    }
+    let mut model = model;
+    let mut int8_note = String::new();
+    if let Some(dir) = args.calib.as_ref().filter(|_| args.int8) {
+        let (graph, note) = quantize(ensemble, model.graph.as_ref().context("no graph")?, dir)?;
+        model.graph = Some(graph);
+        model.metadata_props.push(crate::onnx::proto::StringStringEntryProto {
+            key: Some("quantization".into()),
+            value: Some(
+                serde_json::json!({
+                    "scheme": "QDQ int8: uint8 activations (per tensor, asymmetric), int8 \
+                               weights (per output channel, symmetric), int32 biases",
+                    "calibration": dir.display().to_string(),
+                    "note": note,
+                })
+                .to_string(),
+            ),
+        });
+        int8_note = format!("; int8: {note}");
+    }
+    let bytes = prost::Message::encode_to_vec(&model);
     let output = format!(
         "logits [N, classes] and probabilities [N, classes]: {}",
         match ensemble.members.len() {
@@ -257,7 +298,8 @@ fn onnx(cfg: &ExportConfig, ensemble: &Ensemble, args: &ExportArgs) -> Result<()
     write_atomic(&cfg.preprocessing, text.as_bytes())?;
     println!(
         "wrote {} (ONNX opset {}, {} {}, input [{}, 3, {s}, {s}], outputs logits and \
-         probabilities, {} classes, {:.1} MB) and {} (its preprocessing)",
+         probabilities, {} classes, {:.1} MB; run op by op, probabilities within {diff:.1e} of \
+         the network's{int8_note}) and {} (its preprocessing)",
         cfg.out.display(),
         opts.opset,
         meta.arch,
@@ -271,6 +313,62 @@ fn onnx(cfg: &ExportConfig, ensemble: &Ensemble, args: &ExportArgs) -> Result<()
         cfg.preprocessing.display()
     );
     Ok(())
+}
+
+/// Most images int8 calibration reads.
+const CALIBRATION_IMAGES: usize = 300;
+
+/// The QDQ int8 graph of `graph`, calibrated on the images under `dir`, and a line on how its
+/// top-1 agrees with the float graph's on them.
+fn quantize(
+    ensemble: &Ensemble,
+    graph: &crate::onnx::proto::GraphProto,
+    dir: &std::path::Path,
+) -> Result<(crate::onnx::proto::GraphProto, String)> {
+    let (mut files, _) = crate::data::folder::find_images(dir)
+        .with_context(|| format!("--calib {}", dir.display()))?;
+    files.sort();
+    files.truncate(CALIBRATION_IMAGES);
+    if files.is_empty() {
+        bail!("--calib {}: no images there", dir.display());
+    }
+    let meta = ensemble.meta();
+    let t = crate::data::transform::EvalTransform {
+        image_size: meta.image_size as u32,
+        normalization: meta.normalization,
+    };
+    let mut batches = vec![];
+    for chunk in files.chunks(8) {
+        let imgs = chunk
+            .iter()
+            .map(|f| crate::data::image::load_rgb(f))
+            .collect::<Result<Vec<_>>>()
+            .with_context(|| format!("--calib {}", dir.display()))?;
+        batches.push(t.batch(&imgs)?);
+    }
+    let mut ranges = crate::onnx::quantize::Ranges::default();
+    for b in &batches {
+        ranges.observe(graph, b)?;
+    }
+    let q = crate::onnx::quantize::qdq(graph, &ranges)?;
+    let (mut same, mut n) = (0usize, 0usize);
+    for b in &batches {
+        let top = |g: &crate::onnx::proto::GraphProto| -> Result<Vec<i64>> {
+            let v = crate::onnx::eval::run(g, b)?;
+            let p = v.get("probabilities").context("no probabilities")?;
+            Ok(Vec::<i64>::try_from(p.f_argmax(1, false)?)?)
+        };
+        let (a, c) = (top(graph)?, top(&q)?);
+        same += a.iter().zip(&c).filter(|(x, y)| x == y).count();
+        n += a.len();
+    }
+    let note = format!(
+        "calibrated on {} images of {}; top-1 agrees with fp32 on {same} of {n} ({:.1} %)",
+        files.len(),
+        dir.display(),
+        100.0 * same as f64 / n as f64
+    );
+    Ok((q, note))
 }
 
 /// What the exported module computes: a member's logits, or an ensemble's log mean probability.

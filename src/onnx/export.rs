@@ -7,7 +7,6 @@
 //! ensemble's temperature, and its `logits` their log (whose softmax gives them back).
 
 use anyhow::{Context, Result};
-use prost::Message;
 use serde_json::json;
 
 use super::proto::{
@@ -202,9 +201,4 @@ pub fn model(ensemble: &Ensemble, opts: Options) -> Result<ModelProto> {
             .collect(),
         ..Default::default()
     })
-}
-
-/// The model's bytes.
-pub fn bytes(ensemble: &Ensemble, opts: Options) -> Result<Vec<u8>> {
-    Ok(model(ensemble, opts)?.encode_to_vec())
 }

@@ -5,7 +5,9 @@
 //! protox and prost-build). Spec: https://onnx.ai/onnx/intro/concepts.html and the operator
 //! reference https://onnx.ai/onnx/operators/ (opset 17 by default).
 
+pub mod eval;
 pub mod export;
+pub mod quantize;
 
 use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Measures an int8 model `inception export --format onnx --int8` wrote against the fp32 one, in
+ONNX Runtime (CPU, full graph optimisation), on images the tool preprocessed, and against ONNX
+Runtime's own post-training static quantisation of the fp32 model (quantize_static, QDQ,
+per-channel, MinMax on the same calibration images) as a reference of the same idea:
+
+  - onnx.checker.check_model(full_check=True) on the int8 model;
+  - top-1 agreement with fp32 and accuracy of fp32, int8 and the reference;
+  - the operators ONNX Runtime runs the int8 model with after optimisation (QLinearConv,
+    QGemm…: whether it fused the QDQ pairs into int8 kernels).
+
+Usage: onnx_int8_check.py FP32.onnx INT8.onnx IMAGES.f32 LABELS.i64 N S CALIB_N
+(IMAGES [N, 3, S, S] float32 little-endian, LABELS [N] int64; the first CALIB_N images are the
+calibration images both quantisations used). Prints one JSON object.
+"""
+
+import collections
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                      quantize_static)
+
+
+def session(path, optimized=None):
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if optimized:
+        so.optimized_model_filepath = optimized
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def top1(path, x, optimized=None):
+    sess = session(path, optimized)
+    out = [sess.run(["probabilities"], {"input": x[i:i + 8]})[0] for i in range(0, len(x), 8)]
+    return np.concatenate(out).argmax(1)
+
+
+class Reader(CalibrationDataReader):
+    def __init__(self, x):
+        self.batches = iter([{"input": x[i:i + 8]} for i in range(0, len(x), 8)])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+def main():
+    fp32, int8, x_file, y_file = sys.argv[1:5]
+    n, s, calib = (int(v) for v in sys.argv[5:8])
+    x = np.fromfile(x_file, dtype="<f4").reshape(n, 3, s, s)
+    y = np.fromfile(y_file, dtype="<i8")
+    onnx.checker.check_model(onnx.load(int8), full_check=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        optimized = os.path.join(tmp, "optimized.onnx")
+        a, b = top1(fp32, x), top1(int8, x, optimized)
+        ops = collections.Counter(node.op_type for node in onnx.load(optimized).graph.node)
+        reference = os.path.join(tmp, "reference.onnx")
+        quantize_static(fp32, reference, Reader(x[:calib]), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8)
+        r = top1(reference, x)
+    print(json.dumps({
+        "agreement": float((a == b).mean()),
+        "reference_agreement": float((a == r).mean()),
+        "accuracy_fp32": float((a == y).mean()),
+        "accuracy_int8": float((b == y).mean()),
+        "accuracy_reference": float((r == y).mean()),
+        "optimized_ops": dict(ops),
+    }))
+
+
+if __name__ == "__main__":
+    main()
