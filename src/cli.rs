@@ -198,6 +198,9 @@ pub struct ExportArgs {
     /// ONNX only: a symbolic batch dimension (`batch`) instead of batch 1.
     #[arg(long)]
     pub dynamic_batch: bool,
+    /// ONNX only: weights and arithmetic in float16 (input and outputs stay float32).
+    #[arg(long, conflicts_with = "int8")]
+    pub fp16: bool,
     /// ONNX only: post-training static int8 quantisation (QDQ: uint8 activations with the
     /// ranges the --calib images give, per-channel int8 weights, int32 biases).
     #[arg(long, requires = "calib")]

@@ -93,6 +93,11 @@ fn write_f32(path: &Path, t: &Tensor) {
 /// Exports `ckpts` as ONNX (dynamic batch) and checks it against the tool's logits and
 /// probabilities in ONNX Runtime; the check's JSON.
 fn export_and_check(dir: &Path, ckpts: &[&Path], extra: &[&str]) -> Value {
+    export_and_check_within(dir, ckpts, extra, None)
+}
+
+/// As [`export_and_check`], the outputs within `tol` (an fp16 model's) and the same top-1.
+fn export_and_check_within(dir: &Path, ckpts: &[&Path], extra: &[&str], tol: Option<f64>) -> Value {
     let out = dir.join(format!("model-{}.onnx", ckpts.len()));
     let mut args = vec!["export", "--format", "onnx", "--dynamic-batch", "--force"];
     for c in ckpts {
@@ -122,6 +127,7 @@ fn export_and_check(dir: &Path, ckpts: &[&Path], extra: &[&str]) -> Value {
         .arg(repo().join("scripts/onnx_check.py"))
         .args([&out, &xf, &zf, &pf])
         .args(["3", &c.to_string(), &meta.image_size.to_string()])
+        .args(tol.map(|t| t.to_string()))
         .output()
         .unwrap();
     assert!(
@@ -190,6 +196,25 @@ fn efficientnet_lite0_with_imagenet_weights_and_flip_averaging_in_onnx_runtime()
 }
 
 #[test]
+fn fp16_weights_and_arithmetic_give_the_tool_s_fp32_answers_within_a_stated_tolerance() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = inception::weights::published(Arch::EfficientnetLite0).unwrap();
+    let file = inception::weights::hub::cache_dir().unwrap().join(p.file);
+    let sd = inception::weights::read_state_dict(&file).unwrap();
+    let ck = checkpoint_of(dir.path(), "lite", Arch::EfficientnetLite0, 1000, 224, false, Flips::default(), Some(&sd));
+    // float16 keeps about 3 significant digits, and 50 layers of fp16 arithmetic add up: logits
+    // within 2 % + 0.1, probabilities within 0.02, the same top-1 of 1000 classes.
+    export_and_check_within(dir.path(), &[&ck], &["--fp16"], Some(2e-2));
+    // Two bytes a weight (BatchNorm's statistics are folded away).
+    let bytes = fs::metadata(dir.path().join("model-1.onnx")).unwrap().len() as usize;
+    let weights: usize = sd.values().map(|t| t.numel()).sum();
+    assert!(bytes < 2 * weights + 500_000, "fp16: {bytes} bytes for {weights} weights");
+    let sd = common::state_dict("googlenet_tf_10");
+    let ck = checkpoint_of(dir.path(), "g", Arch::Googlenet, 10, 224, true, Flips::default(), Some(&sd));
+    export_and_check_within(dir.path(), &[&ck], &["--fp16"], Some(2e-2));
+}
+
+#[test]
 fn a_calibrated_checkpoint_answers_its_probabilities_and_an_ensemble_the_mean_of_its_members() {
     use inception::trust::{Temperature, TrustRecord};
     let dir = tempfile::tempdir().unwrap();
@@ -234,6 +259,16 @@ fn bad_export_flags_get_one_clear_error_and_nothing_is_written() {
     assert!(err.contains("--opset 17: for --format onnx only"), "{err}");
     let err = assert_clean_failure(&run(&["--dynamic-batch"]));
     assert!(err.contains("--dynamic-batch: for --format onnx only"), "{err}");
+    let err = assert_clean_failure(&run(&["--fp16"]));
+    assert!(err.contains("--fp16: for --format onnx only"), "{err}");
+    // int8 needs its calibration images, and they must be there.
+    let o = run(&["--format", "onnx", "--int8"]);
+    assert_eq!(o.status.code(), Some(2), "clap's usage error");
+    assert!(stderr(&o).contains("--calib"), "{}", stderr(&o));
+    let empty = dir.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let err = assert_clean_failure(&run(&["--format", "onnx", "--int8", "--calib", empty.to_str().unwrap()]));
+    assert!(err.contains("--calib") && err.contains("no images"), "{err}");
     assert!(!out.exists());
     fs::write(&out, "mine").unwrap();
     let err = assert_clean_failure(&run(&["--format", "onnx"]));

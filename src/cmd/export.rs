@@ -48,6 +48,9 @@ impl ExportConfig {
             if args.int8 {
                 bail!("--int8: for --format onnx only");
             }
+            if args.fp16 {
+                bail!("--fp16: for --format onnx only");
+            }
         }
         if let Some(n) = args.opset {
             crate::onnx::Graph::new(n)?;
@@ -281,6 +284,20 @@ fn onnx(cfg: &ExportConfig, ensemble: &Ensemble, args: &ExportArgs) -> Result<()
         });
         int8_note = format!("; int8: {note}");
     }
+    if args.fp16 {
+        let graph = crate::onnx::half::fp16(model.graph.as_ref().context("no graph")?)?;
+        let values = crate::onnx::eval::run(&graph, &x).context("checking the fp16 graph")?;
+        let got = values.get("probabilities").context("no probabilities")?;
+        let d = got.f_sub(&want)?.f_abs()?.f_max()?.double_value(&[]);
+        if d.is_nan() || d > FP16_TOLERANCE {
+            bail!(
+                "the fp16 graph's probabilities differ from the network's by {d:.2e} (more \
+                 than {FP16_TOLERANCE:e}); nothing written"
+            );
+        }
+        model.graph = Some(graph);
+        int8_note = format!("; fp16: probabilities within {d:.1e} of fp32's");
+    }
     let bytes = prost::Message::encode_to_vec(&model);
     let output = format!(
         "logits [N, classes] and probabilities [N, classes]: {}",
@@ -314,6 +331,9 @@ fn onnx(cfg: &ExportConfig, ensemble: &Ensemble, args: &ExportArgs) -> Result<()
     );
     Ok(())
 }
+
+/// Largest difference of the fp16 graph's probabilities from the fp32 network's.
+pub const FP16_TOLERANCE: f64 = 1e-2;
 
 /// Most images int8 calibration reads.
 const CALIBRATION_IMAGES: usize = 300;

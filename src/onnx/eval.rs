@@ -2,7 +2,7 @@
 //! the export checks its graph against the network before writing it, and int8 calibration
 //! reads every activation's range from it. Only the operators the exporter writes are known
 //! (Conv, Relu, Clip, MaxPool, Concat, GlobalAveragePool, Flatten, Gemm, Add, Mul, Div, Slice,
-//! Mean, Softmax, Log, Identity, and the QuantizeLinear/DequantizeLinear pairs of an int8
+//! Mean, Softmax, Log, Identity, Cast, and the QuantizeLinear/DequantizeLinear pairs of an int8
 //! graph); anything else is an error naming it.
 
 use std::collections::HashMap;
@@ -45,6 +45,16 @@ pub fn tensor_of(t: &TensorProto) -> Result<Tensor> {
                 .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
                 .collect();
             Tensor::f_from_slice(&v)?
+        }
+        // float16 weights, computed with in float32 (their values exactly).
+        Some(d) if d == DataType::Float16 as i32 => {
+            let v: Vec<i16> = raw
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            Tensor::f_from_slice(&v)?
+                .f_view_dtype(Kind::Half)?
+                .f_to_kind(Kind::Float)?
         }
         // Quantised weights, zero points and biases, as float values (what they stand for
         // before their scale).
@@ -152,6 +162,13 @@ pub fn run(graph: &GraphProto, input: &Tensor) -> Result<HashMap<String, Tensor>
             "Softmax" => get(0)?.f_softmax(int(node, "axis").unwrap_or(-1), Kind::Float)?,
             "Log" => get(0)?.f_log()?,
             "Identity" => get(0)?.shallow_clone(),
+            // An fp16 graph runs in float32 here, each Cast to float16 rounding as it would.
+            "Cast" => match int(node, "to") {
+                Some(t) if t == DataType::Float16 as i64 => {
+                    get(0)?.f_to_kind(Kind::Half)?.f_to_kind(Kind::Float)?
+                }
+                _ => get(0)?.f_to_kind(Kind::Float)?,
+            },
             "QuantizeLinear" => {
                 // uint8 activations: clamp(round(x / s) + zp, 0, 255), kept as float values.
                 let (s, zp) = (get(1)?, get(2)?);

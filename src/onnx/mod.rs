@@ -7,6 +7,7 @@
 
 pub mod eval;
 pub mod export;
+pub mod half;
 pub mod quantize;
 
 use anyhow::{bail, Context, Result};
