@@ -15,7 +15,8 @@ probabilities: decoding, preprocessing and the network, as the PyTorch loop), an
 `inception predict one.jpg` from process start to answer, against a Python script that loads
 the same weights (the checkpoint is a safetensors state_dict) and predicts the same image.
 
-ONNX Runtime: the tool's network exported with `inception export --format onnx` (fp32), run
+ONNX Runtime: the tool's network exported with `inception export --format onnx` (fp32, and
+int8 with `--int8 --calib DATA`), run
 by ONNX Runtime's CPU execution provider at full graph optimisation with threads = cores, over
 the same loader at batch 32 and 1, beside `inception eval` at those batches, and a cold
 one-photo predict from a Python script (onnx and onnxruntime from .deps/onnx).
@@ -284,6 +285,10 @@ def main():
         model_onnx = os.path.join(tmp, "model.onnx")
         run([args.bin, "export", "--format", "onnx", "--dynamic-batch", "--checkpoint", ckpt,
              "--out", model_onnx], cwd=tmp)
+        # int8, calibrated on the first 300 images of the data (sorted by path).
+        model_int8 = os.path.join(tmp, "model-int8.onnx")
+        run([args.bin, "export", "--format", "onnx", "--dynamic-batch", "--checkpoint", ckpt,
+             "--out", model_int8, "--int8", "--calib", args.data], cwd=tmp)
         infer_rows = []
         for b in [args.batch, 1]:
             for name, prec in [("inception eval fp32", ["--precision", "fp32"]),
@@ -294,6 +299,8 @@ def main():
                 infer_rows.append((name, b, ev["images_per_s"]))
             infer_rows.append(("ONNX Runtime fp32 (CPU EP, full optimisation)", b,
                                ort_infer(model_onnx, args.data, b, args.size)))
+            infer_rows.append(("ONNX Runtime int8 (the tool's QDQ export)", b,
+                               ort_infer(model_int8, args.data, b, args.size)))
             print(f"  measured inference at batch {b}", file=sys.stderr)
         ort_script = os.path.join(tmp, "ort_predict_one.py")
         with open(ort_script, "w") as f:

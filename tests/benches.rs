@@ -85,12 +85,12 @@ fn side_by_side_measures_every_row_on_a_folder_that_also_holds_a_licence_file() 
         .skip(1)
         .take_while(|l| !l.trim().is_empty())
         .collect();
-    assert_eq!(infer.len(), 6, "{out}");
+    assert_eq!(infer.len(), 8, "{out}");
     for row in &infer {
         let f: Vec<&str> = row.split_whitespace().rev().take(3).collect();
         let (ratio, rate): (f64, f64) = (f[0].parse().unwrap(), f[1].parse().unwrap());
         assert!(rate > 0.0 && ratio > 0.0, "{row}");
-        if row.starts_with("ONNX Runtime") {
+        if row.starts_with("ONNX Runtime fp32") {
             assert_eq!(f[0], "1.00", "{row}");
         }
     }
