@@ -235,6 +235,9 @@ def main():
     ap.add_argument("--epochs", type=int, default=3, help="inception training epochs (the last two are timed)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args()
+    # The tool runs in a temporary folder: paths as given (make bench's data/monkeypox) would
+    # not resolve there.
+    args.data, args.bin = os.path.abspath(args.data), os.path.abspath(args.bin)
     torch.set_num_threads(os.cpu_count() or 1)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     flags = next((l for l in open("/proc/cpuinfo") if l.startswith("flags")), "")

@@ -40,7 +40,9 @@ fn side_by_side_measures_every_row_on_a_folder_that_also_holds_a_licence_file() 
     );
     let o = cmd
         .arg(repo().join("benches/side_by_side.py"))
-        .args(["--data", data.to_str().unwrap()])
+        // Relative, as make bench gives it (data/monkeypox).
+        .current_dir(dir.path())
+        .args(["--data", "data"])
         .args(["--bin", env!("CARGO_BIN_EXE_inception")])
         .args(["--steps", "2", "--size", "64", "--batch", "4", "--epochs", "2"])
         .output()

@@ -405,3 +405,34 @@ pub fn fold_bn(
     let b = b.f_mul(&scale)?.f_add(&d(beta)?)?;
     Ok((w, b))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ceil_mode_pool_whose_last_window_starts_in_the_padding_is_refused() {
+        let mut g = Graph::new(DEFAULT_OPSET).unwrap();
+        let x = Value {
+            name: "x".into(),
+            shape: [8, 5, 5],
+        };
+        // 5 px, 2×2/2, padding 1: PyTorch's ceil mode drops the window that would start at 6
+        // (in the padding) and gives 3; ONNX's rule gives 4.
+        let err = g.max_pool(&x, 2, 2, 1, true).unwrap_err().to_string();
+        assert!(err.contains("PyTorch drops (3) and ONNX keeps (4)"), "{err}");
+        // Without padding, or one pixel more, both agree.
+        assert_eq!(g.max_pool(&x, 3, 2, 0, true).unwrap().shape, [8, 2, 2]);
+        let y = Value {
+            name: "y".into(),
+            shape: [8, 6, 6],
+        };
+        assert_eq!(g.max_pool(&y, 2, 2, 1, true).unwrap().shape, [8, 4, 4]);
+    }
+
+    #[test]
+    fn opsets_outside_what_is_written_are_refused() {
+        assert!(Graph::new(12).is_err() && Graph::new(22).is_err());
+        assert!(Graph::new(13).is_ok() && Graph::new(21).is_ok());
+    }
+}
