@@ -5,7 +5,11 @@ Runtime's own post-training static quantisation of the fp32 model (quantize_stat
 per-channel, MinMax on the same calibration images) as a reference of the same idea:
 
   - onnx.checker.check_model(full_check=True) on the int8 model;
-  - top-1 agreement with fp32 and accuracy of fp32, int8 and the reference;
+  - top-1 agreement with fp32 and accuracy of fp32, int8 and the references: ONNX Runtime's
+    default (int8 weights, U8S8) and its saturation-free U8U8 (symmetric uint8 weights);
+  - whether this CPU's U8S8 kernels saturated on the int8 model: its top-1 against its twin
+    with the same weights stored as uint8 (+128, zero point 128), which ONNX Runtime runs with
+    U8U8 kernels that cannot saturate (`twin_equal`, 1 when nothing saturated);
   - the operators ONNX Runtime runs the int8 model with after optimisation (QLinearConv,
     QGemm…: whether it fused the QDQ pairs into int8 kernels).
 
@@ -22,6 +26,7 @@ import tempfile
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 import onnxruntime as ort
 from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                       quantize_static)
@@ -39,6 +44,16 @@ def top1(path, x, optimized=None):
     sess = session(path, optimized)
     out = [sess.run(["probabilities"], {"input": x[i:i + 8]})[0] for i in range(0, len(x), 8)]
     return np.concatenate(out).argmax(1)
+
+
+def as_u8u8(model):
+    """The model with every int8 initialiser (quantised weights and their zero points) as
+    uint8 + 128: the same numbers, run by ONNX Runtime's U8U8 kernels."""
+    for i, t in enumerate(model.graph.initializer):
+        if t.data_type == onnx.TensorProto.INT8:
+            a = numpy_helper.to_array(t).astype(np.int16) + 128
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(a.astype(np.uint8), t.name))
+    return model
 
 
 class Reader(CalibrationDataReader):
@@ -59,14 +74,23 @@ def main():
         optimized = os.path.join(tmp, "optimized.onnx")
         a, b = top1(fp32, x), top1(int8, x, optimized)
         ops = collections.Counter(node.op_type for node in onnx.load(optimized).graph.node)
-        reference = os.path.join(tmp, "reference.onnx")
-        quantize_static(fp32, reference, Reader(x[:calib]), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8)
-        r = top1(reference, x)
+        twin = os.path.join(tmp, "twin.onnx")
+        onnx.save(as_u8u8(onnx.load(int8)), twin)
+        t = top1(twin, x)
+        refs = {}
+        for name, weights, extra in [("u8s8", QuantType.QInt8, {}),
+                                     ("u8u8", QuantType.QUInt8, {"WeightSymmetric": True})]:
+            reference = os.path.join(tmp, f"reference-{name}.onnx")
+            quantize_static(fp32, reference, Reader(x[:calib]), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8,
+                            weight_type=weights, extra_options=extra)
+            refs[name] = top1(reference, x)
+        r = refs["u8u8"]
     print(json.dumps({
         "agreement": float((a == b).mean()),
         "reference_agreement": float((a == r).mean()),
+        "reference_u8s8_agreement": float((a == refs["u8s8"]).mean()),
+        "twin_equal": float((b == t).mean()),
         "accuracy_fp32": float((a == y).mean()),
         "accuracy_int8": float((b == y).mean()),
         "accuracy_reference": float((r == y).mean()),

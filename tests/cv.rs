@@ -346,7 +346,9 @@ fn cv_partitions_the_patients_predicts_every_image_once_and_its_statistics_recom
         .collect();
     let pos = labels.iter().filter(|&&y| y == 0).count();
     let caught = (0..rows.len())
-        .filter(|&i| labels[i] == 0 && p_cal[i] >= th)
+        // The threshold is one of these probabilities; this formula and the tool's softmax
+        // may differ in the last bit.
+        .filter(|&i| labels[i] == 0 && p_cal[i] >= th - 1e-12)
         .count();
     assert!(
         caught as f64 / pos as f64 >= 0.95,

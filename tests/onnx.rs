@@ -261,6 +261,22 @@ fn bad_export_flags_get_one_clear_error_and_nothing_is_written() {
     assert!(err.contains("--dynamic-batch: for --format onnx only"), "{err}");
     let err = assert_clean_failure(&run(&["--fp16"]));
     assert!(err.contains("--fp16: for --format onnx only"), "{err}");
+    for flags in [
+        vec!["--format", "onnx", "--fp16", "--int8", "--calib", "x"],
+        vec!["--format", "onnx", "--calib", "x"],
+    ] {
+        let o = run(&flags);
+        assert_eq!(o.status.code(), Some(2), "clap's usage error: {flags:?}");
+    }
+    // An ensemble in float16 would give −inf logits: refused.
+    let err = assert_clean_failure(&inception(
+        dir.path(),
+        &[
+            "export", "--format", "onnx", "--fp16", "--checkpoint", ck.to_str().unwrap(),
+            "--checkpoint", ck.to_str().unwrap(), "--out", out.to_str().unwrap(),
+        ],
+    ));
+    assert!(err.contains("--fp16 with an ensemble of 2"), "{err}");
     // int8 needs its calibration images, and they must be there.
     let o = run(&["--format", "onnx", "--int8"]);
     assert_eq!(o.status.code(), Some(2), "clap's usage error");
@@ -375,8 +391,16 @@ fn int8_agrees_with_fp32_on_msld_as_onnx_runtime_s_own_quantiser_does() {
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     eprintln!("int8 against fp32 on MSLD: {v}");
     let f = |k: &str| v[k].as_f64().unwrap();
-    assert!(f("agreement") >= 0.98, "{v}");
-    assert!((f("accuracy_int8") - f("accuracy_fp32")).abs() <= 0.01 + 1e-12, "{v}");
+    // No U8S8 kernel of this CPU saturated: the same weights run by U8U8 kernels, which cannot,
+    // give the same answers (ONNX Runtime's default int8 weights fell to 84 % on a CPU
+    // without VNNI).
+    assert!(f("twin_equal") >= 0.99, "the int8 graph saturated on this CPU: {v}");
+    // Weights whose neighbours could saturate take a coarser scale: within three points of
+    // fp32's top-1 and two of its accuracy (97.8 % and 1.1 on 2026-12-06), and no further from
+    // fp32 than ONNX Runtime's own saturation-free quantiser (U8U8) by more than two images.
+    assert!(f("agreement") >= 0.97, "{v}");
+    assert!((f("accuracy_int8") - f("accuracy_fp32")).abs() <= 0.02 + 1e-12, "{v}");
+    assert!(f("agreement") >= f("reference_agreement") - 2.0 / n as f64 - 1e-12, "{v}");
     // ONNX Runtime runs it with its int8 kernels: the QDQ pairs fused away.
     let ops = &v["optimized_ops"];
     let int8_ops = ["QLinearConv", "QGemm", "QLinearAdd", "QLinearGlobalAveragePool"]
@@ -384,6 +408,4 @@ fn int8_agrees_with_fp32_on_msld_as_onnx_runtime_s_own_quantiser_does() {
         .filter_map(|k| ops[k].as_u64())
         .sum::<u64>();
     assert!(int8_ops >= 30, "ONNX Runtime did not fuse the QDQ graph into int8 kernels: {ops}");
-    // The reference quantiser lands where the tool's does.
-    assert!(f("reference_agreement") >= 0.98, "{v}");
 }

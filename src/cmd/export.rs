@@ -285,6 +285,14 @@ fn onnx(cfg: &ExportConfig, ensemble: &Ensemble, args: &ExportArgs) -> Result<()
         int8_note = format!("; int8: {note}");
     }
     if args.fp16 {
+        if ensemble.members.len() > 1 {
+            bail!(
+                "--fp16 with an ensemble of {}: the log of its mean probability underflows in \
+                 float16 (a class below 6e-8 gets logit −inf); export it in fp32, or each \
+                 member with --fp16",
+                ensemble.members.len()
+            );
+        }
         let graph = crate::onnx::half::fp16(model.graph.as_ref().context("no graph")?)?;
         let values = crate::onnx::eval::run(&graph, &x).context("checking the fp16 graph")?;
         let got = values.get("probabilities").context("no probabilities")?;
@@ -296,7 +304,10 @@ fn onnx(cfg: &ExportConfig, ensemble: &Ensemble, args: &ExportArgs) -> Result<()
             );
         }
         model.graph = Some(graph);
-        int8_note = format!("; fp16: probabilities within {d:.1e} of fp32's");
+        int8_note = format!(
+            "; fp16, each operator's output rounded to float16: probabilities within {d:.1e} of \
+             the network's"
+        );
     }
     let bytes = prost::Message::encode_to_vec(&model);
     let output = format!(
@@ -315,8 +326,8 @@ fn onnx(cfg: &ExportConfig, ensemble: &Ensemble, args: &ExportArgs) -> Result<()
     write_atomic(&cfg.preprocessing, text.as_bytes())?;
     println!(
         "wrote {} (ONNX opset {}, {} {}, input [{}, 3, {s}, {s}], outputs logits and \
-         probabilities, {} classes, {:.1} MB; run op by op, probabilities within {diff:.1e} of \
-         the network's{int8_note}) and {} (its preprocessing)",
+         probabilities, {} classes, {:.1} MB; the fp32 graph run op by op: probabilities within \
+         {diff:.1e} of the network's{int8_note}) and {} (its preprocessing)",
         cfg.out.display(),
         opts.opset,
         meta.arch,
@@ -334,6 +345,10 @@ fn onnx(cfg: &ExportConfig, ensemble: &Ensemble, args: &ExportArgs) -> Result<()
 
 /// Largest difference of the fp16 graph's probabilities from the fp32 network's.
 pub const FP16_TOLERANCE: f64 = 1e-2;
+
+/// The least top-1 agreement with fp32, on the calibration images, an int8 graph is written
+/// with.
+const MIN_INT8_AGREEMENT: f64 = 0.9;
 
 /// Most images int8 calibration reads.
 const CALIBRATION_IMAGES: usize = 300;
@@ -382,11 +397,22 @@ fn quantize(
         same += a.iter().zip(&c).filter(|(x, y)| x == y).count();
         n += a.len();
     }
+    let agreement = same as f64 / n as f64;
+    if agreement < MIN_INT8_AGREEMENT {
+        bail!(
+            "--int8: the quantised graph's top-1 agrees with fp32's on only {same} of {n} \
+             calibration images ({:.1} %, less than {:.0} %); nothing written (more, or more \
+             varied, --calib images may help)",
+            100.0 * agreement,
+            100.0 * MIN_INT8_AGREEMENT
+        );
+    }
     let note = format!(
-        "calibrated on {} images of {}; top-1 agrees with fp32 on {same} of {n} ({:.1} %)",
+        "calibrated on {} images of {}; on them its top-1 agrees with fp32's on {same} of {n} \
+         ({:.1} %)",
         files.len(),
         dir.display(),
-        100.0 * same as f64 / n as f64
+        100.0 * agreement
     );
     Ok((q, note))
 }

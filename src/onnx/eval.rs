@@ -1,4 +1,5 @@
-//! Runs a graph this exporter wrote with libtorch, operator by operator, as ONNX defines them:
+//! Runs a graph this exporter wrote with libtorch, operator by operator, with the meaning ONNX
+//! gives them as far as the exporter uses them (a Slice is a flip, a MaxPool's pads symmetric):
 //! the export checks its graph against the network before writing it, and int8 calibration
 //! reads every activation's range from it. Only the operators the exporter writes are known
 //! (Conv, Relu, Clip, MaxPool, Concat, GlobalAveragePool, Flatten, Gemm, Add, Mul, Div, Slice,
@@ -82,8 +83,15 @@ pub fn tensor_of(t: &TensorProto) -> Result<Tensor> {
 pub fn run(graph: &GraphProto, input: &Tensor) -> Result<HashMap<String, Tensor>> {
     let _guard = tch::no_grad_guard();
     let mut values: HashMap<String, Tensor> = HashMap::new();
+    // Values of float16 type: every operator's output computed from one is rounded to float16,
+    // as an fp16 runtime stores it (an overflow past 65504 becomes inf).
+    let mut half: std::collections::HashSet<String> = Default::default();
     for t in &graph.initializer {
-        values.insert(t.name.clone().unwrap_or_default(), tensor_of(t)?);
+        let name = t.name.clone().unwrap_or_default();
+        if t.data_type == Some(DataType::Float16 as i32) {
+            half.insert(name.clone());
+        }
+        values.insert(name, tensor_of(t)?);
     }
     let input_name = graph
         .input
@@ -162,7 +170,7 @@ pub fn run(graph: &GraphProto, input: &Tensor) -> Result<HashMap<String, Tensor>
             "Softmax" => get(0)?.f_softmax(int(node, "axis").unwrap_or(-1), Kind::Float)?,
             "Log" => get(0)?.f_log()?,
             "Identity" => get(0)?.shallow_clone(),
-            // An fp16 graph runs in float32 here, each Cast to float16 rounding as it would.
+            // An fp16 graph runs in float32 here, every output rounded to float16 (below).
             "Cast" => match int(node, "to") {
                 Some(t) if t == DataType::Float16 as i64 => {
                     get(0)?.f_to_kind(Kind::Half)?.f_to_kind(Kind::Float)?
@@ -189,6 +197,17 @@ pub fn run(graph: &GraphProto, input: &Tensor) -> Result<HashMap<String, Tensor>
             other => bail!("operator {other} is not one this exporter writes"),
         };
         let out = node.output.first().context("a node without an output")?;
+        let to_half = match op {
+            "Cast" => int(node, "to") == Some(DataType::Float16 as i64),
+            _ => node.input.iter().any(|i| half.contains(i)),
+        };
+        let y = match to_half {
+            true => {
+                half.insert(out.clone());
+                y.f_to_kind(Kind::Half)?.f_to_kind(Kind::Float)?
+            }
+            false => y,
+        };
         values.insert(out.clone(), y);
     }
     Ok(values)
