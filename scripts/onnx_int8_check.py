@@ -9,7 +9,8 @@ per-channel, MinMax on the same calibration images) as a reference of the same i
     default (int8 weights, U8S8) and its saturation-free U8U8 (symmetric uint8 weights);
   - whether this CPU's U8S8 kernels saturated on the int8 model: its top-1 against its twin
     with the same weights stored as uint8 (+128, zero point 128), which ONNX Runtime runs with
-    U8U8 kernels that cannot saturate (`twin_equal`, 1 when nothing saturated);
+    U8U8 kernels that cannot saturate (`twin_equal`, 1 when nothing saturated), and the twin's
+    agreement and accuracy (what a CPU whose kernels cannot saturate gives);
   - the operators ONNX Runtime runs the int8 model with after optimisation (QLinearConv,
     QGemm…: whether it fused the QDQ pairs into int8 kernels).
 
@@ -91,6 +92,8 @@ def main():
         "reference_agreement": float((a == r).mean()),
         "reference_u8s8_agreement": float((a == refs["u8s8"]).mean()),
         "twin_equal": float((b == t).mean()),
+        "twin_agreement": float((a == t).mean()),
+        "accuracy_twin": float((t == y).mean()),
         "accuracy_fp32": float((a == y).mean()),
         "accuracy_int8": float((b == y).mean()),
         "accuracy_reference": float((r == y).mean()),

@@ -209,6 +209,11 @@ pub struct ExportArgs {
     /// preprocessed as eval does.
     #[arg(long, value_name = "DIR", requires = "int8")]
     pub calib: Option<PathBuf>,
+    /// With --int8: weights at the full int8 range, for CPUs whose int8 kernels cannot saturate
+    /// (x86 with AVX-512 VNNI or AVX-VNNI, ARM); without it a channel whose neighbouring
+    /// weights could saturate an x86 CPU without VNNI takes a coarser scale (about one bit).
+    #[arg(long, requires = "int8")]
+    pub full_range: bool,
 }
 
 #[derive(Debug, Args)]

@@ -268,7 +268,12 @@ fn onnx(cfg: &ExportConfig, ensemble: &Ensemble, args: &ExportArgs) -> Result<()
     let mut model = model;
     let mut int8_note = String::new();
     if let Some(dir) = args.calib.as_ref().filter(|_| args.int8) {
-        let (graph, note) = quantize(ensemble, model.graph.as_ref().context("no graph")?, dir)?;
+        let weights = match args.full_range {
+            true => crate::onnx::quantize::Weights::FullRange,
+            false => crate::onnx::quantize::Weights::NoSaturation,
+        };
+        let graph = model.graph.as_ref().context("no graph")?;
+        let (graph, note) = quantize(ensemble, graph, dir, weights)?;
         model.graph = Some(graph);
         model.metadata_props.push(crate::onnx::proto::StringStringEntryProto {
             key: Some("quantization".into()),
@@ -276,6 +281,12 @@ fn onnx(cfg: &ExportConfig, ensemble: &Ensemble, args: &ExportArgs) -> Result<()
                 serde_json::json!({
                     "scheme": "QDQ int8: uint8 activations (per tensor, asymmetric), int8 \
                                weights (per output channel, symmetric), int32 biases",
+                    "weights": match weights {
+                        crate::onnx::quantize::Weights::FullRange => "full range: saturates \
+                            on x86 CPUs without VNNI",
+                        crate::onnx::quantize::Weights::NoSaturation => "no pair of \
+                            neighbouring weights can saturate a uint8 x int8 kernel",
+                    },
                     "calibration": dir.display().to_string(),
                     "note": note,
                 })
@@ -359,6 +370,7 @@ fn quantize(
     ensemble: &Ensemble,
     graph: &crate::onnx::proto::GraphProto,
     dir: &std::path::Path,
+    weights: crate::onnx::quantize::Weights,
 ) -> Result<(crate::onnx::proto::GraphProto, String)> {
     let (mut files, _) = crate::data::folder::find_images(dir)
         .with_context(|| format!("--calib {}", dir.display()))?;
@@ -385,7 +397,7 @@ fn quantize(
     for b in &batches {
         ranges.observe(graph, b)?;
     }
-    let q = crate::onnx::quantize::qdq(graph, &ranges)?;
+    let q = crate::onnx::quantize::qdq(graph, &ranges, weights)?;
     let (mut same, mut n) = (0usize, 0usize);
     for b in &batches {
         let top = |g: &crate::onnx::proto::GraphProto| -> Result<Vec<i64>> {

@@ -29,6 +29,16 @@ pub const WEIGHT_QMAX: f64 = 127.0;
 /// weights everywhere (ONNX Runtime's `reduce_range`) into 94 %.
 pub const WEIGHT_PAIR_MAX: f64 = 127.0;
 
+/// How weights are scaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    /// max|w|/127, or coarser where neighbouring weights could saturate ([`WEIGHT_PAIR_MAX`]):
+    /// right on every CPU.
+    NoSaturation,
+    /// max|w|/127 everywhere: for CPUs whose int8 kernels cannot saturate (VNNI, ARM).
+    FullRange,
+}
+
 /// The largest |w₂ⱼ| + |w₂ⱼ₊₁| of each output channel of a weight `[C, …]`: the pairs of
 /// neighbours along the reduction, in both orders ONNX Runtime may lay a convolution's reduction
 /// out in (input channel outermost, as ONNX stores it, or innermost, as its NHWC kernels do).
@@ -114,8 +124,8 @@ fn node(op: &str, inputs: &[&str], output: &str, axis: Option<i64>) -> NodeProto
 /// Operators whose float inputs are quantised.
 const QUANTISED: [&str; 6] = ["Conv", "Gemm", "MaxPool", "Concat", "GlobalAveragePool", "Add"];
 
-/// The QDQ graph of `graph` with activation ranges `ranges`.
-pub fn qdq(graph: &GraphProto, ranges: &Ranges) -> Result<GraphProto> {
+/// The QDQ graph of `graph` with activation ranges `ranges`, weights scaled as `scheme` says.
+pub fn qdq(graph: &GraphProto, ranges: &Ranges, scheme: Weights) -> Result<GraphProto> {
     let mut g = graph.clone();
     let weights: HashMap<String, TensorProto> = g
         .initializer
@@ -196,9 +206,13 @@ pub fn qdq(graph: &GraphProto, ranges: &Ranges) -> Result<GraphProto> {
                 let w = eval::tensor_of(&weights[&w_name])?;
                 let c = w.size()[0];
                 let absmax = w.f_abs()?.f_reshape([c, -1])?.f_amax(&[1i64][..], false)?; // [C]
-                let scale_w = absmax
-                    .f_div_scalar(WEIGHT_QMAX)?
-                    .f_maximum(&pair_sums(&w)?.f_div_scalar(WEIGHT_PAIR_MAX)?)?;
+                let scale_w = absmax.f_div_scalar(WEIGHT_QMAX)?;
+                let scale_w = match scheme {
+                    Weights::NoSaturation => {
+                        scale_w.f_maximum(&pair_sums(&w)?.f_div_scalar(WEIGHT_PAIR_MAX)?)?
+                    }
+                    Weights::FullRange => scale_w,
+                };
                 // A channel of zero weights takes scale 1 (as ONNX Runtime's quantiser does), so
                 // that its bias keeps a scale it can be written at.
                 let scale_w = scale_w.f_where_self(&absmax.f_gt(0.0)?, &absmax.f_ones_like()?)?;
