@@ -240,6 +240,14 @@ fn interface(ensemble: &Ensemble, format: &'static str, output: String) -> Inter
 
 /// `--format onnx`: the model written by [`crate::onnx::export`], then OUT.json.
 fn onnx(cfg: &ExportConfig, ensemble: &Ensemble, args: &ExportArgs) -> Result<()> {
+    if args.fp16 && ensemble.members.len() > 1 {
+        bail!(
+            "--fp16 with an ensemble of {}: the log of its mean probability underflows in \
+             float16 (a class below 6e-8 gets logit −inf); export it in fp32, or each member \
+             with --fp16",
+            ensemble.members.len()
+        );
+    }
     let opts = crate::onnx::export::Options {
         opset: args.opset.unwrap_or(crate::onnx::DEFAULT_OPSET),
         dynamic_batch: args.dynamic_batch,
@@ -281,12 +289,7 @@ fn onnx(cfg: &ExportConfig, ensemble: &Ensemble, args: &ExportArgs) -> Result<()
                 serde_json::json!({
                     "scheme": "QDQ int8: uint8 activations (per tensor, asymmetric), int8 \
                                weights (per output channel, symmetric), int32 biases",
-                    "weights": match weights {
-                        crate::onnx::quantize::Weights::FullRange => "full range: saturates \
-                            on x86 CPUs without VNNI",
-                        crate::onnx::quantize::Weights::NoSaturation => "no pair of \
-                            neighbouring weights can saturate a uint8 x int8 kernel",
-                    },
+                    "weights": weights.describe(),
                     "calibration": dir.display().to_string(),
                     "note": note,
                 })
@@ -296,14 +299,6 @@ fn onnx(cfg: &ExportConfig, ensemble: &Ensemble, args: &ExportArgs) -> Result<()
         int8_note = format!("; int8: {note}");
     }
     if args.fp16 {
-        if ensemble.members.len() > 1 {
-            bail!(
-                "--fp16 with an ensemble of {}: the log of its mean probability underflows in \
-                 float16 (a class below 6e-8 gets logit −inf); export it in fp32, or each \
-                 member with --fp16",
-                ensemble.members.len()
-            );
-        }
         let graph = crate::onnx::half::fp16(model.graph.as_ref().context("no graph")?)?;
         let values = crate::onnx::eval::run(&graph, &x).context("checking the fp16 graph")?;
         let got = values.get("probabilities").context("no probabilities")?;

@@ -39,6 +39,18 @@ pub enum Weights {
     FullRange,
 }
 
+impl Weights {
+    /// What the model's metadata says of its weights.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Weights::NoSaturation => {
+                "no pair of neighbouring weights can saturate a uint8 x int8 kernel"
+            }
+            Weights::FullRange => "full range: saturates on x86 CPUs without VNNI",
+        }
+    }
+}
+
 /// The largest |w₂ⱼ| + |w₂ⱼ₊₁| of each output channel of a weight `[C, …]`: the pairs of
 /// neighbours along the reduction, in both orders ONNX Runtime may lay a convolution's reduction
 /// out in (input channel outermost, as ONNX stores it, or innermost, as its NHWC kernels do).
