@@ -86,7 +86,10 @@ fn main() -> Result<()> {
     let cv_json = fs::read_to_string(small.join("cv.json"))?;
     fs::write(big.join("cv.json"), cv_json.replace(&dataset, &big_data))?;
     for f in 0..3 {
-        let (from, to) = (small.join(format!("fold-{f}")), big.join(format!("fold-{f}")));
+        let (from, to) = (
+            small.join(format!("fold-{f}")),
+            big.join(format!("fold-{f}")),
+        );
         fs::create_dir_all(&to)?;
         for e in fs::read_dir(&from)? {
             let e = e?;
@@ -118,8 +121,14 @@ fn main() -> Result<()> {
 
     let (t_small, b_small) = report(dir, &small, &dir.join("small.html"))?;
     let (t_big, b_big) = report(dir, &big, &dir.join("big.html"))?;
-    println!("report of a cv of 183 images:    {t_small:6.2} s, {:7.0} kB", b_small as f64 / 1e3);
-    println!("report of a cv of {n} images: {t_big:6.2} s, {:7.0} kB", b_big as f64 / 1e3);
+    println!(
+        "report of a cv of 183 images:    {t_small:6.2} s, {:7.0} kB",
+        b_small as f64 / 1e3
+    );
+    println!(
+        "report of a cv of {n} images: {t_big:6.2} s, {:7.0} kB",
+        b_big as f64 / 1e3
+    );
     println!(
         "ratio 10,000 / 183 images: time {:.2}×, size {:.2}× (images {:.0}×)",
         t_big / t_small,

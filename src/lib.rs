@@ -17,7 +17,8 @@
 //!   card), gathered from a run or a cv folder.
 //! - [`device`]: `--device` resolution; [`precision`]: `--precision` and channels-last.
 //! - [`runtime`]: process-wide allocator settings for speed; [`system`]: what this installation
-//!   has (libtorch, CPU, CUDA devices), for `doctor`.
+//!   has (libtorch, CPU, CUDA devices), for `doctor`; [`text`]: names quoted from files, made
+//!   safe to print.
 
 pub mod checkpoint;
 pub mod cli;
@@ -38,6 +39,7 @@ pub mod report;
 pub mod runtime;
 pub mod serve;
 pub mod system;
+pub mod text;
 pub mod train;
 pub mod trust;
 pub mod weights;

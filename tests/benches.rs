@@ -44,7 +44,9 @@ fn side_by_side_measures_every_row_on_a_folder_that_also_holds_a_licence_file() 
         .current_dir(dir.path())
         .args(["--data", "data"])
         .args(["--bin", env!("CARGO_BIN_EXE_inception")])
-        .args(["--steps", "2", "--size", "64", "--batch", "4", "--epochs", "2"])
+        .args([
+            "--steps", "2", "--size", "64", "--batch", "4", "--epochs", "2",
+        ])
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);

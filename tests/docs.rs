@@ -114,7 +114,11 @@ fn parse(file: &Path) -> (Vec<Block>, Vec<(usize, String)>) {
             }
         }
     }
-    assert!(open.is_none(), "{}: a code fence is never closed", rel(file));
+    assert!(
+        open.is_none(),
+        "{}: a code fence is never closed",
+        rel(file)
+    );
     (blocks, prose)
 }
 
@@ -265,7 +269,10 @@ fn every_relative_link_and_anchor_resolves() {
             }
         }
     }
-    assert!(checked > 20, "only {checked} links found: the parser lost them");
+    assert!(
+        checked > 20,
+        "only {checked} links found: the parser lost them"
+    );
     assert!(bad.is_empty(), "\n{}", bad.join("\n"));
 }
 
@@ -298,7 +305,11 @@ fn every_subcommand_has_a_page_that_opens_with_its_help_and_the_index_lists_it()
     }
     // And every page under docs/ is in the index.
     for p in pages().iter().skip(1) {
-        let r = p.strip_prefix(root.join("docs")).unwrap().display().to_string();
+        let r = p
+            .strip_prefix(root.join("docs"))
+            .unwrap()
+            .display()
+            .to_string();
         if r != "SUMMARY.md" && !summary.contains(&format!("({r})")) {
             bad.push(format!("docs/SUMMARY.md does not list {r}"));
         }
@@ -346,7 +357,10 @@ fn the_config_table_lists_exactly_the_config_fields() {
             serde_json::Value::Object(m) => m.keys().cloned().collect(),
             v => panic!("the config is not an object: {v}"),
         };
-    assert_eq!(listed, fields, "docs/config.md's table against TrainConfig's fields");
+    assert_eq!(
+        listed, fields,
+        "docs/config.md's table against TrainConfig's fields"
+    );
 }
 
 #[test]
@@ -354,7 +368,10 @@ fn the_readme_is_short_and_the_make_targets_it_names_exist() {
     let root = common::repo();
     let readme = fs::read_to_string(root.join("README.md")).unwrap();
     let n = readme.lines().count();
-    assert!(n <= README_LINES, "README.md has {n} lines, more than {README_LINES}");
+    assert!(
+        n <= README_LINES,
+        "README.md has {n} lines, more than {README_LINES}"
+    );
     let makefile = fs::read_to_string(root.join("Makefile")).unwrap();
     let targets: BTreeSet<&str> = makefile
         .lines()
@@ -391,7 +408,10 @@ fn the_readme_is_short_and_the_make_targets_it_names_exist() {
         .filter(|(_, t)| !targets.contains(t.as_str()))
         .map(|(p, t)| format!("{p}: make {t}"))
         .collect();
-    assert!(missing.is_empty(), "no such make target: {missing:?} (targets: {targets:?})");
+    assert!(
+        missing.is_empty(),
+        "no such make target: {missing:?} (targets: {targets:?})"
+    );
 }
 
 /// The folder every page's commands start from, made once: data, configs, a photo and a
@@ -436,7 +456,10 @@ fn base() -> &'static Path {
         ];
         let o = run_in(dir.path(), &[&train[..], &smoke[..]].concat());
         assert!(o.0, "training the docs' model: {}", o.1);
-        println!("{:6.1} s  the docs' cv and model", started.elapsed().as_secs_f64());
+        println!(
+            "{:6.1} s  the docs' cv and model",
+            started.elapsed().as_secs_f64()
+        );
         dir
     })
     .path()
@@ -457,7 +480,12 @@ fn copy_tree(from: &Path, to: &Path) {
             fs::copy(&p, &q).unwrap();
             // "The most recent run" is by modification time: keep it.
             let when = fs::metadata(&p).unwrap().modified().unwrap();
-            fs::File::options().write(true).open(&q).unwrap().set_modified(when).unwrap();
+            fs::File::options()
+                .write(true)
+                .open(&q)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
         }
     }
 }
@@ -514,7 +542,9 @@ fn every_console_block_runs_as_shown() {
         copy_tree(base(), dir.path());
         let cwd = fs::canonicalize(dir.path()).unwrap();
         let mut redactions = snapbox::Redactions::new();
-        redactions.insert("[CWD]", cwd.display().to_string()).unwrap();
+        redactions
+            .insert("[CWD]", cwd.display().to_string())
+            .unwrap();
         redactions
             .insert("[VERSION]", env!("CARGO_PKG_VERSION"))
             .unwrap();
@@ -562,10 +592,19 @@ fn every_console_block_runs_as_shown() {
                             .lines()
                             .enumerate()
                             .map(|(i, new)| match old.get(i) {
-                                Some(o) if o.contains("[..]") && snapbox::Assert::new()
-                                    .redact_with(redactions.clone())
-                                    .try_eq(None, snapbox::Data::text(new), snapbox::Data::text(*o))
-                                    .is_ok() => o.to_string(),
+                                Some(o)
+                                    if o.contains("[..]")
+                                        && snapbox::Assert::new()
+                                            .redact_with(redactions.clone())
+                                            .try_eq(
+                                                None,
+                                                snapbox::Data::text(new),
+                                                snapbox::Data::text(*o),
+                                            )
+                                            .is_ok() =>
+                                {
+                                    o.to_string()
+                                }
                                 _ => new.to_string(),
                             })
                             .collect();
@@ -634,13 +673,18 @@ fn every_inception_line_that_is_not_run_names_a_real_subcommand_and_its_flags() 
                     .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
                     .collect();
                 let known = flag == "help"
-                    || sub.get_arguments().any(|a| a.get_long() == Some(flag.as_str()));
+                    || sub
+                        .get_arguments()
+                        .any(|a| a.get_long() == Some(flag.as_str()));
                 if !flag.is_empty() && !known {
                     bad.push(format!("{at}: `inception {name}` has no --{flag}"));
                 }
             }
         }
     }
-    assert!(checked > 20, "only {checked} lines checked: the parser lost them");
+    assert!(
+        checked > 20,
+        "only {checked} lines checked: the parser lost them"
+    );
     assert!(bad.is_empty(), "\n{}", bad.join("\n"));
 }

@@ -75,10 +75,14 @@ fn photos(meta: &Meta) -> Tensor {
         image_size: meta.image_size as u32,
         normalization: meta.normalization,
     };
-    let imgs: Vec<_> = ["Monkey Pox/P13_1.jpg", "Others/1.jpg", "Monkey Pox/P19_2.jpg"]
-        .iter()
-        .map(|p| load_rgb(&repo().join("data/monkeypox").join(p)).unwrap())
-        .collect();
+    let imgs: Vec<_> = [
+        "Monkey Pox/P13_1.jpg",
+        "Others/1.jpg",
+        "Monkey Pox/P19_2.jpg",
+    ]
+    .iter()
+    .map(|p| load_rgb(&repo().join("data/monkeypox").join(p)).unwrap())
+    .collect();
     t.batch(&imgs).unwrap()
 }
 
@@ -138,19 +142,41 @@ fn export_and_check_within(dir: &Path, ckpts: &[&Path], extra: &[&str], tol: Opt
     );
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["checker"], "ok");
-    assert_eq!(v["outputs"]["logits"], serde_json::json!(["batch", c]), "{v}");
-    assert_eq!(v["outputs"]["probabilities"], serde_json::json!(["batch", c]));
+    assert_eq!(
+        v["outputs"]["logits"],
+        serde_json::json!(["batch", c]),
+        "{v}"
+    );
+    assert_eq!(
+        v["outputs"]["probabilities"],
+        serde_json::json!(["batch", c])
+    );
     assert_eq!(v["metadata"]["classes"], serde_json::json!(meta.classes));
     assert_eq!(v["metadata"]["image_size"], meta.image_size);
-    assert_eq!(v["metadata"]["mean"], serde_json::json!(meta.normalization.mean));
+    assert_eq!(
+        v["metadata"]["mean"],
+        serde_json::json!(meta.normalization.mean)
+    );
     let runs = v["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 4, "{v}");
     for r in runs {
         let b = r["batch"].as_u64().unwrap() as usize;
         assert_eq!(r["shape"], serde_json::json!([b, c]));
-        assert!(r["logits_close"].as_bool().unwrap(), "{} logits: {r}", out.display());
-        assert!(r["probabilities_close"].as_bool().unwrap(), "{} probabilities: {r}", out.display());
-        assert!(r["top_k_equal"].as_bool().unwrap(), "{} top-k: {r}", out.display());
+        assert!(
+            r["logits_close"].as_bool().unwrap(),
+            "{} logits: {r}",
+            out.display()
+        );
+        assert!(
+            r["probabilities_close"].as_bool().unwrap(),
+            "{} probabilities: {r}",
+            out.display()
+        );
+        assert!(
+            r["top_k_equal"].as_bool().unwrap(),
+            "{} top-k: {r}",
+            out.display()
+        );
     }
     v
 }
@@ -160,7 +186,16 @@ fn the_seed_network_in_onnx_runtime_gives_the_tool_s_logits_at_odd_sizes_down_to
     let dir = tempfile::tempdir().unwrap();
     let sd = common::state_dict("seed_10");
     for size in [160, 41, Arch::Seed.min_image_size()] {
-        let ck = checkpoint_of(dir.path(), "seed", Arch::Seed, 10, size, false, Flips::default(), Some(&sd));
+        let ck = checkpoint_of(
+            dir.path(),
+            "seed",
+            Arch::Seed,
+            10,
+            size,
+            false,
+            Flips::default(),
+            Some(&sd),
+        );
         let v = export_and_check(dir.path(), &[&ck], &[]);
         assert_eq!(v["opset"], 17);
     }
@@ -171,7 +206,16 @@ fn googlenet_with_transform_input_in_onnx_runtime_gives_the_tool_s_logits() {
     let dir = tempfile::tempdir().unwrap();
     let sd = common::state_dict("googlenet_tf_10");
     for size in [224, 37, Arch::Googlenet.min_image_size()] {
-        let ck = checkpoint_of(dir.path(), "g", Arch::Googlenet, 10, size, true, Flips::default(), Some(&sd));
+        let ck = checkpoint_of(
+            dir.path(),
+            "g",
+            Arch::Googlenet,
+            10,
+            size,
+            true,
+            Flips::default(),
+            Some(&sd),
+        );
         export_and_check(dir.path(), &[&ck], &["--opset", "19"]);
     }
 }
@@ -187,10 +231,28 @@ fn efficientnet_lite0_with_imagenet_weights_and_flip_averaging_in_onnx_runtime()
         vertical: true,
     };
     // 1000 ImageNet classes: the top-5 order is a real check.
-    let ck = checkpoint_of(dir.path(), "lite", Arch::EfficientnetLite0, 1000, 224, false, flips, Some(&sd));
+    let ck = checkpoint_of(
+        dir.path(),
+        "lite",
+        Arch::EfficientnetLite0,
+        1000,
+        224,
+        false,
+        flips,
+        Some(&sd),
+    );
     export_and_check(dir.path(), &[&ck], &[]);
     for size in [17, Arch::EfficientnetLite0.min_image_size()] {
-        let ck = checkpoint_of(dir.path(), "lite", Arch::EfficientnetLite0, 1000, size, false, Flips::default(), Some(&sd));
+        let ck = checkpoint_of(
+            dir.path(),
+            "lite",
+            Arch::EfficientnetLite0,
+            1000,
+            size,
+            false,
+            Flips::default(),
+            Some(&sd),
+        );
         export_and_check(dir.path(), &[&ck], &[]);
     }
 }
@@ -201,16 +263,37 @@ fn fp16_weights_and_arithmetic_give_the_tool_s_fp32_answers_within_a_stated_tole
     let p = inception::weights::published(Arch::EfficientnetLite0).unwrap();
     let file = inception::weights::hub::cache_dir().unwrap().join(p.file);
     let sd = inception::weights::read_state_dict(&file).unwrap();
-    let ck = checkpoint_of(dir.path(), "lite", Arch::EfficientnetLite0, 1000, 224, false, Flips::default(), Some(&sd));
+    let ck = checkpoint_of(
+        dir.path(),
+        "lite",
+        Arch::EfficientnetLite0,
+        1000,
+        224,
+        false,
+        Flips::default(),
+        Some(&sd),
+    );
     // float16 keeps about 3 significant digits, and 50 layers of fp16 arithmetic add up: logits
     // within 2 % + 0.1, probabilities within 0.02, the same top-1 of 1000 classes.
     export_and_check_within(dir.path(), &[&ck], &["--fp16"], Some(2e-2));
     // Two bytes a weight (BatchNorm's statistics are folded away).
     let bytes = fs::metadata(dir.path().join("model-1.onnx")).unwrap().len() as usize;
     let weights: usize = sd.values().map(|t| t.numel()).sum();
-    assert!(bytes < 2 * weights + 500_000, "fp16: {bytes} bytes for {weights} weights");
+    assert!(
+        bytes < 2 * weights + 500_000,
+        "fp16: {bytes} bytes for {weights} weights"
+    );
     let sd = common::state_dict("googlenet_tf_10");
-    let ck = checkpoint_of(dir.path(), "g", Arch::Googlenet, 10, 224, true, Flips::default(), Some(&sd));
+    let ck = checkpoint_of(
+        dir.path(),
+        "g",
+        Arch::Googlenet,
+        10,
+        224,
+        true,
+        Flips::default(),
+        Some(&sd),
+    );
     export_and_check_within(dir.path(), &[&ck], &["--fp16"], Some(2e-2));
 }
 
@@ -219,8 +302,26 @@ fn a_calibrated_checkpoint_answers_its_probabilities_and_an_ensemble_the_mean_of
     use inception::trust::{Temperature, TrustRecord};
     let dir = tempfile::tempdir().unwrap();
     let sd = common::state_dict("seed_10");
-    let a = checkpoint_of(dir.path(), "a", Arch::Seed, 10, 96, false, Flips::default(), Some(&sd));
-    let b = checkpoint_of(dir.path(), "b", Arch::Seed, 10, 96, false, Flips::default(), None);
+    let a = checkpoint_of(
+        dir.path(),
+        "a",
+        Arch::Seed,
+        10,
+        96,
+        false,
+        Flips::default(),
+        Some(&sd),
+    );
+    let b = checkpoint_of(
+        dir.path(),
+        "b",
+        Arch::Seed,
+        10,
+        96,
+        false,
+        Flips::default(),
+        None,
+    );
     // A temperature of 2 shipped with a: its probabilities are softmax(logits / 2).
     let mut c = checkpoint::load(&a, Device::Cpu).unwrap();
     c.meta.trust = Some(TrustRecord {
@@ -246,19 +347,40 @@ fn a_calibrated_checkpoint_answers_its_probabilities_and_an_ensemble_the_mean_of
 fn bad_export_flags_get_one_clear_error_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let sd = common::state_dict("seed_10");
-    let ck = checkpoint_of(dir.path(), "s", Arch::Seed, 10, 64, false, Flips::default(), Some(&sd));
+    let ck = checkpoint_of(
+        dir.path(),
+        "s",
+        Arch::Seed,
+        10,
+        64,
+        false,
+        Flips::default(),
+        Some(&sd),
+    );
     let out = dir.path().join("m.onnx");
     let run = |extra: &[&str]| {
-        let mut args = vec!["export", "--checkpoint", ck.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        let mut args = vec![
+            "export",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
         args.extend(extra);
         inception(dir.path(), &args)
     };
     let err = assert_clean_failure(&run(&["--format", "onnx", "--opset", "9"]));
-    assert!(err.contains("--opset 9") && err.contains("13 to 21"), "{err}");
+    assert!(
+        err.contains("--opset 9") && err.contains("13 to 21"),
+        "{err}"
+    );
     let err = assert_clean_failure(&run(&["--opset", "17"]));
     assert!(err.contains("--opset 17: for --format onnx only"), "{err}");
     let err = assert_clean_failure(&run(&["--dynamic-batch"]));
-    assert!(err.contains("--dynamic-batch: for --format onnx only"), "{err}");
+    assert!(
+        err.contains("--dynamic-batch: for --format onnx only"),
+        "{err}"
+    );
     let err = assert_clean_failure(&run(&["--fp16"]));
     assert!(err.contains("--fp16: for --format onnx only"), "{err}");
     for flags in [
@@ -273,8 +395,16 @@ fn bad_export_flags_get_one_clear_error_and_nothing_is_written() {
     let err = assert_clean_failure(&inception(
         dir.path(),
         &[
-            "export", "--format", "onnx", "--fp16", "--checkpoint", ck.to_str().unwrap(),
-            "--checkpoint", ck.to_str().unwrap(), "--out", out.to_str().unwrap(),
+            "export",
+            "--format",
+            "onnx",
+            "--fp16",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
         ],
     ));
     assert!(err.contains("--fp16 with an ensemble of 2"), "{err}");
@@ -284,8 +414,17 @@ fn bad_export_flags_get_one_clear_error_and_nothing_is_written() {
     assert!(stderr(&o).contains("--calib"), "{}", stderr(&o));
     let empty = dir.path().join("empty");
     fs::create_dir_all(&empty).unwrap();
-    let err = assert_clean_failure(&run(&["--format", "onnx", "--int8", "--calib", empty.to_str().unwrap()]));
-    assert!(err.contains("--calib") && err.contains("no images"), "{err}");
+    let err = assert_clean_failure(&run(&[
+        "--format",
+        "onnx",
+        "--int8",
+        "--calib",
+        empty.to_str().unwrap(),
+    ]));
+    assert!(
+        err.contains("--calib") && err.contains("no images"),
+        "{err}"
+    );
     assert!(!out.exists());
     fs::write(&out, "mine").unwrap();
     let err = assert_clean_failure(&run(&["--format", "onnx"]));
@@ -372,13 +511,26 @@ fn int8_agrees_with_fp32_on_msld_as_onnx_runtime_s_own_quantiser_does() {
         (&int8, vec!["--int8", "--calib", c]),
         (&full, vec!["--int8", "--calib", c, "--full-range"]),
     ] {
-        let mut args = vec!["export", "--format", "onnx", "--dynamic-batch", "--checkpoint", ck.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        let mut args = vec![
+            "export",
+            "--format",
+            "onnx",
+            "--dynamic-batch",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
         args.extend(extra);
         let o = inception(dir.path(), &args);
         assert!(o.status.success(), "{}", stderr(&o));
     }
-    let size_ratio = fs::metadata(&int8).unwrap().len() as f64 / fs::metadata(&fp32).unwrap().len() as f64;
-    assert!(size_ratio < 0.4, "int8 weights: the model is {size_ratio:.2} of fp32's size");
+    let size_ratio =
+        fs::metadata(&int8).unwrap().len() as f64 / fs::metadata(&fp32).unwrap().len() as f64;
+    assert!(
+        size_ratio < 0.4,
+        "int8 weights: the model is {size_ratio:.2} of fp32's size"
+    );
 
     let meta = checkpoint::read_meta(&ck).unwrap();
     // The calibration images first: ONNX Runtime's quantiser calibrates on the same ones.
@@ -386,13 +538,24 @@ fn int8_agrees_with_fp32_on_msld_as_onnx_runtime_s_own_quantiser_does() {
     let xf = dir.path().join("x.f32");
     write_f32(&xf, &x);
     let yf = dir.path().join("y.i64");
-    fs::write(&yf, labels.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    fs::write(
+        &yf,
+        labels
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
     let n = labels.len();
     let check = |int8: &Path| -> Value {
         let o = python_onnx()
             .arg(repo().join("scripts/onnx_int8_check.py"))
             .args([&fp32, int8, &xf, &yf])
-            .args([n.to_string(), meta.image_size.to_string(), n_calib.to_string()])
+            .args([
+                n.to_string(),
+                meta.image_size.to_string(),
+                n_calib.to_string(),
+            ])
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -406,25 +569,45 @@ fn int8_agrees_with_fp32_on_msld_as_onnx_runtime_s_own_quantiser_does() {
     let v = check(&full);
     let f = |k: &str| v[k].as_f64().unwrap();
     assert!(f("twin_agreement") >= 0.98, "{v}");
-    assert!((f("accuracy_twin") - f("accuracy_fp32")).abs() <= 0.01 + 1e-12, "{v}");
+    assert!(
+        (f("accuracy_twin") - f("accuracy_fp32")).abs() <= 0.01 + 1e-12,
+        "{v}"
+    );
 
     let v = check(&int8);
     let f = |k: &str| v[k].as_f64().unwrap();
     // No U8S8 kernel of this CPU saturated: the same weights run by U8U8 kernels, which cannot,
     // give the same answers (ONNX Runtime's default int8 weights fell to 84 % on a CPU
     // without VNNI).
-    assert!(f("twin_equal") >= 0.99, "the int8 graph saturated on this CPU: {v}");
+    assert!(
+        f("twin_equal") >= 0.99,
+        "the int8 graph saturated on this CPU: {v}"
+    );
     // Weights whose neighbours could saturate take a coarser scale: within three points of
     // fp32's top-1 and two of its accuracy (97.8 % and 1.1 on 2026-12-06), and no further from
     // fp32 than ONNX Runtime's own saturation-free quantiser (U8U8) by more than two images.
     assert!(f("agreement") >= 0.97, "{v}");
-    assert!((f("accuracy_int8") - f("accuracy_fp32")).abs() <= 0.02 + 1e-12, "{v}");
-    assert!(f("agreement") >= f("reference_agreement") - 2.0 / n as f64 - 1e-12, "{v}");
+    assert!(
+        (f("accuracy_int8") - f("accuracy_fp32")).abs() <= 0.02 + 1e-12,
+        "{v}"
+    );
+    assert!(
+        f("agreement") >= f("reference_agreement") - 2.0 / n as f64 - 1e-12,
+        "{v}"
+    );
     // ONNX Runtime runs it with its int8 kernels: the QDQ pairs fused away.
     let ops = &v["optimized_ops"];
-    let int8_ops = ["QLinearConv", "QGemm", "QLinearAdd", "QLinearGlobalAveragePool"]
-        .iter()
-        .filter_map(|k| ops[k].as_u64())
-        .sum::<u64>();
-    assert!(int8_ops >= 30, "ONNX Runtime did not fuse the QDQ graph into int8 kernels: {ops}");
+    let int8_ops = [
+        "QLinearConv",
+        "QGemm",
+        "QLinearAdd",
+        "QLinearGlobalAveragePool",
+    ]
+    .iter()
+    .filter_map(|k| ops[k].as_u64())
+    .sum::<u64>();
+    assert!(
+        int8_ops >= 30,
+        "ONNX Runtime did not fuse the QDQ graph into int8 kernels: {ops}"
+    );
 }

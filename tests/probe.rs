@@ -22,10 +22,14 @@ fn pooled_features_times_the_class_layer_are_the_logits() {
         ..NetConfig::new(Arch::Googlenet, case.classes)
     };
     let mut googlenet = Model::new(config, Device::Cpu).unwrap();
-    googlenet.load_state_dict(&common::state_dict(&case.name)).unwrap();
+    googlenet
+        .load_state_dict(&common::state_dict(&case.name))
+        .unwrap();
     let (x, _) = common::io(&case.name);
     let published = inception::weights::published(Arch::EfficientnetLite0).unwrap();
-    let file = inception::weights::hub::cache_dir().unwrap().join(published.file);
+    let file = inception::weights::hub::cache_dir()
+        .unwrap()
+        .join(published.file);
     let mut lite0 = Model::new(NetConfig::new(Arch::EfficientnetLite0, 1000), Device::Cpu).unwrap();
     lite0
         .load_state_dict(&inception::weights::read_state_dict(&file).unwrap())
@@ -43,7 +47,10 @@ fn pooled_features_times_the_class_layer_are_the_logits() {
         assert_eq!(features.size(), vec![x.size()[0], w.size()[1]], "{arch}");
         let again = features.matmul(&w.tr()) + b;
         let err = common::relative_error(&again, &logits);
-        assert!(err < 1e-5, "{arch}: features·Wᵀ + b is {err:e} off the logits");
+        assert!(
+            err < 1e-5,
+            "{arch}: features·Wᵀ + b is {err:e} off the logits"
+        );
         // The two images' logits differ by far more than that, so the check means something.
         let spread = common::relative_error(&logits.get(0), &logits.get(1));
         assert!(spread > 1e-3, "{arch}: degenerate input ({spread:e})");
@@ -57,7 +64,9 @@ fn pooled_features_times_the_class_layer_are_the_logits() {
 #[test]
 fn a_network_that_averages_over_flips_answers_the_same_for_a_flipped_photo() {
     let published = inception::weights::published(Arch::EfficientnetLite0).unwrap();
-    let file = inception::weights::hub::cache_dir().unwrap().join(published.file);
+    let file = inception::weights::hub::cache_dir()
+        .unwrap()
+        .join(published.file);
     let sd = inception::weights::read_state_dict(&file).unwrap();
     let net = |flips: Flips| {
         let config = NetConfig {
@@ -83,21 +92,34 @@ fn a_network_that_averages_over_flips_answers_the_same_for_a_flipped_photo() {
         let err = common::relative_error(&flipped, &z);
         assert!(err < 1e-5, "flip {dims:?}: {err:e}");
         // The plain network's answer does change, so the check can fail.
-        let moved = common::relative_error(&logits(&plain, &x.flip(dims.as_slice())), &logits(&plain, &x));
-        assert!(moved > 1e-3, "flip {dims:?} moves the plain network by only {moved:e}");
+        let moved = common::relative_error(
+            &logits(&plain, &x.flip(dims.as_slice())),
+            &logits(&plain, &x),
+        );
+        assert!(
+            moved > 1e-3,
+            "flip {dims:?} moves the plain network by only {moved:e}"
+        );
     }
     // It is the class layer on the mean of the four views' features.
     let views: Vec<Tensor> = [vec![], vec![3i64], vec![2], vec![2, 3]]
         .iter()
         .map(|d| {
-            let v = if d.is_empty() { x.shallow_clone() } else { x.flip(d.as_slice()) };
+            let v = if d.is_empty() {
+                x.shallow_clone()
+            } else {
+                x.flip(d.as_slice())
+            };
             tch::no_grad(|| plain.features(&v)).unwrap()
         })
         .collect();
     let mean = Tensor::stack(&views, 0).mean_dim(0, false, Kind::Float);
     let want = mean.matmul(&sd["_fc.weight"].tr()) + &sd["_fc.bias"];
     let err = common::relative_error(&z, &want);
-    assert!(err < 1e-5, "flip-averaged logits vs the mean of the views' features: {err:e}");
+    assert!(
+        err < 1e-5,
+        "flip-averaged logits vs the mean of the views' features: {err:e}"
+    );
     let err = common::relative_error(&tch::no_grad(|| averaging.features(&x)).unwrap(), &mean);
     assert!(err < 1e-5, "features(): {err:e}");
     // The seed network has no single class layer to average for.
@@ -115,7 +137,8 @@ fn problem(n: i64, d: i64, k: i64, seed: i64) -> (Tensor, Vec<i64>, Vec<f64>) {
     let labels: Vec<i64> = (0..n).map(|i| (i * 7 + i / 3) % k).collect();
     let y = Tensor::from_slice(&labels);
     let centres = Tensor::randn([k, d], (Kind::Double, Device::Cpu)) * 0.8;
-    let x = centres.index_select(0, &y) + Tensor::randn([n, d], (Kind::Double, Device::Cpu)) * 1.5
+    let x = centres.index_select(0, &y)
+        + Tensor::randn([n, d], (Kind::Double, Device::Cpu)) * 1.5
         + 2.0;
     let class_weight = [0.8, 1.3, 1.05];
     let weights = labels.iter().map(|&c| class_weight[c as usize]).collect();
@@ -137,7 +160,11 @@ fn the_fitted_probe_equals_scikit_learns_logistic_regression() {
     for &(k, c, seed, n, d) in &cases {
         let (x, y, s) = problem(n, d, k, seed);
         let fit = logistic_regression(&x, &y, &s, k, c).unwrap();
-        assert!(fit.converged, "k={k} C={c} {n}×{d}: largest gradient {:e}", fit.grad_max);
+        assert!(
+            fit.converged,
+            "k={k} C={c} {n}×{d}: largest gradient {:e}",
+            fit.grad_max
+        );
         let probs = (x.matmul(&fit.weight.tr()) + &fit.bias).softmax(-1, Kind::Double);
         // The bias is unique only up to a shared constant: ours keeps Σ b = 0.
         let bsum = fit.bias.sum(Kind::Double).double_value(&[]);
@@ -188,7 +215,10 @@ json.dump(out, open(sys.argv[2], "w"))
         )
         .view([-1, k]);
         let dp = (probs - &rp).abs().max().double_value(&[]);
-        assert!(dp < 1e-6, "k={k} C={c}: probabilities {dp:e} off scikit-learn's");
+        assert!(
+            dp < 1e-6,
+            "k={k} C={c}: probabilities {dp:e} off scikit-learn's"
+        );
         let coef: Vec<Vec<f64>> = serde_json::from_value(r["coef"].clone()).unwrap();
         let rc = Tensor::from_slice(&coef.concat()).view([coef.len() as i64, -1]);
         let mine = if k == 2 {
@@ -267,15 +297,25 @@ fn a_run_with_probe_c_starts_from_the_fitted_class_layer() {
     let row: Vec<&str> = metrics.lines().nth(1).unwrap().split(',').collect();
     // The class layer barely moved (lr 1e-9) from a fit that separates the classes.
     let val_acc: f64 = row[4].parse().unwrap();
-    assert_eq!(val_acc, 1.0, "validation accuracy of the fitted probe: {metrics}");
+    assert_eq!(
+        val_acc, 1.0,
+        "validation accuracy of the fitted probe: {metrics}"
+    );
     // The probe alone: no epochs, its fit is the run's one record (epoch 0) and model.pt.
-    let (said, alone) = run("alone", &["--probe-c", "1", "--epochs", "0", "--freeze-epochs", "0"]);
+    let (said, alone) = run(
+        "alone",
+        &["--probe-c", "1", "--epochs", "0", "--freeze-epochs", "0"],
+    );
     assert!(said.contains("epoch   0/0  train loss"), "{said}");
     let metrics = std::fs::read_to_string(alone.join("metrics.csv")).unwrap();
     let rows: Vec<&str> = metrics.lines().skip(1).collect();
     assert_eq!(rows.len(), 1, "{metrics}");
     let row: Vec<&str> = rows[0].split(',').collect();
-    assert_eq!((row[0], row[2], row[4]), ("0", "1.000000", "1.000000"), "{metrics}");
+    assert_eq!(
+        (row[0], row[2], row[4]),
+        ("0", "1.000000", "1.000000"),
+        "{metrics}"
+    );
     for f in ["model.pt", "best.pt", "last.pt"] {
         assert!(alone.join(f).is_file(), "{f}");
     }
@@ -303,22 +343,39 @@ fn a_run_with_probe_c_starts_from_the_fitted_class_layer() {
     // so the mirror image's input is exactly the mirrored input.
     let (photo, mirror) = (dir.path().join("photo.png"), dir.path().join("mirror.png"));
     let img = image::RgbImage::from_fn(36, 36, |x, y| {
-        image::Rgb([(x * 7 + y * 3) as u8, (x * y % 251) as u8, (200 - x * 5) as u8])
+        image::Rgb([
+            (x * 7 + y * 3) as u8,
+            (x * y % 251) as u8,
+            (200 - x * 5) as u8,
+        ])
     });
     img.save(&photo).unwrap();
-    image::imageops::flip_horizontal(&img).save(&mirror).unwrap();
+    image::imageops::flip_horizontal(&img)
+        .save(&mirror)
+        .unwrap();
     let o = common::inception(
         dir.path(),
         &[
-            "predict", "--json", "--precision", "fp32", "--checkpoint",
+            "predict",
+            "--json",
+            "--precision",
+            "fp32",
+            "--checkpoint",
             averaged.join("model.pt").to_str().unwrap(),
-            photo.to_str().unwrap(), mirror.to_str().unwrap(),
+            photo.to_str().unwrap(),
+            mirror.to_str().unwrap(),
         ],
     );
     assert!(o.status.success(), "{}", common::stderr(&o));
     let p: Value = serde_json::from_str(&common::stdout(&o)).unwrap();
-    let (a, b) = (p[0]["probability"].as_f64().unwrap(), p[1]["probability"].as_f64().unwrap());
-    assert!((a - b).abs() < 1e-5 && p[0]["class"] == p[1]["class"], "{p}");
+    let (a, b) = (
+        p[0]["probability"].as_f64().unwrap(),
+        p[1]["probability"].as_f64().unwrap(),
+    );
+    assert!(
+        (a - b).abs() < 1e-5 && p[0]["class"] == p[1]["class"],
+        "{p}"
+    );
     let (said, plain) = run("plain", &[]);
     assert!(!said.contains("linear probe"), "{said}");
     // The fit's signature in model.pt: fitted from zero, its two rows are each other's negative
@@ -334,7 +391,10 @@ fn a_run_with_probe_c_starts_from_the_fitted_class_layer() {
         (rows, b.sum(Kind::Double).double_value(&[]).abs())
     };
     let (rows, bias) = head(&fitted);
-    assert!(rows < 1e-4 && bias < 1e-4, "fitted: W₀ + W₁ {rows:e}, Σ b {bias:e}");
+    assert!(
+        rows < 1e-4 && bias < 1e-4,
+        "fitted: W₀ + W₁ {rows:e}, Σ b {bias:e}"
+    );
     let (rows, _) = head(&plain);
     assert!(rows > 0.1, "a fresh class layer: W₀ + W₁ {rows:e}");
     let config: Value =
@@ -343,11 +403,23 @@ fn a_run_with_probe_c_starts_from_the_fitted_class_layer() {
     assert!(common::weights_apart(&fitted, &plain) > 0.0);
     // The seed network has no single class layer; a C of 0 is no C.
     for (args, want) in [
-        (vec!["--arch", "seed", "--probe-c", "1"], "probe_c: arch seed"),
-        (vec!["--probe-c", "0"], "probe_c must be a positive number, got 0"),
+        (
+            vec!["--arch", "seed", "--probe-c", "1"],
+            "probe_c: arch seed",
+        ),
+        (
+            vec!["--probe-c", "0"],
+            "probe_c must be a positive number, got 0",
+        ),
         (vec!["--probe-flips", "true"], "probe_flips needs probe_c"),
-        (vec!["--epochs", "0"], "epochs must be at least 1 (0 only with probe_c"),
-        (vec!["--arch", "seed", "--average-flips", "true"], "average_flips: arch seed"),
+        (
+            vec!["--epochs", "0"],
+            "epochs must be at least 1 (0 only with probe_c",
+        ),
+        (
+            vec!["--arch", "seed", "--average-flips", "true"],
+            "average_flips: arch seed",
+        ),
         (
             vec!["--average-flips", "true", "--hflip", "0", "--vflip", "0"],
             "average_flips needs a flip",

@@ -290,15 +290,31 @@ fn the_page_from_disk_shows_cv_json_s_figures_and_oof_s_photos_and_fetches_nothi
         let good: Vec<f64> = of.iter().filter(|p| right(p)).map(|p| top(p)).collect();
         let all: Vec<f64> = of.iter().map(|p| top(p)).collect();
         for (kind, values, first) in [
-            ("confidently_wrong", &wrong, wrong.iter().copied().fold(f64::NAN, f64::max)),
-            ("uncertain", &all, all.iter().copied().fold(f64::NAN, f64::min)),
-            ("confidently_right", &good, good.iter().copied().fold(f64::NAN, f64::max)),
+            (
+                "confidently_wrong",
+                &wrong,
+                wrong.iter().copied().fold(f64::NAN, f64::max),
+            ),
+            (
+                "uncertain",
+                &all,
+                all.iter().copied().fold(f64::NAN, f64::min),
+            ),
+            (
+                "confidently_right",
+                &good,
+                good.iter().copied().fold(f64::NAN, f64::max),
+            ),
         ] {
             let shown = per_list
                 .get(&(class.to_string(), kind.to_string()))
                 .cloned()
                 .unwrap_or_default();
-            assert_eq!(shown.len(), values.len().min(3), "{class} {kind}: {shown:?}");
+            assert_eq!(
+                shown.len(),
+                values.len().min(3),
+                "{class} {kind}: {shown:?}"
+            );
             if let Some(p) = shown.first() {
                 assert!(close(*p, first), "{class} {kind}: {shown:?} vs {first}");
             }
@@ -529,9 +545,15 @@ fn a_run_s_report_measures_its_validation_images_and_one_without_says_what_it_ca
         html.contains("Not shown: cross-validation"),
         "a run says it is no cv"
     );
-    assert!(html.contains("carries none"), "a run without calibration says so");
+    assert!(
+        html.contains("carries none"),
+        "a run without calibration says so"
+    );
     // The initial weights and the data card are the run's own records.
-    assert!(html.contains("<td>scratch</td>"), "environment.json's initial weights");
+    assert!(
+        html.contains("<td>scratch</td>"),
+        "environment.json's initial weights"
+    );
     assert!(html.contains("recorded by training (data.json)"));
     assert!(
         html.contains("data-duplicate-sets=\"1\""),
@@ -566,7 +588,10 @@ fn a_run_s_report_measures_its_validation_images_and_one_without_says_what_it_ca
         ],
     );
     let eval: Value = serde_json::from_slice(&eval.stdout).unwrap();
-    assert!(html.contains(r#"<div data-set="external">"#), "no external set on the page");
+    assert!(
+        html.contains(r#"<div data-set="external">"#),
+        "no external set on the page"
+    );
     let acc = format!(
         r#"data-interval="accuracy" data-value="{}""#,
         Value::from(eval["accuracy"].as_f64().unwrap())

@@ -406,7 +406,10 @@ fn every_shipped_config_reads_and_validates() {
     assert!(n >= 5, "only {n} configs found");
     // The pretrained recipe is the fitted probe alone on flip-averaged features (docs/pretrained.md).
     let p = TrainConfig::from_file(&common::repo().join("configs/pretrained.json")).unwrap();
-    assert_eq!((p.epochs, p.probe_c, p.average_flips), (0, Some(0.05), true));
+    assert_eq!(
+        (p.epochs, p.probe_c, p.average_flips),
+        (0, Some(0.05), true)
+    );
 }
 
 #[test]

@@ -867,7 +867,14 @@ fn a_cv_ships_its_calibration_with_the_model_trained_on_every_image_and_refuses_
     // and specificity; one outside (0, 1) is refused.
     let eval = |extra: &[&str]| {
         let mut args = vec![
-            "eval", "--json", "--device", "cpu", "--checkpoint", "all/model.pt", "--data", data,
+            "eval",
+            "--json",
+            "--device",
+            "cpu",
+            "--checkpoint",
+            "all/model.pt",
+            "--data",
+            data,
         ];
         args.extend(extra);
         cli(d, &args)
@@ -888,22 +895,40 @@ fn a_cv_ships_its_calibration_with_the_model_trained_on_every_image_and_refuses_
             let ppv = se * 0.1 / (se * 0.1 + (1.0 - sp) * 0.9);
             let npv = sp * 0.9 / (sp * 0.9 + (1.0 - se) * 0.1);
             let (gp, gn) = (v("ppv_at_prevalence"), v("npv_at_prevalence"));
-            assert!((gp - ppv).abs() < 1e-12, "{key}: PPV at 10 %: {gp} vs {ppv}");
-            assert!((gn - npv).abs() < 1e-12, "{key}: NPV at 10 %: {gn} vs {npv}");
-            assert!((gp - 0.1).abs() > 1e-3, "{key}: PPV {gp} is just the prevalence");
+            assert!(
+                (gp - ppv).abs() < 1e-12,
+                "{key}: PPV at 10 %: {gp} vs {ppv}"
+            );
+            assert!(
+                (gn - npv).abs() < 1e-12,
+                "{key}: NPV at 10 %: {gn} vs {npv}"
+            );
+            assert!(
+                (gp - 0.1).abs() > 1e-3,
+                "{key}: PPV {gp} is just the prevalence"
+            );
         }
     }
-    assert!(informative > 0, "both operating points degenerate: {}", e["operating_point"]);
+    assert!(
+        informative > 0,
+        "both operating points degenerate: {}",
+        e["operating_point"]
+    );
     let o = eval(&[]);
     let e: Value = serde_json::from_str(&common::stdout(&o)).unwrap();
     let share = 81.0 / 183.0;
-    let data_prevalence = e["operating_point"]["at_threshold"]["prevalence"].as_f64().unwrap();
+    let data_prevalence = e["operating_point"]["at_threshold"]["prevalence"]
+        .as_f64()
+        .unwrap();
     assert!((data_prevalence - share).abs() < 1e-12, "{data_prevalence}");
     let err = common::assert_clean_failure(&eval(&["--prevalence", "1.5"]));
     assert!(err.contains("--prevalence 1.5 is outside (0, 1)"), "{err}");
     // export writes the record beside the TorchScript module, with a rule that turns the
     // module's logits into predict's probability, decision and set.
-    let o = cli(d, &["export", "--checkpoint", "all/model.pt", "--out", "all.ts"]);
+    let o = cli(
+        d,
+        &["export", "--checkpoint", "all/model.pt", "--out", "all.ts"],
+    );
     assert!(o.status.success(), "{}", common::stderr(&o));
     let interface = json_file(&d.join("all.ts.json"));
     assert_eq!(interface["trust"]["threshold"], record["threshold"]);
@@ -914,7 +939,10 @@ fn a_cv_ships_its_calibration_with_the_model_trained_on_every_image_and_refuses_
         Some(true) => record["calibration"]["temperature"].as_f64().unwrap(),
         _ => 1.0,
     };
-    assert!(rule.starts_with(&format!("T = {t}; p = softmax(logits / T)")), "{rule}");
+    assert!(
+        rule.starts_with(&format!("T = {t}; p = softmax(logits / T)")),
+        "{rule}"
+    );
     let module = tch::CModule::load(d.join("all.ts")).unwrap();
     let transform = inception::data::transform::EvalTransform {
         image_size: meta.image_size as u32,
@@ -926,9 +954,14 @@ fn a_cv_ships_its_calibration_with_the_model_trained_on_every_image_and_refuses_
     let probs = Vec::<f64>::try_from((z / t).softmax(-1, tch::Kind::Double).get(0)).unwrap();
     let top = if probs[0] >= probs[1] { 0 } else { 1 };
     let shown = p[0]["probability"].as_f64().unwrap();
-    assert!((probs[top] - shown).abs() < 1e-4, "{probs:?} vs predict's {shown}");
+    assert!(
+        (probs[top] - shown).abs() < 1e-4,
+        "{probs:?} vs predict's {shown}"
+    );
     assert_eq!(p[0]["class"], meta.classes[top].as_str());
-    let th = interface["trust"]["threshold"]["threshold"].as_f64().unwrap();
+    let th = interface["trust"]["threshold"]["threshold"]
+        .as_f64()
+        .unwrap();
     let decision = if probs[0] >= th { 0 } else { 1 };
     assert_eq!(p[0]["decision"], meta.classes[decision].as_str());
     let limits: Vec<f64> =

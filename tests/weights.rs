@@ -143,7 +143,7 @@ fn code_torchscript_broken_storages_and_absurd_files_are_refused_by_name_and_rea
     let cases: Vec<(PathBuf, &str)> = vec![
         (
             fixture("evil.pth"),
-            "payload is a posix.system object, not a tensor",
+            "byte 180: global posix.system is not one a state_dict needs",
         ),
         (fixture("scripted.pt"), "a TorchScript archive"),
         (
@@ -156,7 +156,7 @@ fn code_torchscript_broken_storages_and_absurd_files_are_refused_by_name_and_rea
         ),
         (
             fixture("many_views.pth"),
-            "its tensors would take more than 4 times the file's",
+            "its tensors would take more than",
         ),
         (fixture("deep.pth"), "nested deeper than 32 levels"),
         (
@@ -172,7 +172,7 @@ fn code_torchscript_broken_storages_and_absurd_files_are_refused_by_name_and_rea
             local("random.pth"),
             "neither a safetensors file nor a PyTorch",
         ),
-        (local("cut.zip.pth"), "not a readable PyTorch file"),
+        (local("cut.zip.pth"), "not a readable zip archive"),
     ];
     for (file, reason) in cases {
         let o = inception(
@@ -223,7 +223,7 @@ fn a_pth_of_another_architecture_lists_every_misfit() {
     );
     assert!(err.contains("245 missing: _blocks.0._bn1.bias, "), "{err}");
     assert!(err.contains("364 unexpected: aux1.conv.bn.bias, "), "{err}");
-    assert!(err.contains(", conv1.bn.bias, "), "{err}");
+    assert!(err.contains("aux1.fc2.weight, and 354 more"), "{err}");
     assert!(
         !dir.path().join("runs").exists()
             || fs::read_dir(dir.path().join("runs"))

@@ -120,7 +120,9 @@ fn trust_rule(t: &crate::trust::TrustRecord) -> String {
     if let Some(c) = &t.conformal {
         let score = match c.score {
             crate::trust::conformal::ScoreKind::Lac => "1 - p[c]",
-            crate::trust::conformal::ScoreKind::Aps => "the sum of p over the classes with p >= p[c]",
+            crate::trust::conformal::ScoreKind::Aps => {
+                "the sum of p over the classes with p >= p[c]"
+            }
         };
         let which = if c.class_conditional {
             "conformal.thresholds[c] (one per class, class order)"
@@ -175,15 +177,19 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         Ok(())
     })?;
 
-    let interface = interface(&ensemble, "torchscript", if ensemble.members.len() == 1 {
-        "logits [N, classes]; softmax over dim 1 gives the probabilities".into()
-    } else {
-        format!(
-            "log of the mean of {} members' probabilities [N, classes]; softmax over dim 1 \
+    let interface = interface(
+        &ensemble,
+        "torchscript",
+        if ensemble.members.len() == 1 {
+            "logits [N, classes]; softmax over dim 1 gives the probabilities".into()
+        } else {
+            format!(
+                "log of the mean of {} members' probabilities [N, classes]; softmax over dim 1 \
              (or exp) gives the ensemble's probabilities",
-            ensemble.members.len()
-        )
-    });
+                ensemble.members.len()
+            )
+        },
+    );
     let mut text = serde_json::to_string_pretty(&interface)?;
     text.push('\n');
     write_atomic(&cfg.preprocessing, text.as_bytes())?;
@@ -283,19 +289,21 @@ fn onnx(cfg: &ExportConfig, ensemble: &Ensemble, args: &ExportArgs) -> Result<()
         let graph = model.graph.as_ref().context("no graph")?;
         let (graph, note) = quantize(ensemble, graph, dir, weights)?;
         model.graph = Some(graph);
-        model.metadata_props.push(crate::onnx::proto::StringStringEntryProto {
-            key: Some("quantization".into()),
-            value: Some(
-                serde_json::json!({
-                    "scheme": "QDQ int8: uint8 activations (per tensor, asymmetric), int8 \
-                               weights (per output channel, symmetric), int32 biases",
-                    "weights": weights.describe(),
-                    "calibration": dir.display().to_string(),
-                    "note": note,
-                })
-                .to_string(),
-            ),
-        });
+        model
+            .metadata_props
+            .push(crate::onnx::proto::StringStringEntryProto {
+                key: Some("quantization".into()),
+                value: Some(
+                    serde_json::json!({
+                        "scheme": "QDQ int8: uint8 activations (per tensor, asymmetric), int8 \
+                                   weights (per output channel, symmetric), int32 biases",
+                        "weights": weights.describe(),
+                        "calibration": dir.display().to_string(),
+                        "note": note,
+                    })
+                    .to_string(),
+                ),
+            });
         int8_note = format!("; int8: {note}");
     }
     if args.fp16 {
@@ -320,9 +328,7 @@ fn onnx(cfg: &ExportConfig, ensemble: &Ensemble, args: &ExportArgs) -> Result<()
         "logits [N, classes] and probabilities [N, classes]: {}",
         match ensemble.members.len() {
             1 => "softmax(logits / T) at the temperature the checkpoint ships (1 without)".into(),
-            k => format!(
-                "the mean of {k} members' softmax(logits / T); logits is its log"
-            ),
+            k => format!("the mean of {k} members' softmax(logits / T); logits is its log"),
         }
     );
     let interface = interface(ensemble, "onnx", output);

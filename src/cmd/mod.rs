@@ -24,12 +24,26 @@ pub fn error_line(e: &anyhow::Error) -> String {
         Some(i) => text[..i].trim_end().to_string(),
         None => text,
     };
-    text.lines()
+    let line = text
+        .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    // Whatever a message quotes from a file, it can neither draw on the terminal nor flood it.
+    let line = crate::text::escape(&line);
+    match line.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((cut, _)) => format!(
+            "{}… ({} more characters)",
+            &line[..cut],
+            line[cut..].chars().count()
+        ),
+        None => line,
+    }
 }
+
+/// The longest error line printed.
+const MAX_ERROR_CHARS: usize = 4000;
 
 /// A CSV field, quoted when it holds a comma, a quote or a line break.
 pub fn csv_field(s: &str) -> String {

@@ -211,7 +211,10 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let summary = train(&job)?;
     if World::leads(job.world.as_ref()) {
         println!();
-        print!("{}", summary_text(&job, &summary, a.calibration_from.as_deref()));
+        print!(
+            "{}",
+            summary_text(&job, &summary, a.calibration_from.as_deref())
+        );
     }
     Ok(())
 }

@@ -390,13 +390,26 @@ impl EfficientNetLite0 {
 
 impl ConvBn {
     /// SAME-padded convolution, BatchNorm folded in (f64), ReLU6 when the unit has it.
-    fn onnx(&self, g: &mut crate::onnx::Graph, x: &crate::onnx::Value) -> Result<crate::onnx::Value> {
+    fn onnx(
+        &self,
+        g: &mut crate::onnx::Graph,
+        x: &crate::onnx::Value,
+    ) -> Result<crate::onnx::Value> {
         let c = &self.conv;
         let (w, b) = self.bn.folded(&c.weight, None)?;
         let w = g.tensor(&format!("{}.weight", c.name), &w)?;
         let b = g.tensor(&format!("{}.bias", c.name), &b)?;
         let pads = crate::onnx::Graph::same_pads(x.shape[1], x.shape[2], c.kernel, c.stride);
-        let y = g.conv(x, &w, &b, c.out_channels, c.kernel, c.stride, pads, c.groups)?;
+        let y = g.conv(
+            x,
+            &w,
+            &b,
+            c.out_channels,
+            c.kernel,
+            c.stride,
+            pads,
+            c.groups,
+        )?;
         Ok(match self.relu6 {
             true => g.clip(&y, 0.0, 6.0),
             false => y,

@@ -242,7 +242,10 @@ impl GoogLeNet {
     ) -> Result<crate::onnx::Value> {
         let x = if self.transform_input {
             let scale: Vec<f32> = IMAGENET_STD.iter().map(|s| (s / 0.5) as f32).collect();
-            let shift: Vec<f32> = IMAGENET_MEAN.iter().map(|m| ((m - 0.5) / 0.5) as f32).collect();
+            let shift: Vec<f32> = IMAGENET_MEAN
+                .iter()
+                .map(|m| ((m - 0.5) / 0.5) as f32)
+                .collect();
             let scale = g.init_f32("transform_input.scale", &[1, 3, 1, 1], &scale);
             let shift = g.init_f32("transform_input.shift", &[1, 3, 1, 1], &shift);
             g.affine(x, &scale, &shift)

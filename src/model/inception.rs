@@ -227,7 +227,11 @@ impl Inception {
 
 impl Inception {
     /// The block into an ONNX graph: the four branches, concatenated.
-    pub fn onnx(&self, g: &mut crate::onnx::Graph, x: &crate::onnx::Value) -> anyhow::Result<crate::onnx::Value> {
+    pub fn onnx(
+        &self,
+        g: &mut crate::onnx::Graph,
+        x: &crate::onnx::Value,
+    ) -> anyhow::Result<crate::onnx::Value> {
         let y1 = self.branch1.onnx(g, x)?;
         let y2 = self.branch2[0].onnx(g, x)?;
         let y2 = self.branch2[1].onnx(g, &y2)?;

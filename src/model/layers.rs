@@ -448,7 +448,16 @@ impl Conv2d {
             ),
         };
         let p = self.padding;
-        let y = g.conv(x, &w, &b, self.out_channels, self.kernel, self.stride, [p; 4], 1)?;
+        let y = g.conv(
+            x,
+            &w,
+            &b,
+            self.out_channels,
+            self.kernel,
+            self.stride,
+            [p; 4],
+            1,
+        )?;
         Ok(g.relu(&y))
     }
 }
@@ -456,7 +465,11 @@ impl Conv2d {
 impl BatchNorm2d {
     /// `weight` and `bias` of the convolution before this BatchNorm with its running
     /// statistics folded in, in f64.
-    pub fn folded(&self, weight: &Tensor, bias: Option<&Tensor>) -> anyhow::Result<(Tensor, Tensor)> {
+    pub fn folded(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+    ) -> anyhow::Result<(Tensor, Tensor)> {
         crate::onnx::fold_bn(
             weight,
             bias,

@@ -351,9 +351,11 @@ impl Model {
             .collect::<Result<Vec<_>, _>>()?;
         let all = Tensor::f_cat(&flipped, 0)?; // [V·N, 3, H, W]
         let f = self.features_of_view(&all)?; // [V·N, D]
-        Ok(f
-            .f_view([views.len() as i64, n, -1])?
-            .f_mean_dim(&[0i64][..], false, tch::Kind::Float)?) // [N, D]
+        Ok(f.f_view([views.len() as i64, n, -1])?.f_mean_dim(
+            &[0i64][..],
+            false,
+            tch::Kind::Float,
+        )?) // [N, D]
     }
 
     /// The class layer on the flip-averaged features: the eval-mode logits `[N, classes]`.
@@ -480,24 +482,37 @@ impl Model {
             .iter()
             .filter_map(|(k, t)| {
                 let v = vars.get(k)?;
-                (v.size() != t.size())
-                    .then(|| format!("{k} (expected {:?}, got {:?})", v.size(), t.size()))
+                (v.size() != t.size()).then(|| {
+                    format!(
+                        "{} (expected {:?}, got {:?})",
+                        crate::text::quote(k),
+                        v.size(),
+                        t.size()
+                    )
+                })
             })
             .collect();
         let mut problems = vec![];
         for (what, list) in [
             (
                 "missing",
-                missing.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                missing
+                    .iter()
+                    .map(|s| crate::text::quote(s))
+                    .collect::<Vec<_>>(),
             ),
             (
                 "unexpected",
-                unexpected.iter().map(|s| s.to_string()).collect(),
+                unexpected.iter().map(|s| crate::text::quote(s)).collect(),
             ),
             ("mis-shaped", misshaped),
         ] {
             if !list.is_empty() {
-                problems.push(format!("{} {what}: {}", list.len(), list.join(", ")));
+                problems.push(format!(
+                    "{} {what}: {}",
+                    list.len(),
+                    crate::text::first(&list)
+                ));
             }
         }
         if !problems.is_empty() {
@@ -550,19 +565,25 @@ impl Model {
         let missing: Vec<String> = vars
             .keys()
             .filter(|k| !src.contains_key(*k) && !optional(k))
-            .cloned()
+            .map(|k| crate::text::quote(k))
             .collect();
         let unexpected: Vec<String> = src
             .keys()
             .filter(|k| !vars.contains_key(*k) && !arch.is_head(k))
-            .cloned()
+            .map(|k| crate::text::quote(k))
             .collect();
         let misshaped: Vec<String> = src
             .iter()
             .filter_map(|(k, t)| {
                 let v = vars.get(k)?;
-                (v.size() != t.size() && !arch.is_head(k))
-                    .then(|| format!("{k} (expected {:?}, got {:?})", v.size(), t.size()))
+                (v.size() != t.size() && !arch.is_head(k)).then(|| {
+                    format!(
+                        "{} (expected {:?}, got {:?})",
+                        crate::text::quote(k),
+                        v.size(),
+                        t.size()
+                    )
+                })
             })
             .collect();
         let mut problems = vec![];
@@ -572,7 +593,11 @@ impl Model {
             ("mis-shaped", misshaped),
         ] {
             if !list.is_empty() {
-                problems.push(format!("{} {what}: {}", list.len(), list.join(", ")));
+                problems.push(format!(
+                    "{} {what}: {}",
+                    list.len(),
+                    crate::text::first(&list)
+                ));
             }
         }
         if !problems.is_empty() {
@@ -623,11 +648,18 @@ impl Model {
     /// The eval-mode network written into an ONNX graph: `x` `[N, 3, H, W]` → logits
     /// `[N, classes]`; with flip averaging, the class layer reads the mean of the features of
     /// the image and its flips, as [`Model::features`] computes them.
-    pub fn onnx(&self, g: &mut crate::onnx::Graph, x: &crate::onnx::Value) -> Result<crate::onnx::Value> {
+    pub fn onnx(
+        &self,
+        g: &mut crate::onnx::Graph,
+        x: &crate::onnx::Value,
+    ) -> Result<crate::onnx::Value> {
         check_image_size(self.config.arch, x.shape[1].min(x.shape[2]))?;
         let views = self.config.flips.views();
         let features = |g: &mut crate::onnx::Graph,
-                            f: &dyn Fn(&mut crate::onnx::Graph, &crate::onnx::Value) -> Result<crate::onnx::Value>|
+                        f: &dyn Fn(
+            &mut crate::onnx::Graph,
+            &crate::onnx::Value,
+        ) -> Result<crate::onnx::Value>|
          -> Result<crate::onnx::Value> {
             let mut all = vec![];
             for dims in &views {

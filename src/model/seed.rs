@@ -145,7 +145,11 @@ impl Seed {
 impl Seed {
     /// The eval-mode network into an ONNX graph: `[N, 3, H, W]` → logits `[N, classes]`;
     /// `features` stops at the pooled 1024 features.
-    pub fn onnx(&self, g: &mut crate::onnx::Graph, x: &crate::onnx::Value) -> Result<crate::onnx::Value> {
+    pub fn onnx(
+        &self,
+        g: &mut crate::onnx::Graph,
+        x: &crate::onnx::Value,
+    ) -> Result<crate::onnx::Value> {
         let x = self.conv1.onnx_relu(g, x)?;
         let x = POOL.onnx(g, &x)?;
         let x = self.conv2.onnx_relu(g, &x)?;

@@ -102,8 +102,13 @@ pub fn run(graph: &GraphProto, input: &Tensor) -> Result<HashMap<String, Tensor>
     for node in &graph.node {
         let op = node.op_type.as_deref().unwrap_or("");
         let get = |i: usize| -> Result<&Tensor> {
-            let name = node.input.get(i).with_context(|| format!("{op}: input {i} missing"))?;
-            values.get(name).with_context(|| format!("{op}: no value {name}"))
+            let name = node
+                .input
+                .get(i)
+                .with_context(|| format!("{op}: input {i} missing"))?;
+            values
+                .get(name)
+                .with_context(|| format!("{op}: no value {name}"))
         };
         let y = match op {
             "Conv" => {
@@ -116,8 +121,14 @@ pub fn run(graph: &GraphProto, input: &Tensor) -> Result<HashMap<String, Tensor>
                 if t == b && l == r {
                     x.f_conv2d(get(1)?, bias, strides, [t, l], [1, 1], group)?
                 } else {
-                    x.f_constant_pad_nd([l, r, t, b])?
-                        .f_conv2d(get(1)?, bias, strides, [0, 0], [1, 1], group)?
+                    x.f_constant_pad_nd([l, r, t, b])?.f_conv2d(
+                        get(1)?,
+                        bias,
+                        strides,
+                        [0, 0],
+                        [1, 1],
+                        group,
+                    )?
                 }
             }
             "Relu" => get(0)?.f_relu()?,
@@ -180,7 +191,11 @@ pub fn run(graph: &GraphProto, input: &Tensor) -> Result<HashMap<String, Tensor>
             "QuantizeLinear" => {
                 // uint8 activations: clamp(round(x / s) + zp, 0, 255), kept as float values.
                 let (s, zp) = (get(1)?, get(2)?);
-                get(0)?.f_div(s)?.f_round()?.f_add(zp)?.f_clamp(0.0, 255.0)?
+                get(0)?
+                    .f_div(s)?
+                    .f_round()?
+                    .f_add(zp)?
+                    .f_clamp(0.0, 255.0)?
             }
             "DequantizeLinear" => {
                 let (q, s, zp) = (get(0)?, get(1)?, get(2)?);

@@ -10,9 +10,9 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::proto::{
-    self, tensor_shape_proto::dimension::Value as Dim, tensor_shape_proto::Dimension,
-    type_proto, ModelProto, OperatorSetIdProto, StringStringEntryProto, TensorShapeProto,
-    TypeProto, ValueInfoProto,
+    self, tensor_shape_proto::dimension::Value as Dim, tensor_shape_proto::Dimension, type_proto,
+    ModelProto, OperatorSetIdProto, StringStringEntryProto, TensorShapeProto, TypeProto,
+    ValueInfoProto,
 };
 use super::{Graph, Value};
 use crate::ensemble::Ensemble;
@@ -135,11 +135,19 @@ pub fn model(ensemble: &Ensemble, opts: Options) -> Result<ModelProto> {
             Some(t) => {
                 let t = g.scalar("temperature", t as f32);
                 let name = g.node("Div", &[&z.name, &t], vec![], "div");
-                Value { name, shape: z.shape }
+                Value {
+                    name,
+                    shape: z.shape,
+                }
             }
             None => z.clone(),
         };
-        let p = g.node("Softmax", &[&scaled.name], vec![super::attr_int("axis", 1)], "softmax");
+        let p = g.node(
+            "Softmax",
+            &[&scaled.name],
+            vec![super::attr_int("axis", 1)],
+            "softmax",
+        );
         probs.push(Value {
             name: p,
             shape: z.shape,

@@ -61,7 +61,8 @@ pub fn fp16(graph: &GraphProto) -> Result<GraphProto> {
             }
         }
     }
-    g.node.insert(0, cast(&input, &half_input, DataType::Float16));
+    g.node
+        .insert(0, cast(&input, &half_input, DataType::Float16));
     for o in g.output.iter().filter_map(|o| o.name.clone()) {
         g.node.push(cast(&format!("{o}.fp16"), &o, DataType::Float));
     }

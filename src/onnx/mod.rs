@@ -119,7 +119,13 @@ impl Graph {
     }
 
     /// Adds a node whose one output is `out`.
-    pub fn node_named(&mut self, op: &str, inputs: &[&str], attributes: Vec<AttributeProto>, out: &str) {
+    pub fn node_named(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attributes: Vec<AttributeProto>,
+        out: &str,
+    ) {
         self.nodes.push(NodeProto {
             op_type: Some(op.into()),
             input: inputs.iter().map(|s| s.to_string()).collect(),
@@ -232,20 +238,33 @@ impl Graph {
 
     pub fn relu(&mut self, x: &Value) -> Value {
         let name = self.node("Relu", &[&x.name], vec![], "relu");
-        Value { name, shape: x.shape }
+        Value {
+            name,
+            shape: x.shape,
+        }
     }
 
     /// `min(max(x, lo), hi)` (ReLU6 with 0 and 6).
     pub fn clip(&mut self, x: &Value, lo: f32, hi: f32) -> Value {
         let (lo, hi) = (self.scalar("lo", lo), self.scalar("hi", hi));
         let name = self.node("Clip", &[&x.name, &lo, &hi], vec![], "clip");
-        Value { name, shape: x.shape }
+        Value {
+            name,
+            shape: x.shape,
+        }
     }
 
     /// A max-pool as PyTorch's `max_pool2d` computes it. A ceil-mode pool whose last window
     /// would start in the right or bottom padding is refused: PyTorch drops that window, and
     /// ONNX's shape rule before opset 19 keeps it.
-    pub fn max_pool(&mut self, x: &Value, kernel: i64, stride: i64, pad: i64, ceil: bool) -> Result<Value> {
+    pub fn max_pool(
+        &mut self,
+        x: &Value,
+        kernel: i64,
+        stride: i64,
+        pad: i64,
+        ceil: bool,
+    ) -> Result<Value> {
         let [c, h, w] = x.shape;
         let (Some(oh), Some(ow)) = (
             pool_out(h, kernel, stride, pad, ceil),
@@ -323,14 +342,20 @@ impl Graph {
 
     pub fn add(&mut self, a: &Value, b: &Value) -> Value {
         let name = self.node("Add", &[&a.name, &b.name], vec![], "add");
-        Value { name, shape: a.shape }
+        Value {
+            name,
+            shape: a.shape,
+        }
     }
 
     /// `x · scale + shift` per channel (initialisers of shape `[1, C, 1, 1]`).
     pub fn affine(&mut self, x: &Value, scale: &str, shift: &str) -> Value {
         let m = self.node("Mul", &[&x.name, scale], vec![], "mul");
         let name = self.node("Add", &[&m, shift], vec![], "add");
-        Value { name, shape: x.shape }
+        Value {
+            name,
+            shape: x.shape,
+        }
     }
 
     /// `x` reversed along `axes` (2: height, 3: width): a flip.
@@ -339,8 +364,16 @@ impl Graph {
         let ends = self.init_i64("flip_ends", &vec![i64::MIN; axes.len()]);
         let ax = self.init_i64("flip_axes", axes);
         let steps = self.init_i64("flip_steps", &vec![-1; axes.len()]);
-        let name = self.node("Slice", &[&x.name, &starts, &ends, &ax, &steps], vec![], "flip");
-        Value { name, shape: x.shape }
+        let name = self.node(
+            "Slice",
+            &[&x.name, &starts, &ends, &ax, &steps],
+            vec![],
+            "flip",
+        );
+        Value {
+            name,
+            shape: x.shape,
+        }
     }
 
     /// The mean of equal-shaped values.
@@ -395,7 +428,10 @@ pub fn fold_bn(
     eps: f64,
 ) -> Result<(Tensor, Tensor)> {
     let _guard = tch::no_grad_guard();
-    let d = |t: &Tensor| t.f_to_kind(Kind::Double).and_then(|t| t.f_to_device(tch::Device::Cpu));
+    let d = |t: &Tensor| {
+        t.f_to_kind(Kind::Double)
+            .and_then(|t| t.f_to_device(tch::Device::Cpu))
+    };
     let scale = d(gamma)?.f_div(&d(var)?.f_add_scalar(eps)?.f_sqrt()?)?;
     let w = d(weight)?.f_mul(&scale.f_view([-1, 1, 1, 1])?)?;
     let b = match bias {
@@ -420,7 +456,10 @@ mod tests {
         // 5 px, 2×2/2, padding 1: PyTorch's ceil mode drops the window that would start at 6
         // (in the padding) and gives 3; ONNX's rule gives 4.
         let err = g.max_pool(&x, 2, 2, 1, true).unwrap_err().to_string();
-        assert!(err.contains("PyTorch drops (3) and ONNX keeps (4)"), "{err}");
+        assert!(
+            err.contains("PyTorch drops (3) and ONNX keeps (4)"),
+            "{err}"
+        );
         // Without padding, or one pixel more, both agree.
         assert_eq!(g.max_pool(&x, 3, 2, 0, true).unwrap().shape, [8, 2, 2]);
         let y = Value {

@@ -59,16 +59,28 @@ fn pair_sums(w: &Tensor) -> Result<Tensor> {
     let a = w.f_abs()?;
     let mut orders = vec![a.f_reshape([c, -1])?];
     if a.dim() == 4 {
-        orders.push(a.f_permute([0, 2, 3, 1])?.f_contiguous()?.f_reshape([c, -1])?);
+        orders.push(
+            a.f_permute([0, 2, 3, 1])?
+                .f_contiguous()?
+                .f_reshape([c, -1])?,
+        );
     }
     let mut most: Option<Tensor> = None;
     for flat in orders {
         let k = flat.size()[1];
         let flat = match k % 2 {
             0 => flat,
-            _ => Tensor::f_cat(&[flat.shallow_clone(), flat.f_zeros_like()?.f_narrow(1, 0, 1)?], 1)?,
+            _ => Tensor::f_cat(
+                &[
+                    flat.shallow_clone(),
+                    flat.f_zeros_like()?.f_narrow(1, 0, 1)?,
+                ],
+                1,
+            )?,
         };
-        let sums = flat.f_reshape([c, -1, 2])?.f_sum_dim_intlist(&[2i64][..], false, Kind::Float)?;
+        let sums =
+            flat.f_reshape([c, -1, 2])?
+                .f_sum_dim_intlist(&[2i64][..], false, Kind::Float)?;
         let m = sums.f_amax(&[1i64][..], false)?; // [C]
         most = Some(match most {
             Some(prev) => prev.f_maximum(&m)?,
@@ -134,7 +146,14 @@ fn node(op: &str, inputs: &[&str], output: &str, axis: Option<i64>) -> NodeProto
 }
 
 /// Operators whose float inputs are quantised.
-const QUANTISED: [&str; 6] = ["Conv", "Gemm", "MaxPool", "Concat", "GlobalAveragePool", "Add"];
+const QUANTISED: [&str; 6] = [
+    "Conv",
+    "Gemm",
+    "MaxPool",
+    "Concat",
+    "GlobalAveragePool",
+    "Add",
+];
 
 /// The QDQ graph of `graph` with activation ranges `ranges`, weights scaled as `scheme` says.
 pub fn qdq(graph: &GraphProto, ranges: &Ranges, scheme: Weights) -> Result<GraphProto> {
@@ -149,17 +168,17 @@ pub fn qdq(graph: &GraphProto, ranges: &Ranges, scheme: Weights) -> Result<Graph
     // A ReLU or ReLU6 that is a convolution's only consumer goes: the convolution writes the
     // activation's output, whose range (from 0) the quantisation after it then clamps to.
     let consumers = |nodes: &[NodeProto], v: &str| -> usize {
-        nodes.iter().filter(|n| n.input.iter().any(|i| i == v)).count()
+        nodes
+            .iter()
+            .filter(|n| n.input.iter().any(|i| i == v))
+            .count()
     };
     let mut i = 0;
     while i < g.node.len() {
         let n = &g.node[i];
         let is_act = matches!(n.op_type.as_deref(), Some("Relu") | Some("Clip"));
         let input = n.input.first().cloned().unwrap_or_default();
-        let producer = g
-            .node
-            .iter()
-            .position(|p| p.output.first() == Some(&input));
+        let producer = g.node.iter().position(|p| p.output.first() == Some(&input));
         let from_conv = producer.is_some_and(|p| g.node[p].op_type.as_deref() == Some("Conv"));
         if is_act && from_conv && consumers(&g.node, &input) == 1 && !outputs.contains(&input) {
             let out = n.output[0].clone();
@@ -198,7 +217,12 @@ pub fn qdq(graph: &GraphProto, ranges: &Ranges, scheme: Weights) -> Result<Graph
                         .with_context(|| format!("no calibration range for {v}"))?;
                     let (scale, zp) = activation_params(lo, hi);
                     let (s, z) = (format!("{v}.scale"), format!("{v}.zero_point"));
-                    new_inits.push(raw_tensor(&s, vec![], DataType::Float, scale.to_le_bytes().to_vec()));
+                    new_inits.push(raw_tensor(
+                        &s,
+                        vec![],
+                        DataType::Float,
+                        scale.to_le_bytes().to_vec(),
+                    ));
                     new_inits.push(raw_tensor(&z, vec![], DataType::Uint8, vec![zp]));
                     let (q, dq) = (format!("{v}.quantized"), format!("{v}.dequantized"));
                     out_nodes.push(node("QuantizeLinear", &[&v, &s, &z], &q, None));
@@ -228,7 +252,9 @@ pub fn qdq(graph: &GraphProto, ranges: &Ranges, scheme: Weights) -> Result<Graph
                 // A channel of zero weights takes scale 1 (as ONNX Runtime's quantiser does), so
                 // that its bias keeps a scale it can be written at.
                 let scale_w = scale_w.f_where_self(&absmax.f_gt(0.0)?, &absmax.f_ones_like()?)?;
-                let shape: Vec<i64> = std::iter::once(c).chain(std::iter::repeat(1).take(w.dim() - 1)).collect();
+                let shape: Vec<i64> = std::iter::once(c)
+                    .chain(std::iter::repeat(1).take(w.dim() - 1))
+                    .collect();
                 let q = w
                     .f_div(&scale_w.f_reshape(&shape)?)?
                     .f_round()?
@@ -244,9 +270,24 @@ pub fn qdq(graph: &GraphProto, ranges: &Ranges, scheme: Weights) -> Result<Graph
                     format!("{base}.dequantized"),
                 );
                 if dequant_weights.insert(base.clone()) {
-                    new_inits.push(raw_tensor(&wq, w.size(), DataType::Int8, qv.iter().map(|&v| v as u8).collect()));
-                    new_inits.push(raw_tensor(&ws, vec![c], DataType::Float, sv.iter().flat_map(|v| v.to_le_bytes()).collect()));
-                    new_inits.push(raw_tensor(&wz, vec![c], DataType::Int8, vec![0; c as usize]));
+                    new_inits.push(raw_tensor(
+                        &wq,
+                        w.size(),
+                        DataType::Int8,
+                        qv.iter().map(|&v| v as u8).collect(),
+                    ));
+                    new_inits.push(raw_tensor(
+                        &ws,
+                        vec![c],
+                        DataType::Float,
+                        sv.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    ));
+                    new_inits.push(raw_tensor(
+                        &wz,
+                        vec![c],
+                        DataType::Int8,
+                        vec![0; c as usize],
+                    ));
                     out_nodes.push(node("DequantizeLinear", &[&wq, &ws, &wz], &wdq, Some(0)));
                 }
                 n.input[1] = wdq;
@@ -256,7 +297,9 @@ pub fn qdq(graph: &GraphProto, ranges: &Ranges, scheme: Weights) -> Result<Graph
                     let bq: Vec<i32> = b
                         .iter()
                         .zip(&scale_b)
-                        .map(|(&b, &s)| (b / s).round().clamp(i32::MIN as f32, i32::MAX as f32) as i32)
+                        .map(|(&b, &s)| {
+                            (b / s).round().clamp(i32::MIN as f32, i32::MAX as f32) as i32
+                        })
                         .collect();
                     // One bias per consumer's input scale: named after the node.
                     let tag = n.name.clone().unwrap_or_default();
@@ -266,10 +309,30 @@ pub fn qdq(graph: &GraphProto, ranges: &Ranges, scheme: Weights) -> Result<Graph
                         format!("{b_name}.{tag}.zero_point"),
                         format!("{b_name}.{tag}.dequantized"),
                     );
-                    new_inits.push(raw_tensor(&bq_n, vec![c], DataType::Int32, bq.iter().flat_map(|v| v.to_le_bytes()).collect()));
-                    new_inits.push(raw_tensor(&bs_n, vec![c], DataType::Float, scale_b.iter().flat_map(|v| v.to_le_bytes()).collect()));
-                    new_inits.push(raw_tensor(&bz_n, vec![c], DataType::Int32, vec![0; 4 * c as usize]));
-                    out_nodes.push(node("DequantizeLinear", &[&bq_n, &bs_n, &bz_n], &bdq_n, Some(0)));
+                    new_inits.push(raw_tensor(
+                        &bq_n,
+                        vec![c],
+                        DataType::Int32,
+                        bq.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    ));
+                    new_inits.push(raw_tensor(
+                        &bs_n,
+                        vec![c],
+                        DataType::Float,
+                        scale_b.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    ));
+                    new_inits.push(raw_tensor(
+                        &bz_n,
+                        vec![c],
+                        DataType::Int32,
+                        vec![0; 4 * c as usize],
+                    ));
+                    out_nodes.push(node(
+                        "DequantizeLinear",
+                        &[&bq_n, &bs_n, &bz_n],
+                        &bdq_n,
+                        Some(0),
+                    ));
                     n.input[2] = bdq_n;
                 }
             }
@@ -278,7 +341,8 @@ pub fn qdq(graph: &GraphProto, ranges: &Ranges, scheme: Weights) -> Result<Graph
     }
     // The float weights the quantised ones replace are no longer read.
     let read: HashSet<String> = out_nodes.iter().flat_map(|n| n.input.clone()).collect();
-    g.initializer.retain(|t| t.name.as_ref().is_some_and(|n| read.contains(n)));
+    g.initializer
+        .retain(|t| t.name.as_ref().is_some_and(|n| read.contains(n)));
     g.initializer.extend(new_inits);
     g.node = out_nodes;
     if g.node.is_empty() {
@@ -296,9 +360,15 @@ mod tests {
         // [C=1, Cin=2, 2, 1]: ONNX order a b c d pairs (a, b), (c, d); NHWC order a c b d pairs
         // (a, c), (b, d).
         let w = Tensor::from_slice(&[100f32, 0., -100., 0.]).reshape([1, 2, 2, 1]);
-        assert_eq!(Vec::<f32>::try_from(pair_sums(&w).unwrap()).unwrap(), [200.0]);
+        assert_eq!(
+            Vec::<f32>::try_from(pair_sums(&w).unwrap()).unwrap(),
+            [200.0]
+        );
         // An odd reduction: the last weight pairs with nothing.
         let w = Tensor::from_slice(&[1f32, 2., 3., -7., 1., 1.]).reshape([2, 3]);
-        assert_eq!(Vec::<f32>::try_from(pair_sums(&w).unwrap()).unwrap(), [3.0, 8.0]);
+        assert_eq!(
+            Vec::<f32>::try_from(pair_sums(&w).unwrap()).unwrap(),
+            [3.0, 8.0]
+        );
     }
 }

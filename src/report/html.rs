@@ -506,7 +506,9 @@ fn evaluation_section(h: &mut String, r: &Report) {
              patients resampled for the bootstrap).</p>",
             r.models.len(),
             r.predictions.len(),
-            cv["intervals"]["accuracy"]["method"].as_str().unwrap_or("as recorded")
+            cv["intervals"]["accuracy"]["method"]
+                .as_str()
+                .unwrap_or("as recorded")
         );
         cv_table(h, cv);
         measures(
@@ -918,9 +920,7 @@ fn operating_point(h: &mut String, op: &Value, set: &str) {
         (None, _) => "the default 0.5: the model carries no screening threshold (a cv fits one; \
                       train --calibration-from ships it)"
             .to_string(),
-        (Some(t), "cv") => format!(
-            "chosen for sensitivity {t} on these out-of-fold predictions"
-        ),
+        (Some(t), "cv") => format!("chosen for sensitivity {t} on these out-of-fold predictions"),
         (Some(t), _) => format!(
             "chosen for sensitivity {t} on the cv's out-of-fold predictions, measured here on \
              these images"

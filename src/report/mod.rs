@@ -564,12 +564,21 @@ pub fn majority(r: &Report) -> Option<(String, f64)> {
 /// Images per class: the data card's, else the held-out predictions'.
 fn class_counts(r: &Report) -> Vec<(String, usize)> {
     match &r.data_card {
-        Some(d) => d.classes.iter().map(|c| (c.class.clone(), c.images)).collect(),
+        Some(d) => d
+            .classes
+            .iter()
+            .map(|c| (c.class.clone(), c.images))
+            .collect(),
         None => r
             .classes
             .iter()
             .enumerate()
-            .map(|(c, name)| (name.clone(), r.predictions.iter().filter(|p| p.truth == c).count()))
+            .map(|(c, name)| {
+                (
+                    name.clone(),
+                    r.predictions.iter().filter(|p| p.truth == c).count(),
+                )
+            })
             .collect(),
     }
 }

@@ -148,8 +148,16 @@ pub fn line_chart(chart: &Chart, series: &[Series]) -> String {
         // Points that land on the previous one's half-pixel are left out: a curve of 10,000
         // images draws the same and stays a few kB.
         let mut pts: Vec<String> = vec![];
-        for &(x, y) in ser.points.iter().filter(|(x, y)| x.is_finite() && y.is_finite()) {
-            let p = format!("{:.1},{:.1}", (sx(x) * 2.0).round() / 2.0, (sy(y) * 2.0).round() / 2.0);
+        for &(x, y) in ser
+            .points
+            .iter()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+        {
+            let p = format!(
+                "{:.1},{:.1}",
+                (sx(x) * 2.0).round() / 2.0,
+                (sy(y) * 2.0).round() / 2.0
+            );
             if pts.last() != Some(&p) {
                 pts.push(p);
             }

@@ -55,7 +55,9 @@ struct Problem<'a> {
 
 impl Problem<'_> {
     fn eval(&self, theta: &Tensor) -> Result<(f64, Tensor)> {
-        let w = theta.f_narrow(0, 0, self.k * self.d)?.f_view([self.k, self.d])?;
+        let w = theta
+            .f_narrow(0, 0, self.k * self.d)?
+            .f_view([self.k, self.d])?;
         let b = theta.f_narrow(0, self.k * self.d, self.k)?;
         let z = self.x.f_matmul(&w.f_tr()?)?.f_add(&b)?; // [N, K]
         let logp = z.f_log_softmax(-1, Kind::Double)?;
@@ -63,13 +65,19 @@ impl Problem<'_> {
             .f_mul(&self.onehot)?
             .f_sum_dim_intlist(&[1i64][..], false, Kind::Double)?
             .f_neg()?; // [N]
-        let f = nll.f_mul(&self.weights)?.f_sum(Kind::Double)?.double_value(&[])
+        let f = nll
+            .f_mul(&self.weights)?
+            .f_sum(Kind::Double)?
+            .double_value(&[])
             + w.f_square()?.f_sum(Kind::Double)?.double_value(&[]) / (2.0 * self.c);
         let dz = logp
             .f_exp()?
             .f_sub(&self.onehot)?
             .f_mul(&self.weights.f_unsqueeze(1)?)?; // [N, K]
-        let dw = dz.f_tr()?.f_matmul(self.x)?.f_add(&w.f_div_scalar(self.c)?)?; // [K, D]
+        let dw = dz
+            .f_tr()?
+            .f_matmul(self.x)?
+            .f_add(&w.f_div_scalar(self.c)?)?; // [K, D]
         let db = dz.f_sum_dim_intlist(&[0i64][..], false, Kind::Double)?; // [K]
         Ok((f, Tensor::f_cat(&[dw.f_flatten(0, -1)?, db], 0)?))
     }
@@ -117,7 +125,9 @@ pub fn logistic_regression(
         .f_to_device(tch::Device::Cpu)?;
     let problem = Problem {
         x: &x,
-        onehot: Tensor::f_from_slice(labels)?.f_one_hot(classes)?.f_to_kind(Kind::Double)?,
+        onehot: Tensor::f_from_slice(labels)?
+            .f_one_hot(classes)?
+            .f_to_kind(Kind::Double)?,
         weights: Tensor::f_from_slice(weights)?,
         c,
         k: classes,

@@ -667,7 +667,8 @@ pub fn measure(
     let operating_point = model.threshold.filter(|_| k == 2).map(|t| {
         let p: Vec<f64> = basis.iter().map(|p| p[0]).collect();
         let positive: Vec<bool> = labels.iter().map(|&y| y == 0).collect();
-        let at = |t| operating::at_threshold(&p, &positive, t, prevalence, method, intervals::LEVEL);
+        let at =
+            |t| operating::at_threshold(&p, &positive, t, prevalence, method, intervals::LEVEL);
         let at_t = at(t);
         EvalOperatingPoint {
             positive_class: model.classes[0].clone(),

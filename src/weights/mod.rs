@@ -4,6 +4,7 @@
 //! each network starts from with `--pretrained` ([`published`]).
 
 pub mod hub;
+pub mod pickle;
 pub mod pth;
 
 use std::collections::BTreeMap;
@@ -101,15 +102,15 @@ pub enum Source {
 
 /// Reads a weights file of any kind the tool takes, told apart by its first bytes.
 pub fn read(path: &Path, device: Device) -> Result<Source> {
-    let mut head = [0u8; 9];
-    let n = fs::File::open(path)
-        .and_then(|mut f| f.read(&mut head))
+    let mut head = Vec::with_capacity(pth::HEAD);
+    fs::File::open(path)
+        .and_then(|f| f.take(pth::HEAD as u64).read_to_end(&mut head))
         .with_context(|| format!("reading {}", path.display()))?;
-    let head = &head[..n];
-    if n == 0 {
+    let head = &head[..];
+    if head.is_empty() {
         bail!("{}: the file is empty", path.display());
     }
-    if head.len() == 9 && head[8] == b'{' {
+    if head.len() >= 9 && head[8] == b'{' {
         let file = checkpoint::read_safetensors(path)?;
         let is_checkpoint = file
             .metadata

@@ -1,0 +1,106 @@
+//! Text quoted from files into messages: names, keys, class names and URLs come from files a
+//! stranger may have written, so before they reach a terminal their control characters are
+//! escaped (a carriage return or an ESC sequence could otherwise draw a forged line over the
+//! real one) and their length is bounded. [`escape`] is applied to every error line the
+//! binary prints (`cmd::error_line`); [`quote`] and [`list`] bound what a message quotes.
+
+use std::fmt::Write;
+
+/// The most characters of one quoted name a message shows.
+pub const QUOTED_CHARS: usize = 100;
+
+/// The most names a message lists before "and N more".
+pub const LISTED: usize = 10;
+
+/// `s` with every control character (C0, DEL, C1) and the Unicode line and paragraph
+/// separators written as an escape (`\r`, `\n`, `\t`, `\u{1b}`), so that printing it can
+/// neither move the cursor nor start a new line.
+pub fn escape(s: &str) -> String {
+    if !s.chars().any(needs_escape) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
+/// A name quoted from a file: escaped, and cut to its first [`QUOTED_CHARS`] characters with
+/// the length of the whole said after it.
+pub fn quote(s: &str) -> String {
+    let n = s.chars().count();
+    if n <= QUOTED_CHARS {
+        return escape(s);
+    }
+    let head: String = s.chars().take(QUOTED_CHARS).collect();
+    format!("{}… ({n} characters)", escape(&head))
+}
+
+/// Names quoted from a file, comma-separated: the first [`LISTED`], each [`quote`]d, then
+/// "and N more".
+pub fn list<S: AsRef<str>>(names: &[S]) -> String {
+    join_first(names.iter().map(|s| quote(s.as_ref())), names.len())
+}
+
+/// Items already built with [`quote`]d names, comma-separated: the first [`LISTED`], then
+/// "and N more".
+pub fn first<S: AsRef<str>>(items: &[S]) -> String {
+    join_first(items.iter().map(|s| escape(s.as_ref())), items.len())
+}
+
+fn join_first(items: impl Iterator<Item = String>, n: usize) -> String {
+    let mut out: Vec<String> = items.take(LISTED).collect();
+    if n > LISTED {
+        out.push(format!("and {} more", n - LISTED));
+    }
+    out.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_nothing_else_changes() {
+        assert_eq!(escape("conv1.weight"), "conv1.weight");
+        assert_eq!(escape("ünïcødé 猴痘"), "ünïcødé 猴痘");
+        assert_eq!(
+            escape("a\rwrote OUT.pt\x1b[2K\n\u{9b}\u{2028}"),
+            "a\\rwrote OUT.pt\\u{1b}[2K\\n\\u{9b}\\u{2028}"
+        );
+        assert!(!escape("\x00\x07\x7f").chars().any(char::is_control));
+    }
+
+    #[test]
+    fn a_long_name_is_cut_and_its_length_said() {
+        let long = "k".repeat(5000);
+        let q = quote(&long);
+        assert!(q.starts_with(&"k".repeat(QUOTED_CHARS)));
+        assert!(q.ends_with("… (5000 characters)"), "{q}");
+        assert!(q.len() < 200);
+        assert_eq!(quote("short"), "short");
+    }
+
+    #[test]
+    fn a_list_shows_ten_names_then_how_many_more() {
+        let names: Vec<String> = (0..25).map(|i| format!("n{i}")).collect();
+        let l = list(&names);
+        assert!(l.starts_with("n0, n1, "), "{l}");
+        assert!(l.contains("n9, and 15 more"), "{l}");
+        assert!(!l.contains("n10"));
+        assert_eq!(list(&["a", "b"]), "a, b");
+    }
+}

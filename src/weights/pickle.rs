@@ -1,0 +1,824 @@
+//! The opcode scan every pickle of a `torch.save` file passes before anything evaluates it:
+//! the one rule that decides what the tool reads from strangers. It follows the virtual
+//! machine of Python's `pickle` (as `pickletools` documents it) on abstract values — which
+//! global a value came from, whether it is a tensor, a storage, a dict — so that every GLOBAL,
+//! STACK_GLOBAL, REDUCE, NEWOBJ and BUILD is checked where it stands, whether or not its
+//! result would reach the object the file finally holds (a call dropped from the stack or kept
+//! only in the memo is checked like any other).
+//!
+//! What passes is what PyTorch's own `torch.load(weights_only=True)` (its
+//! `_weights_only_unpickler`, PyTorch 2.13) accepts for a state_dict, narrowed to what the
+//! reader turns into weights: the opcodes that unpickler implements, the globals on
+//! [`ALLOWED`] (tensor and parameter rebuilds, typed storages, element types,
+//! `OrderedDict`, `set`), REDUCE only of those functions, BUILD only of an `OrderedDict`, a
+//! tensor or a parameter, persistent ids only of storages. The one addition: the opcodes
+//! protocol 4 frames a pickle with (FRAME, MEMOIZE, SHORT_BINUNICODE, STACK_GLOBAL), so that a
+//! state_dict saved at protocol 4, which that unpickler cannot read back, is read when it is
+//! as plain as a protocol-2 one.
+//!
+//! The work is bounded by the pickle's length whatever it declares: one pass, values created
+//! at most [`MAX_VALUES`], stack and memo bounded by them, strings at most
+//! [`MAX_STRING`] each and [`MAX_STRINGS`] together, dict keys at most [`MAX_KEY`] bytes.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, BufRead, Read};
+use std::rc::Rc;
+
+use anyhow::{bail, Result};
+
+use crate::text::quote;
+
+/// The most values (numbers, strings, containers, calls) one pickle may create: a state_dict
+/// of ten thousand tensors needs about 200,000.
+pub const MAX_VALUES: u64 = 2_000_000;
+
+/// The longest string or bytes value accepted.
+pub const MAX_STRING: u64 = 16 << 20;
+
+/// The most string and bytes payload one pickle may hold.
+pub const MAX_STRINGS: u64 = 64 << 20;
+
+/// The longest dict key accepted: keys are parameter names.
+pub const MAX_KEY: usize = 1024;
+
+/// The deepest nesting of MARKs (containers being built inside each other).
+pub const MAX_MARKS: usize = 1000;
+
+/// Strings up to this length are kept by the scan (to check globals, storage ids, keys).
+const KEPT: usize = 256;
+
+/// What an allowed global is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// `collections.OrderedDict`: called with REDUCE, BUILD gives it its attributes.
+    OrderedDict,
+    /// `builtins.set`.
+    Set,
+    /// A tensor rebuild function (`torch._utils._rebuild_tensor*`).
+    RebuildTensor,
+    /// `torch._utils._rebuild_parameter*`.
+    RebuildParameter,
+    /// `torch._tensor._rebuild_from_type_v2(func, new_type, args, state)`.
+    RebuildFromType,
+    /// A class named as a type, never called: `torch.Tensor`, `torch.nn.parameter.Parameter`.
+    TensorType,
+    /// A typed storage class (`torch.FloatStorage`), named in a storage's persistent id.
+    StorageType,
+    /// An element type (`torch.float32`), named by `_rebuild_tensor_v3`.
+    Dtype,
+}
+
+/// The globals a state_dict needs, each as `module.name`: the part of PyTorch's
+/// `_get_allowed_globals()` that the reader turns into weights.
+pub const ALLOWED: &[&str] = &[
+    "collections.OrderedDict",
+    "builtins.set",
+    "torch._utils._rebuild_tensor",
+    "torch._utils._rebuild_tensor_v2",
+    "torch._utils._rebuild_tensor_v3",
+    "torch._utils._rebuild_parameter",
+    "torch._utils._rebuild_parameter_with_state",
+    "torch._tensor._rebuild_from_type_v2",
+    "torch.Tensor",
+    "torch.nn.parameter.Parameter",
+    "torch.FloatStorage",
+    "torch.DoubleStorage",
+    "torch.HalfStorage",
+    "torch.BFloat16Storage",
+    "torch.LongStorage",
+    "torch.IntStorage",
+    "torch.ShortStorage",
+    "torch.CharStorage",
+    "torch.ByteStorage",
+    "torch.BoolStorage",
+    "torch.float32",
+    "torch.float64",
+    "torch.float16",
+    "torch.bfloat16",
+    "torch.int64",
+    "torch.int32",
+    "torch.int16",
+    "torch.int8",
+    "torch.uint8",
+    "torch.uint16",
+    "torch.uint32",
+    "torch.uint64",
+    "torch.bool",
+];
+
+fn role(full: &str) -> Option<Role> {
+    if !ALLOWED.contains(&full) {
+        return None;
+    }
+    Some(match full {
+        "collections.OrderedDict" => Role::OrderedDict,
+        "builtins.set" => Role::Set,
+        "torch._utils._rebuild_parameter" | "torch._utils._rebuild_parameter_with_state" => {
+            Role::RebuildParameter
+        }
+        "torch._tensor._rebuild_from_type_v2" => Role::RebuildFromType,
+        "torch.Tensor" | "torch.nn.parameter.Parameter" => Role::TensorType,
+        f if f.starts_with("torch._utils._rebuild_tensor") => Role::RebuildTensor,
+        f if f.ends_with("Storage") => Role::StorageType,
+        _ => Role::Dtype,
+    })
+}
+
+/// Which persistent ids a pickle may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ids {
+    /// None (the legacy format's header pickles).
+    None,
+    /// `('storage', storage_type, key, location, numel[, view])` tuples (the main pickle).
+    Storages,
+}
+
+/// What the scan found in a pickle that passed.
+#[derive(Debug)]
+pub struct Scan {
+    /// Bytes from the pickle's first opcode through its STOP.
+    pub len: u64,
+    /// How many times each storage key is named by a persistent id.
+    pub storages: BTreeMap<String, u64>,
+    /// The Python type of the pickle's value (`dict`, `int`, …).
+    pub root: &'static str,
+}
+
+/// An abstract value on the pickle machine's stack.
+#[derive(Debug, Clone)]
+enum V {
+    None,
+    Bool,
+    Int,
+    Float,
+    /// A string, kept when short; its length in bytes.
+    Str(Option<Rc<str>>, u64),
+    Tuple(Rc<[V]>),
+    List,
+    Set,
+    /// A dict; `ordered` for an `OrderedDict`; the flags say which of an `nn.Module`'s tables
+    /// (`_parameters`, `_buffers`, `_modules`) it has as keys, shared with its memo copies.
+    Dict {
+        ordered: bool,
+        tables: Rc<Cell<u8>>,
+    },
+    Global(Role, Rc<str>),
+    Storage,
+    Tensor,
+    /// Found only after a forbidden global (the scan goes on to say what the file is): the
+    /// global itself, and what calling or instantiating it made.
+    Forbidden(Rc<str>),
+    Object(Rc<str>),
+}
+
+impl V {
+    fn type_name(&self) -> &'static str {
+        match self {
+            V::None => "NoneType",
+            V::Bool => "bool",
+            V::Int => "int",
+            V::Float => "float",
+            V::Str(..) => "str",
+            V::Tuple(_) => "tuple",
+            V::List => "list",
+            V::Set => "set",
+            V::Dict { ordered: true, .. } => "collections.OrderedDict",
+            V::Dict { .. } => "dict",
+            V::Global(..) | V::Forbidden(_) => "global",
+            V::Storage => "storage",
+            V::Tensor => "tensor",
+            V::Object(_) => "object",
+        }
+    }
+
+    fn text(&self) -> Option<&str> {
+        match self {
+            V::Str(Some(s), _) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn forbidden(&self) -> Option<Rc<str>> {
+        match self {
+            V::Forbidden(n) | V::Object(n) => Some(n.clone()),
+            V::Tuple(items) => items.iter().find_map(V::forbidden),
+            _ => None,
+        }
+    }
+}
+
+const MODULE_TABLES: [&str; 3] = ["_parameters", "_buffers", "_modules"];
+
+/// A byte reader that counts and refuses to read past a limit.
+struct Input<'a, R> {
+    r: &'a mut R,
+    pos: u64,
+    limit: u64,
+}
+
+impl<R: BufRead> Input<'_, R> {
+    fn need(&self, n: u64) -> Result<()> {
+        if self.pos.saturating_add(n) > self.limit {
+            bail!(
+                "byte {}: the pickle ends (at {} bytes) before the {n} bytes an opcode needs",
+                self.pos,
+                self.limit
+            );
+        }
+        Ok(())
+    }
+
+    fn bytes(&mut self, n: u64) -> Result<Vec<u8>> {
+        self.need(n)?;
+        let mut buf = Vec::with_capacity(n as usize);
+        self.r.by_ref().take(n).read_to_end(&mut buf)?;
+        if (buf.len() as u64) < n {
+            bail!(
+                "byte {}: the pickle is cut short",
+                self.pos + buf.len() as u64
+            );
+        }
+        self.pos += n;
+        Ok(buf)
+    }
+
+    fn skip(&mut self, n: u64) -> Result<()> {
+        self.need(n)?;
+        let got = io::copy(&mut self.r.by_ref().take(n), &mut io::sink())?;
+        if got < n {
+            bail!("byte {}: the pickle is cut short", self.pos + got);
+        }
+        self.pos += n;
+        Ok(())
+    }
+
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.bytes(1)?[0])
+    }
+
+    fn le(&mut self, n: u64) -> Result<u64> {
+        let b = self.bytes(n)?;
+        Ok(b.iter().rev().fold(0u64, |acc, &x| (acc << 8) | x as u64))
+    }
+
+    /// A GLOBAL's line, without its newline; bounded.
+    fn line(&mut self) -> Result<String> {
+        let start = self.pos;
+        let mut out = Vec::new();
+        loop {
+            let b = self.u8()?;
+            if b == b'\n' {
+                break;
+            }
+            if out.len() >= KEPT {
+                bail!("byte {start}: a GLOBAL's name runs past {KEPT} bytes");
+            }
+            out.push(b);
+        }
+        String::from_utf8(out)
+            .map_err(|_| anyhow::anyhow!("byte {start}: a GLOBAL's name is not UTF-8"))
+    }
+}
+
+/// The scanner's state for one pickle.
+struct Machine {
+    ids: Ids,
+    stack: Vec<V>,
+    marks: Vec<Vec<V>>,
+    memo: HashMap<u64, V>,
+    values: u64,
+    string_bytes: u64,
+    storages: BTreeMap<String, u64>,
+    proto: u8,
+    /// The first forbidden global and its offset, once seen: the scan goes on only to tell a
+    /// pickled module from other objects.
+    forbidden: Option<(u64, Rc<str>)>,
+    /// The last BUILD that gave an object the tables of an `nn.Module`: its offset and class.
+    module: Option<(u64, Rc<str>)>,
+}
+
+/// Scans one pickle from `r`, which starts at byte `base` of its file or entry, reading at
+/// most `limit` bytes, with the persistent ids `ids` allows. Errors name the byte offset
+/// (counted from `base`'s origin) and what is refused there.
+pub fn scan<R: BufRead>(r: &mut R, base: u64, limit: u64, ids: Ids) -> Result<Scan> {
+    let mut input = Input {
+        r,
+        pos: base,
+        limit: base.saturating_add(limit),
+    };
+    let mut m = Machine {
+        ids,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+        values: 0,
+        string_bytes: 0,
+        storages: BTreeMap::new(),
+        proto: 0,
+        forbidden: None,
+        module: None,
+    };
+    loop {
+        let at = input.pos;
+        let step = m.step(&mut input, at);
+        match (step, m.refusal()) {
+            (Ok(None), _) => {}
+            (Ok(Some(root)), None) => {
+                return Ok(Scan {
+                    len: input.pos - base,
+                    storages: m.storages,
+                    root,
+                })
+            }
+            (Ok(Some(_)), Some(refusal)) | (Err(_), Some(refusal)) => return Err(refusal),
+            (Err(e), None) => return Err(e),
+        }
+    }
+}
+
+impl Machine {
+    /// Why the pickle is refused, once a forbidden global was seen.
+    fn refusal(&self) -> Option<anyhow::Error> {
+        let (at, global) = self.forbidden.as_ref()?;
+        let first = format!("global {} at byte {at}", quote(global));
+        Some(match &self.module {
+            Some((build, class)) => anyhow::anyhow!(
+                "a whole pickled object with an nn.Module's tables (BUILD at byte {build} of a \
+                 {} object; {first} is not allowed), as torch.save(model) writes, not a \
+                 state_dict: refused, nothing in it was run. Where you trust the file, make a \
+                 state_dict of it in PyTorch: torch.save(torch.load(FILE, \
+                 weights_only=False).state_dict(), \"weights.pth\")",
+                quote(class)
+            ),
+            None => anyhow::anyhow!(
+                "byte {at}: global {} is not one a state_dict needs (tensors, storages, \
+                 parameters, OrderedDict: what torch.load(weights_only=True) allows): refused; \
+                 nothing in the file was run",
+                quote(global)
+            ),
+        })
+    }
+
+    fn push(&mut self, v: V, at: u64) -> Result<()> {
+        self.values += 1;
+        if self.values > MAX_VALUES {
+            bail!("byte {at}: more than {MAX_VALUES} values in one pickle: refused");
+        }
+        self.stack.push(v);
+        Ok(())
+    }
+
+    fn pop(&mut self, at: u64, op: &str) -> Result<V> {
+        match self.stack.pop() {
+            None => bail!("byte {at}: {op} finds the stack empty"),
+            Some(v) => Ok(v),
+        }
+    }
+
+    fn top(&mut self, at: u64, op: &str) -> Result<&mut V> {
+        match self.stack.last_mut() {
+            None => bail!("byte {at}: {op} finds the stack empty"),
+            Some(v) => Ok(v),
+        }
+    }
+
+    fn pop_mark(&mut self, at: u64, op: &str) -> Result<Vec<V>> {
+        let Some(outer) = self.marks.pop() else {
+            bail!("byte {at}: {op} without a MARK");
+        };
+        Ok(std::mem::replace(&mut self.stack, outer))
+    }
+
+    fn string(&mut self, input: &mut Input<impl BufRead>, n: u64, at: u64) -> Result<()> {
+        if n > MAX_STRING {
+            bail!("byte {at}: a string of {n} bytes (more than {MAX_STRING}): refused");
+        }
+        self.string_bytes += n;
+        if self.string_bytes > MAX_STRINGS {
+            bail!("byte {at}: more than {MAX_STRINGS} bytes of strings in one pickle: refused");
+        }
+        let v = if n as usize <= KEPT {
+            let b = input.bytes(n)?;
+            V::Str(Some(Rc::from(String::from_utf8_lossy(&b).as_ref())), n)
+        } else {
+            input.skip(n)?;
+            V::Str(None, n)
+        };
+        self.push(v, at)
+    }
+
+    /// Refuses (or, after a first refusal, notes) a global that is not allowed.
+    fn global(&mut self, module: &str, name: &str, at: u64) -> Result<()> {
+        let module = match module {
+            "__builtin__" => "builtins",
+            m => m,
+        };
+        let full = format!("{module}.{name}");
+        match role(&full) {
+            Some(r) => self.push(V::Global(r, Rc::from(full.as_str())), at),
+            None => {
+                let full: Rc<str> = Rc::from(full.as_str());
+                if self.forbidden.is_none() {
+                    self.forbidden = Some((at, full.clone()));
+                }
+                self.push(V::Forbidden(full), at)
+            }
+        }
+    }
+
+    /// One opcode; `Some(root type)` at STOP.
+    fn step(&mut self, input: &mut Input<impl BufRead>, at: u64) -> Result<Option<&'static str>> {
+        let op = input.u8()?;
+        match op {
+            // PROTO
+            0x80 => {
+                self.proto = input.u8()?;
+                if !(2..=5).contains(&self.proto) {
+                    bail!(
+                        "byte {at}: pickle protocol {} (2 to 5 are read)",
+                        self.proto
+                    );
+                }
+            }
+            // FRAME: a length prefix for the opcodes that follow.
+            0x95 if self.proto >= 4 => {
+                input.le(8)?;
+            }
+            b'.' => {
+                let root = self.pop(at, "STOP")?;
+                if !self.stack.is_empty() || !self.marks.is_empty() {
+                    bail!("byte {at}: STOP leaves values on the stack");
+                }
+                return Ok(Some(root.type_name()));
+            }
+            // MARK
+            b'(' => {
+                if self.marks.len() >= MAX_MARKS {
+                    bail!("byte {at}: MARKs nested deeper than {MAX_MARKS}: refused");
+                }
+                let inner = std::mem::take(&mut self.stack);
+                self.marks.push(inner);
+            }
+            b'N' => self.push(V::None, at)?,
+            0x88 | 0x89 => self.push(V::Bool, at)?,
+            // BININT, BININT1, BININT2, LONG1
+            b'J' => {
+                input.skip(4)?;
+                self.push(V::Int, at)?
+            }
+            b'K' => {
+                input.skip(1)?;
+                self.push(V::Int, at)?
+            }
+            b'M' => {
+                input.skip(2)?;
+                self.push(V::Int, at)?
+            }
+            0x8a => {
+                let n = input.u8()? as u64;
+                input.skip(n)?;
+                self.push(V::Int, at)?
+            }
+            // BINFLOAT
+            b'G' => {
+                input.skip(8)?;
+                self.push(V::Float, at)?
+            }
+            // BINUNICODE, SHORT_BINSTRING, SHORT_BINUNICODE, BINUNICODE8
+            b'X' => {
+                let n = input.le(4)?;
+                self.string(input, n, at)?
+            }
+            b'U' => {
+                let n = input.u8()? as u64;
+                self.string(input, n, at)?
+            }
+            0x8c if self.proto >= 4 => {
+                let n = input.u8()? as u64;
+                self.string(input, n, at)?
+            }
+            0x8d if self.proto >= 4 => {
+                let n = input.le(8)?;
+                self.string(input, n, at)?
+            }
+            b')' => self.push(V::Tuple(Rc::from(Vec::new())), at)?,
+            b']' => self.push(V::List, at)?,
+            b'}' => self.push(
+                V::Dict {
+                    ordered: false,
+                    tables: Rc::new(Cell::new(0)),
+                },
+                at,
+            )?,
+            0x8f => self.push(V::Set, at)?,
+            // TUPLE, TUPLE1..3
+            b't' => {
+                let items = self.pop_mark(at, "TUPLE")?;
+                self.push(V::Tuple(Rc::from(items)), at)?
+            }
+            0x85..=0x87 => {
+                let n = (op - 0x84) as usize;
+                if self.stack.len() < n {
+                    bail!("byte {at}: TUPLE{n} finds fewer than {n} values");
+                }
+                let items = self.stack.split_off(self.stack.len() - n);
+                self.push(V::Tuple(Rc::from(items)), at)?
+            }
+            // APPEND, APPENDS
+            b'a' => {
+                self.pop(at, "APPEND")?;
+                self.append_to(at)?;
+            }
+            b'e' => {
+                self.pop_mark(at, "APPENDS")?;
+                self.append_to(at)?;
+            }
+            // SETITEM, SETITEMS
+            b's' => {
+                let v = self.pop(at, "SETITEM")?;
+                let k = self.pop(at, "SETITEM")?;
+                self.set_items(&[k, v], at)?;
+            }
+            b'u' => {
+                let items = self.pop_mark(at, "SETITEMS")?;
+                if items.len() % 2 != 0 {
+                    bail!("byte {at}: SETITEMS with an odd number of values");
+                }
+                self.set_items(&items, at)?;
+            }
+            // BINGET, LONG_BINGET
+            b'h' | b'j' => {
+                let idx = input.le(if op == b'h' { 1 } else { 4 })?;
+                let Some(v) = self.memo.get(&idx).cloned() else {
+                    bail!("byte {at}: memo slot {idx} was never stored");
+                };
+                self.push(v, at)?
+            }
+            // BINPUT, LONG_BINPUT, MEMOIZE
+            b'q' | b'r' | 0x94 => {
+                let idx = match op {
+                    b'q' => input.le(1)?,
+                    b'r' => input.le(4)?,
+                    _ if self.proto >= 4 => self.memo.len() as u64,
+                    _ => bail!("byte {at}: MEMOIZE before protocol 4"),
+                };
+                let v = self.top(at, "PUT")?.clone();
+                self.memo.insert(idx, v);
+            }
+            // GLOBAL, STACK_GLOBAL
+            b'c' => {
+                let module = input.line()?;
+                let name = input.line()?;
+                self.global(&module, &name, at)?
+            }
+            0x93 if self.proto >= 4 => {
+                let name = self.pop(at, "STACK_GLOBAL")?;
+                let module = self.pop(at, "STACK_GLOBAL")?;
+                match (module.text(), name.text()) {
+                    (Some(m), Some(n)) => {
+                        let (m, n) = (m.to_string(), n.to_string());
+                        self.global(&m, &n, at)?
+                    }
+                    _ => bail!(
+                        "byte {at}: STACK_GLOBAL of a {} and a {}, not two short strings",
+                        module.type_name(),
+                        name.type_name()
+                    ),
+                }
+            }
+            b'R' => {
+                let args = self.pop(at, "REDUCE")?;
+                let func = self.pop(at, "REDUCE")?;
+                let v = self.reduce(func, args, at)?;
+                self.push(v, at)?
+            }
+            0x81 => {
+                let args = self.pop(at, "NEWOBJ")?;
+                let cls = self.pop(at, "NEWOBJ")?;
+                match cls.forbidden().or_else(|| args.forbidden()) {
+                    Some(n) if self.forbidden.is_some() => self.push(V::Object(n), at)?,
+                    _ => bail!(
+                        "byte {at}: NEWOBJ of {}: a state_dict creates no objects that way \
+                         (torch.load(weights_only=True) allows it only for a Parameter): refused",
+                        describe(&cls)
+                    ),
+                }
+            }
+            b'b' => {
+                let state = self.pop(at, "BUILD")?;
+                let inst = self.top(at, "BUILD")?.clone();
+                self.build(inst, state, at)?
+            }
+            b'Q' => {
+                let pid = self.pop(at, "BINPERSID")?;
+                self.persistent_id(&pid, at)?;
+                self.push(V::Storage, at)?
+            }
+            _ => bail!(
+                "byte {at}: opcode {} ({}) is not one torch.load(weights_only=True) reads: \
+                 refused",
+                op_name(op),
+                byte(op)
+            ),
+        }
+        if self.stack.len() + self.marks.len() > MAX_VALUES as usize {
+            bail!("byte {at}: the stack holds more than {MAX_VALUES} values: refused");
+        }
+        Ok(None)
+    }
+
+    fn append_to(&mut self, at: u64) -> Result<()> {
+        let target = self.top(at, "APPEND")?;
+        if !matches!(target, V::List) {
+            bail!("byte {at}: APPEND to a {}, not a list", target.type_name());
+        }
+        Ok(())
+    }
+
+    fn set_items(&mut self, items: &[V], at: u64) -> Result<()> {
+        let target = self.top(at, "SETITEM")?.clone();
+        let V::Dict { tables, .. } = &target else {
+            bail!("byte {at}: SETITEM on a {}, not a dict", target.type_name());
+        };
+        for pair in items.chunks(2) {
+            match &pair[0] {
+                V::Str(s, n) => {
+                    if *n as usize > MAX_KEY {
+                        bail!(
+                            "byte {at}: a dict key of {n} bytes (more than {MAX_KEY}; keys are \
+                             parameter names): refused"
+                        );
+                    }
+                    if let Some(i) = MODULE_TABLES.iter().position(|t| s.as_deref() == Some(*t)) {
+                        tables.set(tables.get() | 1 << i);
+                    }
+                }
+                V::Int | V::Bool | V::None | V::Float => {}
+                other => bail!("byte {at}: a dict key that is a {}", other.type_name()),
+            }
+        }
+        Ok(())
+    }
+
+    fn reduce(&mut self, func: V, args: V, at: u64) -> Result<V> {
+        if let Some(n) = func.forbidden().or_else(|| args.forbidden()) {
+            if self.forbidden.is_some() {
+                return Ok(V::Object(n));
+            }
+        }
+        let V::Tuple(items) = &args else {
+            bail!(
+                "byte {at}: REDUCE with a {} for arguments, not a tuple",
+                args.type_name()
+            );
+        };
+        let V::Global(role, name) = &func else {
+            bail!(
+                "byte {at}: REDUCE calls a {}, not a function",
+                func.type_name()
+            );
+        };
+        Ok(match role {
+            Role::OrderedDict => V::Dict {
+                ordered: true,
+                tables: Rc::new(Cell::new(0)),
+            },
+            Role::Set => V::Set,
+            Role::RebuildTensor | Role::RebuildParameter => V::Tensor,
+            Role::RebuildFromType => {
+                let ok = matches!(
+                    items.first(),
+                    Some(V::Global(Role::RebuildTensor | Role::RebuildParameter, _))
+                ) && matches!(items.get(1), Some(V::Global(Role::TensorType, _)))
+                    && matches!(items.get(2), Some(V::Tuple(_)));
+                if !ok {
+                    bail!(
+                        "byte {at}: _rebuild_from_type_v2 takes a tensor rebuild, a tensor type \
+                         and its arguments; this call has other arguments: refused"
+                    );
+                }
+                V::Tensor
+            }
+            Role::TensorType | Role::StorageType | Role::Dtype => bail!(
+                "byte {at}: REDUCE calls {}, which a state_dict only names: refused",
+                quote(name)
+            ),
+        })
+    }
+
+    fn build(&mut self, inst: V, state: V, at: u64) -> Result<()> {
+        if let (V::Object(class), V::Dict { tables, .. }) = (&inst, &state) {
+            if tables.get() != 0 {
+                self.module = Some((at, class.clone()));
+            }
+        }
+        if self.forbidden.is_some() && (inst.forbidden().is_some() || state.forbidden().is_some()) {
+            return Ok(());
+        }
+        match (&inst, &state) {
+            (V::Dict { ordered: true, .. }, V::Dict { .. }) => Ok(()),
+            (V::Tensor, _) => Ok(()),
+            (V::Object(_), _) if self.forbidden.is_some() => Ok(()),
+            _ => bail!(
+                "byte {at}: BUILD of a {} with a {} (only an OrderedDict, a tensor or a \
+                 parameter is built): refused",
+                inst.type_name(),
+                state.type_name()
+            ),
+        }
+    }
+
+    fn persistent_id(&mut self, pid: &V, at: u64) -> Result<()> {
+        if self.ids == Ids::None {
+            bail!("byte {at}: a persistent id where this pickle has none: refused");
+        }
+        if self.forbidden.is_some() && pid.forbidden().is_some() {
+            return Ok(());
+        }
+        let V::Tuple(f) = pid else {
+            bail!(
+                "byte {at}: a persistent id that is a {}, not a storage's tuple",
+                pid.type_name()
+            );
+        };
+        let plain = |v: &V| matches!(v, V::Int | V::None | V::Str(..) | V::Bool);
+        let ok = f.len() >= 5
+            && f.len() <= 6
+            && f[0].text() == Some("storage")
+            && matches!(f[1], V::Global(Role::StorageType | Role::Dtype, _))
+            && matches!(f[2], V::Str(Some(_), _) | V::Int)
+            && matches!(f[3], V::Str(Some(_), _))
+            && matches!(f[4], V::Int)
+            && f.get(5).is_none_or(|v| match v {
+                V::None => true,
+                V::Tuple(t) => t.iter().all(plain),
+                _ => false,
+            });
+        if !ok {
+            let what: Vec<&str> = f.iter().map(V::type_name).collect();
+            bail!(
+                "byte {at}: a persistent id ({}) that is not a storage's ('storage', storage \
+                 type, key, location, size[, view]): refused",
+                what.join(", ")
+            );
+        }
+        let key = f[2]
+            .text()
+            .map_or_else(|| "(int)".to_string(), str::to_string);
+        *self.storages.entry(key).or_default() += 1;
+        Ok(())
+    }
+}
+
+fn describe(v: &V) -> String {
+    match v {
+        V::Global(_, n) | V::Forbidden(n) => quote(n),
+        other => format!("a {}", other.type_name()),
+    }
+}
+
+fn byte(op: u8) -> String {
+    match op {
+        0x21..=0x7e => format!("'{}'", op as char),
+        _ => format!("0x{op:02x}"),
+    }
+}
+
+fn op_name(op: u8) -> &'static str {
+    match op {
+        b'0' => "POP",
+        b'1' => "POP_MARK",
+        b'2' => "DUP",
+        b'F' => "FLOAT",
+        b'I' => "INT",
+        b'L' => "LONG",
+        b'P' => "PERSID",
+        b'S' => "STRING",
+        b'T' => "BINSTRING",
+        b'V' => "UNICODE",
+        b'd' => "DICT",
+        b'g' => "GET",
+        b'i' => "INST",
+        b'l' => "LIST",
+        b'o' => "OBJ",
+        b'p' => "PUT",
+        b'B' => "BINBYTES",
+        b'C' => "SHORT_BINBYTES",
+        0x82..=0x84 => "EXT",
+        0x8b => "LONG4",
+        0x8c => "SHORT_BINUNICODE",
+        0x8d => "BINUNICODE8",
+        0x8e => "BINBYTES8",
+        0x90 => "ADDITEMS",
+        0x91 => "FROZENSET",
+        0x92 => "NEWOBJ_EX",
+        0x93 => "STACK_GLOBAL",
+        0x94 => "MEMOIZE",
+        0x95 => "FRAME",
+        0x96 => "BYTEARRAY8",
+        0x97 => "NEXT_BUFFER",
+        0x98 => "READONLY_BUFFER",
+        _ => "unknown",
+    }
+}
