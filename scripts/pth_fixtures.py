@@ -7,6 +7,8 @@ Writes into OUT:
                                     u8, bool, a 0-d tensor, a non-contiguous view, two tensors
                                     sharing a storage) in the zip format and the legacy stream;
                                     small.safetensors the same tensors, contiguous, for reference
+  small.p4.zip.pth, small.p4.legacy.pth   the same saved at pickle protocol 4 (which
+                                    torch.load(weights_only=True) itself cannot read back)
   nested.pth                        {"epoch": 3, "args": {...}, "state_dict": small}
   googlenet.legacy.pth              a random torchvision GoogLeNet (aux heads on) as torchvision's
                                     published file is: legacy format; googlenet.io.safetensors
@@ -122,6 +124,8 @@ def main():
     sd = small()
     torch.save(sd, os.path.join(out, "small.zip.pth"))
     torch.save(sd, os.path.join(out, "small.legacy.pth"), _use_new_zipfile_serialization=False)
+    torch.save(sd, os.path.join(out, "small.p4.zip.pth"), pickle_protocol=4)
+    torch.save(sd, os.path.join(out, "small.p4.legacy.pth"), pickle_protocol=4, _use_new_zipfile_serialization=False)
     save_file({k: v.contiguous().clone() for k, v in sd.items()}, os.path.join(out, "small.safetensors"))
     torch.save(
         {"epoch": 3, "args": {"lr": 0.1, "names": ["a", "b"], "flag": None}, "state_dict": sd},

@@ -15,8 +15,6 @@ use crate::ensemble::Ensemble;
 use crate::model::{tap_layers, Arch, Model, Tap};
 use crate::precision::{Compute, Precision};
 
-/// The layer explained by default: the last inception block.
-
 /// How channels are weighted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Method {

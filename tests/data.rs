@@ -761,9 +761,11 @@ fn near_duplicate_sets_and_folds_do_not_depend_on_the_image_size() {
         assert_eq!(sets(size), at_224, "at {size} px");
     }
     let folds = |size: i64| {
-        let mut cfg = TrainConfig::default();
-        cfg.image_size = size;
-        cfg.folds = Some(5);
+        let cfg = TrainConfig {
+            image_size: size,
+            folds: Some(5),
+            ..Default::default()
+        };
         let (ds, _) = Dataset::for_training(&msld(), &cfg, size as u32, 1 << 30).unwrap();
         let names = |idx: &[usize]| -> Vec<PathBuf> {
             idx.iter().map(|&i| ds.samples[i].path.clone()).collect()

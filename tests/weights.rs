@@ -77,7 +77,13 @@ fn zip_and_legacy_torch_save_files_hold_exactly_pytorchs_tensors() {
     let want = checkpoint::read_safetensors(&fixture("small.safetensors"))
         .unwrap()
         .tensors;
-    for f in ["small.zip.pth", "small.legacy.pth", "nested.pth"] {
+    for f in [
+        "small.zip.pth",
+        "small.legacy.pth",
+        "small.p4.zip.pth",
+        "small.p4.legacy.pth",
+        "nested.pth",
+    ] {
         let got = weights::read_state_dict(&fixture(f)).unwrap();
         assert_same_tensors(&got, &want);
     }
@@ -475,6 +481,10 @@ enum How {
     /// Announces the whole length, sends half and closes.
     Cut,
     Error500,
+    /// Announces a terabyte, sends a little and closes.
+    Huge,
+    /// Answers every request with a redirect to this location.
+    Redirect(&'static str),
 }
 
 fn serve(files: Vec<(String, Vec<u8>)>, how: How) -> Server {
@@ -508,6 +518,15 @@ fn serve(files: Vec<(String, Vec<u8>)>, how: How) -> Server {
                 (How::Error500, _) => stream.write_all(
                     b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
                 ),
+                (How::Redirect(to), _) => stream.write_all(
+                    format!(
+                        "HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
+                ),
+                (How::Huge, Some(b)) => stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1099511627776\r\nconnection: close\r\n\r\n")
+                    .and_then(|_| stream.write_all(&b)),
                 (_, None) => stream.write_all(
                     b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
                 ),
@@ -573,6 +592,32 @@ fn the_hash_prefix_is_found_as_torch_hubs_regex_finds_it() {
 }
 
 #[test]
+fn a_download_is_bounded_in_size_and_redirects_and_leaves_nothing_when_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, bytes) = hashed_file(true);
+    let files = vec![(good.clone(), bytes)];
+    let huge = serve(files.clone(), How::Huge);
+    let err = hub::download(&format!("{}/{good}", huge.url), &dir.path().join(&good)).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("announces 1099511627776 bytes, more than the 2147483648"),
+        "{err:#}"
+    );
+    // A loop, and schemes other than http(s), which are not followed.
+    for (how, want) in [
+        (How::Redirect("/again.pth"), "too many redirects"),
+        (How::Redirect("file:///etc/passwd"), "redirect"),
+        (How::Redirect("ftp://127.0.0.1/x.pth"), "ftp"),
+    ] {
+        let s = serve(files.clone(), how);
+        let err = hub::download(&format!("{}/{good}", s.url), &dir.path().join(&good)).unwrap_err();
+        let err = format!("{err:#}").to_lowercase();
+        assert!(err.contains(want), "{err}");
+        assert!(s.requests.load(Ordering::SeqCst) <= 1 + hub::MAX_REDIRECTS as usize);
+    }
+    assert!(files_in(dir.path()).is_empty());
+}
+
+#[test]
 fn a_download_is_kept_only_when_whole_and_its_hash_is_right() {
     let dir = tempfile::tempdir().unwrap();
     let (good, bytes) = hashed_file(true);
@@ -582,14 +627,14 @@ fn a_download_is_kept_only_when_whole_and_its_hash_is_right() {
     let target = dir.path().join(&good);
     hub::download(&format!("{}/{good}", s.url), &target).unwrap();
     assert_eq!(fs::read(&target).unwrap(), bytes);
-    assert_eq!(files_in(dir.path()), [good.clone()]);
+    assert_eq!(files_in(dir.path()), std::slice::from_ref(&good));
 
     let err = hub::download(&format!("{}/{bad}", s.url), &dir.path().join(&bad)).unwrap_err();
     assert!(
         format!("{err:#}").contains("does not start with deadbeef"),
         "{err:#}"
     );
-    assert_eq!(files_in(dir.path()), [good.clone()]);
+    assert_eq!(files_in(dir.path()), std::slice::from_ref(&good));
 
     let cut = serve(files.clone(), How::Cut);
     let other = dir.path().join("sub");
@@ -684,7 +729,7 @@ fn a_url_is_downloaded_into_torch_hubs_cache_once_and_then_served_from_it() {
         let err = assert_clean_failure(&o);
         assert!(err.contains("do not fit the seed network"), "{err}");
         assert_eq!(fs::read(cache.join(&name)).unwrap(), bytes);
-        assert_eq!(files_in(&cache), [name.clone()]);
+        assert_eq!(files_in(&cache), std::slice::from_ref(&name));
         // The second call is served from the cache: no request.
         assert_eq!(s.requests.load(Ordering::SeqCst), 1, "round {round}");
     }

@@ -2,7 +2,7 @@
 //! `efficientnet_lite_builder.py`: ReLU6, no squeeze-and-excitation, stem and head not scaled),
 //! as PyPI's `efficientnet-lite-pytorch` 0.1.0 builds it (lukemelas' layout): a 3×3/2 stem
 //! `_conv_stem` + `_bn0`, 16 MBConv blocks `_blocks.0` … `_blocks.15`, a 1×1 head `_conv_head`
-//! + `_bn1` to 1280 channels, average pool, dropout 0.2 and `_fc`. Its state_dict names are
+//! and `_bn1` to 1280 channels, average pool, dropout 0.2 and `_fc`. Its state_dict names are
 //! the reference's, so PyPI's `efficientnet-lite0-57934424.pth` loads as it is.
 //!
 //! Convolutions pad as TensorFlow's "SAME" does (the output is ⌈input/stride⌉; an odd total

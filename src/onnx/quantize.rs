@@ -253,7 +253,7 @@ pub fn qdq(graph: &GraphProto, ranges: &Ranges, scheme: Weights) -> Result<Graph
                 // that its bias keeps a scale it can be written at.
                 let scale_w = scale_w.f_where_self(&absmax.f_gt(0.0)?, &absmax.f_ones_like()?)?;
                 let shape: Vec<i64> = std::iter::once(c)
-                    .chain(std::iter::repeat(1).take(w.dim() - 1))
+                    .chain(std::iter::repeat_n(1, w.dim() - 1))
                     .collect();
                 let q = w
                     .f_div(&scale_w.f_reshape(&shape)?)?

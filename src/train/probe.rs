@@ -161,7 +161,8 @@ pub fn logistic_regression(
         }
         let mut direction = r.f_neg()?;
         let mut slope = dot(&g, &direction)?;
-        if !(slope < 0.0) {
+        // Not a descent direction (or NaN): start again from the gradient.
+        if !matches!(slope.partial_cmp(&0.0), Some(std::cmp::Ordering::Less)) {
             memory.clear();
             direction = g.f_neg()?;
             slope = -dot(&g, &g)?;

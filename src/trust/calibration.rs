@@ -330,7 +330,8 @@ pub fn slope_intercept(p: &[f64], hit: &[bool]) -> Option<(f64, f64)> {
         let db = (haa * gb - hab * ga) / det;
         let mut step = 1.0;
         let (mut na, mut nb, mut nll) = (a + da, b + db, loglik(a + da, b + db));
-        while !(nll >= ll) && step > 1e-10 {
+        while matches!(nll.partial_cmp(&ll), None | Some(std::cmp::Ordering::Less)) && step > 1e-10
+        {
             step *= 0.5;
             na = a + step * da;
             nb = b + step * db;

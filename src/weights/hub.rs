@@ -4,7 +4,9 @@
 //! already has is used with no download. A name ending `-<hex>.<ext>` carries the first hex
 //! digits of the file's SHA-256 (torchvision's convention), checked on every use. A download
 //! goes to a `.partial` file beside its target, is hashed as it arrives and renamed only when
-//! whole and checked; anything else leaves no file behind. The standard proxy variables
+//! whole and checked; anything else leaves no file behind. A download is bounded: connect,
+//! response and body timeouts, at most [`MAX_REDIRECTS`] redirects (http and https only), at
+//! most [`MAX_DOWNLOAD`] bytes, and exactly the Content-Length when the server gives one. The standard proxy variables
 //! (`HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`, …) are honoured.
 
 use std::fs;
@@ -103,6 +105,13 @@ pub fn check_hash(path: &Path) -> Result<()> {
 /// server ends in an error rather than a hang.
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
+/// The largest file downloaded, announced or not: far above any weights the tool reads.
+pub const MAX_DOWNLOAD: u64 = 2 << 30;
+
+/// The most redirects followed (each to http or https only: the client follows no other
+/// scheme).
+pub const MAX_REDIRECTS: u32 = 5;
+
 static OFFLINE: AtomicBool = AtomicBool::new(false);
 
 /// Forbids downloads for the rest of the process (`--offline`).
@@ -180,6 +189,7 @@ fn fetch_to(url: &str, partial: &Path, want: Option<&str>) -> Result<()> {
         .timeout_connect(Some(std::time::Duration::from_secs(30)))
         .timeout_recv_response(Some(std::time::Duration::from_secs(60)))
         .timeout_recv_body(Some(BODY_TIMEOUT))
+        .max_redirects(MAX_REDIRECTS)
         .build()
         .into();
     let response = agent.get(url).call().map_err(|e| match e {
@@ -191,6 +201,12 @@ fn fetch_to(url: &str, partial: &Path, want: Option<&str>) -> Result<()> {
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
+    if let Some(n) = expected.filter(|&n| n > MAX_DOWNLOAD) {
+        bail!(
+            "the server announces {n} bytes, more than the {MAX_DOWNLOAD} a weights file is \
+             downloaded up to: refused"
+        );
+    }
     let mut body = response.into_body().into_reader();
     let mut file =
         fs::File::create(partial).with_context(|| format!("creating {}", partial.display()))?;
@@ -209,6 +225,16 @@ fn fetch_to(url: &str, partial: &Path, want: Option<&str>) -> Result<()> {
         file.write_all(&buf[..n])
             .with_context(|| format!("writing {}", partial.display()))?;
         got += n as u64;
+        if got > expected.unwrap_or(MAX_DOWNLOAD) {
+            bail!(
+                "more than the {} bytes {} arrived: refused",
+                expected.unwrap_or(MAX_DOWNLOAD),
+                match expected {
+                    Some(_) => "the server announced",
+                    None => "a weights file is downloaded up to",
+                }
+            );
+        }
         if let Some(b) = &bar {
             b.set_position(got);
         }

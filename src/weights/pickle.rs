@@ -822,3 +822,94 @@ fn op_name(op: u8) -> &'static str {
         _ => "unknown",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(bytes: &[u8], ids: Ids) -> Result<Scan> {
+        scan(&mut &bytes[..], 0, bytes.len() as u64, ids)
+    }
+
+    fn err(bytes: &[u8]) -> String {
+        format!("{:#}", run(bytes, Ids::Storages).unwrap_err())
+    }
+
+    const OD: &[u8] = b"ccollections\nOrderedDict\n)R";
+
+    #[test]
+    fn a_plain_dict_at_protocol_2_and_4_passes() {
+        let mut p2 = b"\x80\x02".to_vec();
+        p2.extend_from_slice(OD);
+        p2.extend_from_slice(b"q\x00(X\x01\x00\x00\x00aK\x01u.");
+        let s = run(&p2, Ids::None).unwrap();
+        assert_eq!(
+            (s.root, s.len),
+            ("collections.OrderedDict", p2.len() as u64)
+        );
+        // Protocol 4: FRAME, SHORT_BINUNICODE, MEMOIZE, STACK_GLOBAL.
+        let p4 = b"\x80\x04\x95\x20\x00\x00\x00\x00\x00\x00\x00\x8c\x0bcollections\x94\x8c\x0bOrderedDict\x94\x93\x94)R\x94.";
+        assert_eq!(run(p4, Ids::None).unwrap().root, "collections.OrderedDict");
+    }
+
+    #[test]
+    fn a_forbidden_global_is_refused_wherever_its_result_goes() {
+        let call = b"cposix\nsystem\nX\x04\x00\x00\x00true\x85R";
+        for (tail, what) in [(&b"0N."[..], "POP"), (b"q\x050N.", "memo"), (b".", "root")] {
+            let mut p = b"\x80\x02".to_vec();
+            p.extend_from_slice(call);
+            p.extend_from_slice(tail);
+            let e = err(&p);
+            assert!(
+                e.contains("byte 2: global posix.system is not one"),
+                "{what}: {e}"
+            );
+        }
+        // STACK_GLOBAL names the same global from strings.
+        let p = b"\x80\x04\x8c\x05posix\x8c\x06system\x93N.";
+        assert!(err(p).contains("global posix.system"), "{}", err(p));
+    }
+
+    #[test]
+    fn a_pickled_module_is_named_as_one_with_how_to_make_a_state_dict() {
+        let p = b"\x80\x02c__main__\nNet\n)\x81}(X\x0b\x00\x00\x00_parametersccollections\nOrderedDict\n)Rub.";
+        let e = err(p);
+        assert!(e.contains("nn.Module's tables"), "{e}");
+        assert!(e.contains("BUILD at byte"), "{e}");
+        assert!(e.contains(".state_dict()"), "{e}");
+    }
+
+    #[test]
+    fn calls_builds_and_ids_outside_a_state_dict_are_refused() {
+        let cases: [(&[u8], &str); 7] = [
+            (
+                b"\x80\x02ctorch\nFloatStorage\n)R.",
+                "which a state_dict only names",
+            ),
+            (b"\x80\x02]N\x85b.", "BUILD of a list"),
+            (b"\x80\x02N0N.", "opcode POP"),
+            (b"\x80\x02(X\x03\x00\x00\x00cpuK\x01tQ.", "not a storage's"),
+            (b"\x80\x02I1\n.", "opcode INT"),
+            (b"\x80\x02h\x07.", "memo slot 7 was never stored"),
+            (b"\x80\x02]", "the pickle ends"),
+        ];
+        for (p, want) in cases {
+            let e = err(p);
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        let pid = b"\x80\x02(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04tQ.";
+        assert!(format!("{:#}", run(pid, Ids::None).unwrap_err()).contains("has none"));
+        assert_eq!(run(pid, Ids::Storages).unwrap().storages["0"], 1);
+    }
+
+    #[test]
+    fn work_is_bounded_whatever_the_pickle_declares() {
+        let mut many = b"\x80\x02](".to_vec();
+        many.extend(std::iter::repeat_n(b']', MAX_VALUES as usize + 1));
+        many.extend_from_slice(b"e.");
+        assert!(err(&many).contains("values in one pickle"));
+        let deep: Vec<u8> = std::iter::repeat_n(b'(', MAX_MARKS + 1).collect();
+        assert!(err(&deep).contains("MARKs nested deeper"));
+        assert!(err(b"\x80\x02X\xff\xff\xff\x7f").contains("a string of 2147483647 bytes"));
+    }
+}
