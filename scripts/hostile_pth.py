@@ -9,8 +9,11 @@ Writes into OUT:
                                     torch.save writes it (the tool and torch.load must both read
                                     these: the builder below is checked on them)
   <class>.<format>.pth              one attack each (the manifest lists them)
-  manifest.json                     [{"file", "reason", "torch_refuses"}]: "reason" is a phrase
-                                    the tool's error must hold; "torch_refuses" is true where
+  manifest.json                     [{"file", "reason", "torch_refuses", "read"}]: "reason" is a
+                                    phrase the tool's error must hold; "read" is true for the two
+                                    the reader reads (then refused as not fitting the network:
+                                    a key with CR and ESC, values just under the bound);
+                                    "torch_refuses" is true where
                                     torch.load(weights_only=True) refuses the file too (the
                                     files built to use time or memory are not loaded by torch)
 
@@ -363,6 +366,12 @@ def main():
     pkl = PROTO2 + EMPTY_LIST + MARK + EMPTY_LIST * 3_000_000 + APPENDS + STOP
     write_zip(os.path.join(out, "many_values.zip.pth"), pkl)
     manifest.append({"file": "many_values.zip.pth", "reason": "values in one pickle", "torch_refuses": False})
+    # Just under that bound, the costliest kind of value (short strings): read (then refused for
+    # not fitting the network) within the memory bound.
+    pkl = PROTO2 + ORDERED_DICT + MARK + s("w") + tensor("0", 4) + s("junk") + EMPTY_LIST + MARK
+    pkl += s("ab") * 999_000 + APPENDS + SETITEMS + STOP
+    write_zip(os.path.join(out, "values_at_bound.zip.pth"), pkl, data={"0": storages()["0"]})
+    manifest.append({"file": "values_at_bound.zip.pth", "reason": "do not fit", "torch_refuses": False, "read": True})
     # 16 tensors under one 50 MiB key, the key fetched from the memo for each.
     key = "m" * (50 << 20)
     pkl = PROTO2 + ORDERED_DICT + MARK + s("t0") + ORDERED_DICT + MARK + s(key) + b"q\x01" + tensor("0", 4) + SETITEMS
@@ -405,7 +414,7 @@ def main():
     entries = plain_entries()
     entries[0] = ("w\x1b[2K\rwrote OUT.pt", entries[0][1])
     write_zip(os.path.join(out, "terminal_key.zip.pth"), PROTO2 + state_dict(entries) + STOP)
-    manifest.append({"file": "terminal_key.zip.pth", "reason": "w\\u{1b}[2K\\rwrote OUT.pt", "torch_refuses": False})
+    manifest.append({"file": "terminal_key.zip.pth", "reason": "w\\u{1b}[2K\\rwrote OUT.pt", "torch_refuses": False, "read": True})
 
     with open(os.path.join(out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)

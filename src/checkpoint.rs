@@ -407,6 +407,9 @@ fn check_meta(meta: &Meta) -> Result<()> {
             meta.classes.len()
         );
     }
+    for c in &meta.classes {
+        crate::text::check_name("class name", c)?;
+    }
     crate::model::check_image_size(meta.arch, meta.image_size)?;
     meta.normalization.validate()
 }

@@ -38,6 +38,19 @@ fn needs_escape(c: char) -> bool {
     c.is_control() || c == '\u{2028}' || c == '\u{2029}'
 }
 
+/// Errors unless `name` (a class name, which every command prints) is free of control
+/// characters; `what` says where it came from.
+pub fn check_name(what: &str, name: &str) -> anyhow::Result<()> {
+    if name.chars().any(needs_escape) {
+        anyhow::bail!(
+            "{what} {} holds a control character (a line break, a carriage return, an escape \
+             sequence): class names are printed, so they may not",
+            quote(name)
+        );
+    }
+    Ok(())
+}
+
 /// A name quoted from a file: escaped, and cut to its first [`QUOTED_CHARS`] characters with
 /// the length of the whole said after it.
 pub fn quote(s: &str) -> String {
@@ -82,6 +95,18 @@ mod tests {
             "a\\rwrote OUT.pt\\u{1b}[2K\\n\\u{9b}\\u{2028}"
         );
         assert!(!escape("\x00\x07\x7f").chars().any(char::is_control));
+    }
+
+    #[test]
+    fn a_class_name_with_a_control_character_is_refused_by_name() {
+        assert!(check_name("class name", "Monkey Pox").is_ok());
+        let e = check_name("class name", "Others\r\x1b[2Kwrote")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("class name Others\\r\\u{1b}[2Kwrote holds a control"),
+            "{e}"
+        );
     }
 
     #[test]

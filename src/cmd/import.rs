@@ -47,6 +47,9 @@ impl ImportConfig {
         if let Some(i) = classes.iter().position(String::is_empty) {
             bail!("--classes: class {i} has an empty name");
         }
+        for c in &classes {
+            crate::text::check_name("--classes: class", c)?;
+        }
         let mut sorted = classes.clone();
         sorted.sort();
         if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {

@@ -227,6 +227,7 @@ pub fn scan_tree(root: &Path) -> Result<Folder> {
             .file_name()
             .and_then(|n| n.to_str())
             .with_context(|| format!("class folder {}: name is not valid UTF-8", dir.display()))?;
+        crate::text::check_name("class folder", name)?;
         classes.push(name.to_string());
         let (images, other) = find_images(dir)?;
         if images.is_empty() {

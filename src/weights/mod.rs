@@ -1,4 +1,5 @@
-//! Weights from outside a training run: PyTorch's `torch.save` files ([`pth`]), bare
+//! Weights from outside a training run: PyTorch's `torch.save` files ([`pth`], each of their
+//! pickles first passing the opcode scan of [`pickle`], the allow-list of what is read), bare
 //! safetensors state_dicts and the tool's own checkpoints, named by path or by http(s) URL
 //! ([`hub`]: torch.hub's cache and a checked download), and the published ImageNet weights
 //! each network starts from with `--pretrained` ([`published`]).

@@ -17,7 +17,7 @@
 //! as plain as a protocol-2 one.
 //!
 //! The work is bounded by the pickle's length whatever it declares: one pass, values created
-//! at most [`MAX_VALUES`], stack and memo bounded by them, strings at most
+//! and memo slots filled at most [`MAX_VALUES`], the stack bounded by them, strings at most
 //! [`MAX_STRING`] each and [`MAX_STRINGS`] together, dict keys at most [`MAX_KEY`] bytes.
 
 use std::cell::Cell;
@@ -30,8 +30,9 @@ use anyhow::{bail, Result};
 use crate::text::quote;
 
 /// The most values (numbers, strings, containers, calls) one pickle may create: a state_dict
-/// of ten thousand tensors needs about 200,000.
-pub const MAX_VALUES: u64 = 2_000_000;
+/// of ten thousand tensors needs about 200,000; a million short strings take the reader about
+/// 420 MB (measured).
+pub const MAX_VALUES: u64 = 1_000_000;
 
 /// The longest string or bytes value accepted.
 pub const MAX_STRING: u64 = 16 << 20;
@@ -154,7 +155,9 @@ enum V {
     Float,
     /// A string, kept when short; its length in bytes.
     Str(Option<Rc<str>>, u64),
-    Tuple(Rc<[V]>),
+    /// A tuple: its items, and the first forbidden global anywhere inside it (found once, when
+    /// it is built, so that nested tuples shared through the memo are never walked again).
+    Tuple(Rc<[V]>, Option<Rc<str>>),
     List,
     Set,
     /// A dict; `ordered` for an `OrderedDict`; the flags say which of an `nn.Module`'s tables
@@ -180,7 +183,7 @@ impl V {
             V::Int => "int",
             V::Float => "float",
             V::Str(..) => "str",
-            V::Tuple(_) => "tuple",
+            V::Tuple(..) => "tuple",
             V::List => "list",
             V::Set => "set",
             V::Dict { ordered: true, .. } => "collections.OrderedDict",
@@ -202,7 +205,7 @@ impl V {
     fn forbidden(&self) -> Option<Rc<str>> {
         match self {
             V::Forbidden(n) | V::Object(n) => Some(n.clone()),
-            V::Tuple(items) => items.iter().find_map(V::forbidden),
+            V::Tuple(_, f) => f.clone(),
             _ => None,
         }
     }
@@ -361,11 +364,17 @@ impl Machine {
     }
 
     fn push(&mut self, v: V, at: u64) -> Result<()> {
+        self.count(at)?;
+        self.stack.push(v);
+        Ok(())
+    }
+
+    /// Counts one value made or memo slot filled against [`MAX_VALUES`].
+    fn count(&mut self, at: u64) -> Result<()> {
         self.values += 1;
         if self.values > MAX_VALUES {
             bail!("byte {at}: more than {MAX_VALUES} values in one pickle: refused");
         }
-        self.stack.push(v);
         Ok(())
     }
 
@@ -502,7 +511,7 @@ impl Machine {
                 let n = input.le(8)?;
                 self.string(input, n, at)?
             }
-            b')' => self.push(V::Tuple(Rc::from(Vec::new())), at)?,
+            b')' => self.push(tuple(Vec::new()), at)?,
             b']' => self.push(V::List, at)?,
             b'}' => self.push(
                 V::Dict {
@@ -515,7 +524,7 @@ impl Machine {
             // TUPLE, TUPLE1..3
             b't' => {
                 let items = self.pop_mark(at, "TUPLE")?;
-                self.push(V::Tuple(Rc::from(items)), at)?
+                self.push(tuple(items), at)?
             }
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
@@ -523,7 +532,7 @@ impl Machine {
                     bail!("byte {at}: TUPLE{n} finds fewer than {n} values");
                 }
                 let items = self.stack.split_off(self.stack.len() - n);
-                self.push(V::Tuple(Rc::from(items)), at)?
+                self.push(tuple(items), at)?
             }
             // APPEND, APPENDS
             b'a' => {
@@ -564,6 +573,7 @@ impl Machine {
                     _ => bail!("byte {at}: MEMOIZE before protocol 4"),
                 };
                 let v = self.top(at, "PUT")?.clone();
+                self.count(at)?;
                 self.memo.insert(idx, v);
             }
             // GLOBAL, STACK_GLOBAL
@@ -667,7 +677,7 @@ impl Machine {
                 return Ok(V::Object(n));
             }
         }
-        let V::Tuple(items) = &args else {
+        let V::Tuple(items, _) = &args else {
             bail!(
                 "byte {at}: REDUCE with a {} for arguments, not a tuple",
                 args.type_name()
@@ -691,7 +701,7 @@ impl Machine {
                     items.first(),
                     Some(V::Global(Role::RebuildTensor | Role::RebuildParameter, _))
                 ) && matches!(items.get(1), Some(V::Global(Role::TensorType, _)))
-                    && matches!(items.get(2), Some(V::Tuple(_)));
+                    && matches!(items.get(2), Some(V::Tuple(..)));
                 if !ok {
                     bail!(
                         "byte {at}: _rebuild_from_type_v2 takes a tensor rebuild, a tensor type \
@@ -736,7 +746,7 @@ impl Machine {
         if self.forbidden.is_some() && pid.forbidden().is_some() {
             return Ok(());
         }
-        let V::Tuple(f) = pid else {
+        let V::Tuple(f, _) = pid else {
             bail!(
                 "byte {at}: a persistent id that is a {}, not a storage's tuple",
                 pid.type_name()
@@ -752,7 +762,7 @@ impl Machine {
             && matches!(f[4], V::Int)
             && f.get(5).is_none_or(|v| match v {
                 V::None => true,
-                V::Tuple(t) => t.iter().all(plain),
+                V::Tuple(t, _) => t.iter().all(plain),
                 _ => false,
             });
         if !ok {
@@ -769,6 +779,11 @@ impl Machine {
         *self.storages.entry(key).or_default() += 1;
         Ok(())
     }
+}
+
+fn tuple(items: Vec<V>) -> V {
+    let forbidden = items.iter().find_map(V::forbidden);
+    V::Tuple(Rc::from(items), forbidden)
 }
 
 fn describe(v: &V) -> String {
@@ -911,5 +926,24 @@ mod tests {
         let deep: Vec<u8> = std::iter::repeat_n(b'(', MAX_MARKS + 1).collect();
         assert!(err(&deep).contains("MARKs nested deeper"));
         assert!(err(b"\x80\x02X\xff\xff\xff\x7f").contains("a string of 2147483647 bytes"));
+        // Memo slots count: a million PUTs of one value.
+        let mut puts = b"\x80\x02N".to_vec();
+        for i in 0..MAX_VALUES as u32 + 1 {
+            puts.push(b'r');
+            puts.extend_from_slice(&i.to_le_bytes());
+        }
+        assert!(err(&puts).contains("values in one pickle"));
+        // Tuples of tuples shared through the memo, 2^200 leaves, handed to a call: looked
+        // through once, not leaf by leaf.
+        let mut nested = b"\x80\x02Nq\x00".to_vec();
+        for _ in 0..200 {
+            nested.extend_from_slice(b"h\x00h\x00\x86q\x00");
+        }
+        nested.extend_from_slice(b"ccollections\nOrderedDict\nh\x00R.");
+        assert!(
+            err(&nested).contains("STOP leaves values"),
+            "{}",
+            err(&nested)
+        );
     }
 }
