@@ -287,14 +287,14 @@ def main():
     ]:
         add(f"legacy_{part}.legacy.pth", legacy_bytes(plain_main, **kw), forbidden)
     # A pickled module, and os.system dressed up as one.
-    module_state = lambda obj: (
+    module_state = lambda obj, legacy=False: (
         obj
         + EMPTY_DICT
         + MARK
         + s("training")
         + NEWTRUE
         + s("_parameters")
-        + state_dict(plain_entries())
+        + state_dict(plain_entries(legacy))
         + s("_buffers")
         + ORDERED_DICT
         + s("_modules")
@@ -309,7 +309,7 @@ def main():
         fmt="zip",
     )
     add("module_system.zip.pth", module_state(PAYLOAD), "nn.Module's tables", fmt="zip")
-    add("module_system.legacy.pth", module_state(PAYLOAD), "nn.Module's tables", fmt="legacy")
+    add("module_system.legacy.pth", module_state(PAYLOAD, True), "nn.Module's tables", fmt="legacy")
 
     # 2. Time: one deflated storage of 256 MiB of zeros and 4096 empty views of its end…
     def views(numel, n_views):
@@ -336,9 +336,9 @@ def main():
 
     zeros = bytes(1 << 20)
     for name, chunks, reason in [
-        ("reinflate.zip.pth", [zeros] * 256, "would inflate"),
+        ("reinflate.zip.pth", [zeros] * 256, "is deflated"),
         # …and, inflating no further than weights do, 1 MiB of noise inflated for each view.
-        ("reinflate_views.zip.pth", [random.Random(0).randbytes(1 << 20)], "inflated again"),
+        ("reinflate_views.zip.pth", [random.Random(0).randbytes(1 << 20)], "is deflated"),
     ]:
         comp, crc, size = deflate(chunks)
         pkl = views(size // 4, 4096)
@@ -357,12 +357,38 @@ def main():
     pkl = PROTO2 + ORDERED_DICT + MARK + s(big_key) + EMPTY_LIST + MARK + i(1) * 10**6 + APPENDS
     pkl += s("w") + tensor("0", 4) + SETITEMS + STOP
     write_zip(os.path.join(out, "long_key.zip.pth"), pkl, data={"0": storages()["0"]}, deflate=("data.pkl",))
-    manifest.append({"file": "long_key.zip.pth", "reason": "would inflate", "torch_refuses": False})
+    manifest.append({"file": "long_key.zip.pth", "reason": "data.pkl would inflate", "torch_refuses": False})
+
+    # Views that each reach across a whole stored storage (64 MiB), 4096 of them: each view
+    # would read it all.
+    numel = 16 << 20
+    strided = [
+        (
+            f"s{n}",
+            g("torch._utils", "_rebuild_tensor_v2")
+            + tup(pid("0", numel), i(0), tup(i(2)), tup(i(numel - 1)), NEWFALSE, ORDERED_DICT)
+            + REDUCE,
+        )
+        for n in range(4096)
+    ]
+    write_zip(os.path.join(out, "wide_views.zip.pth"), PROTO2 + state_dict(strided) + STOP, data={"0": bytes(numel * 4)})
+    manifest.append({"file": "wide_views.zip.pth", "reason": "would read", "torch_refuses": False})
+    # One tensor of 60 dimensions fetched from the memo 300,000 times: each copy copies its
+    # size and stride.
+    dims = tup(*[i(1)] * 60)
+    one = g("torch._utils", "_rebuild_tensor_v2") + tup(pid("0", 4), i(0), dims, dims, NEWFALSE, ORDERED_DICT) + REDUCE
+    pkl = PROTO2 + ORDERED_DICT + MARK + s("w") + one + b"q\x07" + s("copies") + EMPTY_LIST + MARK
+    pkl += b"h\x07" * 300_000 + APPENDS + SETITEMS + STOP
+    write_zip(os.path.join(out, "tensor_copies.zip.pth"), pkl, data={"0": storages()["0"]})
+    manifest.append({"file": "tensor_copies.zip.pth", "reason": "memo copies counted", "torch_refuses": False})
+    # Tuples nested 200,000 deep (their drop would overflow the stack).
+    write_zip(os.path.join(out, "deep_tuples.zip.pth"), PROTO2 + NONE + TUPLE1 * 200_000 + STOP)
+    manifest.append({"file": "deep_tuples.zip.pth", "reason": "tuples nested deeper", "torch_refuses": False})
 
     # 3. Memory: 30 million EMPTY_LIST opcodes in a deflated data.pkl, and 3 million stored.
     pkl = PROTO2 + MARK + EMPTY_LIST * 30_000_000 + TUPLE + STOP
     write_zip(os.path.join(out, "empty_lists.zip.pth"), pkl, deflate=("data.pkl",))
-    manifest.append({"file": "empty_lists.zip.pth", "reason": "would inflate", "torch_refuses": False})
+    manifest.append({"file": "empty_lists.zip.pth", "reason": "data.pkl would inflate", "torch_refuses": False})
     pkl = PROTO2 + EMPTY_LIST + MARK + EMPTY_LIST * 3_000_000 + APPENDS + STOP
     write_zip(os.path.join(out, "many_values.zip.pth"), pkl)
     manifest.append({"file": "many_values.zip.pth", "reason": "values in one pickle", "torch_refuses": False})
@@ -379,7 +405,7 @@ def main():
         pkl += s(f"t{n}") + ORDERED_DICT + MARK + b"h\x01" + tensor("0", 4) + SETITEMS
     pkl += SETITEMS + STOP
     write_zip(os.path.join(out, "memo_key.zip.pth"), pkl, data={"0": storages()["0"]}, deflate=("data.pkl",))
-    manifest.append({"file": "memo_key.zip.pth", "reason": "would inflate", "torch_refuses": False})
+    manifest.append({"file": "memo_key.zip.pth", "reason": "data.pkl would inflate", "torch_refuses": False})
     # The same, stored, with a key just past the longest string read (16 MiB).
     key = "m" * ((16 << 20) + 1)
     pkl = PROTO2 + ORDERED_DICT + MARK + s("t0") + ORDERED_DICT + MARK + s(key) + b"q\x01" + tensor("0", 4) + SETITEMS

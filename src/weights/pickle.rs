@@ -22,7 +22,7 @@
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, BufRead, Read};
+use std::io::{BufRead, Read};
 use std::rc::Rc;
 
 use anyhow::{bail, Result};
@@ -131,9 +131,17 @@ fn role(full: &str) -> Option<Role> {
 pub enum Ids {
     /// None (the legacy format's header pickles).
     None,
-    /// `('storage', storage_type, key, location, numel[, view])` tuples (the main pickle).
-    Storages,
+    /// `('storage', storage_type, key, location, numel)`: the zip format's `data.pkl`.
+    Zip,
+    /// `('storage', storage_type, key, location, numel, view)`: the legacy format's object.
+    Legacy,
 }
+
+/// The most dimensions a tensor may have.
+pub const MAX_DIMS: usize = 64;
+
+/// The deepest nesting of tuples.
+pub const MAX_TUPLE_DEPTH: usize = 64;
 
 /// What the scan found in a pickle that passed.
 #[derive(Debug)]
@@ -142,8 +150,53 @@ pub struct Scan {
     pub len: u64,
     /// How many times each storage key is named by a persistent id.
     pub storages: BTreeMap<String, u64>,
+    /// The storage bytes the reader will read for the tensors, each copy counted.
+    pub reads: u64,
     /// The Python type of the pickle's value (`dict`, `int`, …).
     pub root: &'static str,
+}
+
+/// What a copy of a value costs the reader, which copies a value deeply for each memo fetch:
+/// the values it holds (a tensor counted with its size and stride) and the storage bytes its
+/// tensors read, each copy its own.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cost {
+    values: u64,
+    reads: u64,
+}
+
+impl Cost {
+    const ONE: Cost = Cost {
+        values: 1,
+        reads: 0,
+    };
+
+    fn add(self, o: Cost) -> Cost {
+        Cost {
+            values: self.values.saturating_add(o.values),
+            reads: self.reads.saturating_add(o.reads),
+        }
+    }
+}
+
+/// A tuple: its items; the first forbidden global anywhere inside it, its nesting depth and
+/// its cost, found once when it is built (tuples shared through the memo are never walked).
+#[derive(Debug)]
+struct Tuple {
+    items: Vec<V>,
+    forbidden: Option<Rc<str>>,
+    depth: usize,
+    cost: Cost,
+}
+
+/// A list, set or dict: what it holds so far, shared with its copies in the memo; for a dict,
+/// whether it is an `OrderedDict` and which of an `nn.Module`'s tables (`_parameters`,
+/// `_buffers`, `_modules`) it has as keys.
+#[derive(Debug, Default)]
+struct Container {
+    ordered: bool,
+    tables: Cell<u8>,
+    cost: Cell<Cost>,
 }
 
 /// An abstract value on the pickle machine's stack.
@@ -151,24 +204,20 @@ pub struct Scan {
 enum V {
     None,
     Bool,
-    Int,
+    /// An int, its value when it fits an `i64`.
+    Int(Option<i64>),
     Float,
     /// A string, kept when short; its length in bytes.
     Str(Option<Rc<str>>, u64),
-    /// A tuple: its items, and the first forbidden global anywhere inside it (found once, when
-    /// it is built, so that nested tuples shared through the memo are never walked again).
-    Tuple(Rc<[V]>, Option<Rc<str>>),
-    List,
-    Set,
-    /// A dict; `ordered` for an `OrderedDict`; the flags say which of an `nn.Module`'s tables
-    /// (`_parameters`, `_buffers`, `_modules`) it has as keys, shared with its memo copies.
-    Dict {
-        ordered: bool,
-        tables: Rc<Cell<u8>>,
-    },
+    Tuple(Rc<Tuple>),
+    List(Rc<Container>),
+    Set(Rc<Container>),
+    Dict(Rc<Container>),
     Global(Role, Rc<str>),
-    Storage,
-    Tensor,
+    /// A storage, with the size of its elements.
+    Storage(u64),
+    /// A tensor or parameter, with what a copy of it costs.
+    Tensor(Cost),
     /// Found only after a forbidden global (the scan goes on to say what the file is): the
     /// global itself, and what calling or instantiating it made.
     Forbidden(Rc<str>),
@@ -180,17 +229,17 @@ impl V {
         match self {
             V::None => "NoneType",
             V::Bool => "bool",
-            V::Int => "int",
+            V::Int(_) => "int",
             V::Float => "float",
             V::Str(..) => "str",
-            V::Tuple(..) => "tuple",
-            V::List => "list",
-            V::Set => "set",
-            V::Dict { ordered: true, .. } => "collections.OrderedDict",
-            V::Dict { .. } => "dict",
+            V::Tuple(_) => "tuple",
+            V::List(_) => "list",
+            V::Set(_) => "set",
+            V::Dict(d) if d.ordered => "collections.OrderedDict",
+            V::Dict(_) => "dict",
             V::Global(..) | V::Forbidden(_) => "global",
-            V::Storage => "storage",
-            V::Tensor => "tensor",
+            V::Storage(_) => "storage",
+            V::Tensor(_) => "tensor",
             V::Object(_) => "object",
         }
     }
@@ -205,10 +254,67 @@ impl V {
     fn forbidden(&self) -> Option<Rc<str>> {
         match self {
             V::Forbidden(n) | V::Object(n) => Some(n.clone()),
-            V::Tuple(_, f) => f.clone(),
+            V::Tuple(t) => t.forbidden.clone(),
             _ => None,
         }
     }
+
+    fn cost(&self) -> Cost {
+        match self {
+            V::Tuple(t) => t.cost,
+            V::List(c) | V::Set(c) | V::Dict(c) => c.cost.get().add(Cost::ONE),
+            V::Tensor(c) => *c,
+            _ => Cost::ONE,
+        }
+    }
+
+    fn depth(&self) -> usize {
+        match self {
+            V::Tuple(t) => t.depth,
+            _ => 0,
+        }
+    }
+
+    /// A non-negative int's value.
+    fn count(&self) -> Option<u64> {
+        match self {
+            V::Int(Some(i)) => u64::try_from(*i).ok(),
+            _ => None,
+        }
+    }
+}
+
+fn tuple(items: Vec<V>) -> V {
+    let forbidden = items.iter().find_map(V::forbidden);
+    let depth = 1 + items.iter().map(V::depth).max().unwrap_or(0);
+    let cost = items.iter().fold(Cost::ONE, |c, v| c.add(v.cost()));
+    V::Tuple(Rc::new(Tuple {
+        items,
+        forbidden,
+        depth,
+        cost,
+    }))
+}
+
+fn container(ordered: bool) -> Rc<Container> {
+    Rc::new(Container {
+        ordered,
+        ..Container::default()
+    })
+}
+
+/// A LONG1 int's value when it fits an `i64` (little-endian two's complement).
+fn long(b: &[u8]) -> Option<i64> {
+    if b.is_empty() {
+        return Some(0);
+    }
+    if b.len() > 8 {
+        return None;
+    }
+    let fill = if b[b.len() - 1] & 0x80 != 0 { 0xff } else { 0 };
+    let mut full = [fill; 8];
+    full[..b.len()].copy_from_slice(b);
+    Some(i64::from_le_bytes(full))
 }
 
 const MODULE_TABLES: [&str; 3] = ["_parameters", "_buffers", "_modules"];
@@ -246,16 +352,6 @@ impl<R: BufRead> Input<'_, R> {
         Ok(buf)
     }
 
-    fn skip(&mut self, n: u64) -> Result<()> {
-        self.need(n)?;
-        let got = io::copy(&mut self.r.by_ref().take(n), &mut io::sink())?;
-        if got < n {
-            bail!("byte {}: the pickle is cut short", self.pos + got);
-        }
-        self.pos += n;
-        Ok(())
-    }
-
     fn u8(&mut self) -> Result<u8> {
         Ok(self.bytes(1)?[0])
     }
@@ -291,6 +387,7 @@ struct Machine {
     marks: Vec<Vec<V>>,
     memo: HashMap<u64, V>,
     values: u64,
+    reads: u64,
     string_bytes: u64,
     storages: BTreeMap<String, u64>,
     proto: u8,
@@ -316,6 +413,7 @@ pub fn scan<R: BufRead>(r: &mut R, base: u64, limit: u64, ids: Ids) -> Result<Sc
         marks: Vec::new(),
         memo: HashMap::new(),
         values: 0,
+        reads: 0,
         string_bytes: 0,
         storages: BTreeMap::new(),
         proto: 0,
@@ -325,18 +423,21 @@ pub fn scan<R: BufRead>(r: &mut R, base: u64, limit: u64, ids: Ids) -> Result<Sc
     loop {
         let at = input.pos;
         let step = m.step(&mut input, at);
-        match (step, m.refusal()) {
-            (Ok(None), _) => {}
-            (Ok(Some(root)), None) => {
-                return Ok(Scan {
-                    len: input.pos - base,
-                    storages: m.storages,
-                    root,
-                })
-            }
-            (Ok(Some(_)), Some(refusal)) | (Err(_), Some(refusal)) => return Err(refusal),
-            (Err(e), None) => return Err(e),
-        }
+        let done = match step {
+            Ok(None) => continue,
+            Ok(Some(root)) => Ok(root),
+            Err(e) => Err(e),
+        };
+        return match (done, m.refusal()) {
+            (_, Some(refusal)) => Err(refusal),
+            (Ok(root), None) => Ok(Scan {
+                len: input.pos - base,
+                storages: m.storages,
+                reads: m.reads,
+                root,
+            }),
+            (Err(e), None) => Err(e),
+        };
     }
 }
 
@@ -365,15 +466,27 @@ impl Machine {
 
     fn push(&mut self, v: V, at: u64) -> Result<()> {
         self.count(at)?;
+        if v.depth() > MAX_TUPLE_DEPTH {
+            bail!("byte {at}: tuples nested deeper than {MAX_TUPLE_DEPTH}: refused");
+        }
         self.stack.push(v);
         Ok(())
     }
 
-    /// Counts one value made or memo slot filled against [`MAX_VALUES`].
+    /// Counts one value made against [`MAX_VALUES`].
     fn count(&mut self, at: u64) -> Result<()> {
-        self.values += 1;
+        self.charge(Cost::ONE, at)
+    }
+
+    /// Counts what the reader will make: values against [`MAX_VALUES`], storage bytes read.
+    fn charge(&mut self, c: Cost, at: u64) -> Result<()> {
+        self.values = self.values.saturating_add(c.values);
+        self.reads = self.reads.saturating_add(c.reads);
         if self.values > MAX_VALUES {
-            bail!("byte {at}: more than {MAX_VALUES} values in one pickle: refused");
+            bail!(
+                "byte {at}: more than {MAX_VALUES} values in one pickle (memo copies counted): \
+                 refused"
+            );
         }
         Ok(())
     }
@@ -407,13 +520,11 @@ impl Machine {
         if self.string_bytes > MAX_STRINGS {
             bail!("byte {at}: more than {MAX_STRINGS} bytes of strings in one pickle: refused");
         }
-        let v = if n as usize <= KEPT {
-            let b = input.bytes(n)?;
-            V::Str(Some(Rc::from(String::from_utf8_lossy(&b).as_ref())), n)
-        } else {
-            input.skip(n)?;
-            V::Str(None, n)
+        let b = input.bytes(n)?;
+        let Ok(text) = std::str::from_utf8(&b) else {
+            bail!("byte {at}: a string that is not UTF-8: refused");
         };
+        let v = V::Str((b.len() <= KEPT).then(|| Rc::from(text)), n);
         self.push(v, at)
     }
 
@@ -473,25 +584,25 @@ impl Machine {
             0x88 | 0x89 => self.push(V::Bool, at)?,
             // BININT, BININT1, BININT2, LONG1
             b'J' => {
-                input.skip(4)?;
-                self.push(V::Int, at)?
+                let v = input.le(4)? as u32 as i32;
+                self.push(V::Int(Some(v.into())), at)?
             }
             b'K' => {
-                input.skip(1)?;
-                self.push(V::Int, at)?
+                let v = input.le(1)?;
+                self.push(V::Int(Some(v as i64)), at)?
             }
             b'M' => {
-                input.skip(2)?;
-                self.push(V::Int, at)?
+                let v = input.le(2)?;
+                self.push(V::Int(Some(v as i64)), at)?
             }
             0x8a => {
                 let n = input.u8()? as u64;
-                input.skip(n)?;
-                self.push(V::Int, at)?
+                let b = input.bytes(n)?;
+                self.push(V::Int(long(&b)), at)?
             }
             // BINFLOAT
             b'G' => {
-                input.skip(8)?;
+                input.bytes(8)?;
                 self.push(V::Float, at)?
             }
             // BINUNICODE, SHORT_BINSTRING, SHORT_BINUNICODE, BINUNICODE8
@@ -512,15 +623,9 @@ impl Machine {
                 self.string(input, n, at)?
             }
             b')' => self.push(tuple(Vec::new()), at)?,
-            b']' => self.push(V::List, at)?,
-            b'}' => self.push(
-                V::Dict {
-                    ordered: false,
-                    tables: Rc::new(Cell::new(0)),
-                },
-                at,
-            )?,
-            0x8f => self.push(V::Set, at)?,
+            b']' => self.push(V::List(container(false)), at)?,
+            b'}' => self.push(V::Dict(container(false)), at)?,
+            0x8f => self.push(V::Set(container(false)), at)?,
             // TUPLE, TUPLE1..3
             b't' => {
                 let items = self.pop_mark(at, "TUPLE")?;
@@ -536,12 +641,13 @@ impl Machine {
             }
             // APPEND, APPENDS
             b'a' => {
-                self.pop(at, "APPEND")?;
-                self.append_to(at)?;
+                let item = self.pop(at, "APPEND")?;
+                self.append_to(item.cost(), at)?;
             }
             b'e' => {
-                self.pop_mark(at, "APPENDS")?;
-                self.append_to(at)?;
+                let items = self.pop_mark(at, "APPENDS")?;
+                let cost = items.iter().fold(Cost::default(), |c, v| c.add(v.cost()));
+                self.append_to(cost, at)?;
             }
             // SETITEM, SETITEMS
             b's' => {
@@ -562,7 +668,9 @@ impl Machine {
                 let Some(v) = self.memo.get(&idx).cloned() else {
                     bail!("byte {at}: memo slot {idx} was never stored");
                 };
-                self.push(v, at)?
+                // The reader copies the value, tensors and all, each of which reads again.
+                self.charge(v.cost(), at)?;
+                self.stack.push(v);
             }
             // BINPUT, LONG_BINPUT, MEMOIZE
             b'q' | b'r' | 0x94 => {
@@ -573,7 +681,13 @@ impl Machine {
                     _ => bail!("byte {at}: MEMOIZE before protocol 4"),
                 };
                 let v = self.top(at, "PUT")?.clone();
-                self.count(at)?;
+                self.charge(
+                    Cost {
+                        values: v.cost().values,
+                        reads: 0,
+                    },
+                    at,
+                )?;
                 self.memo.insert(idx, v);
             }
             // GLOBAL, STACK_GLOBAL
@@ -622,8 +736,8 @@ impl Machine {
             }
             b'Q' => {
                 let pid = self.pop(at, "BINPERSID")?;
-                self.persistent_id(&pid, at)?;
-                self.push(V::Storage, at)?
+                let size = self.persistent_id(&pid, at)?;
+                self.push(V::Storage(size), at)?
             }
             _ => bail!(
                 "byte {at}: opcode {} ({}) is not one torch.load(weights_only=True) reads: \
@@ -638,17 +752,18 @@ impl Machine {
         Ok(None)
     }
 
-    fn append_to(&mut self, at: u64) -> Result<()> {
+    fn append_to(&mut self, cost: Cost, at: u64) -> Result<()> {
         let target = self.top(at, "APPEND")?;
-        if !matches!(target, V::List) {
+        let V::List(list) = target else {
             bail!("byte {at}: APPEND to a {}, not a list", target.type_name());
-        }
+        };
+        list.cost.set(list.cost.get().add(cost));
         Ok(())
     }
 
     fn set_items(&mut self, items: &[V], at: u64) -> Result<()> {
         let target = self.top(at, "SETITEM")?.clone();
-        let V::Dict { tables, .. } = &target else {
+        let V::Dict(dict) = &target else {
             bail!("byte {at}: SETITEM on a {}, not a dict", target.type_name());
         };
         for pair in items.chunks(2) {
@@ -661,12 +776,14 @@ impl Machine {
                         );
                     }
                     if let Some(i) = MODULE_TABLES.iter().position(|t| s.as_deref() == Some(*t)) {
-                        tables.set(tables.get() | 1 << i);
+                        dict.tables.set(dict.tables.get() | 1 << i);
                     }
                 }
-                V::Int | V::Bool | V::None | V::Float => {}
+                V::Int(_) | V::Bool | V::None | V::Float => {}
                 other => bail!("byte {at}: a dict key that is a {}", other.type_name()),
             }
+            let cost = pair.iter().fold(Cost::default(), |c, v| c.add(v.cost()));
+            dict.cost.set(dict.cost.get().add(cost));
         }
         Ok(())
     }
@@ -677,39 +794,46 @@ impl Machine {
                 return Ok(V::Object(n));
             }
         }
-        let V::Tuple(items, _) = &args else {
+        let V::Tuple(t) = &args else {
             bail!(
                 "byte {at}: REDUCE with a {} for arguments, not a tuple",
                 args.type_name()
             );
         };
+        let items = &t.items;
         let V::Global(role, name) = &func else {
             bail!(
                 "byte {at}: REDUCE calls a {}, not a function",
                 func.type_name()
             );
         };
+        let made = |ordered| {
+            let c = container(ordered);
+            c.cost.set(args.cost());
+            c
+        };
         Ok(match role {
-            Role::OrderedDict => V::Dict {
-                ordered: true,
-                tables: Rc::new(Cell::new(0)),
+            Role::OrderedDict => V::Dict(made(true)),
+            Role::Set => V::Set(made(false)),
+            Role::RebuildTensor => self.tensor(items, at)?,
+            Role::RebuildParameter => match items.first() {
+                Some(t @ V::Tensor(_)) => t.clone(),
+                _ => bail!(
+                    "byte {at}: {} of something not a tensor: refused",
+                    quote(name)
+                ),
             },
-            Role::Set => V::Set,
-            Role::RebuildTensor | Role::RebuildParameter => V::Tensor,
-            Role::RebuildFromType => {
-                let ok = matches!(
-                    items.first(),
-                    Some(V::Global(Role::RebuildTensor | Role::RebuildParameter, _))
-                ) && matches!(items.get(1), Some(V::Global(Role::TensorType, _)))
-                    && matches!(items.get(2), Some(V::Tuple(..)));
-                if !ok {
-                    bail!(
-                        "byte {at}: _rebuild_from_type_v2 takes a tensor rebuild, a tensor type \
-                         and its arguments; this call has other arguments: refused"
-                    );
-                }
-                V::Tensor
-            }
+            Role::RebuildFromType => match (items.first(), items.get(1), items.get(2)) {
+                (
+                    Some(V::Global(Role::RebuildTensor, _)),
+                    Some(V::Global(Role::TensorType, _)),
+                    Some(V::Tuple(inner)),
+                ) => self.tensor(&inner.items, at)?,
+                _ => bail!(
+                    "byte {at}: _rebuild_from_type_v2 takes a tensor rebuild, a tensor type and \
+                     its arguments; this call has other arguments: refused"
+                ),
+            },
             Role::TensorType | Role::StorageType | Role::Dtype => bail!(
                 "byte {at}: REDUCE calls {}, which a state_dict only names: refused",
                 quote(name)
@@ -717,9 +841,57 @@ impl Machine {
         })
     }
 
+    /// A tensor rebuilt from `(storage, offset, size, stride, …)`: the storage bytes its view
+    /// reaches are what the reader reads for it, charged here and for each copy.
+    fn tensor(&mut self, args: &[V], at: u64) -> Result<V> {
+        let (Some(V::Storage(element)), Some(_), Some(V::Tuple(size)), Some(V::Tuple(stride))) = (
+            args.first(),
+            args.get(1).and_then(V::count),
+            args.get(2),
+            args.get(3),
+        ) else {
+            bail!(
+                "byte {at}: a tensor rebuilt from other than (storage, offset, size, stride): \
+                 refused"
+            );
+        };
+        let rank = size.items.len();
+        if rank > MAX_DIMS || stride.items.len() != rank {
+            bail!(
+                "byte {at}: a tensor of {rank} dimensions and {} strides (at most {MAX_DIMS}): \
+                 refused",
+                stride.items.len()
+            );
+        }
+        let dims: Option<Vec<(u64, u64)>> = size
+            .items
+            .iter()
+            .zip(&stride.items)
+            .map(|(a, b)| Some((a.count()?, b.count()?)))
+            .collect();
+        let Some(dims) = dims else {
+            bail!("byte {at}: a tensor whose size or stride is not a non-negative int: refused");
+        };
+        let reads = match dims.iter().any(|&(n, _)| n == 0) {
+            true => 0,
+            false => dims
+                .iter()
+                .fold(1u64, |e, &(n, s)| {
+                    e.saturating_add((n - 1).saturating_mul(s))
+                })
+                .saturating_mul(*element),
+        };
+        let cost = Cost {
+            values: 1 + 2 * rank as u64,
+            reads,
+        };
+        self.charge(Cost { values: 0, reads }, at)?;
+        Ok(V::Tensor(cost))
+    }
+
     fn build(&mut self, inst: V, state: V, at: u64) -> Result<()> {
-        if let (V::Object(class), V::Dict { tables, .. }) = (&inst, &state) {
-            if tables.get() != 0 {
+        if let (V::Object(class), V::Dict(d)) = (&inst, &state) {
+            if d.tables.get() != 0 {
                 self.module = Some((at, class.clone()));
             }
         }
@@ -727,8 +899,11 @@ impl Machine {
             return Ok(());
         }
         match (&inst, &state) {
-            (V::Dict { ordered: true, .. }, V::Dict { .. }) => Ok(()),
-            (V::Tensor, _) => Ok(()),
+            (V::Dict(d), V::Dict(_)) if d.ordered => {
+                d.cost.set(d.cost.get().add(state.cost()));
+                Ok(())
+            }
+            (V::Tensor(_), _) => Ok(()),
             (V::Object(_), _) if self.forbidden.is_some() => Ok(()),
             _ => bail!(
                 "byte {at}: BUILD of a {} with a {} (only an OrderedDict, a tensor or a \
@@ -739,51 +914,71 @@ impl Machine {
         }
     }
 
-    fn persistent_id(&mut self, pid: &V, at: u64) -> Result<()> {
-        if self.ids == Ids::None {
-            bail!("byte {at}: a persistent id where this pickle has none: refused");
-        }
+    /// Checks a storage's persistent id; its element size.
+    fn persistent_id(&mut self, pid: &V, at: u64) -> Result<u64> {
+        let fields = match self.ids {
+            Ids::None => bail!("byte {at}: a persistent id where this pickle has none: refused"),
+            Ids::Zip => 5,
+            Ids::Legacy => 6,
+        };
         if self.forbidden.is_some() && pid.forbidden().is_some() {
-            return Ok(());
+            return Ok(1);
         }
-        let V::Tuple(f, _) = pid else {
+        let V::Tuple(t) = pid else {
             bail!(
                 "byte {at}: a persistent id that is a {}, not a storage's tuple",
                 pid.type_name()
             );
         };
-        let plain = |v: &V| matches!(v, V::Int | V::None | V::Str(..) | V::Bool);
-        let ok = f.len() >= 5
-            && f.len() <= 6
+        let f = &t.items;
+        let plain = |v: &V| matches!(v, V::Int(_) | V::None | V::Str(..) | V::Bool);
+        let element = match f.get(1) {
+            Some(V::Global(Role::StorageType, name)) => element_size(name),
+            _ => None,
+        };
+        let ok = f.len() == fields
             && f[0].text() == Some("storage")
-            && matches!(f[1], V::Global(Role::StorageType | Role::Dtype, _))
-            && matches!(f[2], V::Str(Some(_), _) | V::Int)
-            && matches!(f[3], V::Str(Some(_), _))
-            && matches!(f[4], V::Int)
+            && element.is_some()
+            && matches!(f[2], V::Str(Some(_), _))
+            && f[3].text().is_some_and(location)
+            && f[4].count().is_some()
             && f.get(5).is_none_or(|v| match v {
                 V::None => true,
-                V::Tuple(t, _) => t.iter().all(plain),
+                V::Tuple(t) => t.items.iter().all(plain),
                 _ => false,
             });
         if !ok {
             let what: Vec<&str> = f.iter().map(V::type_name).collect();
             bail!(
                 "byte {at}: a persistent id ({}) that is not a storage's ('storage', storage \
-                 type, key, location, size[, view]): refused",
-                what.join(", ")
+                 type, key, location, size{}): refused",
+                what.join(", "),
+                if fields == 6 { ", view" } else { "" }
             );
         }
-        let key = f[2]
-            .text()
-            .map_or_else(|| "(int)".to_string(), str::to_string);
+        let key = f[2].text().unwrap_or_default().to_string();
         *self.storages.entry(key).or_default() += 1;
-        Ok(())
+        Ok(element.unwrap_or(1))
     }
 }
 
-fn tuple(items: Vec<V>) -> V {
-    let forbidden = items.iter().find_map(V::forbidden);
-    V::Tuple(Rc::from(items), forbidden)
+/// The bytes of an element of a typed storage class.
+fn element_size(class: &str) -> Option<u64> {
+    Some(match class.strip_prefix("torch.")? {
+        "DoubleStorage" | "LongStorage" => 8,
+        "FloatStorage" | "IntStorage" => 4,
+        "HalfStorage" | "BFloat16Storage" | "ShortStorage" => 2,
+        "CharStorage" | "ByteStorage" | "BoolStorage" => 1,
+        _ => return None,
+    })
+}
+
+/// Whether `s` is a device torch.save records as a storage's location.
+fn location(s: &str) -> bool {
+    let (kind, index) = s.split_once(':').unwrap_or((s, "0"));
+    matches!(kind, "cpu" | "cuda" | "mps" | "xpu" | "meta")
+        && !index.is_empty()
+        && index.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn describe(v: &V) -> String {
@@ -847,7 +1042,7 @@ mod tests {
     }
 
     fn err(bytes: &[u8]) -> String {
-        format!("{:#}", run(bytes, Ids::Storages).unwrap_err())
+        format!("{:#}", run(bytes, Ids::Zip).unwrap_err())
     }
 
     const OD: &[u8] = b"ccollections\nOrderedDict\n)R";
@@ -914,7 +1109,51 @@ mod tests {
         }
         let pid = b"\x80\x02(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04tQ.";
         assert!(format!("{:#}", run(pid, Ids::None).unwrap_err()).contains("has none"));
-        assert_eq!(run(pid, Ids::Storages).unwrap().storages["0"], 1);
+        assert_eq!(run(pid, Ids::Zip).unwrap().storages["0"], 1);
+    }
+
+    /// `_rebuild_tensor_v2` of a 4-element FloatStorage `0` with `size` and `stride`.
+    fn rebuild(size: &[u8], stride: &[u8]) -> Vec<u8> {
+        let mut p = b"ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04tQK\x00".to_vec();
+        p.extend_from_slice(size);
+        p.extend_from_slice(stride);
+        p.extend_from_slice(b"\x89ccollections\nOrderedDict\n)RtR");
+        p
+    }
+
+    #[test]
+    fn a_view_is_charged_every_byte_it_reaches_and_each_copy_again() {
+        // Size (2,), stride (1000,): it reaches 1001 floats.
+        let mut p = b"\x80\x02]q\x02(".to_vec();
+        p.extend(rebuild(b"K\x02\x85", b"M\xe8\x03\x85"));
+        p.extend_from_slice(b"q\x01h\x01eh\x02\x86.");
+        let s = run(&p, Ids::Zip).unwrap();
+        // Built once, fetched once into the list, the list of both fetched once.
+        assert_eq!(s.reads, 4004 * 4, "{s:?}");
+        // An empty tensor reads nothing; a negative stride is refused.
+        let mut empty = b"\x80\x02".to_vec();
+        empty.extend(rebuild(b"K\x00\x85", b"K\x01\x85"));
+        empty.push(b'.');
+        assert_eq!(run(&empty, Ids::Zip).unwrap().reads, 0);
+        let mut negative = b"\x80\x02".to_vec();
+        negative.extend(rebuild(b"K\x02\x85", b"J\xff\xff\xff\xff\x85"));
+        negative.push(b'.');
+        assert!(
+            err(&negative).contains("not a non-negative int"),
+            "{}",
+            err(&negative)
+        );
+    }
+
+    #[test]
+    fn a_persistent_id_has_the_fields_of_its_format() {
+        let zip = b"\x80\x02(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04tQ.";
+        assert!(run(zip, Ids::Zip).is_ok());
+        let e = format!("{:#}", run(zip, Ids::Legacy).unwrap_err());
+        assert!(e.contains("size, view"), "{e}");
+        let bogus = b"\x80\x02(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x05\x00\x00\x00bogusK\x04tQ.";
+        assert!(err(bogus).contains("not a storage's"));
+        assert!(err(b"\x80\x02U\x01\xff.").contains("not UTF-8"));
     }
 
     #[test]
@@ -926,6 +1165,10 @@ mod tests {
         let deep: Vec<u8> = std::iter::repeat_n(b'(', MAX_MARKS + 1).collect();
         assert!(err(&deep).contains("MARKs nested deeper"));
         assert!(err(b"\x80\x02X\xff\xff\xff\x7f").contains("a string of 2147483647 bytes"));
+        let mut deep = b"\x80\x02N".to_vec();
+        deep.extend(std::iter::repeat_n(0x85, 100_000));
+        deep.push(b'.');
+        assert!(err(&deep).contains("tuples nested deeper than 64"));
         // Memo slots count: a million PUTs of one value.
         let mut puts = b"\x80\x02N".to_vec();
         for i in 0..MAX_VALUES as u32 + 1 {
@@ -933,15 +1176,15 @@ mod tests {
             puts.extend_from_slice(&i.to_le_bytes());
         }
         assert!(err(&puts).contains("values in one pickle"));
-        // Tuples of tuples shared through the memo, 2^200 leaves, handed to a call: looked
-        // through once, not leaf by leaf.
+        // Tuples of tuples shared through the memo, 2^200 leaves: the reader would copy every
+        // one; the scan counts them without walking them.
         let mut nested = b"\x80\x02Nq\x00".to_vec();
         for _ in 0..200 {
             nested.extend_from_slice(b"h\x00h\x00\x86q\x00");
         }
         nested.extend_from_slice(b"ccollections\nOrderedDict\nh\x00R.");
         assert!(
-            err(&nested).contains("STOP leaves values"),
+            err(&nested).contains("values in one pickle"),
             "{}",
             err(&nested)
         );

@@ -4,9 +4,11 @@
 //!
 //! Two steps. First the file's containers are checked and every pickle in it is scanned
 //! opcode by opcode ([`super::pickle`]): only what `torch.load(weights_only=True)` accepts for
-//! a state_dict passes, and the work any file can cause is bounded — a deflated entry may not
-//! inflate far past its size (torch.save stores entries as they are), nor be inflated again
-//! for every view of it beyond a bound. Then the `pytorch-reader` crate evaluates what passed,
+//! a state_dict passes, and the work any file can cause is bounded — the zip archive laid out
+//! as torch.save writes it (one folder, no name twice, storages stored as they are, a deflated
+//! `data.pkl` not inflating far past its size), the storage bytes the tensors' views reach
+//! (each memo copy again) within the file's size and a bound. Then the `pytorch-reader` crate
+//! evaluates what passed (the file checked unchanged after),
 //! and this module takes what it hands back only as weights: a dict of tensors, at the root or
 //! under a `state_dict` or `model` key (the rest may hold plain values: numbers, strings,
 //! lists, dicts). A TorchScript archive, the tar format of PyTorch before 0.1.10, a bare
@@ -48,14 +50,14 @@ const MAX_NAME_BYTES: u64 = 64 << 20;
 /// The largest pickle read (the reader's own limit).
 const MAX_PICKLE: u64 = pytorch_reader::MAX_PICKLE_SIZE;
 
-/// How far deflated entries may inflate in all: `torch.save` stores every entry as it is, and
-/// weights compress little, so a file that inflates far past its size was not written to be
-/// read.
+/// How far a deflated `data.pkl` may inflate: `torch.save` stores every entry as it is, so a
+/// pickle that inflates far past its size was not written to be read. (A deflated storage is
+/// refused outright: the reader would inflate it again for each of its views.)
 const MAX_INFLATION: u64 = 4;
 
-/// The most bytes the views of deflated storages may inflate together: each view of a
-/// deflated entry inflates it again from its start.
-const MAX_REINFLATED: u64 = 1 << 30;
+/// The most entries a zip archive may have (one per storage and a few): checked on the
+/// archive's last record, before its directory is read.
+const MAX_ENTRIES: u64 = 200_000;
 
 /// The legacy format's magic number as protocol 2 writes it (LONG1 of 10 bytes).
 const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
@@ -79,9 +81,8 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>> {
 }
 
 fn read_inner(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let len = fs::metadata(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .len();
+    let before = identity(path)?;
+    let len = before.1;
     if len == 0 {
         bail!("the file is empty");
     }
@@ -89,8 +90,8 @@ fn read_inner(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     fs::File::open(path)
         .and_then(|f| f.take(HEAD as u64).read_to_end(&mut head))
         .with_context(|| format!("reading {}", path.display()))?;
-    if head.starts_with(b"PK\x03\x04") {
-        check_zip(path, len)?;
+    let reads = if head.starts_with(b"PK\x03\x04") {
+        check_zip(path, len)?
     } else if is_tar(&head) {
         bail!(
             "the tar format of PyTorch before 0.1.10 is not read: load it in PyTorch and save \
@@ -100,13 +101,39 @@ fn read_inner(path: &Path) -> Result<BTreeMap<String, Tensor>> {
         .windows(LEGACY_MAGIC.len())
         .any(|w| w == LEGACY_MAGIC)
     {
-        check_legacy(path, len)?;
+        check_legacy(path, len)?
     } else {
         bail!(
             "a pickle without torch.save's magic number (pickle.dump?), not a torch.save \
              file: refused"
         );
+    };
+    let budget = len
+        .saturating_mul(MAX_BYTES_PER_FILE_BYTE)
+        .min(len.saturating_add(MAX_BYTES_PAST_FILE));
+    if reads > budget {
+        bail!(
+            "its tensors would read {reads} bytes of storage (views counted with all they \
+             reach, each copy again), far past the file's {len}: refused"
+        );
     }
+    let out = evaluate(path, len, budget)?;
+    // What was scanned is what was read: the reader opens the file by its path again.
+    if identity(path)? != before {
+        bail!("the file changed while it was read: refused");
+    }
+    Ok(out)
+}
+
+/// The file's device, inode, length and modification time.
+fn identity(path: &Path) -> Result<(u64, u64, u64, Option<std::time::SystemTime>)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok((m.dev(), m.len(), m.ino(), m.modified().ok()))
+}
+
+/// Evaluates a file that passed the scan with `pytorch-reader`: the weights as tensors.
+fn evaluate(path: &Path, len: u64, budget: u64) -> Result<BTreeMap<String, Tensor>> {
     let root = PytorchReader::read_pickle_data(path, None).map_err(reader_error)?;
     let key = weights_key(&root)?;
     let reader = match key {
@@ -117,9 +144,6 @@ fn read_inner(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     let mut out = BTreeMap::new();
     // Views of one storage (tied weights) each take their own copy here, so the whole may
     // exceed the file a little; far beyond it, the file declares sizes it does not hold.
-    let budget = len
-        .saturating_mul(MAX_BYTES_PER_FILE_BYTE)
-        .min(len.saturating_add(MAX_BYTES_PAST_FILE));
     let mut total: u64 = 0;
     for (name, t) in reader.tensors() {
         let shown = quote(name);
@@ -155,16 +179,21 @@ fn read_inner(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     Ok(out)
 }
 
-/// Checks a zip-format file before anything reads it: no TorchScript; entries stored or
-/// deflated, and deflated ones within [`MAX_INFLATION`]; `data.pkl` within the reader's
-/// limit and passing the opcode scan; deflated storages not inflated again per view past
-/// [`MAX_REINFLATED`].
-fn check_zip(path: &Path, len: u64) -> Result<()> {
+/// Checks a zip-format file before anything reads it: at most [`MAX_ENTRIES`] entries, no
+/// name twice, the layout torch.save writes (every entry in one folder, `data.pkl` and
+/// `version` in it), no TorchScript; storages stored, a deflated `data.pkl` within
+/// [`MAX_INFLATION`]; `data.pkl` within the reader's limit and passing the opcode scan.
+/// Returns the storage bytes its tensors read.
+fn check_zip(path: &Path, len: u64) -> Result<u64> {
+    let entries = zip_entries(path, len)?;
+    if entries > MAX_ENTRIES {
+        bail!("a zip archive of {entries} entries (more than {MAX_ENTRIES}): refused");
+    }
     let file = fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let mut zip = zip::ZipArchive::new(BufReader::new(file))
         .map_err(|e| anyhow::anyhow!("not a readable zip archive: {e}"))?;
-    let mut entries: HashMap<String, (bool, u64)> = HashMap::new();
-    let (mut deflated, mut inflated) = (0u64, 0u64);
+    let mut sizes: HashMap<String, u64> = HashMap::new();
+    let mut folder: Option<String> = None;
     for i in 0..zip.len() {
         let e = zip
             .by_index_raw(i)
@@ -179,58 +208,81 @@ fn check_zip(path: &Path, len: u64) -> Result<()> {
                  here; in PyTorch, save torch.jit.load(...).state_dict() with torch.save"
             );
         }
-        let compressed = match e.compression() {
+        // torch.load takes the folder of the first entry as the archive's.
+        let top = match name.split_once('/') {
+            Some((top, rest)) if !top.is_empty() && !rest.is_empty() => format!("{top}/"),
+            _ => bail!(
+                "zip entry {} is not in a folder, as torch.save writes every entry: refused",
+                quote(&name)
+            ),
+        };
+        let folder = folder.get_or_insert(top.clone());
+        if *folder != top {
+            bail!(
+                "zip entries in two folders ({} and {}), where torch.save writes one: refused",
+                quote(folder),
+                quote(&top)
+            );
+        }
+        let size = e.size();
+        match e.compression() {
             zip::CompressionMethod::Stored => {
-                if e.compressed_size() != e.size() || e.size() > len {
+                if e.compressed_size() != size || size > len {
                     bail!(
-                        "zip entry {} declares {} bytes but stores {}",
+                        "zip entry {} declares {size} bytes but stores {}",
                         quote(&name),
-                        e.size(),
                         e.compressed_size()
                     );
                 }
-                false
             }
-            zip::CompressionMethod::Deflated => {
-                deflated = deflated.saturating_add(e.compressed_size());
-                inflated = inflated.saturating_add(e.size());
-                true
+            zip::CompressionMethod::Deflated if name.ends_with("/data.pkl") => {
+                let cap = e.compressed_size().min(len);
+                if size > cap.saturating_mul(MAX_INFLATION).saturating_add(1 << 20) {
+                    bail!(
+                        "its data.pkl would inflate from {cap} to {size} bytes, far past what \
+                         torch.save writes (it stores entries as they are): refused"
+                    );
+                }
             }
+            zip::CompressionMethod::Deflated => bail!(
+                "zip entry {} is deflated, where torch.save stores entries as they are (a \
+                 deflated storage would be inflated again for each of its views): refused; \
+                 save the state_dict again with torch.save",
+                quote(&name)
+            ),
             other => bail!(
                 "zip entry {} is compressed with {other} (torch.save stores entries as they \
                  are): refused",
                 quote(&name)
             ),
-        };
-        entries.insert(name, (compressed, e.size()));
+        }
+        if sizes.insert(name.clone(), size).is_some() {
+            bail!(
+                "zip entry {} is in the archive twice: refused",
+                quote(&name)
+            );
+        }
     }
-    if inflated
-        > deflated
-            .saturating_mul(MAX_INFLATION)
-            .saturating_add(1 << 20)
-    {
-        bail!(
-            "its deflated entries would inflate from {deflated} to {inflated} bytes, far past \
-             what torch.save writes (it stores entries as they are): refused"
-        );
-    }
-    // The entry the reader evaluates: the shortest `…data.pkl` at the root or in a folder.
-    let Some(root) = entries
-        .keys()
-        .filter_map(|n| n.strip_suffix("data.pkl"))
-        .filter(|r| r.is_empty() || r.ends_with('/'))
-        .min_by_key(|r| r.len())
-        .map(str::to_string)
-    else {
-        bail!("a zip archive without data.pkl: not a torch.save file");
-    };
-    if !entries.contains_key(&format!("{root}version"))
-        && !entries.contains_key(&format!("{root}.data/version"))
+    let root = folder.unwrap_or_default();
+    if !sizes.contains_key(&format!("{root}version"))
+        && !sizes.contains_key(&format!("{root}.data/version"))
     {
         bail!("a zip archive without the version record torch.save writes: refused");
     }
     let pkl = format!("{root}data.pkl");
-    let size = entries[&pkl].1;
+    let Some(&size) = sizes.get(&pkl) else {
+        bail!(
+            "a zip archive without {}: not a torch.save file",
+            quote(&pkl)
+        );
+    };
+    // The reader takes the shortest `…data.pkl` as the archive's: it must be this one.
+    if sizes
+        .keys()
+        .any(|n| n.ends_with("data.pkl") && n.len() < pkl.len())
+    {
+        bail!("a zip archive with a data.pkl outside its folder: refused");
+    }
     if size > MAX_PICKLE {
         bail!("its data.pkl is {size} bytes, more than the {MAX_PICKLE} read: refused");
     }
@@ -240,34 +292,63 @@ fn check_zip(path: &Path, len: u64) -> Result<()> {
     let entry = zip
         .by_index(index)
         .map_err(|e| anyhow::anyhow!("zip entry {}: {e}", quote(&pkl)))?;
-    let scan = pickle::scan(&mut BufReader::new(entry), 0, size, Ids::Storages)
-        .with_context(|| quote(&pkl))?;
-    let mut reinflated = 0u64;
-    for (key, views) in &scan.storages {
-        if let Some(&(true, size)) = entries.get(&format!("{root}data/{key}")) {
-            reinflated = reinflated.saturating_add(views.saturating_mul(size));
-        }
+    let scan =
+        pickle::scan(&mut BufReader::new(entry), 0, size, Ids::Zip).with_context(|| quote(&pkl))?;
+    Ok(scan.reads)
+}
+
+/// The number of entries a zip archive's last record declares (its zip64 record's, where it
+/// has one), read before the directory itself.
+fn zip_entries(path: &Path, len: u64) -> Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let tail_len = len.min(22 + 65535);
+    let mut tail = vec![0u8; tail_len as usize];
+    f.seek(SeekFrom::Start(len - tail_len))
+        .and_then(|_| f.read_exact(&mut tail))
+        .with_context(|| format!("reading {}", path.display()))?;
+    let Some(eocd) = tail.windows(4).rposition(|w| w == b"PK\x05\x06") else {
+        bail!("not a readable zip archive: no end of central directory");
+    };
+    let u16_at = |b: &[u8], i: usize| b.get(i..i + 2).map(|x| u16::from_le_bytes([x[0], x[1]]));
+    let Some(entries) = u16_at(&tail, eocd + 10) else {
+        bail!("not a readable zip archive: its last record is cut short");
+    };
+    if entries != 0xffff {
+        return Ok(entries as u64);
     }
-    if reinflated > MAX_REINFLATED {
-        bail!(
-            "its deflated storages would be inflated again for each of their views, \
-             {reinflated} bytes in all (torch.save stores entries as they are): refused"
-        );
+    // Zip64: the locator just before the record gives where the zip64 record is.
+    let locator = eocd.checked_sub(20).map(|i| &tail[i..i + 20]);
+    let Some(loc) = locator.filter(|l| l.starts_with(b"PK\x06\x07")) else {
+        bail!("not a readable zip archive: 65535 entries and no zip64 record");
+    };
+    let mut off = [0u8; 8];
+    off.copy_from_slice(&loc[8..16]);
+    let mut record = [0u8; 56];
+    f.seek(SeekFrom::Start(u64::from_le_bytes(off)))
+        .and_then(|_| f.read_exact(&mut record))
+        .map_err(|_| anyhow::anyhow!("not a readable zip archive: its zip64 record is missing"))?;
+    if !record.starts_with(b"PK\x06\x06") {
+        bail!("not a readable zip archive: its zip64 record is missing");
     }
-    Ok(())
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&record[32..40]);
+    Ok(u64::from_le_bytes(n))
 }
 
 /// Scans the five pickles of the legacy format: magic number, protocol, system info, the
-/// object (with storages as persistent ids) and the storage key list.
-fn check_legacy(path: &Path, len: u64) -> Result<()> {
+/// object (with storages as persistent ids) and the storage key list; the bytes the object's
+/// tensors read.
+fn check_legacy(path: &Path, len: u64) -> Result<u64> {
     let file = fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let mut r = BufReader::new(file);
     let mut at = 0u64;
+    let mut reads = 0u64;
     let parts = [
         ("magic number", Ids::None, "int"),
         ("protocol version", Ids::None, "int"),
         ("system info", Ids::None, "dict"),
-        ("object", Ids::Storages, ""),
+        ("object", Ids::Legacy, ""),
         ("storage key list", Ids::None, "list"),
     ];
     for (what, ids, want) in parts {
@@ -280,7 +361,27 @@ fn check_legacy(path: &Path, len: u64) -> Result<()> {
                 scan.root
             );
         }
+        if at == 0 {
+            magic(path, scan.len)?;
+        }
+        reads = reads.saturating_add(scan.reads);
         at += scan.len;
+    }
+    Ok(reads)
+}
+
+/// Errors unless the legacy format's first pickle (its first `len` bytes) is the magic
+/// number, as torch.save writes it at any protocol: LONG1 of its ten bytes, then STOP.
+fn magic(path: &Path, len: u64) -> Result<()> {
+    let mut first = Vec::new();
+    fs::File::open(path)
+        .and_then(|f| f.take(len).read_to_end(&mut first))
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut want = vec![0x8a, 10];
+    want.extend_from_slice(&LEGACY_MAGIC);
+    want.push(b'.');
+    if !first.ends_with(&want) {
+        bail!("its first pickle is not torch.save's magic number: refused");
     }
     Ok(())
 }
