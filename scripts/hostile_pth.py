@@ -8,6 +8,7 @@ Writes into OUT:
   clean.zip.pth, clean.legacy.pth   the state_dict every payload file starts from, as plain as
                                     torch.save writes it (the tool and torch.load must both read
                                     these: the builder below is checked on them)
+  torch.zip.pth, torch.legacy.pth   the same written by torch.save, where PyTorch is installed
   <class>.<format>.pth              one attack each (the manifest lists them)
   manifest.json                     [{"file", "reason", "torch_refuses", "read"}]: "reason" is a
                                     phrase the tool's error must hold; "read" is true for the two
@@ -441,6 +442,19 @@ def main():
     entries[0] = ("w\x1b[2K\rwrote OUT.pt", entries[0][1])
     write_zip(os.path.join(out, "terminal_key.zip.pth"), PROTO2 + state_dict(entries) + STOP)
     manifest.append({"file": "terminal_key.zip.pth", "reason": "w\\u{1b}[2K\\rwrote OUT.pt", "torch_refuses": False, "read": True})
+
+    # The same weights as torch.save itself writes them, where PyTorch is installed: the fuzz
+    # test mutates these too (their zip layout is PyTorch's own, not Python's zipfile's).
+    try:
+        import collections
+
+        import torch
+
+        sd = collections.OrderedDict((k, torch.tensor(v)) for k, v in WEIGHTS.items())
+        torch.save(sd, os.path.join(out, "torch.zip.pth"))
+        torch.save(sd, os.path.join(out, "torch.legacy.pth"), _use_new_zipfile_serialization=False)
+    except ImportError:
+        pass
 
     with open(os.path.join(out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)

@@ -148,7 +148,7 @@ pub const MAX_TUPLE_DEPTH: usize = 64;
 pub struct Scan {
     /// Bytes from the pickle's first opcode through its STOP.
     pub len: u64,
-    /// How many times each storage key is named by a persistent id.
+    /// The bytes each storage key's persistent ids declare (its size times its element's).
     pub storages: BTreeMap<String, u64>,
     /// The storage bytes the reader will read for the tensors, each copy counted.
     pub reads: u64,
@@ -815,23 +815,34 @@ impl Machine {
         Ok(match role {
             Role::OrderedDict => V::Dict(made(true)),
             Role::Set => V::Set(made(false)),
-            Role::RebuildTensor => self.tensor(items, at)?,
-            Role::RebuildParameter => match items.first() {
-                Some(t @ V::Tensor(_)) => t.clone(),
-                _ => bail!(
-                    "byte {at}: {} of something not a tensor: refused",
-                    quote(name)
-                ),
-            },
+            Role::RebuildTensor => self.tensor(name, items, at)?,
+            Role::RebuildParameter => {
+                let with_state = name.ends_with("_with_state");
+                let ok = items.len() == 3 + with_state as usize
+                    && matches!(items[1], V::Bool)
+                    && hooks(&items[2])
+                    && items.get(3).is_none_or(state);
+                match items.first() {
+                    Some(t @ V::Tensor(_)) if ok => t.clone(),
+                    _ => bail!(
+                        "byte {at}: {} takes a tensor, requires_grad and its hooks; this call \
+                         has other arguments: refused",
+                        quote(name)
+                    ),
+                }
+            }
             Role::RebuildFromType => match (items.first(), items.get(1), items.get(2)) {
                 (
-                    Some(V::Global(Role::RebuildTensor, _)),
+                    Some(V::Global(Role::RebuildTensor, inner_name)),
                     Some(V::Global(Role::TensorType, _)),
                     Some(V::Tuple(inner)),
-                ) => self.tensor(&inner.items, at)?,
+                ) if items.len() == 4 && state(&items[3]) => {
+                    let inner_name = inner_name.clone();
+                    self.tensor(&inner_name, &inner.items, at)?
+                }
                 _ => bail!(
-                    "byte {at}: _rebuild_from_type_v2 takes a tensor rebuild, a tensor type and \
-                     its arguments; this call has other arguments: refused"
+                    "byte {at}: _rebuild_from_type_v2 takes a tensor rebuild, a tensor type, \
+                     its arguments and a state; this call has other arguments: refused"
                 ),
             },
             Role::TensorType | Role::StorageType | Role::Dtype => bail!(
@@ -841,9 +852,29 @@ impl Machine {
         })
     }
 
-    /// A tensor rebuilt from `(storage, offset, size, stride, …)`: the storage bytes its view
-    /// reaches are what the reader reads for it, charged here and for each copy.
-    fn tensor(&mut self, args: &[V], at: u64) -> Result<V> {
+    /// A tensor rebuilt by `name` from `(storage, offset, size, stride, …)`: the storage bytes
+    /// its view reaches are what the reader reads for it, charged here and for each copy.
+    fn tensor(&mut self, name: &str, args: &[V], at: u64) -> Result<V> {
+        // The arguments after the stride, as torch.save writes them and torch.load takes them.
+        let rest = &args[args.len().min(4)..];
+        let ok = match name.rsplit('.').next() {
+            Some("_rebuild_tensor") => rest.is_empty(),
+            Some("_rebuild_tensor_v2") => {
+                matches!(rest, [V::Bool, h] | [V::Bool, h, V::None | V::Dict(_)] if hooks(h))
+            }
+            _ => matches!(
+                rest,
+                [V::Bool, h, V::Global(Role::Dtype, _)]
+                    | [V::Bool, h, V::Global(Role::Dtype, _), V::None | V::Dict(_)] if hooks(h)
+            ),
+        };
+        if !ok {
+            bail!(
+                "byte {at}: {} with arguments after the stride that are not (requires_grad, \
+                 hooks[, …]) as torch.save writes them: refused",
+                quote(name)
+            );
+        }
         let (Some(V::Storage(element)), Some(_), Some(V::Tuple(size)), Some(V::Tuple(stride))) = (
             args.first(),
             args.get(1).and_then(V::count),
@@ -957,9 +988,26 @@ impl Machine {
             );
         }
         let key = f[2].text().unwrap_or_default().to_string();
-        *self.storages.entry(key).or_default() += 1;
-        Ok(element.unwrap_or(1))
+        let element = element.unwrap_or(1);
+        let bytes = f[4].count().unwrap_or(0).saturating_mul(element);
+        if *self.storages.entry(key.clone()).or_insert(bytes) != bytes {
+            bail!(
+                "byte {at}: storage {} declared with two sizes: refused",
+                quote(&key)
+            );
+        }
+        Ok(element)
     }
+}
+
+/// Whether `v` is a tensor's backward hooks as torch.save writes them: an `OrderedDict`.
+fn hooks(v: &V) -> bool {
+    matches!(v, V::Dict(d) if d.ordered)
+}
+
+/// Whether `v` is an object's state as torch.save writes it: None, a dict, or a pair of them.
+fn state(v: &V) -> bool {
+    matches!(v, V::None | V::Dict(_) | V::Tuple(_))
 }
 
 /// The bytes of an element of a typed storage class.
@@ -1109,7 +1157,7 @@ mod tests {
         }
         let pid = b"\x80\x02(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04tQ.";
         assert!(format!("{:#}", run(pid, Ids::None).unwrap_err()).contains("has none"));
-        assert_eq!(run(pid, Ids::Zip).unwrap().storages["0"], 1);
+        assert_eq!(run(pid, Ids::Zip).unwrap().storages["0"], 16);
     }
 
     /// `_rebuild_tensor_v2` of a 4-element FloatStorage `0` with `size` and `stride`.

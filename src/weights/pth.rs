@@ -190,6 +190,9 @@ fn check_zip(path: &Path, len: u64) -> Result<u64> {
         bail!("a zip archive of {entries} entries (more than {MAX_ENTRIES}): refused");
     }
     let file = fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let raw = file
+        .try_clone()
+        .with_context(|| format!("reading {}", path.display()))?;
     let mut zip = zip::ZipArchive::new(BufReader::new(file))
         .map_err(|e| anyhow::anyhow!("not a readable zip archive: {e}"))?;
     let mut sizes: HashMap<String, u64> = HashMap::new();
@@ -198,10 +201,10 @@ fn check_zip(path: &Path, len: u64) -> Result<u64> {
         let e = zip
             .by_index_raw(i)
             .map_err(|e| anyhow::anyhow!("zip entry {i}: {e}"))?;
-        let name = e
-            .name()
-            .map_err(|e| anyhow::anyhow!("zip entry {i}: {e}"))?
-            .to_string();
+        // PyTorch reads names as UTF-8 (the zip format would take others as code page 437).
+        let Ok(name) = std::str::from_utf8(e.name_raw()).map(str::to_string) else {
+            bail!("zip entry {i} has a name that is not UTF-8: refused");
+        };
         if name.ends_with("/constants.pkl") || name.contains("/code/") {
             bail!(
                 "a TorchScript archive (torch.jit.save), not a state_dict: its code is not run \
@@ -224,6 +227,15 @@ fn check_zip(path: &Path, len: u64) -> Result<u64> {
                 quote(&top)
             );
         }
+        local_header(
+            &raw,
+            e.header_start(),
+            &name,
+            e.compression(),
+            e.encrypted(),
+            e.compressed_size(),
+        )?;
+        central_header(&raw, e.central_header_start(), &name)?;
         let size = e.size();
         match e.compression() {
             zip::CompressionMethod::Stored => {
@@ -269,6 +281,45 @@ fn check_zip(path: &Path, len: u64) -> Result<u64> {
     {
         bail!("a zip archive without the version record torch.save writes: refused");
     }
+    // The records PyTorch reads as text: numbers, and the byte order.
+    for record in [
+        "version",
+        ".data/version",
+        ".format_version",
+        ".storage_alignment",
+        ".data/serialization_id",
+        "byteorder",
+    ] {
+        let name = format!("{root}{record}");
+        let Some(&size) = sizes.get(&name) else {
+            continue;
+        };
+        let mut text = String::new();
+        let read = match (size <= 64, zip.index_for_name(&name)) {
+            (true, Some(i)) => zip
+                .by_index(i)
+                .ok()
+                .and_then(|mut e| e.read_to_string(&mut text).ok()),
+            _ => None,
+        };
+        let text = text.trim();
+        let ok = read.is_some()
+            && match record {
+                "byteorder" => text == "little",
+                _ => !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()),
+            };
+        if !ok {
+            bail!(
+                "zip entry {} is not what torch.save writes there ({}): refused",
+                quote(&name),
+                if record == "byteorder" {
+                    "little"
+                } else {
+                    "a number"
+                }
+            );
+        }
+    }
     let pkl = format!("{root}data.pkl");
     let Some(&size) = sizes.get(&pkl) else {
         bail!(
@@ -294,7 +345,110 @@ fn check_zip(path: &Path, len: u64) -> Result<u64> {
         .map_err(|e| anyhow::anyhow!("zip entry {}: {e}", quote(&pkl)))?;
     let scan =
         pickle::scan(&mut BufReader::new(entry), 0, size, Ids::Zip).with_context(|| quote(&pkl))?;
+    // As torch.load does: each storage's record holds exactly the bytes its ids declare.
+    for (key, &bytes) in &scan.storages {
+        let name = format!("{root}data/{key}");
+        match sizes.get(&name) {
+            Some(&size) if size == bytes => {}
+            Some(&size) => bail!(
+                "zip entry {} holds {size} bytes where data.pkl declares {bytes}: refused",
+                quote(&name)
+            ),
+            None => bail!(
+                "data.pkl names storage {}, which is not in the archive",
+                quote(key)
+            ),
+        }
+    }
     Ok(scan.reads)
+}
+
+/// Checks an entry's local header against its directory record, as PyTorch's own reader does:
+/// its signature, its name and compression method the same, and neither encrypted nor masked.
+fn local_header(
+    file: &fs::File,
+    at: u64,
+    name: &str,
+    method: zip::CompressionMethod,
+    encrypted: bool,
+    stored: u64,
+) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut h = [0u8; 30];
+    let bad = |why: &str| anyhow::anyhow!("zip entry {}: {why}: refused", quote(name));
+    file.read_exact_at(&mut h, at)
+        .map_err(|_| bad("its local header lies past the end of the file"))?;
+    let u16_at = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
+    if !h.starts_with(b"PK\x03\x04") {
+        return Err(bad("no local header where the directory says"));
+    }
+    if encrypted || u16_at(6) & !FLAGS != 0 {
+        return Err(bad("flags torch.save does not write (encryption, patches)"));
+    }
+    let local_method = match method {
+        zip::CompressionMethod::Stored => 0,
+        zip::CompressionMethod::Deflated => 8,
+        _ => u16::MAX,
+    };
+    if u16_at(8) != local_method {
+        return Err(bad("its local header names another compression"));
+    }
+    let mut local_name = vec![0u8; u16_at(26) as usize];
+    file.read_exact_at(&mut local_name, at + 30)
+        .map_err(|_| bad("its local header lies past the end of the file"))?;
+    if local_name != name.as_bytes() {
+        return Err(bad("its local header names another file"));
+    }
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let end = (at + 30 + u16_at(26) as u64 + u16_at(28) as u64).saturating_add(stored);
+    if end > len {
+        return Err(bad("its data reaches past the end of the file"));
+    }
+    Ok(())
+}
+
+/// The flags of a zip entry torch.save writes: deflate options, sizes after the data, UTF-8.
+const FLAGS: u16 = 0x080e;
+
+/// Checks an entry's directory record as PyTorch's reader does: no flags but [`FLAGS`], on
+/// disk 0, no comment, no extra field but zip64's.
+fn central_header(file: &fs::File, at: u64, name: &str) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut h = [0u8; 46];
+    let bad = |why: &str| anyhow::anyhow!("zip entry {}: {why}: refused", quote(name));
+    file.read_exact_at(&mut h, at)
+        .map_err(|_| bad("its directory record lies past the end of the file"))?;
+    let u16_at = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
+    if !h.starts_with(b"PK\x01\x02") {
+        return Err(bad("no directory record where the archive says"));
+    }
+    if u16_at(8) & !FLAGS != 0 {
+        return Err(bad("flags torch.save does not write (encryption, patches)"));
+    }
+    if u16_at(34) != 0 {
+        return Err(bad("on another disk"));
+    }
+    if u16_at(32) != 0 {
+        return Err(bad("a comment, which torch.save does not write"));
+    }
+    // A DOS directory attribute makes PyTorch's reader take the entry for a folder.
+    if h[38] & 0x10 != 0 || name.ends_with('/') {
+        return Err(bad("marked as a folder"));
+    }
+    let extra_len = u16_at(30) as usize;
+    if extra_len != 0 {
+        let mut extra = vec![0u8; extra_len];
+        file.read_exact_at(&mut extra, at + 46 + u16_at(28) as u64)
+            .map_err(|_| bad("its directory record lies past the end of the file"))?;
+        let zip64 = extra.len() >= 4
+            && extra[..2] == [1, 0]
+            && u16::from_le_bytes([extra[2], extra[3]]) as usize == extra.len() - 4
+            && matches!(extra.len() - 4, 8 | 16 | 24 | 28);
+        if !zip64 {
+            return Err(bad("an extra field torch.save does not write"));
+        }
+    }
+    Ok(())
 }
 
 /// The number of entries a zip archive's last record declares (its zip64 record's, where it
@@ -311,29 +465,64 @@ fn zip_entries(path: &Path, len: u64) -> Result<u64> {
         bail!("not a readable zip archive: no end of central directory");
     };
     let u16_at = |b: &[u8], i: usize| b.get(i..i + 2).map(|x| u16::from_le_bytes([x[0], x[1]]));
-    let Some(entries) = u16_at(&tail, eocd + 10) else {
+    let field = |i: usize| u16_at(&tail, eocd + i);
+    let (Some(disk), Some(cd_disk), Some(here), Some(entries)) =
+        (field(4), field(6), field(8), field(10))
+    else {
         bail!("not a readable zip archive: its last record is cut short");
     };
-    if entries != 0xffff {
-        return Ok(entries as u64);
+    if disk != 0 || cd_disk != 0 || here != entries {
+        bail!("a zip archive that spans several disks: refused");
     }
-    // Zip64: the locator just before the record gives where the zip64 record is.
+    let u32_at = |i: usize| {
+        tail.get(eocd + i..eocd + i + 4)
+            .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]) as u64)
+    };
+    let (Some(cd_size), Some(cd_offset)) = (u32_at(12), u32_at(16)) else {
+        bail!("not a readable zip archive: its last record is cut short");
+    };
+    // The directory ends where the last record starts, or where a zip64 record (56 bytes)
+    // and its locator (20) do, as torch.save writes them even for small files.
+    let eocd_at = len - tail_len + eocd as u64;
+    let gap = eocd_at.checked_sub(cd_offset + cd_size);
+    if entries != 0xffff
+        && cd_offset != 0xffff_ffff
+        && (!matches!(gap, Some(0 | 76)) || cd_size < entries as u64 * 46)
+    {
+        bail!("not a readable zip archive: its directory is not where its last record says");
+    }
+    // Zip64: the locator just before the record gives where the zip64 record is; PyTorch's
+    // reader checks it wherever it is there, so it must agree with the last record.
     let locator = eocd.checked_sub(20).map(|i| &tail[i..i + 20]);
     let Some(loc) = locator.filter(|l| l.starts_with(b"PK\x06\x07")) else {
-        bail!("not a readable zip archive: 65535 entries and no zip64 record");
+        if entries == 0xffff {
+            bail!("not a readable zip archive: 65535 entries and no zip64 record");
+        }
+        return Ok(entries as u64);
     };
-    let mut off = [0u8; 8];
-    off.copy_from_slice(&loc[8..16]);
+    let le = |b: &[u8]| b.iter().rev().fold(0u64, |a, &x| (a << 8) | x as u64);
+    if le(&loc[4..8]) != 0 || le(&loc[16..20]) != 1 {
+        bail!("a zip archive that spans several disks: refused");
+    }
     let mut record = [0u8; 56];
-    f.seek(SeekFrom::Start(u64::from_le_bytes(off)))
+    f.seek(SeekFrom::Start(le(&loc[8..16])))
         .and_then(|_| f.read_exact(&mut record))
         .map_err(|_| anyhow::anyhow!("not a readable zip archive: its zip64 record is missing"))?;
-    if !record.starts_with(b"PK\x06\x06") {
+    let r = |i: usize, n: usize| le(&record[i..i + n]);
+    if !record.starts_with(b"PK\x06\x06") || r(4, 8) != 44 {
         bail!("not a readable zip archive: its zip64 record is missing");
     }
-    let mut n = [0u8; 8];
-    n.copy_from_slice(&record[32..40]);
-    Ok(u64::from_le_bytes(n))
+    if r(16, 4) != 0 || r(20, 4) != 0 || r(24, 8) != r(32, 8) {
+        bail!("a zip archive that spans several disks: refused");
+    }
+    let agree = |small: u64, full: u64, none: u64| small == none || small == full;
+    if !agree(entries as u64, r(32, 8), 0xffff)
+        || !agree(cd_size, r(40, 8), 0xffff_ffff)
+        || !agree(cd_offset, r(48, 8), 0xffff_ffff)
+    {
+        bail!("not a readable zip archive: its zip64 record and its last record disagree");
+    }
+    Ok(r(32, 8))
 }
 
 /// Scans the five pickles of the legacy format: magic number, protocol, system info, the
