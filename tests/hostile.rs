@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{fuzz, python, repo};
+use common::{fuzz, python, repo, script_output};
 use inception::weights;
 use serde::Deserialize;
 
@@ -30,33 +30,7 @@ struct Entry {
 /// The files scripts/hostile_pth.py writes, made once per version of the script.
 fn corpus() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        use std::hash::{Hash, Hasher};
-        let script = repo().join("scripts/hostile_pth.py");
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        fs::read(&script).unwrap().hash(&mut h);
-        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let dir = tmp.join(format!("hostile-{:016x}", h.finish()));
-        if dir.join("manifest.json").exists() {
-            return dir;
-        }
-        let partial = tmp.join(format!("hostile-partial-{}", std::process::id()));
-        let out = python()
-            .arg(&script)
-            .arg("--out")
-            .arg(&partial)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "scripts/hostile_pth.py failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if fs::rename(&partial, &dir).is_err() {
-            let _ = fs::remove_dir_all(&partial);
-        }
-        dir
-    })
+    DIR.get_or_init(|| script_output("hostile_pth.py", "hostile", "manifest.json"))
 }
 
 fn manifest() -> Vec<Entry> {

@@ -14,7 +14,9 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use common::{assert_clean_failure, inception, python, repo, serial, stderr, stdout};
+use common::{
+    assert_clean_failure, inception, python, repo, script_output, serial, stderr, stdout,
+};
 use inception::checkpoint;
 use inception::model::{Arch, Model, NetConfig};
 use inception::weights::{self, hub};
@@ -24,33 +26,7 @@ use tch::{Device, Kind, Tensor};
 /// The files scripts/pth_fixtures.py writes, made once per version of the script.
 fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        use std::hash::{Hash, Hasher};
-        let script = repo().join("scripts/pth_fixtures.py");
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        fs::read(&script).unwrap().hash(&mut h);
-        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let dir = tmp.join(format!("pth-{:016x}", h.finish()));
-        if dir.join("list.pth").exists() {
-            return dir;
-        }
-        let partial = tmp.join(format!("pth-partial-{}", std::process::id()));
-        let out = python()
-            .arg(&script)
-            .arg("--out")
-            .arg(&partial)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "scripts/pth_fixtures.py failed (`make deps`?):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if fs::rename(&partial, &dir).is_err() {
-            let _ = fs::remove_dir_all(&partial);
-        }
-        dir
-    })
+    DIR.get_or_init(|| script_output("pth_fixtures.py", "pth", "list.pth"))
 }
 
 fn fixture(name: &str) -> PathBuf {

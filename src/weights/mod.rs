@@ -123,7 +123,7 @@ pub fn read(path: &Path, device: Device) -> Result<Source> {
         });
     }
     if pth::looks_like_pth(head) {
-        return Ok(Source::StateDict(pth::read(path)?));
+        return Ok(Source::StateDict(pth::read(path, head)?));
     }
     bail!(
         "{}: neither a safetensors file nor a PyTorch (torch.save) file",

@@ -276,7 +276,7 @@ impl V {
     }
 
     /// A non-negative int's value.
-    fn count(&self) -> Option<u64> {
+    fn non_negative(&self) -> Option<u64> {
         match self {
             V::Int(Some(i)) => u64::try_from(*i).ok(),
             _ => None,
@@ -877,7 +877,7 @@ impl Machine {
         }
         let (Some(V::Storage(element)), Some(_), Some(V::Tuple(size)), Some(V::Tuple(stride))) = (
             args.first(),
-            args.get(1).and_then(V::count),
+            args.get(1).and_then(V::non_negative),
             args.get(2),
             args.get(3),
         ) else {
@@ -898,7 +898,7 @@ impl Machine {
             .items
             .iter()
             .zip(&stride.items)
-            .map(|(a, b)| Some((a.count()?, b.count()?)))
+            .map(|(a, b)| Some((a.non_negative()?, b.non_negative()?)))
             .collect();
         let Some(dims) = dims else {
             bail!("byte {at}: a tensor whose size or stride is not a non-negative int: refused");
@@ -972,7 +972,7 @@ impl Machine {
             && element.is_some()
             && matches!(f[2], V::Str(Some(_), _))
             && f[3].text().is_some_and(location)
-            && f[4].count().is_some()
+            && f[4].non_negative().is_some()
             && f.get(5).is_none_or(|v| match v {
                 V::None => true,
                 V::Tuple(t) => t.items.iter().all(plain),
@@ -989,7 +989,7 @@ impl Machine {
         }
         let key = f[2].text().unwrap_or_default().to_string();
         let element = element.unwrap_or(1);
-        let bytes = f[4].count().unwrap_or(0).saturating_mul(element);
+        let bytes = f[4].non_negative().unwrap_or(0).saturating_mul(element);
         if *self.storages.entry(key.clone()).or_insert(bytes) != bytes {
             bail!(
                 "byte {at}: storage {} declared with two sizes: refused",

@@ -75,24 +75,21 @@ fn is_tar(head: &[u8]) -> bool {
     head.get(257..262) == Some(b"ustar")
 }
 
-/// Reads the state_dict of a `torch.save` file: every tensor by its name, on the CPU.
-pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-    read_inner(path).with_context(|| escape(&path.display().to_string()))
+/// Reads the state_dict of a `torch.save` file, whose first [`HEAD`] bytes (or all, if
+/// fewer) are `head`: every tensor by its name, on the CPU.
+pub fn read(path: &Path, head: &[u8]) -> Result<BTreeMap<String, Tensor>> {
+    read_inner(path, head).with_context(|| escape(&path.display().to_string()))
 }
 
-fn read_inner(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+fn read_inner(path: &Path, head: &[u8]) -> Result<BTreeMap<String, Tensor>> {
     let before = identity(path)?;
     let len = before.1;
     if len == 0 {
         bail!("the file is empty");
     }
-    let mut head = Vec::with_capacity(HEAD);
-    fs::File::open(path)
-        .and_then(|f| f.take(HEAD as u64).read_to_end(&mut head))
-        .with_context(|| format!("reading {}", path.display()))?;
     let reads = if head.starts_with(b"PK\x03\x04") {
         check_zip(path, len)?
-    } else if is_tar(&head) {
+    } else if is_tar(head) {
         bail!(
             "the tar format of PyTorch before 0.1.10 is not read: load it in PyTorch and save \
              its state_dict with a current torch.save"
@@ -101,7 +98,7 @@ fn read_inner(path: &Path) -> Result<BTreeMap<String, Tensor>> {
         .windows(LEGACY_MAGIC.len())
         .any(|w| w == LEGACY_MAGIC)
     {
-        check_legacy(path, len)?
+        check_legacy(path, len, head)?
     } else {
         bail!(
             "a pickle without torch.save's magic number (pickle.dump?), not a torch.save \
@@ -234,6 +231,7 @@ fn check_zip(path: &Path, len: u64) -> Result<u64> {
             e.compression(),
             e.encrypted(),
             e.compressed_size(),
+            len,
         )?;
         central_header(&raw, e.central_header_start(), &name)?;
         let size = e.size();
@@ -372,6 +370,7 @@ fn local_header(
     method: zip::CompressionMethod,
     encrypted: bool,
     stored: u64,
+    file_len: u64,
 ) -> Result<()> {
     use std::os::unix::fs::FileExt;
     let mut h = [0u8; 30];
@@ -399,9 +398,8 @@ fn local_header(
     if local_name != name.as_bytes() {
         return Err(bad("its local header names another file"));
     }
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let end = (at + 30 + u16_at(26) as u64 + u16_at(28) as u64).saturating_add(stored);
-    if end > len {
+    if end > file_len {
         return Err(bad("its data reaches past the end of the file"));
     }
     Ok(())
@@ -527,8 +525,8 @@ fn zip_entries(path: &Path, len: u64) -> Result<u64> {
 
 /// Scans the five pickles of the legacy format: magic number, protocol, system info, the
 /// object (with storages as persistent ids) and the storage key list; the bytes the object's
-/// tensors read.
-fn check_legacy(path: &Path, len: u64) -> Result<u64> {
+/// tensors read. `head` is the file's first bytes, where the magic number is.
+fn check_legacy(path: &Path, len: u64, head: &[u8]) -> Result<u64> {
     let file = fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let mut r = BufReader::new(file);
     let mut at = 0u64;
@@ -551,7 +549,7 @@ fn check_legacy(path: &Path, len: u64) -> Result<u64> {
             );
         }
         if at == 0 {
-            magic(path, scan.len)?;
+            magic(head.get(..scan.len as usize))?;
         }
         reads = reads.saturating_add(scan.reads);
         at += scan.len;
@@ -559,17 +557,14 @@ fn check_legacy(path: &Path, len: u64) -> Result<u64> {
     Ok(reads)
 }
 
-/// Errors unless the legacy format's first pickle (its first `len` bytes) is the magic
-/// number, as torch.save writes it at any protocol: LONG1 of its ten bytes, then STOP.
-fn magic(path: &Path, len: u64) -> Result<()> {
-    let mut first = Vec::new();
-    fs::File::open(path)
-        .and_then(|f| f.take(len).read_to_end(&mut first))
-        .with_context(|| format!("reading {}", path.display()))?;
+/// Errors unless the legacy format's first pickle (`first`, its bytes; `None` when it runs
+/// past the file's head) is the magic number, as torch.save writes it at any protocol: LONG1
+/// of its ten bytes, then STOP.
+fn magic(first: Option<&[u8]>) -> Result<()> {
     let mut want = vec![0x8a, 10];
     want.extend_from_slice(&LEGACY_MAGIC);
     want.push(b'.');
-    if !first.ends_with(&want) {
+    if !first.is_some_and(|f| f.ends_with(&want)) {
         bail!("its first pickle is not torch.save's magic number: refused");
     }
     Ok(())

@@ -52,40 +52,45 @@ pub fn python() -> Command {
     cmd
 }
 
+/// The folder `python3 scripts/SCRIPT --out DIR` writes, made once for each version of the
+/// script and kept under target/tmp as `PREFIX-<hash of the script>` (complete once it holds
+/// `marker`: the script writes into a partial folder that is renamed when it is done).
+pub fn script_output(script: &str, prefix: &str, marker: &str) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let path = repo().join("scripts").join(script);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("reading scripts/{script}: {e}"))
+        .hash(&mut h);
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let dir = tmp.join(format!("{prefix}-{:016x}", h.finish()));
+    if dir.join(marker).exists() {
+        return dir;
+    }
+    let partial = tmp.join(format!("{prefix}-partial-{}", std::process::id()));
+    let out = python()
+        .arg(&path)
+        .arg("--out")
+        .arg(&partial)
+        .output()
+        .unwrap_or_else(|e| panic!("running python3 scripts/{script}: {e}"));
+    assert!(
+        out.status.success(),
+        "scripts/{script} failed (are the Python deps installed? `make deps`):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if std::fs::rename(&partial, &dir).is_err() {
+        // Another test binary made it meanwhile.
+        let _ = std::fs::remove_dir_all(&partial);
+    }
+    dir
+}
+
 /// The folder of PyTorch reference fixtures, made by scripts/parity.py once for each version
 /// of that script and kept under target/tmp.
 pub fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        use std::hash::{Hash, Hasher};
-        let script = repo().join("scripts/parity.py");
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        std::fs::read(&script)
-            .expect("reading scripts/parity.py")
-            .hash(&mut h);
-        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let dir = tmp.join(format!("parity-{:016x}", h.finish()));
-        if dir.join("cases.json").exists() {
-            return dir;
-        }
-        let partial = tmp.join(format!("parity-partial-{}", std::process::id()));
-        let out = python()
-            .arg(&script)
-            .arg("--out")
-            .arg(&partial)
-            .output()
-            .expect("running python3 scripts/parity.py");
-        assert!(
-            out.status.success(),
-            "scripts/parity.py failed (are the Python deps installed? `make deps`):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if std::fs::rename(&partial, &dir).is_err() {
-            // Another test binary made it meanwhile.
-            let _ = std::fs::remove_dir_all(&partial);
-        }
-        dir
-    })
+    DIR.get_or_init(|| script_output("parity.py", "parity", "cases.json"))
 }
 
 pub fn cases() -> Vec<Case> {
