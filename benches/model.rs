@@ -11,8 +11,10 @@ use std::time::Instant;
 
 use anyhow::Result;
 use inception::config::OptimizerKind;
+use inception::model::layers::channels_last;
 use inception::model::{Arch, Model, NetConfig};
-use inception::precision::{channels_last, cpu_has_bf16, Autocast, Precision};
+use inception::precision::{Autocast, Precision};
+use inception::system::cpu_has_bf16;
 use inception::train::optim::Optimizer;
 use tch::{Device, Kind, Reduction, Tensor};
 

@@ -4,9 +4,9 @@
 #   scripts/gpu-check.sh [OUT_DIR]      (default runs/gpu-check-YYYY-MM-DD)
 #
 # 1. nvidia-smi and `inception doctor` (which must see the GPU and pass its smoke test);
-# 2. the whole test suite with INCEPTION_TEST_CUDA=1, so that the CUDA tests (tests/cuda.rs)
+# 2. the whole test suite with INCEPTION_TEST_CUDA=1, so that the CUDA tests (tests/integration/cuda.rs)
 #    fail instead of skipping when libtorch sees no device;
-# 3. tests/cuda.rs again, one at a time, printing the numbers: logits against PyTorch's on the
+# 3. tests/integration/cuda.rs again, one at a time, printing the numbers: logits against PyTorch's on the
 #    GPU (fp32 <= 1e-4, bf16 <= 5e-2, fp16 <= 1e-2 relative), short fp16 and bf16 training runs
 #    whose loss falls, a run killed with SIGKILL and resumed, what --precision auto takes, and
 #    2 processes of batch 4 against 1 of batch 8 (over NCCL with two GPUs or more; with one, over
@@ -43,7 +43,7 @@ if ! grep -q "compute capability" "$out/03-doctor.log"; then
   failed=1
 fi
 step 04-tests env INCEPTION_TEST_CUDA=1 cargo test --release
-step 05-cuda-tests env INCEPTION_TEST_CUDA=1 cargo test --release --test cuda -- --nocapture --test-threads 1
+step 05-cuda-tests env INCEPTION_TEST_CUDA=1 cargo test --release --test integration cuda:: -- --nocapture --test-threads 1
 step 06-bench python3 benches/side_by_side.py --device cuda
 echo
 grep -h "on cuda:\|on cuda (\|train loss by epoch" "$out/05-cuda-tests.log" 2>/dev/null

@@ -336,7 +336,7 @@ pub fn usage_error(cli: &Cli) -> Option<String> {
         _ => return None,
     };
     match (arch, pretrained) {
-        (Some(arch), true) if crate::weights::published(arch).is_none() => Some(format!(
+        (Some(arch), true) if crate::model::published(arch).is_none() => Some(format!(
             "--pretrained cannot be used with '--arch {arch}': no ImageNet weights are \
              published for it (googlenet and efficientnet_lite0 have them)"
         )),
@@ -750,13 +750,7 @@ pub struct EvalArgs {
     pub precision: Precision,
 }
 
-/// Which recorded files `eval` measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum EvalSplit {
-    Val,
-    Train,
-    All,
-}
+pub use crate::evaluate::Split as EvalSplit;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {

@@ -374,7 +374,7 @@ impl TrainConfig {
         if self.pretrained && self.init.is_some() {
             bail!("pretrained and init both name the starting weights: give one");
         }
-        if self.pretrained && crate::weights::published(self.arch).is_none() {
+        if self.pretrained && crate::model::published(self.arch).is_none() {
             bail!(
                 "pretrained: no ImageNet weights are published for arch {} (googlenet and \
                  efficientnet_lite0 have them)",

@@ -114,6 +114,16 @@ impl Backend {
     /// the variable), which [`Group::join`] checks. With
     /// the choice comes why NCCL was passed over on a CUDA device, if it was.
     pub fn choose(device: tch::Device, processes_here: usize) -> Result<(Backend, Option<String>)> {
+        let forced = std::env::var(Self::ENV).ok();
+        Self::choose_with(device, processes_here, forced)
+    }
+
+    /// [`Backend::choose`] with the variable's value given (`forced`), not read.
+    pub fn choose_with(
+        device: tch::Device,
+        processes_here: usize,
+        forced: Option<String>,
+    ) -> Result<(Backend, Option<String>)> {
         let gpus = tch::Cuda::device_count().max(0) as usize;
         let nccl_fits = |index: usize| -> Result<Backend> {
             if !nccl_available() {
@@ -130,7 +140,7 @@ impl Backend {
             }
             Ok(Backend::Nccl { device: index })
         };
-        let forced = std::env::var(Self::ENV).ok().filter(|v| !v.is_empty());
+        let forced = forced.filter(|v| !v.is_empty());
         match (forced.as_deref(), device) {
             (None, tch::Device::Cuda(i)) => Ok(match nccl_fits(i) {
                 Ok(b) => (b, None),
@@ -196,7 +206,11 @@ impl World {
 
     /// From torchrun's variables; `None` when `WORLD_SIZE` is unset or 1.
     pub fn from_env() -> Result<Option<World>> {
-        let var = |name: &str| std::env::var(name).ok();
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`World::from_env`] with the variables looked up by `var`.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<World>> {
         let Some(size) = var("WORLD_SIZE") else {
             return Ok(None);
         };

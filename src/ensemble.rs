@@ -11,9 +11,9 @@ use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
 use crate::checkpoint::{self, Checkpoint, Meta};
-use crate::cv;
 use crate::precision::Compute;
-use crate::train::run_files::MODEL;
+use crate::runs::cv::{self, CvSummary};
+use crate::runs::oof;
 use crate::trust::conformal::CalibrationScore;
 use crate::trust::TrustRecord;
 
@@ -105,18 +105,10 @@ pub struct Answer {
 /// The trust record and cross-conformal scores of a cv folder, from cv.json and oof.csv
 /// (`None` for a cv that fitted none, or one collected before they existed).
 fn cv_trust(dir: &Path) -> Result<Option<(TrustRecord, Vec<CalibrationScore>)>> {
-    let path = dir.join(cv::CV_JSON);
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    if !dir.join(cv::CV_JSON).exists() {
         return Ok(None);
-    };
-    #[derive(serde::Deserialize)]
-    struct CvFile {
-        folds: usize,
-        classes: Vec<String>,
-        #[serde(default)]
-        trust: Option<TrustRecord>,
     }
-    let Ok(file) = serde_json::from_str::<CvFile>(&text) else {
+    let Ok(file) = CvSummary::read(dir) else {
         return Ok(None);
     };
     let Some(trust) = file.trust else {
@@ -127,7 +119,7 @@ fn cv_trust(dir: &Path) -> Result<Option<(TrustRecord, Vec<CalibrationScore>)>> 
         .conformal
         .as_ref()
         .map_or(Default::default(), |c| c.score);
-    let rows = cv::oof::read(&dir.join(cv::OOF), &file.classes, file.folds)?;
+    let rows = oof::read(&dir.join(cv::OOF), &file.classes, file.folds)?;
     let mut cross = vec![];
     for r in rows {
         let logits = r.logits.with_context(|| {
@@ -154,41 +146,12 @@ pub fn member_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = vec![];
     for p in paths {
         if p.is_dir() {
-            files.extend(cv_members(p)?);
+            files.extend(cv::members(p)?);
         } else {
             files.push(p.clone());
         }
     }
     Ok(files)
-}
-
-/// The folds' `model.pt` of the cv folder `dir`, in fold order; an error when the folder is no
-/// cv folder or a fold of its plan is not finished.
-fn cv_members(dir: &Path) -> Result<Vec<PathBuf>> {
-    if !dir.join(cv::PLAN).exists() {
-        bail!(
-            "{}: a folder, but not a cross-validation folder (no {}); give a checkpoint file",
-            dir.display(),
-            cv::PLAN
-        );
-    }
-    let plan = cv::Plan::read(dir)?;
-    let unfinished = cv::unfinished(dir, &plan);
-    if !unfinished.is_empty() {
-        let names: Vec<String> = unfinished.iter().map(|f| format!("fold-{f}")).collect();
-        bail!(
-            "{}: {} of {} folds not finished (no {MODEL}): {}; `inception cv --resume {}` \
-             finishes them",
-            dir.display(),
-            unfinished.len(),
-            plan.folds(),
-            names.join(", "),
-            dir.display()
-        );
-    }
-    Ok((0..plan.folds())
-        .map(|f| cv::fold_dir(dir, f).join(MODEL))
-        .collect())
 }
 
 impl Ensemble {

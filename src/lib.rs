@@ -1,6 +1,10 @@
 //! inception: train, evaluate and run InceptionV1 (GoogLeNet) image classifiers on libtorch.
 //!
-//! - [`cli`]: the command line; [`cmd`]: one module per subcommand.
+//! Layers point down (docs/layout.md): [`cli`] and [`cmd`] (the command line, one module per
+//! subcommand) use the library; nothing in the library uses them.
+//!
+//! - [`evaluate`]: a model measured on labelled images; [`predict`]: one image's prediction.
+//! - [`runs`]: the folders the tool writes (a run's, a cv's, `oof.csv`), each name once.
 //! - [`model`]: the networks, their layers and cost account.
 //! - [`data`]: image decoding and the shared preprocessing.
 //! - [`train`]: the training loop, optimisers, run records; [`config`]: its configuration;
@@ -29,13 +33,16 @@ pub mod data;
 pub mod device;
 pub mod dist;
 pub mod ensemble;
+pub mod evaluate;
 pub mod explain;
 pub mod metrics;
 pub mod model;
 pub mod onnx;
 pub mod plot;
 pub mod precision;
+pub mod predict;
 pub mod report;
+pub mod runs;
 pub mod runtime;
 pub mod serve;
 pub mod system;

@@ -4,13 +4,13 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
 use inception::cli::{given_flags, Cli, Command};
-use inception::cmd;
+use inception::{cmd, text};
 
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", cmd::error_line(&e));
+            eprintln!("error: {}", text::error_line(&e));
             ExitCode::FAILURE
         }
     }

@@ -13,6 +13,9 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, TchError, Tensor};
 
+use crate::model::layers::channels_last;
+use crate::system::{cpu_has_bf16, cuda_capability};
+
 extern "C" {
     fn inception_set_autocast(device: i32, enabled: bool, dtype: i32);
 }
@@ -42,18 +45,6 @@ impl fmt::Display for Precision {
             Precision::Fp16 => "fp16",
         })
     }
-}
-
-/// Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16), from /proc/cpuinfo.
-pub fn cpu_has_bf16() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .map(|s| {
-            s.lines().find(|l| l.starts_with("flags")).is_some_and(|l| {
-                l.split_whitespace()
-                    .any(|f| f == "avx512_bf16" || f == "amx_bf16")
-            })
-        })
-        .unwrap_or(false)
 }
 
 /// Why a precision was taken: asked for, or what `auto` saw of the device.
@@ -113,7 +104,7 @@ impl Precision {
     pub fn choose(self, device: Device) -> Result<(Precision, Why)> {
         let why = match device {
             Device::Cuda(i) => Why::Cuda {
-                capability: crate::system::cuda_capability(i),
+                capability: cuda_capability(i),
             },
             _ => Why::Cpu {
                 bf16: cpu_has_bf16(),
@@ -167,22 +158,6 @@ impl Drop for Autocast {
         // SAFETY: as in `new`; this also clears autocast's cast cache.
         unsafe { inception_set_autocast(self.device, false, self.dtype) };
     }
-}
-
-/// The same values with channels-last (NHWC) strides; other ranks are returned as they are.
-pub fn channels_last(t: &Tensor) -> Result<Tensor, TchError> {
-    if t.dim() != 4 {
-        return Ok(t.shallow_clone());
-    }
-    t.f_permute([0, 2, 3, 1])?
-        .f_contiguous()?
-        .f_permute([0, 3, 1, 2])
-}
-
-/// Whether `t` has channels-last strides.
-pub fn is_channels_last(t: &Tensor) -> bool {
-    let (size, stride) = (t.size(), t.stride());
-    t.dim() == 4 && stride[1] == 1 && stride[3] == size[1] && stride[2] == size[1] * size[3]
 }
 
 /// Where and how a network computes: device, resolved precision, layout.
@@ -296,4 +271,18 @@ impl fmt::Display for Compute {
         }
         Ok(())
     }
+}
+
+/// What `--precision auto` takes on `device` and why, in words (the error, if it cannot).
+pub fn auto_precision(device: Device) -> (String, String) {
+    match Precision::Auto.choose(device) {
+        Ok((p, why)) => (p.to_string(), why.reason()),
+        Err(e) => (String::new(), format!("{e:#}")),
+    }
+}
+
+/// [`auto_precision`] as one phrase: `bf16 (this CPU has native bf16)`.
+pub fn auto_precision_line(device: Device) -> String {
+    let (p, why) = auto_precision(device);
+    format!("{p} ({why})")
 }

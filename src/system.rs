@@ -9,8 +9,6 @@ use std::ffi::{c_char, c_int, c_long, CStr};
 use serde::Serialize;
 use tch::{Cuda, Device};
 
-use crate::precision::{cpu_has_bf16, Precision};
-
 extern "C" {
     fn inception_torch_info(what: c_int, buf: *mut c_char, len: c_int) -> c_int;
     fn inception_cuda_version(what: c_int) -> c_long;
@@ -137,18 +135,16 @@ impl System {
     }
 }
 
-/// What `--precision auto` takes on `device` and why, in words (the error, if it cannot).
-pub fn auto_precision(device: Device) -> (String, String) {
-    match Precision::Auto.choose(device) {
-        Ok((p, why)) => (p.to_string(), why.reason()),
-        Err(e) => (String::new(), format!("{e:#}")),
-    }
-}
-
-/// [`auto_precision`] as one phrase: `bf16 (this CPU has native bf16)`.
-pub fn auto_precision_line(device: Device) -> String {
-    let (p, why) = auto_precision(device);
-    format!("{p} ({why})")
+/// Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16), from /proc/cpuinfo.
+pub fn cpu_has_bf16() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|s| {
+            s.lines().find(|l| l.starts_with("flags")).is_some_and(|l| {
+                l.split_whitespace()
+                    .any(|f| f == "avx512_bf16" || f == "amx_bf16")
+            })
+        })
+        .unwrap_or(false)
 }
 
 /// The compute capability of CUDA device `index` as the NVIDIA driver reports it (asked once

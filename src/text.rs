@@ -2,7 +2,7 @@
 //! stranger may have written, so before they reach a terminal their control characters are
 //! escaped (a carriage return or an ESC sequence could otherwise draw a forged line over the
 //! real one) and their length is bounded. [`escape`] is applied to every error line the
-//! binary prints (`cmd::error_line`); [`quote`] and [`list`] bound what a message quotes.
+//! binary prints ([`error_line`]); [`quote`] and [`list`] bound what a message quotes.
 
 use std::fmt::Write;
 
@@ -11,6 +11,44 @@ pub const QUOTED_CHARS: usize = 100;
 
 /// The most names a message lists before "and N more".
 pub const LISTED: usize = 10;
+
+/// An error's whole chain on one line (`{:#}`), without the C++ stack trace libtorch appends
+/// to its messages.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    let text = match text.find("Exception raised from") {
+        Some(i) => text[..i].trim_end().to_string(),
+        None => text,
+    };
+    let line = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    // Whatever a message quotes from a file, it can neither draw on the terminal nor flood it.
+    let line = escape(&line);
+    match line.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((cut, _)) => format!(
+            "{}… ({} more characters)",
+            &line[..cut],
+            line[cut..].chars().count()
+        ),
+        None => line,
+    }
+}
+
+/// The longest error line printed.
+const MAX_ERROR_CHARS: usize = 4000;
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
 
 /// `s` with every control character (C0, DEL, C1) and the Unicode line and paragraph
 /// separators written as an escape (`\r`, `\n`, `\t`, `\u{1b}`), so that printing it can

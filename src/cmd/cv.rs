@@ -12,10 +12,11 @@ use super::other_flags;
 use super::recipe::{apply_flags, apply_runtime_flags, compute_for, fetch_weights, RUNTIME_FLAGS};
 use crate::cli::{CvArgs, TrustArgs, TRUST_FLAGS};
 use crate::config::{self, TrainConfig};
-use crate::cv::{self, CvReport, Plan};
+use crate::cv::{self, CvReport};
 use crate::data::folder::{scan, Layout};
 use crate::precision::Compute;
-use crate::train::run_dir::RunDir;
+use crate::runs::cv::{unfinished, Plan, PLAN};
+use crate::runs::RunDir;
 use crate::trust::intervals::ProportionMethod;
 use crate::trust::TrustConfig;
 
@@ -125,14 +126,12 @@ fn only_runtime_flags(a: &CvArgs, mode: &str, allowed: &[&str]) -> Result<()> {
 /// one array may start at once: each may find the folder made by another.
 fn shared_folder(dir: &Path, plan: &Plan) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    if !dir.join(cv::PLAN).exists() {
+    if !dir.join(PLAN).exists() {
         let foreign: Vec<String> = fs::read_dir(dir)
             .with_context(|| format!("reading {}", dir.display()))?
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| {
-                !n.starts_with("fold-") && n != cv::PLAN && !n.starts_with(".plan.json.tmp")
-            })
+            .filter(|n| !n.starts_with("fold-") && n != PLAN && !n.starts_with(".plan.json.tmp"))
             .collect();
         if !foreign.is_empty() {
             bail!(
@@ -199,7 +198,7 @@ fn execute(a: &CvArgs) -> Result<Outcome> {
     if let (Some(fold), Some(dir)) = (a.only_fold, &a.out) {
         shared_folder(dir, &plan)?;
         cv::run_fold(dir, &plan, fold, compute)?;
-        let left = cv::unfinished(dir, &plan);
+        let left = unfinished(dir, &plan);
         if left.is_empty() {
             return Ok(Outcome::Report(Box::new(cv::collect(dir, compute)?)));
         }

@@ -10,8 +10,9 @@ use tch::{Device, Kind, Tensor};
 
 use crate::cli::DoctorArgs;
 use crate::model::{Arch, Model, NetConfig};
+use crate::precision::{auto_precision, auto_precision_line};
 use crate::precision::{Compute, Precision};
-use crate::system::{auto_precision, auto_precision_line, System};
+use crate::system::System;
 
 /// How long each device's smoke pass runs.
 pub const SMOKE_SECONDS: f64 = 2.0;
@@ -89,7 +90,7 @@ fn smoke_pass(device: Device) -> Smoke {
     };
     match time_forward(device, precision) {
         Ok(rate) => out.images_per_s = Some(rate),
-        Err(e) => out.error = Some(crate::cmd::error_line(&e)),
+        Err(e) => out.error = Some(crate::text::error_line(&e)),
     }
     out
 }

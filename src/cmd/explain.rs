@@ -19,7 +19,7 @@ use crate::explain::{check_layer, describe, ensemble_maps, title};
 use crate::metrics::argmax;
 use crate::plot;
 use crate::precision::{Compute, Precision};
-use crate::train::run_dir::{given_or_latest, RunDir};
+use crate::runs::{given_or_latest, RunDir};
 
 /// Images explained per forward and backward pass.
 const BATCH: usize = 8;
@@ -85,7 +85,7 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
                 Err(e) => {
                     failures += 1;
                     let word = if args.skip_bad { "skipped" } else { "error" };
-                    eprintln!("{word}: {}", crate::cmd::error_line(&e));
+                    eprintln!("{word}: {}", crate::text::error_line(&e));
                 }
             }
         }

@@ -21,7 +21,7 @@ use crate::cli::{ExportArgs, ExportFormat};
 use crate::data::transform::resize_size;
 use crate::ensemble::Ensemble;
 use crate::precision::{Compute, Precision};
-use crate::train::run_dir::given_or_latest;
+use crate::runs::given_or_latest;
 
 /// Largest difference from the network's logits the saved module may show.
 pub const TOLERANCE: f64 = 1e-4;

@@ -60,7 +60,7 @@ impl ImportConfig {
             bail!("--transform-input exists only for --arch googlenet");
         }
         let published = match args.pretrained {
-            true => Some(crate::weights::published(args.arch).with_context(|| {
+            true => Some(crate::model::published(args.arch).with_context(|| {
                 format!(
                     "--pretrained: no ImageNet weights are published for {}",
                     args.arch
@@ -127,7 +127,7 @@ fn shown(classes: &[String]) -> String {
 /// Where the weights came from, as the checkpoint records it: the URL beside its cached copy.
 fn source_note(cfg: &ImportConfig, path: &std::path::Path) -> String {
     let given = cfg.weights.as_ref().map(|w| w.display().to_string());
-    match (given, weights::published(cfg.arch)) {
+    match (given, crate::model::published(cfg.arch)) {
         (Some(w), _) if weights::hub::is_url(&w) => {
             format!("imported from {w} (cached at {})", path.display())
         }

@@ -4,19 +4,19 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 
 use anyhow::{anyhow, bail, Result};
-use serde::Serialize;
 use tch::Tensor;
 
 use crate::cli::PredictArgs;
-use crate::cmd::csv_field;
 use crate::data::folder::{find_images, holds, PassedOver};
 use crate::data::image::load_rgb;
 use crate::data::loader::{default_threads, parallel_map};
 use crate::data::transform::EvalTransform;
 use crate::device;
-use crate::ensemble::{Answer, Ensemble};
+use crate::ensemble::Ensemble;
 use crate::precision::Compute;
-use crate::train::run_dir::given_or_latest;
+use crate::predict::Prediction;
+use crate::runs::given_or_latest;
+use crate::text::csv_field;
 
 /// How predictions are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,96 +125,6 @@ pub fn expand(args: &[String]) -> (Vec<PathBuf>, Vec<String>) {
         }
     }
     (files, missing)
-}
-
-/// One class and its probability.
-#[derive(Debug, Clone, Serialize)]
-pub struct Scored {
-    pub class: String,
-    pub probability: f64,
-}
-
-/// The prediction for one image.
-#[derive(Debug, Clone, Serialize)]
-pub struct Prediction {
-    pub path: String,
-    /// The most probable class and its probability.
-    pub class: String,
-    pub probability: f64,
-    pub top_k: Vec<Scored>,
-    /// Whether the probabilities are calibrated (a temperature fitted on a cv's out-of-fold
-    /// predictions applied).
-    pub calibrated: bool,
-    /// The class decided: two classes, the first when its probability is ≥ `threshold`;
-    /// else the most probable.
-    pub decision: String,
-    pub threshold: Option<f64>,
-    /// The conformal prediction set (`None`: the checkpoint carries no conformal thresholds):
-    /// one class, both ("cannot tell: refer"), or none.
-    pub set: Option<Vec<String>>,
-}
-
-impl Prediction {
-    /// The prediction for `path` from its answer: the `k` most probable classes, most
-    /// probable first (ties: the class listed first).
-    pub fn from_answer(
-        path: String,
-        answer: &Answer,
-        classes: &[String],
-        k: usize,
-        calibrated: bool,
-        threshold: Option<f64>,
-    ) -> Self {
-        let probs = &answer.probs;
-        let mut order: Vec<usize> = (0..probs.len()).collect();
-        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-        let top_k: Vec<Scored> = order
-            .iter()
-            .take(k.max(1))
-            .map(|&c| Scored {
-                class: classes[c].clone(),
-                probability: probs[c],
-            })
-            .collect();
-        Prediction {
-            path,
-            class: top_k[0].class.clone(),
-            probability: top_k[0].probability,
-            top_k,
-            calibrated,
-            decision: classes[answer.decision].clone(),
-            threshold,
-            set: answer
-                .set
-                .as_ref()
-                .map(|s| s.iter().map(|&c| classes[c].clone()).collect()),
-        }
-    }
-
-    /// The decision and set as text: "decision Monkey Pox (P ≥ 0.310); set {Monkey Pox}".
-    pub fn verdict(&self, classes: &[String]) -> String {
-        let mut out = match self.threshold {
-            Some(t) => format!(
-                "decision {} (P({}) {} {t:.3})",
-                self.decision,
-                classes[0],
-                if self.decision == classes[0] {
-                    "≥"
-                } else {
-                    "<"
-                }
-            ),
-            None => format!("decision {}", self.decision),
-        };
-        if let Some(set) = &self.set {
-            out += &match set.len() {
-                0 => "; set {} (unlike the images calibrated on: refer)".to_string(),
-                1 => format!("; set {{{}}}", set[0]),
-                _ => format!("; set {{{}}} (cannot tell: refer)", set.join(", ")),
-            };
-        }
-        out
-    }
 }
 
 pub fn run(args: &PredictArgs) -> Result<()> {
@@ -384,7 +294,7 @@ pub fn predict(ensemble: &Ensemble, cfg: &PredictConfig) -> Result<(Vec<Predicti
             let batch = batch?;
             for e in &batch.failures {
                 let what = if cfg.skip_bad { "skipped" } else { "error" };
-                eprintln!("{what}: {}", crate::cmd::error_line(e));
+                eprintln!("{what}: {}", crate::text::error_line(e));
             }
             failures += batch.failures.len();
             let Some(images) = &batch.images else {

@@ -9,8 +9,8 @@ use crate::cli::ServeArgs;
 use crate::device;
 use crate::ensemble::Ensemble;
 use crate::precision::Compute;
+use crate::runs::given_or_latest;
 use crate::serve::{app, serve_until, Limits};
-use crate::train::run_dir::given_or_latest;
 
 pub fn run(a: &ServeArgs) -> Result<()> {
     for (flag, v) in [

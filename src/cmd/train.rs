@@ -8,13 +8,13 @@ use super::recipe::{
     apply_flags, apply_runtime_flags, compute_for, fetch_weights, set_if, RUNTIME_FLAGS,
 };
 use crate::checkpoint;
+use crate::checkpoint::record::EpochRecord;
 use crate::cli::TrainArgs;
 use crate::config::{self, TrainConfig};
 use crate::dist::World;
 use crate::plot::{CONFUSION_PNG, ROC_PNG};
-use crate::train::record::EpochRecord;
-use crate::train::run_dir::RunDir;
-use crate::train::run_files::{BATCH_JPG, BEST, LAST, MODEL, RESULTS_PNG};
+use crate::runs::run::{BATCH_JPG, BEST, LAST, MODEL, RESULTS_PNG};
+use crate::runs::RunDir;
 use crate::train::{train, RunSummary, TrainJob};
 
 /// Turns the arguments into a validated job; `world` places it among data-parallel processes.
@@ -71,29 +71,7 @@ fn calibration_from(
     config: &TrainConfig,
     data: &std::path::Path,
 ) -> Result<crate::trust::TrustRecord> {
-    let path = dir.join(crate::cv::CV_JSON);
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "--calibration-from: reading {} (is {} a finished cv folder?)",
-            path.display(),
-            dir.display()
-        )
-    })?;
-    #[derive(serde::Deserialize)]
-    struct CvFile {
-        dataset: String,
-        config: TrainConfig,
-        trust: Option<crate::trust::TrustRecord>,
-        trust_note: Option<String>,
-    }
-    let cv: CvFile = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "--calibration-from: {} is not a cv.json of this tool version (`inception cv \
-             --collect {}` rewrites it)",
-            path.display(),
-            dir.display()
-        )
-    })?;
+    let cv = crate::runs::cv::CvSummary::read(dir).context("--calibration-from")?;
     let Some(trust) = cv.trust else {
         bail!(
             "--calibration-from {}: that cv fitted no calibration ({})",
@@ -175,7 +153,7 @@ fn resume_config(a: &TrainArgs, last: &std::path::Path) -> Result<(TrainConfig, 
                  inception train --init {} --epochs {n} (and its other flags)",
                 cfg.epochs,
                 last.parent()
-                    .map(|d| d.join(crate::train::run_files::MODEL))
+                    .map(|d| d.join(crate::runs::run::MODEL))
                     .unwrap_or_default()
                     .display()
             );
@@ -270,7 +248,7 @@ fn summary_text(job: &TrainJob, s: &RunSummary, cv: Option<&std::path::Path>) ->
         "config.json",
         "split.json",
         crate::data::card::FILE,
-        crate::train::environment::FILE,
+        crate::runs::run::ENVIRONMENT_JSON,
     ]);
     for picture in [RESULTS_PNG, CONFUSION_PNG, ROC_PNG, BATCH_JPG] {
         if s.run_dir.join(picture).exists() {

@@ -10,16 +10,16 @@
 //! every image predicted once, by the model that did not train on it (`oof.csv`).
 
 pub mod compare;
-pub mod oof;
 pub mod stats;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tch::Kind;
 
+use crate::checkpoint::record::EpochRecord;
 use crate::checkpoint::write_atomic;
 use crate::config::TrainConfig;
 use crate::data::dataset::Dataset;
@@ -27,88 +27,18 @@ use crate::data::transform::EvalTransform;
 use crate::ensemble::Ensemble;
 use crate::metrics::{evaluate, Evaluation};
 use crate::precision::Compute;
-use crate::train::record::EpochRecord;
-use crate::train::run_dir::RunDir;
-use crate::train::run_files::{read_rows, BEST, MODEL};
+use crate::runs::cv::{
+    fold_dir, fold_finished, unfinished, Plan, CV_ACCURACY_PNG, CV_JSON, CV_ROC_PNG, OOF,
+    RELIABILITY_PNG,
+};
+use crate::runs::oof::{self, OofRow};
+use crate::runs::run::{BEST, MODEL};
+use crate::runs::RunDir;
+use crate::train::run_files::read_rows;
 use crate::train::{train, EvalSet, TrainJob};
 use crate::trust::operating::OperatingPoint;
 use crate::trust::{CalibrationReport, ConformalReport, Intervals, TrustRecord};
-use oof::OofRow;
 use stats::Summary;
-
-/// What the cv folder was asked to do: `plan.json`.
-pub const PLAN: &str = "plan.json";
-/// The summary: `cv.json`.
-pub const CV_JSON: &str = "cv.json";
-/// The out-of-fold predictions: `oof.csv`.
-pub const OOF: &str = "oof.csv";
-
-/// The dataset and the resolved recipe of a cross-validation (`folds` set; `fold` unused).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Plan {
-    /// The dataset folder (absolute).
-    pub dataset: String,
-    pub config: TrainConfig,
-}
-
-impl Plan {
-    /// The number of folds.
-    pub fn folds(&self) -> usize {
-        self.config.folds.unwrap_or(0)
-    }
-
-    /// Reads `DIR/plan.json`.
-    pub fn read(dir: &Path) -> Result<Plan> {
-        let path = dir.join(PLAN);
-        let text = fs::read_to_string(&path).with_context(|| {
-            format!(
-                "reading {} ({} is not a cv folder, or its plan was lost)",
-                path.display(),
-                dir.display()
-            )
-        })?;
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-    }
-
-    /// Writes `DIR/plan.json` (atomically).
-    pub fn write(&self, dir: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self)? + "\n";
-        write_atomic(&dir.join(PLAN), text.as_bytes())
-    }
-
-    /// Whether `other` trains the same: the dataset and the config but for the fields that
-    /// only say how to compute ([`TrainConfig::recipe`]), which jobs of one cv may set each
-    /// for its own machine.
-    pub fn same_recipe(&self, other: &Plan) -> bool {
-        self.dataset == other.dataset && self.config.recipe() == other.config.recipe()
-    }
-
-    /// The training config of fold `fold`.
-    pub fn fold_config(&self, fold: usize) -> TrainConfig {
-        TrainConfig {
-            fold,
-            ..self.config.clone()
-        }
-    }
-}
-
-/// The run folder of fold `fold`.
-pub fn fold_dir(dir: &Path, fold: usize) -> PathBuf {
-    dir.join(format!("fold-{fold}"))
-}
-
-/// Whether fold `fold` of the cv folder `dir` is trained to its end (its `model.pt` exists).
-pub fn fold_finished(dir: &Path, fold: usize) -> bool {
-    fold_dir(dir, fold).join(MODEL).exists()
-}
-
-/// The folds of `dir`'s plan that are not finished.
-pub fn unfinished(dir: &Path, plan: &Plan) -> Vec<usize> {
-    (0..plan.folds())
-        .filter(|&f| !fold_finished(dir, f))
-        .collect()
-}
 
 /// Trains fold `fold` to its end: from scratch, from its `last.pt` when a run was cut short,
 /// or not at all when its `model.pt` exists. Returns whether it trained.
@@ -118,7 +48,7 @@ pub fn run_fold(dir: &Path, plan: &Plan, fold: usize, compute: Compute) -> Resul
         println!("fold {fold}: finished already ({})", folder.display());
         return Ok(false);
     }
-    let last = folder.join(crate::train::run_files::LAST);
+    let last = folder.join(crate::runs::run::LAST);
     let resume = last.exists().then_some(last);
     fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
     println!(
@@ -458,10 +388,6 @@ pub fn collect(dir: &Path, compute: Compute) -> Result<CvReport> {
     Ok(report)
 }
 
-/// File names of cross-validation's pictures.
-pub const CV_ACCURACY_PNG: &str = "cv_accuracy.png";
-pub const CV_ROC_PNG: &str = "cv_roc.png";
-
 /// `cv_accuracy.png` (each fold's accuracy, mean ± std) and, for two classes, `cv_roc.png`
 /// (each fold's ROC curve and the pooled out-of-fold one), from each fold's `model.pt`.
 fn plot_folds(dir: &Path, classes: &[String], folds: &[FoldEntry]) -> Result<()> {
@@ -522,9 +448,6 @@ fn fit_trust(
     );
     crate::trust::fit(&oof, &plan.config.trust, &what)
 }
-
-/// The file name of the out-of-fold reliability diagram.
-pub const RELIABILITY_PNG: &str = "reliability.png";
 
 /// `reliability.png`: the out-of-fold probabilities' reliability, raw and at the temperature.
 fn plot_reliability(

@@ -153,7 +153,7 @@ pub fn prepare(
             }
             Ok((dims, hash, fits.then(|| Arc::new(working))))
         }
-        Err(e) => Err(crate::cmd::error_line(&e)),
+        Err(e) => Err(crate::text::error_line(&e)),
     });
     let mut cached = Vec::with_capacity(samples.len());
     let mut hashes = Vec::with_capacity(samples.len());

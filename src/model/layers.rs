@@ -8,6 +8,8 @@
 use tch::nn::{Init, Path};
 use tch::{Kind, TchError, Tensor};
 
+use crate::onnx::window_out;
+
 /// Output shape of one image, `[channels, height, width]`.
 pub type Shape = [i64; 3];
 
@@ -81,18 +83,20 @@ pub fn path_name(p: &Path) -> String {
     p.components().collect::<Vec<_>>().join(".")
 }
 
-/// Output length of a pooling or convolution window along one axis, exactly as PyTorch's
-/// `pooling_output_shape` computes it (ceil mode included). `None` when nothing fits.
-pub fn window_out(input: i64, kernel: i64, stride: i64, padding: i64, ceil: bool) -> Option<i64> {
-    let span = input + 2 * padding - (kernel - 1) - 1 + if ceil { stride - 1 } else { 0 };
-    if span < 0 {
-        return None;
+/// The same values with channels-last (NHWC) strides; other ranks are returned as they are.
+pub fn channels_last(t: &Tensor) -> Result<Tensor, TchError> {
+    if t.dim() != 4 {
+        return Ok(t.shallow_clone());
     }
-    let mut out = span.div_euclid(stride) + 1;
-    if ceil && (out - 1) * stride >= input + padding {
-        out -= 1;
-    }
-    (out >= 1).then_some(out)
+    t.f_permute([0, 2, 3, 1])?
+        .f_contiguous()?
+        .f_permute([0, 3, 1, 2])
+}
+
+/// Whether `t` has channels-last strides.
+pub fn is_channels_last(t: &Tensor) -> bool {
+    let (size, stride) = (t.size(), t.stride());
+    t.dim() == 4 && stride[1] == 1 && stride[3] == size[1] && stride[2] == size[1] * size[3]
 }
 
 /// A 2-D convolution with square kernel (`torch.nn.Conv2d`): `weight`, optional `bias`.
@@ -305,8 +309,8 @@ impl BatchNorm2d {
             None => self.running_mean.f_neg()?,
         };
         let b = b.f_mul(&scale)?.f_add(&self.bias)?.f_detach()?;
-        let w = if crate::precision::is_channels_last(weight) {
-            crate::precision::channels_last(&w)?
+        let w = if is_channels_last(weight) {
+            channels_last(&w)?
         } else {
             w
         };

@@ -10,6 +10,7 @@ pub mod efficientnet;
 pub mod googlenet;
 pub mod inception;
 pub mod layers;
+pub mod published;
 pub mod seed;
 pub mod summary;
 
@@ -26,6 +27,8 @@ use googlenet::GoogLeNet;
 use layers::Mode;
 use seed::Seed;
 use summary::{Summary, Walker};
+
+pub use published::{published, Published};
 
 /// Which network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -412,7 +415,7 @@ impl Model {
         let _guard = tch::no_grad_guard();
         for (_, mut t) in self.vs.variables() {
             if t.dim() == 4 {
-                let cl = crate::precision::channels_last(&t)?;
+                let cl = layers::channels_last(&t)?;
                 t.f_set_data(&cl)?;
             }
         }

@@ -75,10 +75,20 @@ fn attr_string(name: &str, v: &str) -> AttributeProto {
     }
 }
 
-/// PyTorch's output size of a pooling window (`ceil`: ceil mode, where a last window that
-/// would start in the right padding is dropped); `None` when the input is too small.
-fn pool_out(input: i64, kernel: i64, stride: i64, pad: i64, ceil: bool) -> Option<i64> {
-    crate::model::layers::window_out(input, kernel, stride, pad, ceil)
+/// Output length of a pooling or convolution window along one axis, exactly as PyTorch's
+/// `pooling_output_shape` computes it (ceil mode included: a last window that would start in
+/// the right padding is dropped). `None` when nothing fits. The networks' layers and the
+/// graph's shape inference both use it.
+pub fn window_out(input: i64, kernel: i64, stride: i64, padding: i64, ceil: bool) -> Option<i64> {
+    let span = input + 2 * padding - (kernel - 1) - 1 + if ceil { stride - 1 } else { 0 };
+    if span < 0 {
+        return None;
+    }
+    let mut out = span.div_euclid(stride) + 1;
+    if ceil && (out - 1) * stride >= input + padding {
+        out -= 1;
+    }
+    (out >= 1).then_some(out)
 }
 
 impl Graph {
@@ -267,8 +277,8 @@ impl Graph {
     ) -> Result<Value> {
         let [c, h, w] = x.shape;
         let (Some(oh), Some(ow)) = (
-            pool_out(h, kernel, stride, pad, ceil),
-            pool_out(w, kernel, stride, pad, ceil),
+            window_out(h, kernel, stride, pad, ceil),
+            window_out(w, kernel, stride, pad, ceil),
         ) else {
             bail!("a {h}×{w} map is too small for a {kernel}×{kernel} max-pool");
         };

@@ -6,7 +6,7 @@ use image::RgbImage;
 use plotters::prelude::*;
 
 use super::{draw, err, FAMILY, SERIES};
-use crate::train::record::EpochRecord;
+use crate::checkpoint::record::EpochRecord;
 
 /// One curve: its name and its (epoch, value) points.
 #[derive(Debug, Clone, PartialEq)]

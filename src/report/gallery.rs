@@ -167,7 +167,7 @@ pub fn tiles(
                         crops.push(transform.crop(&img));
                         kept.push(i);
                     }
-                    Err(e) => unreadable.push(crate::cmd::error_line(&e)),
+                    Err(e) => unreadable.push(crate::text::error_line(&e)),
                 }
             }
             if kept.is_empty() {

@@ -15,18 +15,22 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use crate::checkpoint::record::EpochRecord;
 use crate::checkpoint::{self, Meta};
-use crate::cli::{EvalArgs, EvalSplit};
 use crate::config::{Card, TrainConfig};
-use crate::cv::{self, oof, Plan};
 use crate::data::card::DataCard;
 use crate::data::dataset::Dataset;
+use crate::device;
+use crate::evaluate;
 use crate::model::summary::Summary;
 use crate::model::Model;
 use crate::precision::{Compute, Precision};
+use crate::runs::cv::{self, CvSummary, Plan, CV_JSON, OOF, PLAN};
+use crate::runs::oof;
+use crate::runs::run::MODEL;
+use crate::runs::run::{CONFIG_JSON, LAST, METRICS_CSV};
 use crate::train::environment::RunEnvironment;
-use crate::train::record::EpochRecord;
-use crate::train::run_files::MODEL;
+use crate::trust::intervals::ProportionMethod;
 use gallery::{Prediction, Tile};
 
 /// What the folder given to `report` is.
@@ -117,7 +121,7 @@ pub fn source_of(dir: &Path) -> Result<Source> {
     if !dir.is_dir() {
         bail!("{}: no such folder", dir.display());
     }
-    if dir.join("plan.json").is_file() {
+    if dir.join(PLAN).is_file() {
         let plan = Plan::read(dir)?;
         let missing = cv::unfinished(dir, &plan);
         if !missing.is_empty() {
@@ -130,7 +134,7 @@ pub fn source_of(dir: &Path) -> Result<Source> {
                 dir.display()
             );
         }
-        if !dir.join("cv.json").is_file() {
+        if !dir.join(CV_JSON).is_file() {
             bail!(
                 "{}: a cv whose summary is not written (no cv.json); `inception cv --collect {}` \
                  writes it",
@@ -140,13 +144,13 @@ pub fn source_of(dir: &Path) -> Result<Source> {
         }
         return Ok(Source::Cv);
     }
-    if dir.join("config.json").is_file() && dir.join("metrics.csv").is_file() {
+    if dir.join(CONFIG_JSON).is_file() && dir.join(METRICS_CSV).is_file() {
         if !dir.join(MODEL).is_file() {
             bail!(
                 "{}: an unfinished training run (no {MODEL}); resume it with `inception train \
                  --resume {}`",
                 dir.display(),
-                dir.join("last.pt").display()
+                dir.join(LAST).display()
             );
         }
         return Ok(Source::Run);
@@ -165,7 +169,7 @@ fn read_json(path: &Path) -> Result<Value> {
 }
 
 fn read_curves(dir: &Path, name: String) -> Result<Curves> {
-    let path = dir.join("metrics.csv");
+    let path = dir.join(METRICS_CSV);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let rows = text
@@ -178,47 +182,6 @@ fn read_curves(dir: &Path, name: String) -> Result<Curves> {
     Ok(Curves { name, rows })
 }
 
-/// Reads the predictions CSV `eval --predictions` wrote.
-fn read_eval_predictions(
-    path: &Path,
-    classes: &[String],
-    root: &Path,
-    model: &Path,
-) -> Result<Vec<Prediction>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut out = vec![];
-    for line in text.lines().skip(1) {
-        let f = oof::fields(line);
-        if f.len() < 2 + classes.len() {
-            bail!("{}: a short row {line:?}", path.display());
-        }
-        let truth = classes
-            .iter()
-            .position(|c| *c == f[1])
-            .with_context(|| format!("{}: unknown class {:?}", path.display(), f[1]))?;
-        let probs = f[2..2 + classes.len()]
-            .iter()
-            .map(|v| v.parse::<f64>())
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("{}: row {line:?}", path.display()))?;
-        let file = PathBuf::from(&f[0]);
-        let shown = file
-            .strip_prefix(root)
-            .unwrap_or(&file)
-            .display()
-            .to_string();
-        out.push(Prediction {
-            path: shown,
-            file,
-            truth,
-            probs,
-            model: model.to_path_buf(),
-        });
-    }
-    Ok(out)
-}
-
 /// `eval` of `checkpoint` (a file, or a cv folder as an ensemble) on `data` (or the run's
 /// validation images), with its predictions.
 fn measure(
@@ -228,40 +191,53 @@ fn measure(
     opts: &Options,
     clopper_pearson: bool,
 ) -> Result<(Value, Vec<Prediction>)> {
-    let scratch = std::env::temp_dir().join(format!(
-        "inception-report-{}-{}.csv",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    ));
-    let args = EvalArgs {
-        checkpoint: vec![checkpoint.to_path_buf()],
+    let options = evaluate::Options {
+        checkpoints: vec![checkpoint.to_path_buf()],
         tta: false,
         data: data.map(Path::to_path_buf),
-        split: data.is_none().then_some(EvalSplit::Val),
-        json: true,
-        plots: None,
-        predictions: Some(scratch.clone()),
+        split: evaluate::Split::Val,
         no_calibration: false,
-        clopper_pearson,
+        method: if clopper_pearson {
+            ProportionMethod::ClopperPearson
+        } else {
+            ProportionMethod::Wilson
+        },
         prevalence: None,
         skip_bad: false,
         batch_size: 32,
-        device: opts.device.clone(),
-        precision: opts.precision,
+        compute: opts.compute,
     };
-    let result = crate::cmd::eval::eval(&args).and_then(|r| {
-        let root = PathBuf::from(&r.data);
-        let model = match checkpoint.is_dir() {
-            true => checkpoint.join(MODEL),
-            false => checkpoint.to_path_buf(),
-        };
-        let preds = read_eval_predictions(&scratch, classes, &root, &model)?;
-        Ok((serde_json::to_value(&r)?, preds))
-    });
-    let _ = std::fs::remove_file(&scratch);
-    result
+    let m = evaluate::measure(&options, || device::announce(&opts.device, &opts.compute))?;
+    if m.classes != classes {
+        bail!(
+            "{}: its classes {:?} are not the report's {:?}",
+            checkpoint.display(),
+            m.classes,
+            classes
+        );
+    }
+    let model = match checkpoint.is_dir() {
+        true => checkpoint.join(MODEL),
+        false => checkpoint.to_path_buf(),
+    };
+    let preds = m
+        .paths
+        .iter()
+        .zip(&m.probs)
+        .zip(&m.labels)
+        .map(|((file, probs), &truth)| Prediction {
+            path: file
+                .strip_prefix(&m.root)
+                .unwrap_or(file)
+                .display()
+                .to_string(),
+            file: file.clone(),
+            truth,
+            probs: probs.clone(),
+            model: model.clone(),
+        })
+        .collect();
+    Ok((serde_json::to_value(&m.report)?, preds))
 }
 
 /// The data card the run recorded, or one made now from its dataset (runs from before
@@ -296,9 +272,8 @@ pub fn gather(opts: &Options) -> Result<Report> {
     let (config, dataset, classes, run0, cv_json, models) = match source {
         Source::Cv => {
             let plan = Plan::read(dir)?;
-            let v = read_json(&dir.join("cv.json"))?;
-            let classes: Vec<String> = serde_json::from_value(v["classes"].clone())
-                .with_context(|| format!("{}: no class list", dir.join("cv.json").display()))?;
+            let classes = CvSummary::read(dir)?.classes;
+            let v = read_json(&dir.join(CV_JSON))?;
             let models: Vec<PathBuf> = (0..plan.folds())
                 .map(|f| cv::fold_dir(dir, f).join(MODEL))
                 .collect();
@@ -390,7 +365,7 @@ pub fn gather(opts: &Options) -> Result<Report> {
             for f in 0..folds {
                 curves.push(read_curves(&cv::fold_dir(dir, f), format!("fold {f}"))?);
             }
-            let rows = oof::read(&dir.join("oof.csv"), &classes, folds)?;
+            let rows = oof::read(&dir.join(OOF), &classes, folds)?;
             fold_counts = vec![vec![0; classes.len()]; folds];
             let root = PathBuf::from(&dataset);
             let predictions = rows

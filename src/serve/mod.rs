@@ -33,12 +33,12 @@ use tokio::sync::oneshot;
 
 use self::metrics::{track, Metrics};
 use self::worker::{Answer, Batching, Job, Work};
-use crate::cmd::predict::Prediction;
 use crate::data::image::decode_bytes;
 use crate::data::transform::EvalTransform;
 use crate::ensemble::Ensemble;
 use crate::explain::{self, Method};
 use crate::precision::Compute;
+use crate::predict::Prediction;
 
 /// How the server batches and bounds its work.
 #[derive(Debug, Clone, Copy)]

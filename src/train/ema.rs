@@ -13,7 +13,7 @@ use crate::model::Model;
 use crate::precision::Compute;
 
 /// Prefix of the averaged weights in a checkpoint.
-pub const PREFIX: &str = "ema.";
+pub use crate::checkpoint::EMA_PREFIX as PREFIX;
 
 /// The averaged copy of a network.
 #[derive(Debug)]

@@ -2,6 +2,7 @@
 //! git commit, libtorch, device and precision, and the initial weights (from scratch, or which
 //! file, with its SHA-256). Read by `inception report` for the model card's details.
 
+use crate::runs::run::ENVIRONMENT_JSON;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -9,9 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use super::TrainJob;
 use crate::weights;
-
-/// The file name in a run folder.
-pub const FILE: &str = "environment.json";
 
 /// The weights a run started from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,7 +48,7 @@ impl RunEnvironment {
             (Some(spec), _) => ("init", None, Some(weights::resolve(spec)?)),
             (None, true) => (
                 "pretrained",
-                weights::published(cfg.arch).map(|p| p.what.to_string()),
+                crate::model::published(cfg.arch).map(|p| p.what.to_string()),
                 Some(weights::pretrained_path(cfg.arch)?),
             ),
             (None, false) => ("scratch", None, None),
@@ -77,7 +75,7 @@ impl RunEnvironment {
 
     /// Reads `environment.json` of the run folder `dir`; `None` for runs from before it.
     pub fn read(dir: &Path) -> Result<Option<RunEnvironment>> {
-        let path = dir.join(FILE);
+        let path = dir.join(ENVIRONMENT_JSON);
         if !path.exists() {
             return Ok(None);
         }

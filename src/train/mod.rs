@@ -11,8 +11,6 @@ pub mod environment;
 pub mod epoch;
 pub mod optim;
 pub mod probe;
-pub mod record;
-pub mod run_dir;
 pub mod run_files;
 pub mod scaler;
 pub mod validate;
@@ -26,6 +24,7 @@ use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint;
+use crate::checkpoint::record::{Best, EpochRecord, ResumeState};
 use crate::config::TrainConfig;
 use crate::data::dataset::{Dataset, SplitFiles};
 use crate::data::loader::{default_threads, mix, Loader, Mode};
@@ -36,7 +35,6 @@ use crate::precision::Compute;
 use crate::weights::{self, Source};
 use ema::Ema;
 use optim::Optimizer;
-use record::{Best, EpochRecord, ResumeState};
 use run_files::RunFiles;
 use scaler::GradScaler;
 pub use validate::{eval_loader, predict_all, EvalSet};
@@ -50,7 +48,7 @@ pub struct TrainJob {
     pub config: TrainConfig,
     pub data: PathBuf,
     /// The run folder: `--out`, or the next free `runs/train[-N]`, or the resumed run's.
-    pub run_dir: run_dir::RunDir,
+    pub run_dir: crate::runs::RunDir,
     /// Device, precision and layout.
     pub compute: Compute,
     /// A `last.pt` to continue from.
@@ -604,7 +602,7 @@ fn plot_first_batch(data: &RunData, cfg: &TrainConfig, dir: &std::path::Path) ->
         .map(|&i| data.dataset.classes[data.dataset.samples[i].label].clone())
         .collect();
     let img = crate::plot::mosaic::render(&batch.images, &labels, &cfg.normalization)?;
-    crate::plot::save(&img, &dir.join(run_files::BATCH_JPG))
+    crate::plot::save(&img, &dir.join(crate::runs::run::BATCH_JPG))
 }
 
 /// A newly initialised network (seeded), from `cfg.init`'s or the published weights
@@ -620,7 +618,7 @@ fn fresh_model(cfg: &TrainConfig, num_classes: i64, device: Device) -> Result<Mo
         Some(p) => Some(weights::read(p, device).context(flag)?),
         None => None,
     };
-    if let Some(p) = weights::published(cfg.arch).filter(|_| cfg.pretrained) {
+    if let Some(p) = crate::model::published(cfg.arch).filter(|_| cfg.pretrained) {
         if p.normalization != cfg.normalization {
             println!(
                 "note: {} were trained on inputs normalised with mean {:?}, std {:?}; this run \
@@ -646,7 +644,7 @@ fn fresh_model(cfg: &TrainConfig, num_classes: i64, device: Device) -> Result<Mo
             c.meta.transform_input
         }
         Some(Source::StateDict(_)) => {
-            cfg.pretrained && weights::published(cfg.arch).is_some_and(|p| p.transform_input)
+            cfg.pretrained && crate::model::published(cfg.arch).is_some_and(|p| p.transform_input)
         }
         None => false,
     };

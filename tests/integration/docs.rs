@@ -19,10 +19,10 @@
 //!   off.
 //! - `docs/cli/<subcommand>.md` exists for every subcommand and opens with its `--help`.
 //!
-//! `INCEPTION_DOCS_BLESS=1 cargo test --release --test docs` rewrites the `--help` blocks from
+//! `INCEPTION_DOCS_BLESS=1 cargo test --release --test integration docs::` rewrites the `--help` blocks from
 //! the binary (the only output that is regenerated; the rest is written by a person).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

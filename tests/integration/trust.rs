@@ -3,7 +3,7 @@
 //! crepes, and a DeLong written from the paper's kernel), and conformal coverage against the
 //! law split conformal predicts.
 
-mod common;
+use crate::common;
 
 use std::sync::OnceLock;
 
@@ -567,14 +567,14 @@ fn split_conformal_coverage_follows_the_beta_binomial_law_pooled_and_per_class()
         {
             let mondrian =
                 Conformal::fit(&cp, &cy, &names(2), alpha, ScoreKind::Lac, true).unwrap();
-            for c in 0..2 {
+            for (c, cover) in class_cover.iter_mut().enumerate() {
                 let idx: Vec<usize> = (0..m).filter(|&i| ty[i] == c).collect();
                 let covered = idx
                     .iter()
                     .filter(|&&i| mondrian.set(&tp[i]).contains(&c))
                     .count();
                 if !idx.is_empty() {
-                    class_cover[c].push(covered as f64 / idx.len() as f64);
+                    cover.push(covered as f64 / idx.len() as f64);
                 }
             }
         }
@@ -1191,11 +1191,11 @@ fn class_conditional_coverage_follows_the_beta_binomial_law_for_each_class() {
         let (cp, cy) = draw(n, &mut rng);
         let (tp, ty) = draw(m, &mut rng);
         let sets = Conformal::fit(&cp, &cy, &names(2), alpha, ScoreKind::Lac, true).unwrap();
-        for c in 0..2 {
+        for (c, cover) in covered.iter_mut().enumerate() {
             let k = (0..tp.len())
                 .filter(|&i| ty[i] == c && sets.set(&tp[i]).contains(&c))
                 .count();
-            covered[c].push(k as f64);
+            cover.push(k as f64);
         }
     }
     for c in 0..2 {

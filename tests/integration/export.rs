@@ -1,7 +1,7 @@
 //! `inception export`: the TorchScript module, loaded by PyTorch's `torch.jit.load`, gives
 //! `inception predict --precision fp32`'s answers, for both networks and for an ensemble.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

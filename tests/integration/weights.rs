@@ -3,7 +3,7 @@
 //! absurd sizes and nesting), EfficientNet-Lite0 against its reference with the published
 //! weights, `--pretrained`, and the URL download and cache against a server on 127.0.0.1.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -216,7 +216,7 @@ fn a_pth_of_another_architecture_lists_every_misfit() {
 
 /// The published EfficientNet-Lite0 file, where scripts/deps.sh puts it.
 fn lite0_file() -> PathBuf {
-    let p = weights::published(Arch::EfficientnetLite0).unwrap();
+    let p = inception::model::published(Arch::EfficientnetLite0).unwrap();
     let path = hub::cache_dir().unwrap().join(p.file);
     assert!(
         path.is_file(),

@@ -1,7 +1,7 @@
 //! Reading datasets: folders, every format and colour type, bad files, splits, transforms,
 //! the loader.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

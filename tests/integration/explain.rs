@@ -3,7 +3,7 @@
 //! the mean of its members', and a model trained where the only evidence is a square in one
 //! corner looks at that corner.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

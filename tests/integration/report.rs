@@ -2,7 +2,7 @@
 //! figures read back from the DOM against cv.json, oof.csv and `eval --json`; the Hugging Face
 //! card's YAML parsed and its model-index against cv.json; a run's report; bad input.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -72,7 +72,7 @@ fn oof(cv: &Path) -> BTreeMap<String, (String, Vec<f64>)> {
     text.lines()
         .skip(1)
         .map(|l| {
-            let f = inception::cv::oof::fields(l);
+            let f = inception::runs::oof::fields(l);
             (
                 f[0].clone(),
                 (

@@ -2,7 +2,7 @@
 //! the out-of-fold file, the statistics, kill-and-resume, folds run apart and collected; and the
 //! ensembles eval and predict build from checkpoints.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cmd::csv_field;
+use crate::text::csv_field;
 
 /// One image of `oof.csv`.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,6 +1,6 @@
 //! The networks against PyTorch: names, parameter and MAC counts, logits, input sizes.
 
-mod common;
+use crate::common;
 
 use common::{case, cases, io, relative_error, state_dict};
 use inception::model::{Arch, Model, NetConfig};
@@ -260,7 +260,8 @@ fn folding_batchnorm_keeps_the_eval_logits_and_leaves_training_alone() {
 
 #[test]
 fn channels_last_and_bf16_and_fp16_autocast_keep_the_logits_close() {
-    use inception::precision::{is_channels_last, Compute, Precision};
+    use inception::model::layers::is_channels_last;
+    use inception::precision::{Compute, Precision};
     let c = case("seed_2");
     let (x, expected) = io(&c.name);
     for (precision, tolerance) in [
@@ -299,7 +300,8 @@ fn channels_last_and_bf16_and_fp16_autocast_keep_the_logits_close() {
 
 #[test]
 fn auto_precision_follows_the_cpu_and_the_cuda_compute_capability() {
-    use inception::precision::{cpu_has_bf16, Precision, Why};
+    use inception::precision::{Precision, Why};
+    use inception::system::cpu_has_bf16;
     let auto = Precision::Auto.resolve(Device::Cpu).unwrap();
     assert_eq!(
         auto,

@@ -3,7 +3,7 @@
 //! takes there. Each test is skipped, saying why on stderr, where libtorch sees no CUDA device;
 //! with `INCEPTION_TEST_CUDA=1` (scripts/gpu-check.sh) a missing device fails them instead.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::process::Command;
@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use common::{cases, inception, io, relative_error, serial, state_dict, stderr, stdout};
 use inception::checkpoint;
+use inception::checkpoint::record::EpochRecord;
 use inception::model::{Arch, Model, NetConfig};
 use inception::precision::{Compute, Precision, Why};
-use inception::train::record::EpochRecord;
 use tch::{Device, Kind};
 
 /// The device to test on, or `None` (said on stderr) where there is none.

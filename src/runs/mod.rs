@@ -1,5 +1,11 @@
-//! Run folders: `runs/train`, then `runs/train-2`, `runs/train-3`… (`runs/cv`… for
-//! cross-validation), never overwriting one.
+//! The folders the tool writes, each format with its one owner: where they go (`runs/train`,
+//! then `runs/train-2`, `runs/train-3`…, `runs/cv`… for cross-validation, never overwriting
+//! one; this file), a training run's files ([`run`]), a cross-validation's ([`cv`]) and its
+//! out-of-fold predictions ([`oof`]).
+
+pub mod cv;
+pub mod oof;
+pub mod run;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -98,11 +104,8 @@ pub fn latest_model(runs: &Path) -> Result<PathBuf> {
     for entry in entries.flatten() {
         let dir = entry.path();
         for (marker, model) in [
-            (
-                dir.join(super::run_files::MODEL),
-                dir.join(super::run_files::MODEL),
-            ),
-            (dir.join(crate::cv::CV_JSON), dir.clone()),
+            (dir.join(run::MODEL), dir.join(run::MODEL)),
+            (dir.join(cv::CV_JSON), dir.clone()),
         ] {
             if let Ok(modified) = fs::metadata(&marker).and_then(|m| m.modified()) {
                 if found.as_ref().is_none_or(|(t, _)| modified > *t) {

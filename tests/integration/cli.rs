@@ -1,6 +1,6 @@
 //! The binary as a user runs it: summary, import, predict, devices, and their errors.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

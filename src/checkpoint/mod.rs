@@ -11,6 +11,8 @@
 //! atomically: a temporary file in the same folder, flushed and synced, then renamed over the
 //! target.
 
+pub mod record;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
@@ -23,8 +25,12 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::transform::Normalization;
 use crate::model::{Arch, Model, NetConfig};
-use crate::train::record::TrainingRecord;
-use crate::train::{ema, optim};
+use record::TrainingRecord;
+
+/// Prefix of the optimiser's tensors in a checkpoint (`last.pt`).
+pub const OPTIMIZER_PREFIX: &str = "optimizer.";
+/// Prefix of the weight average's tensors in a checkpoint.
+pub const EMA_PREFIX: &str = "ema.";
 
 /// The `format` field of every checkpoint.
 pub const FORMAT: &str = "inception-checkpoint";
@@ -115,7 +121,7 @@ impl Meta {
 pub struct Checkpoint {
     pub meta: Meta,
     pub model: Model,
-    /// Tensors under [`optim::PREFIX`] (the optimiser's buffers) and [`ema::PREFIX`] (the
+    /// Tensors under [`OPTIMIZER_PREFIX`] (the optimiser's buffers) and [`EMA_PREFIX`] (the
     /// averaged weights).
     pub extra: BTreeMap<String, Tensor>,
 }
@@ -166,8 +172,8 @@ pub fn save(path: &Path, model: &Model, meta: &Meta) -> Result<()> {
     save_with(path, model, meta, &BTreeMap::new())
 }
 
-/// Like [`save`], with extra tensors (the optimiser's state, named under [`optim::PREFIX`], and
-/// the weight average, under [`ema::PREFIX`]).
+/// Like [`save`], with extra tensors (the optimiser's state, named under [`OPTIMIZER_PREFIX`], and
+/// the weight average, under [`EMA_PREFIX`]).
 pub fn save_with(
     path: &Path,
     model: &Model,
@@ -384,7 +390,7 @@ pub fn load(path: &Path, device: Device) -> Result<Checkpoint> {
     let (extra, weights): (BTreeMap<_, _>, BTreeMap<_, _>) = file
         .tensors
         .into_iter()
-        .partition(|(k, _)| k.starts_with(optim::PREFIX) || k.starts_with(ema::PREFIX));
+        .partition(|(k, _)| k.starts_with(OPTIMIZER_PREFIX) || k.starts_with(EMA_PREFIX));
     let mut model = Model::new(meta.net_config(), device).with_context(ctx)?;
     model.load_state_dict(&weights).with_context(ctx)?;
     Ok(Checkpoint { meta, model, extra })

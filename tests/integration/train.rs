@@ -1,7 +1,7 @@
 //! The whole job end to end on data/monkeypox (MSLD) with the smoke recipe: train, eval,
 //! predict, interrupt-and-resume, and the errors a training run can meet.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::{assert_clean_failure, inception, repo, serial, stderr, stdout};
 use inception::checkpoint;
+use inception::checkpoint::record::EpochRecord;
 use inception::config::TrainConfig;
 use inception::data::dataset::SplitFiles;
-use inception::train::record::EpochRecord;
 use serde_json::Value;
 use tch::Device;
 

@@ -1,7 +1,7 @@
 //! The fitted linear probe (`probe_c`): its logistic regression against scikit-learn's, the
 //! features it fits against the network's own logits, and a training run that starts from it.
 
-mod common;
+use crate::common;
 
 use inception::model::{Arch, Flips, Model, NetConfig};
 use inception::train::probe::logistic_regression;
@@ -26,7 +26,7 @@ fn pooled_features_times_the_class_layer_are_the_logits() {
         .load_state_dict(&common::state_dict(&case.name))
         .unwrap();
     let (x, _) = common::io(&case.name);
-    let published = inception::weights::published(Arch::EfficientnetLite0).unwrap();
+    let published = inception::model::published(Arch::EfficientnetLite0).unwrap();
     let file = inception::weights::hub::cache_dir()
         .unwrap()
         .join(published.file);
@@ -63,7 +63,7 @@ fn pooled_features_times_the_class_layer_are_the_logits() {
 
 #[test]
 fn a_network_that_averages_over_flips_answers_the_same_for_a_flipped_photo() {
-    let published = inception::weights::published(Arch::EfficientnetLite0).unwrap();
+    let published = inception::model::published(Arch::EfficientnetLite0).unwrap();
     let file = inception::weights::hub::cache_dir()
         .unwrap()
         .join(published.file);

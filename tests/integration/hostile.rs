@@ -4,7 +4,7 @@
 //! `torch.load(weights_only=True)` accepts too — the hand-built clean files, and whatever
 //! survives a fixed run of mutations (bit flips, truncations, spliced opcodes) of real files.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -80,6 +80,8 @@ fn run_bounded(dir: &Path, args: &[&str], limit: Duration) -> Finished {
         .spawn()
         .unwrap();
     let pid = child.id() as libc::pid_t;
+    // Reaped by wait4 below (which also gives the peak RSS), not by Child::wait.
+    std::mem::forget(child);
     let start = Instant::now();
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };

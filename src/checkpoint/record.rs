@@ -138,7 +138,7 @@ pub struct ResumeState {
     pub epochs_since_best: u64,
     /// The fp16 loss scaler's state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scaler: Option<crate::train::scaler::ScalerState>,
+    pub scaler: Option<ScalerState>,
 }
 
 /// How a checkpoint was trained.
@@ -155,4 +155,14 @@ pub struct TrainingRecord {
     /// `last.pt` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<ResumeState>,
+}
+
+/// What `last.pt` keeps of the scaler, so that a resumed run scales as an uninterrupted one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScalerState {
+    /// The current loss scale.
+    pub scale: f64,
+    /// Clean steps since the scale last changed.
+    pub growth_tracker: u64,
 }

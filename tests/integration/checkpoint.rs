@@ -1,6 +1,6 @@
 //! The checkpoint file: round trip, and clear errors for every kind of bad file.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

@@ -2,7 +2,7 @@
 //! that breaks cannot go unseen until someone measures: here benches/side_by_side.py on a data
 //! folder that, like the bundled MSLD, also holds a file beside its class folders.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::PathBuf;
