@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Parser, Subcommand};
 
-use crate::config::{OptimizerKind, Schedule};
 use crate::model::Arch;
 use crate::precision::Precision;
 
@@ -330,8 +329,8 @@ pub struct PredictArgs {
 /// What the parser cannot say about flags that contradict each other: `(flags, why)`.
 pub fn usage_error(cli: &Cli) -> Option<String> {
     let (arch, pretrained) = match &cli.command {
-        Command::Train(a) => (a.recipe.arch, a.recipe.pretrained),
-        Command::Cv(a) => (a.recipe.arch, a.recipe.pretrained),
+        Command::Train(a) => (a.recipe.flags.arch, a.recipe.more.pretrained),
+        Command::Cv(a) => (a.recipe.flags.arch, a.recipe.more.pretrained),
         Command::Import(a) => (Some(a.arch), a.pretrained),
         _ => return None,
     };
@@ -386,8 +385,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "CV_DIR")]
     pub calibration_from: Option<PathBuf>,
     /// Continue a run from its last.pt (its config and split); only --epochs (not with a
-    /// cosine schedule), --patience, --nproc, --device, --precision, --channels-last,
-    /// --workers, --cache-gib, --skip-bad, --no-skip-bad and --no-plots may be given with it.
+    /// cosine schedule), --patience, --nproc and the flags of how to compute (below) may be
+    /// given with it.
     #[arg(long, value_name = "LAST.pt")]
     pub resume: Option<PathBuf>,
     /// Data-parallel training in N processes on this machine (libtorch's c10d: Gloo on the CPU,
@@ -401,102 +400,29 @@ pub struct TrainArgs {
     pub recipe: RecipeArgs,
 }
 
-/// The flags that override the training config's fields (train and cv).
+/// The flags of the training config (train and cv): those that set one field each (declared
+/// with the field, in [`crate::config`]), the others, and how to compute.
 #[derive(Debug, Args)]
 pub struct RecipeArgs {
-    /// The network (recipe: googlenet; docs/networks.md).
-    #[arg(long, value_enum)]
-    pub arch: Option<Arch>,
-    /// GoogLeNet's auxiliary classifiers (loss weight 0.3 each): true or false.
-    #[arg(long)]
-    pub aux_logits: Option<bool>,
-    /// Side of the square input, in pixels (recipe: 224; googlenet takes 15 and up, seed 23).
-    #[arg(long)]
-    pub image_size: Option<i64>,
-    /// Passes over the training images (recipe: 40).
-    #[arg(long)]
-    pub epochs: Option<u64>,
-    /// Images per training step (recipe: 32).
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// The optimiser (recipe: adamw).
-    #[arg(long, value_enum)]
-    pub optimizer: Option<OptimizerKind>,
-    /// Peak learning rate.
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// SGD momentum.
-    #[arg(long)]
-    pub momentum: Option<f64>,
-    /// Weight decay (AdamW: decoupled; SGD: L2), not applied to biases and BatchNorm
-    /// (recipe: 0.05).
-    #[arg(long)]
-    pub weight_decay: Option<f64>,
-    /// Learning-rate schedule after the warm-up.
-    #[arg(long, value_enum)]
-    pub schedule: Option<Schedule>,
-    /// Epochs of linear warm-up from lr/100 to lr (recipe: 2).
-    #[arg(long)]
-    pub warmup_epochs: Option<u64>,
-    /// Epochs between decays of the step schedule.
-    #[arg(long)]
-    pub step_size: Option<u64>,
-    /// Factor of each decay of the step schedule.
-    #[arg(long)]
-    pub step_gamma: Option<f64>,
-    /// Label smoothing of the cross-entropy, 0 to below 1 (recipe: 0.1).
-    #[arg(long)]
-    pub label_smoothing: Option<f64>,
+    #[command(flatten)]
+    pub flags: crate::config::RecipeFlags,
+    #[command(flatten)]
+    pub more: MoreRecipeFlags,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// The recipe's flags that are not one field each: switches, augmentation parts, the
+/// starting weights.
+#[derive(Debug, Args)]
+pub struct MoreRecipeFlags {
     /// none, auto (inverse class frequency) or one number per class, comma-separated.
     #[arg(long)]
     pub class_weights: Option<String>,
-    /// Seed of the split, the initial weights, the shuffling, augmentation and dropout.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Share of each class for validation when the data has no train/val folders.
-    #[arg(long)]
-    pub val_fraction: Option<f64>,
-    /// Group key of the split: auto (the file-name prefix where it looks like a patient key,
-    /// else file by file; the scan report says which and why), prefix (file stem up to its
-    /// first `_`), none, or a regex whose first capture group is the key.
-    #[arg(long)]
-    pub group_by: Option<String>,
-    /// Near-duplicate images (the same photo re-encoded or resized): group (all copies on one
-    /// side of the split), drop (keep the first of each set) or off.
-    #[arg(long, value_enum)]
-    pub dedup: Option<crate::config::Dedup>,
-    /// K-fold cross-validation: the number of folds (cv: default 5).
-    #[arg(long)]
-    pub folds: Option<usize>,
     /// No K-fold split even if the config file asks for one: split by --val-fraction (train
     /// only).
     #[arg(long, conflicts_with_all = ["folds", "fold"])]
     pub no_folds: bool,
-    /// K-fold cross-validation: the validation fold, 0-based (train only).
-    #[arg(long)]
-    pub fold: Option<usize>,
-    /// Stop after this many epochs without a better validation macro-F1 (0: never).
-    #[arg(long)]
-    pub patience: Option<u64>,
-    /// Memory for decoded images, in GiB.
-    #[arg(long)]
-    pub cache_gib: Option<f64>,
-    /// Loader threads (0: one per core).
-    #[arg(long)]
-    pub workers: Option<usize>,
-    /// Skip (and list) images that cannot be decoded instead of stopping.
-    #[arg(long)]
-    pub skip_bad: bool,
-    /// Stop at the first image that cannot be decoded even if the config file says skip_bad.
-    #[arg(long, conflicts_with = "skip_bad")]
-    pub no_skip_bad: bool,
-    /// Write no pictures (results.png, confusion_matrix.png, roc.png, train_batch0.jpg; cv's
-    /// charts).
-    #[arg(long)]
-    pub no_plots: bool,
     /// Train without augmentation (the eval transform); the augmentation flags below then
     /// switch single parts back on.
     #[arg(long)]
@@ -534,13 +460,6 @@ pub struct RecipeArgs {
     /// Normalisation std per channel, R,G,B.
     #[arg(long, value_delimiter = ',', value_name = "R,G,B")]
     pub std: Option<Vec<f64>>,
-    /// auto (by device: bf16 on CUDA with compute capability ≥ 8.0 and on CPUs with native
-    /// bf16, fp16 with loss scaling on CUDA 7.x, else fp32), fp32, bf16 or fp16.
-    #[arg(long, value_enum, env = "INCEPTION_PRECISION")]
-    pub precision: Option<Precision>,
-    /// Channels-last (NHWC) layout for inputs and convolution weights: true or false.
-    #[arg(long)]
-    pub channels_last: Option<bool>,
     /// Start from these weights: a checkpoint of the same arch, a PyTorch state_dict
     /// (`.pth`/`.pt`/`.bin` from torch.save, or safetensors), or an http(s) URL of one
     /// (downloaded into torch.hub's cache); a class layer of another shape starts fresh.
@@ -554,51 +473,40 @@ pub struct RecipeArgs {
     /// efficientnet_lite0 PyPI's (installed there by scripts/deps.sh). Not for seed.
     #[arg(long)]
     pub pretrained: bool,
-    /// Epochs at the start that train only the class layer (a linear probe): the backbone,
-    /// BatchNorm included, is frozen (0: none).
-    #[arg(long)]
-    pub freeze_epochs: Option<u64>,
-    /// Before the first epoch, fit the class layer exactly: L2-regularised logistic regression
-    /// on the backbone's features of the un-augmented training images, penalty ‖W‖²/(2C) with
-    /// this C (docs/pretrained.md).
-    #[arg(long, value_name = "C", conflicts_with = "no_probe")]
-    pub probe_c: Option<f64>,
-    /// The fitted probe also sees each training image flipped as the augmentation flips it
-    /// (hflip, vflip: the views --tta averages), each view weighing 1/views: true or false.
-    #[arg(long)]
-    pub probe_flips: Option<bool>,
-    /// In evaluation, the class layer reads the features averaged over the image and its flips
-    /// the augmentation uses (hflip, vflip): answers that do not change when a photo is
-    /// flipped. true or false.
-    #[arg(long)]
-    pub average_flips: Option<bool>,
     /// Leave the class layer as initialised even if the config file sets probe_c.
     #[arg(long)]
     pub no_probe: bool,
-    /// The backbone's learning rate as a share of --lr once it trains (1: the same rate).
+}
+
+/// How to compute, not what: the flags a resumed run or cv folder accepts.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "How to compute (also with --resume)")]
+pub struct RuntimeArgs {
+    #[command(flatten)]
+    pub flags: crate::config::RuntimeFlags,
+    /// Skip (and list) images that cannot be decoded instead of stopping.
     #[arg(long)]
-    pub backbone_lr_mult: Option<f64>,
+    pub skip_bad: bool,
+    /// Stop at the first image that cannot be decoded even if the config file says skip_bad.
+    #[arg(long, conflicts_with = "skip_bad")]
+    pub no_skip_bad: bool,
+    /// Write no pictures (results.png, confusion_matrix.png, roc.png, train_batch0.jpg; cv's
+    /// charts).
+    #[arg(long)]
+    pub no_plots: bool,
     /// Never download weights: a URL or --pretrained file not in the cache is an error that
     /// says where to put it (also INCEPTION_OFFLINE=1).
     #[arg(long)]
     pub offline: bool,
-    /// Exponential moving average of the weights, decay per step (e.g. 0.99); validation,
-    /// best.pt and model.pt then use the average. 0: off.
-    #[arg(long)]
-    pub ema_decay: Option<f64>,
-    /// Mixup: blend each batch with its reverse, λ ~ Beta(α, α); this is α (0: off).
-    #[arg(long)]
-    pub mixup: Option<f64>,
-    /// CutMix: paste a box of the reversed batch, λ ~ Beta(α, α); this is α (0: off).
-    #[arg(long)]
-    pub cutmix: Option<f64>,
-    /// BatchNorm on its running statistics in training too (γ and β still learn): true or
-    /// false.
-    #[arg(long)]
-    pub freeze_bn: Option<bool>,
-    /// The final dropout's probability in training (default: the architecture's).
-    #[arg(long)]
-    pub dropout: Option<f64>,
+}
+
+/// The ids of the flags [`RuntimeArgs`] holds (`device`, `no_plots`, …): what `--resume` (and a
+/// cv's `--resume`) accepts besides its own.
+pub fn runtime_flag_ids() -> Vec<String> {
+    RuntimeArgs::augment_args(clap::Command::new("runtime"))
+        .get_arguments()
+        .map(|a| a.get_id().to_string())
+        .collect()
 }
 
 #[derive(Debug, Args)]
@@ -630,9 +538,8 @@ pub struct CvArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue an interrupted cross-validation: finished folds are kept, a fold cut short
-    /// resumes from its last.pt, the rest run. Only --device, --precision, --channels-last,
-    /// --workers, --cache-gib, --skip-bad, --no-skip-bad, --no-plots, --json and the trust
-    /// flags (which refit the summary) may be given with it.
+    /// resumes from its last.pt, the rest run. Only the flags of how to compute (below), --json
+    /// and the trust flags (which refit the summary) may be given with it.
     #[arg(long, value_name = "CV_DIR", conflicts_with_all = ["out", "collect", "only_fold"])]
     pub resume: Option<PathBuf>,
     /// Train only fold I (0-based) into --out, so that folds run as separate jobs (a Slurm

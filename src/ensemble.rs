@@ -11,58 +11,26 @@ use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
 use crate::checkpoint::{self, Checkpoint, Meta};
+use crate::model::Flips;
 use crate::precision::Compute;
 use crate::runs::cv::{self, CvSummary};
 use crate::runs::oof;
 use crate::trust::conformal::CalibrationScore;
 use crate::trust::TrustRecord;
 
-/// The views TTA averages over: the image, and its flips the recipe trained with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tta {
-    pub hflip: bool,
-    pub vflip: bool,
-}
-
-impl Tta {
-    /// No test-time augmentation: the image only.
-    pub const OFF: Tta = Tta {
-        hflip: false,
-        vflip: false,
-    };
-
-    /// The flips `meta`'s training recipe used (a horizontal flip for a checkpoint without
-    /// one, such as an import of ImageNet weights, which are trained with it).
-    pub fn trained_with(meta: &Meta) -> Tta {
-        match &meta.training {
-            Some(t) => Tta {
-                hflip: t.config.augment.hflip > 0.0,
-                vflip: t.config.augment.vflip > 0.0,
-            },
-            None => Tta {
-                hflip: true,
-                vflip: false,
-            },
-        }
-    }
-
-    /// The dimensions each view flips (`[]` is the image itself).
-    pub fn views(&self) -> Vec<Vec<i64>> {
-        crate::model::Flips {
-            horizontal: self.hflip,
-            vertical: self.vflip,
-        }
-        .views()
-    }
-
-    /// How the views are named in reports.
-    pub fn describe(&self) -> String {
-        match (self.hflip, self.vflip) {
-            (false, false) => "none".into(),
-            (true, false) => "image + horizontal flip".into(),
-            (false, true) => "image + vertical flip".into(),
-            (true, true) => "image + horizontal, vertical and both flips".into(),
-        }
+/// The flips `meta`'s training recipe used, which test-time augmentation averages over (a
+/// horizontal flip for a checkpoint without one, such as an import of ImageNet weights, which
+/// are trained with it).
+pub fn trained_flips(meta: &Meta) -> Flips {
+    match &meta.training {
+        Some(t) => Flips {
+            horizontal: t.config.augment.hflip > 0.0,
+            vertical: t.config.augment.vflip > 0.0,
+        },
+        None => Flips {
+            horizontal: true,
+            vertical: false,
+        },
     }
 }
 
@@ -71,8 +39,8 @@ impl Tta {
 pub struct Ensemble {
     /// Each member's file and checkpoint, weights ready for inference.
     pub members: Vec<(PathBuf, Checkpoint)>,
-    /// Test-time augmentation ([`Tta::OFF`] for none).
-    pub tta: Tta,
+    /// The flips test-time augmentation averages over ([`Flips::NONE`]: none).
+    pub tta: Flips,
     /// The calibration, threshold and conformal thresholds it answers with: a checkpoint's
     /// own, or a cv folder's (cv.json); `None`: uncalibrated.
     pub trust: Option<TrustRecord>,
@@ -195,7 +163,7 @@ impl Ensemble {
         }
         Ok(Ensemble {
             members,
-            tta: Tta::OFF,
+            tta: Flips::NONE,
             calibrated: trust.is_some(),
             trust,
             cross,
@@ -334,14 +302,14 @@ impl Ensemble {
 
     /// Switches test-time augmentation on, with the flips every member trained with.
     pub fn with_tta(mut self) -> Ensemble {
-        let mut tta = Tta {
-            hflip: true,
-            vflip: true,
+        let mut tta = Flips {
+            horizontal: true,
+            vertical: true,
         };
         for (_, m) in &self.members {
-            let t = Tta::trained_with(&m.meta);
-            tta.hflip &= t.hflip;
-            tta.vflip &= t.vflip;
+            let t = trained_flips(&m.meta);
+            tta.horizontal &= t.horizontal;
+            tta.vertical &= t.vertical;
         }
         self.tta = tta;
         self

@@ -42,6 +42,7 @@ pub mod plot;
 pub mod precision;
 pub mod predict;
 pub mod report;
+pub mod rng;
 pub mod runs;
 pub mod runtime;
 pub mod serve;

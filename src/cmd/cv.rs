@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::other_flags;
-use super::recipe::{apply_flags, apply_runtime_flags, compute_for, fetch_weights, RUNTIME_FLAGS};
+use super::recipe::{apply_flags, apply_runtime_flags, compute_for, fetch_weights};
 use crate::cli::{CvArgs, TrustArgs, TRUST_FLAGS};
 use crate::config::{self, TrainConfig};
 use crate::cv::{self, CvReport};
@@ -25,10 +25,10 @@ pub const DEFAULT_FOLDS: usize = 5;
 
 /// The plan of a new cross-validation: the config file, the flags, the dataset.
 fn new_plan(a: &CvArgs) -> Result<Plan> {
-    if a.recipe.fold.is_some() {
+    if a.recipe.flags.fold.is_some() {
         bail!("cv trains every fold; --only-fold I trains one (--fold is for train)");
     }
-    if a.recipe.no_folds {
+    if a.recipe.more.no_folds {
         bail!("cv always splits into folds (--folds K, default {DEFAULT_FOLDS}); --no-folds is for train");
     }
     let mut cfg = config::load(a.config.as_ref())?;
@@ -106,7 +106,7 @@ fn refit_flags(a: &CvArgs, dir: &Path, plan: &mut Plan) -> Result<()> {
 
 /// The runtime flags given with --resume or --collect, applied to the plan's config.
 fn with_runtime_flags(a: &CvArgs, mut cfg: TrainConfig) -> TrainConfig {
-    apply_runtime_flags(&mut cfg, &a.recipe);
+    apply_runtime_flags(&mut cfg, &a.recipe.runtime);
     cfg
 }
 
@@ -181,8 +181,9 @@ fn execute(a: &CvArgs) -> Result<Outcome> {
         return Ok(Outcome::Report(Box::new(cv::collect(dir, compute)?)));
     }
     if let Some(dir) = &a.resume {
+        let runtime = crate::cli::runtime_flag_ids();
         let mut allowed = vec!["resume", "json"];
-        allowed.extend(RUNTIME_FLAGS);
+        allowed.extend(runtime.iter().map(String::as_str));
         allowed.extend(TRUST_FLAGS);
         only_runtime_flags(a, "--resume", &allowed)?;
         let mut plan = Plan::read(dir)?;

@@ -1,10 +1,11 @@
-//! The flags `train` and `cv` share: the recipe's (every field of the training config) and
-//! the runtime's (how to compute, which a resumed run or cv may change), applied to a config;
-//! and the device, precision and layout a config asks for.
+//! The flags `train` and `cv` share applied to a config: the recipe's (the one-field flags
+//! [`crate::config`] declares with their fields, and the others) and the runtime's (how to
+//! compute, which a resumed run or cv may change); and the device, precision and layout a
+//! config asks for.
 
 use anyhow::{Context, Result};
 
-use crate::cli::{fixed, RecipeArgs};
+use crate::cli::{fixed, RecipeArgs, RuntimeArgs};
 use crate::config::{ClassWeights, TrainConfig};
 use crate::data::transform::Augment;
 use crate::device;
@@ -23,52 +24,10 @@ pub fn fetch_weights(cfg: &TrainConfig) -> Result<()> {
 }
 
 /// Applies every flag that was given to `cfg`.
-pub fn apply_flags(cfg: &mut TrainConfig, a: &RecipeArgs) -> Result<()> {
-    if a.offline {
-        crate::weights::hub::set_offline();
-    }
-    macro_rules! set {
-        ($($field:ident),*) => { $( if let Some(v) = &a.$field { cfg.$field = v.clone(); } )* };
-    }
-    set!(
-        arch,
-        aux_logits,
-        image_size,
-        epochs,
-        batch_size,
-        optimizer,
-        lr,
-        momentum,
-        weight_decay,
-        schedule,
-        warmup_epochs,
-        step_size,
-        step_gamma,
-        label_smoothing,
-        seed,
-        device,
-        val_fraction,
-        group_by,
-        dedup,
-        fold,
-        patience,
-        cache_gib,
-        workers,
-        precision,
-        channels_last,
-        ema_decay,
-        mixup,
-        cutmix,
-        freeze_bn,
-        probe_flips,
-        average_flips
-    );
-    if a.dropout.is_some() {
-        cfg.dropout = a.dropout;
-    }
-    if a.folds.is_some() {
-        cfg.folds = a.folds;
-    }
+pub fn apply_flags(cfg: &mut TrainConfig, r: &RecipeArgs) -> Result<()> {
+    r.flags.apply(cfg);
+    apply_runtime_flags(cfg, &r.runtime);
+    let a = &r.more;
     if a.no_folds {
         cfg.folds = None;
         cfg.fold = 0;
@@ -85,20 +44,11 @@ pub fn apply_flags(cfg: &mut TrainConfig, a: &RecipeArgs) -> Result<()> {
         cfg.init = None;
         cfg.pretrained = false;
     }
-    set_if(&mut cfg.freeze_epochs, a.freeze_epochs);
-    if a.probe_c.is_some() {
-        cfg.probe_c = a.probe_c;
-    }
     if a.no_probe {
         cfg.probe_c = None;
     }
-    set_if(&mut cfg.backbone_lr_mult, a.backbone_lr_mult);
     if let Some(w) = &a.class_weights {
         cfg.class_weights = ClassWeights::parse(w)?;
-    }
-    apply_skip_bad(cfg, a);
-    if a.no_plots {
-        cfg.plots = false;
     }
     if a.no_augment {
         cfg.augment = Augment::none();
@@ -135,56 +85,33 @@ pub fn apply_flags(cfg: &mut TrainConfig, a: &RecipeArgs) -> Result<()> {
     set_if(&mut cfg.normalization.mean, mean);
     set_if(&mut cfg.normalization.std, std);
     // The published GoogLeNet's auxiliary heads are untrained: off unless asked for.
-    let pretrained_flag = a.pretrained && a.aux_logits.is_none();
-    if (pretrained_flag
-        || a.arch
-            .is_some_and(|arch| arch != crate::model::Arch::Googlenet))
-        && a.aux_logits.is_none()
+    let aux_given = r.flags.aux_logits.is_some();
+    if !aux_given
+        && (a.pretrained
+            || r.flags
+                .arch
+                .is_some_and(|arch| arch != crate::model::Arch::Googlenet))
     {
         cfg.aux_logits = false;
     }
     Ok(())
 }
 
-/// The flags that only say how to compute, not what (clap argument ids): those
-/// [`apply_runtime_flags`] applies, which a resumed run or cv folder accepts.
-pub const RUNTIME_FLAGS: [&str; 9] = [
-    "device",
-    "precision",
-    "channels_last",
-    "workers",
-    "cache_gib",
-    "skip_bad",
-    "no_skip_bad",
-    "no_plots",
-    "offline",
-];
-
 /// Applies the flags that say how to compute, not what (device, precision, layout, loader,
-/// cache, unreadable files): the ones a resumed run or cv may change.
-pub fn apply_runtime_flags(cfg: &mut TrainConfig, r: &RecipeArgs) {
-    set_if(&mut cfg.workers, r.workers);
-    set_if(&mut cfg.cache_gib, r.cache_gib);
-    set_if(&mut cfg.precision, r.precision);
-    set_if(&mut cfg.channels_last, r.channels_last);
-    if let Some(d) = &r.device {
-        cfg.device = d.clone();
-    }
-    apply_skip_bad(cfg, r);
-    if r.no_plots {
-        cfg.plots = false;
-    }
-    if r.offline {
-        crate::weights::hub::set_offline();
-    }
-}
-
-fn apply_skip_bad(cfg: &mut TrainConfig, r: &RecipeArgs) {
+/// cache, unreadable files, pictures, downloads): the ones a resumed run or cv may change.
+pub fn apply_runtime_flags(cfg: &mut TrainConfig, r: &RuntimeArgs) {
+    r.flags.apply(cfg);
     if r.skip_bad {
         cfg.skip_bad = true;
     }
     if r.no_skip_bad {
         cfg.skip_bad = false;
+    }
+    if r.no_plots {
+        cfg.plots = false;
+    }
+    if r.offline {
+        crate::weights::hub::set_offline();
     }
 }
 

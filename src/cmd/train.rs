@@ -4,9 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use super::recipe::{
-    apply_flags, apply_runtime_flags, compute_for, fetch_weights, set_if, RUNTIME_FLAGS,
-};
+use super::recipe::{apply_flags, apply_runtime_flags, compute_for, fetch_weights, set_if};
 use crate::checkpoint;
 use crate::checkpoint::record::EpochRecord;
 use crate::cli::TrainArgs;
@@ -124,16 +122,16 @@ fn calibration_from(
 /// A resumed run keeps its config and dataset; only --epochs (not with a cosine schedule),
 /// --patience and the runtime flags change.
 fn resume_config(a: &TrainArgs, last: &std::path::Path) -> Result<(TrainConfig, RunDir, PathBuf)> {
+    let runtime = crate::cli::runtime_flag_ids();
     let mut resumable = vec!["resume", "epochs", "patience", "nproc"];
-    resumable.extend(RUNTIME_FLAGS);
+    resumable.extend(runtime.iter().map(String::as_str));
     let fixed = super::other_flags(&a.given, &resumable);
     if !fixed.is_empty() {
         bail!(
             "--resume continues a run as it was configured ({} cannot change): only --epochs, \
-             --patience, --nproc, --device, --precision, --channels-last, --workers, \
-             --cache-gib, --skip-bad, --no-skip-bad, --no-plots and --offline may be given \
-             with it",
-            fixed.join(", ")
+             --patience, --nproc and how to compute ({}) may be given with it",
+            fixed.join(", "),
+            super::other_flags(&runtime, &[]).join(", ")
         );
     }
     let meta = checkpoint::load(last, tch::Device::Cpu)?.meta;
@@ -141,7 +139,7 @@ fn resume_config(a: &TrainArgs, last: &std::path::Path) -> Result<(TrainConfig, 
         .training
         .with_context(|| format!("{}: not written by inception train", last.display()))?;
     let mut cfg = record.config;
-    if let Some(n) = a.recipe.epochs {
+    if let Some(n) = a.recipe.flags.epochs {
         // A cosine schedule is planned for the run's length: another end would bend it and
         // the learning rate would jump at the resumed epoch. Step and constant schedules do
         // not depend on the end.
@@ -159,9 +157,9 @@ fn resume_config(a: &TrainArgs, last: &std::path::Path) -> Result<(TrainConfig, 
             );
         }
     }
-    set_if(&mut cfg.epochs, a.recipe.epochs);
-    set_if(&mut cfg.patience, a.recipe.patience);
-    apply_runtime_flags(&mut cfg, &a.recipe);
+    set_if(&mut cfg.epochs, a.recipe.flags.epochs);
+    set_if(&mut cfg.patience, a.recipe.flags.patience);
+    apply_runtime_flags(&mut cfg, &a.recipe.runtime);
     let dir = last
         .parent()
         .map(PathBuf::from)

@@ -28,6 +28,7 @@ use super::duplicates::{dhash, Hash};
 use super::folder::Sample;
 use super::image::load_rgb;
 use super::transform::{to_working_size, EvalTransform, TrainTransform};
+use crate::rng::mix;
 
 /// The default memory budget for decoded images: 4 GiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 4 << 30;
@@ -256,18 +257,6 @@ pub struct Loader {
     /// process takes the same number of steps) and this process takes its `batch_size` slice of
     /// each, so that N processes see together what one process with N times the batch sees.
     pub shard: Option<(usize, usize)>,
-}
-
-/// A 64-bit mix of several words (splitmix64 finaliser), for deriving independent seeds.
-pub fn mix(words: &[u64]) -> u64 {
-    let mut h = 0x9e37_79b9_7f4a_7c15u64;
-    for &w in words {
-        let mut z = h ^ w.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        h = z ^ (z >> 31);
-    }
-    h
 }
 
 impl Loader {

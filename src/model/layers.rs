@@ -293,22 +293,23 @@ impl BatchNorm2d {
     }
 
     /// The convolution `weight` (and `bias`) with this BatchNorm's running statistics folded
-    /// in: w·γ/√(σ²+ε) and (b − μ)·γ/√(σ²+ε) + β, the weight in `weight`'s memory layout.
+    /// in ([`fold_bn`]), in `weight`'s kind, device and memory layout: for inference here.
     pub fn fold_into(
         &self,
         weight: &Tensor,
         bias: Option<&Tensor>,
     ) -> Result<(Tensor, Tensor), TchError> {
         let _guard = tch::no_grad_guard();
-        let scale = self
-            .weight
-            .f_div(&self.running_var.f_add_scalar(self.eps)?.f_sqrt()?)?;
-        let w = weight.f_mul(&scale.f_view([-1, 1, 1, 1])?)?.f_detach()?;
-        let b = match bias {
-            Some(b) => b.f_sub(&self.running_mean)?,
-            None => self.running_mean.f_neg()?,
-        };
-        let b = b.f_mul(&scale)?.f_add(&self.bias)?.f_detach()?;
+        let (w, b) = fold_bn(
+            weight,
+            bias,
+            &self.weight,
+            &self.bias,
+            &self.running_mean,
+            &self.running_var,
+            self.eps,
+        )?;
+        let (w, b) = (w.f_detach()?, b.f_detach()?);
         let w = if is_channels_last(weight) {
             channels_last(&w)?
         } else {
@@ -316,6 +317,27 @@ impl BatchNorm2d {
         };
         Ok((w, b))
     }
+}
+
+/// A convolution's weight and bias with a BatchNorm's running statistics folded in:
+/// w·γ/√(σ²+ε) and (b − μ)·γ/√(σ²+ε) + β, computed in the tensors' own kind and device.
+fn fold_bn(
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor), TchError> {
+    let scale = gamma.f_div(&var.f_add_scalar(eps)?.f_sqrt()?)?;
+    let w = weight.f_mul(&scale.f_view([-1, 1, 1, 1])?)?;
+    let b = match bias {
+        Some(b) => b.f_sub(mean)?,
+        None => mean.f_neg()?,
+    };
+    let b = b.f_mul(&scale)?.f_add(beta)?;
+    Ok((w, b))
 }
 
 /// A convolution followed by BatchNorm and ReLU, the unit every inception branch is made of.
@@ -468,21 +490,27 @@ impl Conv2d {
 
 impl BatchNorm2d {
     /// `weight` and `bias` of the convolution before this BatchNorm with its running
-    /// statistics folded in, in f64.
+    /// statistics folded in ([`fold_bn`]), in f64 on the CPU: for the ONNX graph.
     pub fn folded(
         &self,
         weight: &Tensor,
         bias: Option<&Tensor>,
     ) -> anyhow::Result<(Tensor, Tensor)> {
-        crate::onnx::fold_bn(
-            weight,
-            bias,
-            &self.weight,
-            &self.bias,
-            &self.running_mean,
-            &self.running_var,
+        let _guard = tch::no_grad_guard();
+        let d = |t: &Tensor| {
+            t.f_to_kind(Kind::Double)
+                .and_then(|t| t.f_to_device(tch::Device::Cpu))
+        };
+        let bias = bias.map(d).transpose()?;
+        Ok(fold_bn(
+            &d(weight)?,
+            bias.as_ref(),
+            &d(&self.weight)?,
+            &d(&self.bias)?,
+            &d(&self.running_mean)?,
+            &d(&self.running_var)?,
             self.eps,
-        )
+        )?)
     }
 }
 

@@ -102,8 +102,9 @@ impl fmt::Display for Arch {
     }
 }
 
-/// The flips a network averages its pooled features over, with the image itself, before the
-/// class layer (in evaluation): a prediction that does not change when the photo is flipped.
+/// Flips of an image, viewed with the image itself: those a network averages its pooled
+/// features over before the class layer (in evaluation), and those test-time augmentation
+/// averages an ensemble's probabilities over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Flips {
@@ -112,6 +113,12 @@ pub struct Flips {
 }
 
 impl Flips {
+    /// No flips: the image only.
+    pub const NONE: Flips = Flips {
+        horizontal: false,
+        vertical: false,
+    };
+
     /// The dimensions each view flips (`[]` is the image itself).
     pub fn views(self) -> Vec<Vec<i64>> {
         let mut v = vec![vec![]];
@@ -129,6 +136,16 @@ impl Flips {
 
     pub fn any(self) -> bool {
         self.horizontal || self.vertical
+    }
+
+    /// How the views are named in reports.
+    pub fn describe(self) -> String {
+        match (self.horizontal, self.vertical) {
+            (false, false) => "none".into(),
+            (true, false) => "image + horizontal flip".into(),
+            (false, true) => "image + vertical flip".into(),
+            (true, true) => "image + horizontal, vertical and both flips".into(),
+        }
     }
 }
 
@@ -471,59 +488,11 @@ impl Model {
     pub fn load_state_dict(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
         let vars = self.state_dict();
         let optional = |k: &str| k.ends_with(".num_batches_tracked");
-        let missing: Vec<&str> = vars
-            .keys()
-            .filter(|k| !tensors.contains_key(*k) && !optional(k))
-            .map(String::as_str)
-            .collect();
-        let unexpected: Vec<&str> = tensors
-            .keys()
-            .filter(|k| !vars.contains_key(*k))
-            .map(String::as_str)
-            .collect();
-        let misshaped: Vec<String> = tensors
-            .iter()
-            .filter_map(|(k, t)| {
-                let v = vars.get(k)?;
-                (v.size() != t.size()).then(|| {
-                    format!(
-                        "{} (expected {:?}, got {:?})",
-                        crate::text::quote(k),
-                        v.size(),
-                        t.size()
-                    )
-                })
-            })
-            .collect();
-        let mut problems = vec![];
-        for (what, list) in [
-            (
-                "missing",
-                missing
-                    .iter()
-                    .map(|s| crate::text::quote(s))
-                    .collect::<Vec<_>>(),
-            ),
-            (
-                "unexpected",
-                unexpected.iter().map(|s| crate::text::quote(s)).collect(),
-            ),
-            ("mis-shaped", misshaped),
-        ] {
-            if !list.is_empty() {
-                problems.push(format!(
-                    "{} {what}: {}",
-                    list.len(),
-                    crate::text::first(&list)
-                ));
-            }
-        }
-        if !problems.is_empty() {
+        if let Some(problems) = misfit(&vars, tensors, optional, |_| false) {
             bail!(
-                "the weights do not fit the {} network with {} classes: {}",
+                "the weights do not fit the {} network with {} classes: {problems}",
                 self.config.arch,
                 self.config.num_classes,
-                problems.join("; ")
             );
         }
         tch::no_grad(|| -> Result<()> {
@@ -565,49 +534,8 @@ impl Model {
         let arch = self.config.arch;
         let vars = self.state_dict();
         let optional = |k: &str| arch.is_head(k) || k.ends_with(".num_batches_tracked");
-        let missing: Vec<String> = vars
-            .keys()
-            .filter(|k| !src.contains_key(*k) && !optional(k))
-            .map(|k| crate::text::quote(k))
-            .collect();
-        let unexpected: Vec<String> = src
-            .keys()
-            .filter(|k| !vars.contains_key(*k) && !arch.is_head(k))
-            .map(|k| crate::text::quote(k))
-            .collect();
-        let misshaped: Vec<String> = src
-            .iter()
-            .filter_map(|(k, t)| {
-                let v = vars.get(k)?;
-                (v.size() != t.size() && !arch.is_head(k)).then(|| {
-                    format!(
-                        "{} (expected {:?}, got {:?})",
-                        crate::text::quote(k),
-                        v.size(),
-                        t.size()
-                    )
-                })
-            })
-            .collect();
-        let mut problems = vec![];
-        for (what, list) in [
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("mis-shaped", misshaped),
-        ] {
-            if !list.is_empty() {
-                problems.push(format!(
-                    "{} {what}: {}",
-                    list.len(),
-                    crate::text::first(&list)
-                ));
-            }
-        }
-        if !problems.is_empty() {
-            bail!(
-                "the weights do not fit the {arch} backbone: {}",
-                problems.join("; ")
-            );
+        if let Some(problems) = misfit(&vars, src, optional, |k| arch.is_head(k)) {
+            bail!("the weights do not fit the {arch} backbone: {problems}");
         }
         let (mut copied, mut kept) = (vec![], vec![]);
         tch::no_grad(|| -> Result<()> {
@@ -636,6 +564,52 @@ impl Model {
             left_out,
         })
     }
+}
+
+/// How the state_dict `src` fails to fit the network's variables `vars`, in one line (`None`:
+/// it fits): the variables it lacks (but those `optional` allows), the tensors the network
+/// lacks and those of another shape (but those `exempt` allows), each list bounded.
+fn misfit(
+    vars: &BTreeMap<String, Tensor>,
+    src: &BTreeMap<String, Tensor>,
+    optional: impl Fn(&str) -> bool,
+    exempt: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let quote = |k: &String| crate::text::quote(k);
+    let missing: Vec<String> = vars
+        .keys()
+        .filter(|k| !src.contains_key(*k) && !optional(k))
+        .map(quote)
+        .collect();
+    let unexpected: Vec<String> = src
+        .keys()
+        .filter(|k| !vars.contains_key(*k) && !exempt(k))
+        .map(quote)
+        .collect();
+    let misshaped: Vec<String> = src
+        .iter()
+        .filter_map(|(k, t)| {
+            let v = vars.get(k)?;
+            (v.size() != t.size() && !exempt(k)).then(|| {
+                format!(
+                    "{} (expected {:?}, got {:?})",
+                    crate::text::quote(k),
+                    v.size(),
+                    t.size()
+                )
+            })
+        })
+        .collect();
+    let problems: Vec<String> = [
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("mis-shaped", misshaped),
+    ]
+    .into_iter()
+    .filter(|(_, list)| !list.is_empty())
+    .map(|(what, list)| format!("{} {what}: {}", list.len(), crate::text::first(&list)))
+    .collect();
+    (!problems.is_empty()).then(|| problems.join("; "))
 }
 
 /// Errors when `size` is below what `arch` accepts.

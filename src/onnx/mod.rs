@@ -426,32 +426,6 @@ impl Graph {
     }
 }
 
-/// A convolution's weight and bias with a BatchNorm's running statistics folded in, computed in
-/// f64: w·γ/√(σ²+ε) and (b − μ)·γ/√(σ²+ε) + β.
-pub fn fold_bn(
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-    gamma: &Tensor,
-    beta: &Tensor,
-    mean: &Tensor,
-    var: &Tensor,
-    eps: f64,
-) -> Result<(Tensor, Tensor)> {
-    let _guard = tch::no_grad_guard();
-    let d = |t: &Tensor| {
-        t.f_to_kind(Kind::Double)
-            .and_then(|t| t.f_to_device(tch::Device::Cpu))
-    };
-    let scale = d(gamma)?.f_div(&d(var)?.f_add_scalar(eps)?.f_sqrt()?)?;
-    let w = d(weight)?.f_mul(&scale.f_view([-1, 1, 1, 1])?)?;
-    let b = match bias {
-        Some(b) => d(b)?.f_sub(&d(mean)?)?,
-        None => d(mean)?.f_neg()?,
-    };
-    let b = b.f_mul(&scale)?.f_add(&d(beta)?)?;
-    Ok((w, b))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

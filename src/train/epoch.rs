@@ -16,8 +16,8 @@ use tch::{Kind, Reduction, Tensor};
 use super::scaler::StepOutcome;
 use super::{optim, RunData, State, AUX_WEIGHT};
 use crate::config::TrainConfig;
-use crate::data::loader::mix;
 use crate::precision::Compute;
+use crate::rng::mix;
 
 /// What one epoch measured.
 #[derive(Debug, Clone, Copy)]

@@ -376,7 +376,7 @@ pub fn ece_noise_floor(p: &[f64]) -> f64 {
         conf[b] += clip(v);
     }
     let n = p.len().max(1) as f64;
-    let mut rng = crate::trust::intervals::SplitMix64::new(0);
+    let mut rng = crate::rng::SplitMix64::new(0);
     let mut total = 0.0;
     let draws = floor_draws(p.len());
     for _ in 0..draws {

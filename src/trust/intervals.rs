@@ -16,6 +16,7 @@ use anyhow::{bail, Result};
 
 use crate::data::loader::{default_threads, parallel_map};
 use crate::metrics::midranks;
+use crate::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
 use statrs::function::beta::beta_reg;
@@ -266,42 +267,6 @@ pub fn resample_groups(groups: usize, resamples: usize, seed: u64) -> Vec<Vec<us
     .into_iter()
     .map(Option::unwrap_or_default)
     .collect()
-}
-
-/// SplitMix64 (Steele, Lea & Flood 2014): a small, fast generator that passes BigCrush, for
-/// the millions of draws a bootstrap of many images takes; seeded, so the same data give the
-/// same interval.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> SplitMix64 {
-        SplitMix64(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in 0..n (n > 0), without bias (Lemire 2019's multiply-and-reject).
-    pub fn below(&mut self, n: u64) -> u64 {
-        loop {
-            let m = (self.next_u64() as u128) * (n as u128);
-            let low = m as u64;
-            if low >= n.wrapping_neg() % n {
-                return (m >> 64) as u64;
-            }
-        }
-    }
-
-    /// Uniform in [0, 1), 53 bits.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
 }
 
 /// The groups (patients) of a set of images and the bootstrap's resamples of them, drawn once

@@ -800,7 +800,8 @@ fn an_ensemble_averages_its_members_and_refuses_a_member_that_does_not_fit() {
 fn tta_is_the_mean_over_the_image_and_the_flips_the_recipe_trained_with() {
     use inception::checkpoint::{self, Meta};
     use inception::data::transform::Normalization;
-    use inception::ensemble::{Ensemble, Tta};
+    use inception::ensemble::Ensemble;
+    use inception::model::Flips;
     use inception::model::{Arch, Model, NetConfig};
     use inception::precision::{Compute, Precision};
     use tch::{Device, Kind, Tensor};
@@ -831,9 +832,9 @@ fn tta_is_the_mean_over_the_image_and_the_flips_the_recipe_trained_with() {
     // No training record (an import): the horizontal flip ImageNet weights are trained with.
     assert_eq!(
         tta.tta,
-        Tta {
-            hflip: true,
-            vflip: false
+        Flips {
+            horizontal: true,
+            vertical: false
         }
     );
     // Images brighter on the left, so that a horizontal flip changes what the network sees.
@@ -850,9 +851,9 @@ fn tta_is_the_mean_over_the_image_and_the_flips_the_recipe_trained_with() {
         "the flip changed nothing: the test shows nothing"
     );
     // With both flips in the recipe: four views.
-    let both = Tta {
-        hflip: true,
-        vflip: true,
+    let both = Flips {
+        horizontal: true,
+        vertical: true,
     };
     assert_eq!(both.views(), vec![vec![], vec![3], vec![2], vec![2, 3]]);
 }
