@@ -3,7 +3,8 @@
 //! Layers point down (docs/layout.md): [`cli`] and [`cmd`] (the command line, one module per
 //! subcommand) use the library; nothing in the library uses them.
 //!
-//! - [`evaluate`]: a model measured on labelled images; [`predict`]: one image's prediction.
+//! - [`evaluate`]: a model measured on labelled images; [`predict`]: one image's prediction;
+//!   [`export`]: a checkpoint or ensemble as one ONNX model ([`onnx`]: the format).
 //! - [`runs`]: the folders the tool writes (a run's, a cv's, `oof.csv`), each name once.
 //! - [`model`]: the networks, their layers and cost account.
 //! - [`data`]: image decoding and the shared preprocessing.
@@ -35,6 +36,7 @@ pub mod dist;
 pub mod ensemble;
 pub mod evaluate;
 pub mod explain;
+pub mod export;
 pub mod metrics;
 pub mod model;
 pub mod onnx;

@@ -244,7 +244,7 @@ fn interface(ensemble: &Ensemble, format: &'static str, output: String) -> Inter
     }
 }
 
-/// `--format onnx`: the model written by [`crate::onnx::export`], then OUT.json.
+/// `--format onnx`: the model written by [`crate::export`], then OUT.json.
 fn onnx(cfg: &ExportConfig, ensemble: &Ensemble, args: &ExportArgs) -> Result<()> {
     if args.fp16 && ensemble.members.len() > 1 {
         bail!(
@@ -254,11 +254,11 @@ fn onnx(cfg: &ExportConfig, ensemble: &Ensemble, args: &ExportArgs) -> Result<()
             ensemble.members.len()
         );
     }
-    let opts = crate::onnx::export::Options {
+    let opts = crate::export::Options {
         opset: args.opset.unwrap_or(crate::onnx::DEFAULT_OPSET),
         dynamic_batch: args.dynamic_batch,
     };
-    let model = crate::onnx::export::model(ensemble, opts)?;
+    let model = crate::export::model(ensemble, opts)?;
     let meta = ensemble.meta();
     let s = meta.image_size;
     // The graph, run operator by operator as ONNX defines them, must give the network's

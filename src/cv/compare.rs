@@ -19,24 +19,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use anyhow::{bail, Result};
+use serde::Serialize;
 
 use super::stats::{inc_beta, Summary};
-use super::{CV_JSON, OOF};
-
-/// What the comparison reads of a `cv.json`.
-#[derive(Debug, Deserialize)]
-struct CvFile {
-    folds: usize,
-    classes: Vec<String>,
-    model: AssessmentFile,
-}
-
-#[derive(Debug, Deserialize)]
-struct AssessmentFile {
-    per_fold: Vec<BTreeMap<String, serde_json::Value>>,
-}
+use crate::runs::cv::{CvSummary, MEASURES, OOF};
 
 /// One image of `oof.csv`: its class, whether the model that did not train on it was right,
 /// its fold, and its probability of the first class.
@@ -51,26 +38,16 @@ struct OofRow {
 /// A cv folder as the comparison sees it.
 struct Side {
     dir: PathBuf,
-    cv: CvFile,
+    cv: CvSummary,
     oof: BTreeMap<String, OofRow>,
 }
 
 impl Side {
     /// Its `cv.json` (the out-of-fold predictions come with [`Side::read_oof`]).
     fn read(dir: &Path) -> Result<Side> {
-        let path = dir.join(CV_JSON);
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "reading {} (is {} a finished cv folder?)",
-                path.display(),
-                dir.display()
-            )
-        })?;
-        let cv: CvFile = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a cv.json of this tool", path.display()))?;
         Ok(Side {
             dir: dir.to_path_buf(),
-            cv,
+            cv: CvSummary::read(dir)?,
             oof: BTreeMap::new(),
         })
     }
@@ -82,15 +59,11 @@ impl Side {
 
     /// Measure `name` of folds 0, 1, … in order (`None` where a fold lacks it).
     fn per_fold(&self, name: &str) -> Option<Vec<f64>> {
+        let (_, get) = MEASURES.iter().find(|(n, _)| *n == name)?;
         (0..self.cv.folds)
             .map(|k| {
-                let fold = self
-                    .cv
-                    .model
-                    .per_fold
-                    .iter()
-                    .find(|f| f.get("fold").and_then(|v| v.as_u64()) == Some(k as u64))?;
-                fold.get(name).and_then(|v| v.as_f64())
+                let fold = self.cv.model.per_fold.iter().find(|f| f.fold == k)?;
+                get(fold)
             })
             .collect()
     }

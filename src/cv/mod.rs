@@ -28,8 +28,8 @@ use crate::ensemble::Ensemble;
 use crate::metrics::{evaluate, Evaluation};
 use crate::precision::Compute;
 use crate::runs::cv::{
-    fold_dir, fold_finished, unfinished, Plan, CV_ACCURACY_PNG, CV_JSON, CV_ROC_PNG, OOF,
-    RELIABILITY_PNG,
+    fold_dir, fold_finished, unfinished, FoldResult, Plan, CV_ACCURACY_PNG, CV_JSON, CV_ROC_PNG,
+    MEASURES, OOF, RELIABILITY_PNG,
 };
 use crate::runs::oof::{self, OofRow};
 use crate::runs::run::{BEST, MODEL};
@@ -70,21 +70,6 @@ pub fn run_fold(dir: &Path, plan: &Plan, fold: usize, compute: Compute) -> Resul
     Ok(true)
 }
 
-/// One fold's measures of one checkpoint on the fold's validation images.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FoldResult {
-    pub fold: usize,
-    /// The epoch the checkpoint holds.
-    pub epoch: u64,
-    pub images: usize,
-    pub accuracy: f64,
-    pub macro_f1: f64,
-    /// Two classes only (the first class positive).
-    pub roc_auc: Option<f64>,
-    pub sensitivity: Option<f64>,
-    pub specificity: Option<f64>,
-}
-
 impl FoldResult {
     fn new(fold: usize, epoch: u64, e: &Evaluation) -> FoldResult {
         FoldResult {
@@ -99,18 +84,6 @@ impl FoldResult {
         }
     }
 }
-
-/// How a measure is read from a fold's result (`None`: not defined for this data).
-type Measure = fn(&FoldResult) -> Option<f64>;
-
-/// The measures named in reports, in order, with how to read them from a fold.
-const MEASURES: [(&str, Measure); 5] = [
-    ("accuracy", |r| Some(r.accuracy)),
-    ("macro_f1", |r| Some(r.macro_f1)),
-    ("roc_auc", |r| r.roc_auc),
-    ("sensitivity", |r| r.sensitivity),
-    ("specificity", |r| r.specificity),
-];
 
 /// One measure over the folds.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -6,7 +6,6 @@
 //! reference https://onnx.ai/onnx/operators/ (opset 17 by default).
 
 pub mod eval;
-pub mod export;
 pub mod half;
 pub mod quantize;
 
@@ -48,7 +47,7 @@ pub struct Graph {
     written: std::collections::HashSet<String>,
 }
 
-fn attr_int(name: &str, v: i64) -> AttributeProto {
+pub(crate) fn attr_int(name: &str, v: i64) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),
         r#type: Some(AttributeType::Int as i32),

@@ -124,14 +124,16 @@ pub fn members(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// What is read back from `cv.json`: the one type every reader of it uses (the report's
-/// page, the ensemble's calibration, `train --calibration-from`). Fields a summary gained
-/// later are optional, so older summaries still read.
+/// page, the ensemble's calibration, `train --calibration-from`, `compare`). Fields a summary
+/// gained later are optional, so older summaries still read.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CvSummary {
     pub dataset: String,
     pub folds: usize,
     pub classes: Vec<String>,
     pub config: TrainConfig,
+    /// What the folds ship (`model.pt`), fold by fold.
+    pub model: FoldResults,
     /// What the shipped model carries; `None` when nothing was fitted (`trust_note` says why).
     #[serde(default)]
     pub trust: Option<TrustRecord>,
@@ -160,3 +162,36 @@ impl CvSummary {
         })
     }
 }
+
+/// The per-fold measures of one checkpoint of every fold, as `cv.json` holds them.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FoldResults {
+    pub per_fold: Vec<FoldResult>,
+}
+
+/// One fold's measures of one checkpoint on the fold's validation images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FoldResult {
+    pub fold: usize,
+    /// The epoch the checkpoint holds.
+    pub epoch: u64,
+    pub images: usize,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    /// Two classes only (the first class positive).
+    pub roc_auc: Option<f64>,
+    pub sensitivity: Option<f64>,
+    pub specificity: Option<f64>,
+}
+
+/// How a measure is read from a fold's result (`None`: not defined for this data).
+pub type Measure = fn(&FoldResult) -> Option<f64>;
+
+/// The measures named in reports, in order, with how to read them from a fold.
+pub const MEASURES: [(&str, Measure); 5] = [
+    ("accuracy", |r| Some(r.accuracy)),
+    ("macro_f1", |r| Some(r.macro_f1)),
+    ("roc_auc", |r| r.roc_auc),
+    ("sensitivity", |r| r.sensitivity),
+    ("specificity", |r| r.specificity),
+];

@@ -165,11 +165,72 @@ pub fn assert_clean_failure(o: &Output) -> String {
     err
 }
 
-/// Held by each test that trains: two trainings side by side on 2 cores slow each other far
-/// more than twice (libtorch's OpenMP threads spin waiting for each other), so they take turns.
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+/// A finished cross-validation of the smoke recipe on MSLD (`cv --folds 3 --epochs 2`), made
+/// once per test run in `runs/cv` of a folder of its own and shared by the tests that only
+/// read it (a test that changes a cv makes its own): the folder, where `runs/cv` is the latest
+/// finished run, and the cv's output. Callers hold [`serial`] (it trains).
+pub fn smoke_cv() -> (&'static Path, &'static Output) {
+    static CV: OnceLock<(tempfile::TempDir, Output)> = OnceLock::new();
+    let (dir, out) = CV.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let data = repo().join("data/monkeypox");
+        let config = repo().join("configs/smoke.json");
+        let o = inception(
+            dir.path(),
+            &[
+                "cv",
+                "--data",
+                data.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+                "--folds",
+                "3",
+                "--epochs",
+                "2",
+            ],
+        );
+        (dir, o)
+    });
+    (dir.path(), out)
+}
+
+/// Held by each test that trains: a turn to use the machine's cores. Two trainings side by side
+/// slow each other far more than twice when each runs libtorch's threads on all the cores
+/// (its OpenMP threads spin waiting for each other), so they take turns; with one thread each
+/// (`OMP_NUM_THREADS=1`, as `make test` runs the tests) as many train at once as there are
+/// cores.
+pub fn serial() -> Turn {
+    let (count, freed) = turns();
+    let mut held = count.lock().unwrap_or_else(|e| e.into_inner());
+    while *held >= turns_at_once() {
+        held = freed.wait(held).unwrap_or_else(|e| e.into_inner());
+    }
+    *held += 1;
+    Turn(())
+}
+
+/// A test's turn to train ([`serial`]), given back when dropped.
+pub struct Turn(());
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let (count, freed) = turns();
+        *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        freed.notify_one();
+    }
+}
+
+fn turns() -> &'static (std::sync::Mutex<usize>, std::sync::Condvar) {
+    static TURNS: OnceLock<(std::sync::Mutex<usize>, std::sync::Condvar)> = OnceLock::new();
+    TURNS.get_or_init(Default::default)
+}
+
+/// How many tests train at once: one, or one per core when libtorch runs one thread each.
+fn turns_at_once() -> usize {
+    match std::env::var("OMP_NUM_THREADS").as_deref() {
+        Ok("1") => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        _ => 1,
+    }
 }
 
 /// `inception import --arch ARCH --weights WEIGHTS --classes CLASSES --out OUT EXTRA…` in `dir`.

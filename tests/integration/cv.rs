@@ -87,10 +87,10 @@ fn oof_rows(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
 #[test]
 fn cv_partitions_the_patients_predicts_every_image_once_and_its_statistics_recompute() {
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let o = cv(dir.path(), &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let out = stdout(&o);
+    // The shared cv: this test reads it only.
+    let (base, o) = common::smoke_cv();
+    assert!(o.status.success(), "{}", stderr(o));
+    let out = stdout(o);
     assert!(
         out.contains("mean ± std") && out.contains("95% CI (t)"),
         "{out}"
@@ -99,7 +99,7 @@ fn cv_partitions_the_patients_predicts_every_image_once_and_its_statistics_recom
         out.contains("pooled out-of-fold predictions (183 images"),
         "{out}"
     );
-    let run = dir.path().join("runs/cv");
+    let run = base.join("runs/cv");
 
     // The folds' validation sides partition the images, and no patient is on two of them;
     // each fold trains on everything else.
@@ -257,7 +257,7 @@ fn cv_partitions_the_patients_predicts_every_image_once_and_its_statistics_recom
         let ckpt = run.join(format!("fold-{}/model.pt", r[6]));
         let image = format!("{}/{}", msld(), r[0]);
         let o = inception(
-            dir.path(),
+            base,
             &[
                 "predict",
                 "--json",
@@ -382,7 +382,7 @@ fn cv_partitions_the_patients_predicts_every_image_once_and_its_statistics_recom
     // The cv folder is an ensemble for predict: three members.
     let image = format!("{}/Others/1.jpg", msld());
     let o = inception(
-        dir.path(),
+        base,
         &[
             "predict",
             "--checkpoint",
@@ -399,7 +399,7 @@ fn cv_partitions_the_patients_predicts_every_image_once_and_its_statistics_recom
         stderr(&o)
     );
     // Without --checkpoint, predict takes what the latest finished run ships: here the cv.
-    let o = inception(dir.path(), &["predict", "--device", "cpu", &image]);
+    let o = inception(base, &["predict", "--device", "cpu", &image]);
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
@@ -961,18 +961,14 @@ fn oof_right(path: &Path) -> BTreeMap<String, bool> {
 fn compare_pairs_two_cvs_fold_by_fold_and_image_by_image_and_refuses_what_does_not_pair() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let (a, b, c) = (
-        dir.path().join("a"),
-        dir.path().join("b"),
-        dir.path().join("c"),
+    let (b, c) = (dir.path().join("b"), dir.path().join("c"));
+    // A: the shared cv (the smoke recipe's lr, 0.001), read only; B: lr 0.01.
+    let a = common::smoke_cv().0.join("runs/cv");
+    let o = cv(
+        dir.path(),
+        &["--out", b.to_str().unwrap(), "--lr", "0.01", "--no-plots"],
     );
-    for (out, extra) in [(&a, "0.001"), (&b, "0.01")] {
-        let o = cv(
-            dir.path(),
-            &["--out", out.to_str().unwrap(), "--lr", extra, "--no-plots"],
-        );
-        assert!(o.status.success(), "{}", stderr(&o));
-    }
+    assert!(o.status.success(), "{}", stderr(&o));
     let compare = |x: &Path, y: &Path, json: bool| {
         let mut args = vec!["compare", x.to_str().unwrap(), y.to_str().unwrap()];
         if json {

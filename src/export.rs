@@ -9,13 +9,13 @@
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::proto::{
+use crate::ensemble::Ensemble;
+use crate::onnx::proto::{
     self, tensor_shape_proto::dimension::Value as Dim, tensor_shape_proto::Dimension, type_proto,
     ModelProto, OperatorSetIdProto, StringStringEntryProto, TensorShapeProto, TypeProto,
     ValueInfoProto,
 };
-use super::{Graph, Value};
-use crate::ensemble::Ensemble;
+use crate::onnx::{Graph, Value};
 
 /// How to write the model.
 #[derive(Debug, Clone, Copy)]
@@ -145,7 +145,7 @@ pub fn model(ensemble: &Ensemble, opts: Options) -> Result<ModelProto> {
         let p = g.node(
             "Softmax",
             &[&scaled.name],
-            vec![super::attr_int("axis", 1)],
+            vec![crate::onnx::attr_int("axis", 1)],
             "softmax",
         );
         probs.push(Value {
