@@ -107,7 +107,7 @@ impl ClassWeights {
 /// overrides one for one, the flag (its clap attributes and help, the field's doc). `recipe`
 /// fields say what is trained, `runtime` fields only how to compute (a resumed run or cv may
 /// change them), `file` fields have no flag of their own (the command line reaches them through
-/// [`crate::cli::RecipeArgs`]' other flags, or not at all). From one declaration come
+/// the other flags of `train` and `cv`, or not at all). From one declaration come
 /// [`TrainConfig`], its `Default`, [`RecipeFlags`] and [`RuntimeFlags`] with their `apply`.
 macro_rules! settings {
     (@munch [$($all:tt)*] [$($recipe:tt)*] [$($runtime:tt)*]
