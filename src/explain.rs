@@ -6,7 +6,7 @@
 //! channel is weighted: Grad-CAM by the spatial mean of `G`; Grad-CAM++ by
 //! `Σ relu(G)·α` with `α = G² / (2G² + ΣA·G³)` (the form pytorch-grad-cam uses). The map is
 //! `relu(Σ_c w_c A_c)`, upsampled bilinearly to the input size and scaled to [0, 1] per image.
-//! Gradients are taken in fp32. scripts/gradcam.py is the PyTorch reference (tests/explain.rs).
+//! Gradients are taken in fp32. scripts/gradcam.py is the PyTorch reference (tests/integration/explain.rs).
 
 use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};

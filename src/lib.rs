@@ -5,10 +5,11 @@
 //!
 //! - [`evaluate`]: a model measured on labelled images; [`predict`]: one image's prediction;
 //!   [`export`]: a checkpoint or ensemble as one ONNX model ([`onnx`]: the format).
-//! - [`runs`]: the folders the tool writes (a run's, a cv's, `oof.csv`), each name once.
+//! - [`runs`]: the folders the tool writes (a run's, a cv's, `oof.csv`), each name once;
+//!   [`rng`]: the one seeded generator.
 //! - [`model`]: the networks, their layers and cost account.
 //! - [`data`]: image decoding and the shared preprocessing.
-//! - [`train`]: the training loop, optimisers, run records; [`config`]: its configuration;
+//! - [`train`]: the training loop, optimisers, writing a run folder; [`config`]: its configuration;
 //!   [`metrics`]: classification metrics.
 //! - [`cv`]: K-fold cross-validation of a recipe, its statistics and out-of-fold predictions.
 //! - [`weights`]: weights from outside (PyTorch `.pth` files, safetensors, URLs, the

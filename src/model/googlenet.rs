@@ -18,7 +18,7 @@ use super::summary::Walker;
 use super::Tap;
 
 /// The smallest input side GoogLeNet accepts: 15 leaves a 1×1 map before `maxpool4`
-/// (checked against the shape walk and a real forward pass in tests/model.rs).
+/// (checked against the shape walk and a real forward pass in tests/integration/model.rs).
 pub const MIN_IMAGE_SIZE: i64 = 15;
 
 const POOL3: MaxPool = MaxPool {

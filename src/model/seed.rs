@@ -18,7 +18,7 @@ use super::summary::Walker;
 use super::Tap;
 
 /// The smallest input side the seed network accepts: the four 2×2 pools need a 2×2 map before
-/// the last one (checked against the shape walk and a real forward pass in tests/model.rs).
+/// the last one (checked against the shape walk and a real forward pass in tests/integration/model.rs).
 pub const MIN_IMAGE_SIZE: i64 = 23;
 
 const POOL: MaxPool = MaxPool {

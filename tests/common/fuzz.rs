@@ -1,4 +1,4 @@
-//! Mutations of real `torch.save` files for the reader's fuzz test (tests/hostile.rs) and its
+//! Mutations of real `torch.save` files for the reader's fuzz test (tests/integration/hostile.rs) and its
 //! longer run in a bench (benches/hostile.rs): bit flips, truncations and spliced opcodes, in
 //! the pickle itself (a zip file's `data.pkl` is mutated and the archive written again) or in
 //! the file's raw bytes.

@@ -199,7 +199,7 @@ fn a_run_killed_on_cuda_resumes_from_its_last_epoch_and_finishes() {
         stdout(&o)
     );
     // cuDNN chooses kernels by timing, so a resumed run is not bit for bit the same as an
-    // uninterrupted one here (it is on the CPU: tests/train.rs); it has every epoch once.
+    // uninterrupted one here (it is on the CPU: tests/integration/train.rs); it has every epoch once.
     let epochs: Vec<u64> = rows(&run).iter().map(|r| r.epoch).collect();
     assert_eq!(epochs, (1..=8).collect::<Vec<_>>());
     for f in ["model.pt", "last.pt", "best.pt"] {
@@ -209,7 +209,7 @@ fn a_run_killed_on_cuda_resumes_from_its_last_epoch_and_finishes() {
 
 #[test]
 fn data_parallel_on_cuda_steps_like_one_process_of_the_whole_batch() {
-    // As tests/train.rs's CPU test (frozen BatchNorm and common::DATA_PARALLEL_EQUIVALENT: then
+    // As tests/integration/train.rs's CPU test (frozen BatchNorm and common::DATA_PARALLEL_EQUIVALENT: then
     // 2 × 4 images average to the gradient of 8), on CUDA, with the backend the tool chooses:
     // NCCL with one GPU per process where there are two GPUs; where there is one, both
     // processes share it over Gloo (NCCL refuses two ranks on one GPU), which tests Gloo's CUDA

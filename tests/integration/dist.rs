@@ -170,7 +170,7 @@ fn ranks_started_differently_all_refuse_at_once_naming_the_difference() {
 /// A CUDA build of libtorch gets NCCL (scripts/deps.sh brings the headers, build.rs finds them),
 /// and its process group is really linked in: without a GPU its constructor refuses, in one
 /// line, instead of the shim's "no NCCL in this build". With two GPUs or more,
-/// scripts/gpu-check.sh trains over NCCL instead (tests/cuda.rs).
+/// scripts/gpu-check.sh trains over NCCL instead (tests/integration/cuda.rs).
 #[test]
 fn a_cuda_build_has_nccl_which_refuses_a_machine_without_gpus_in_one_line() {
     let system = inception::system::System::probe();
@@ -183,7 +183,9 @@ fn a_cuda_build_has_nccl_which_refuses_a_machine_without_gpus_in_one_line() {
         "a CUDA libtorch, but the build has no NCCL (CUDA headers missing from .deps/cuda?)"
     );
     if tch::Cuda::device_count() > 0 {
-        eprintln!("skipped: there is a GPU here (tests/cuda.rs trains over NCCL, given two)");
+        eprintln!(
+            "skipped: there is a GPU here (tests/integration/cuda.rs trains over NCCL, given two)"
+        );
         return;
     }
     let err = Group::join(

@@ -179,5 +179,5 @@ fn export_never_overwrites() {
     let o = export(dir.path(), &[&ckpt], "m.ts", &["--force"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(fs::metadata(dir.path().join("m.ts")).unwrap().len() > 1000);
-    // ONNX: tests/onnx.rs.
+    // ONNX: tests/integration/onnx.rs.
 }
