@@ -55,8 +55,6 @@ pub struct Evaluated {
     pub classes: Vec<String>,
     /// The folder measured (the dataset's root for a recorded split).
     pub root: PathBuf,
-    /// `val`, `train`, `all` or `folder`.
-    pub split_name: String,
     /// The images measured, in order (unreadable ones left out).
     pub paths: Vec<PathBuf>,
     pub labels: Vec<usize>,
@@ -226,7 +224,7 @@ pub fn measure(a: &Options, started: impl FnOnce()) -> Result<Evaluated> {
         members,
         tta: ensemble.tta.describe(),
         data: root.display().to_string(),
-        split: split.clone(),
+        split,
         skipped: set.bad.iter().map(|b| b.reason.clone()).collect(),
         images_per_s,
         evaluation: evaluate(&meta.classes, &probs, &labels),
@@ -246,7 +244,6 @@ pub fn measure(a: &Options, started: impl FnOnce()) -> Result<Evaluated> {
         report,
         classes: meta.classes.clone(),
         root,
-        split_name: split,
         paths,
         labels,
         probs,

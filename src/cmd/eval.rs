@@ -43,7 +43,7 @@ pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
         let title = format!(
             "{name} on {} ({}), {} images",
             m.root.display(),
-            m.split_name,
+            m.report.split,
             m.probs.len()
         );
         for f in crate::plot::evaluation(dir, &m.classes, &m.probs, &m.labels, &title)? {
