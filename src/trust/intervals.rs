@@ -99,7 +99,11 @@ pub fn wilson(k: usize, n: usize, level: f64) -> (f64, f64) {
     let denom = 1.0 + z2 / nf;
     let center = (q + z2 / (2.0 * nf)) / denom;
     let dist = z * (q * (1.0 - q) / nf + z2 / (4.0 * nf * nf)).sqrt() / denom;
-    (center - dist, center + dist)
+    // At k = 0 (k = n) the lower (upper) end is exactly 0 (1); the formula leaves a rounding
+    // error there that would put the end on the wrong side of the estimate.
+    let low = if k == 0 { 0.0 } else { center - dist };
+    let high = if k == n { 1.0 } else { center + dist };
+    (low, high)
 }
 
 /// The Clopper–Pearson interval of `k` successes in `n > 0` trials at `level`: the quantiles
@@ -644,4 +648,26 @@ pub fn score_order(scores: &[f64]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
     order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_holds_its_estimate_and_ends_at_exactly_0_and_1_for_none_and_all() {
+        for n in 1..=300usize {
+            for k in 0..=n {
+                let (low, high) = wilson(k, n, 0.95);
+                let q = k as f64 / n as f64;
+                assert!(low <= q && q <= high, "{k}/{n}: {low} {q} {high}");
+            }
+            let (low, high) = wilson(0, n, 0.95);
+            assert_eq!(low, 0.0, "0/{n}");
+            assert!(high > 0.0 && high < 1.0, "0/{n}: {high}");
+            let (low, high) = wilson(n, n, 0.95);
+            assert_eq!(high, 1.0, "{n}/{n}");
+            assert!(low > 0.0 && low < 1.0, "{n}/{n}: {low}");
+        }
+    }
 }
