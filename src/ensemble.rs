@@ -13,7 +13,7 @@ use tch::{Kind, Tensor};
 use crate::checkpoint::{self, Checkpoint, Meta};
 use crate::model::Flips;
 use crate::precision::Compute;
-use crate::runs::cv::{self, CvSummary};
+use crate::runs::cv::{self, CvReport};
 use crate::runs::oof;
 use crate::trust::conformal::CalibrationScore;
 use crate::trust::TrustRecord;
@@ -76,7 +76,7 @@ fn cv_trust(dir: &Path) -> Result<Option<(TrustRecord, Vec<CalibrationScore>)>> 
     if !dir.join(cv::CV_JSON).exists() {
         return Ok(None);
     }
-    let Ok(file) = CvSummary::read(dir) else {
+    let Ok(file) = CvReport::read(dir) else {
         return Ok(None);
     };
     let Some(trust) = file.trust else {

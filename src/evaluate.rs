@@ -69,7 +69,7 @@ pub struct Evaluated {
 }
 
 /// What `eval --json` prints.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
     /// The checkpoint, or the ensemble's members joined by `+`.
     pub checkpoint: String,

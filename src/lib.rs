@@ -49,6 +49,7 @@ pub mod rng;
 pub mod runs;
 pub mod runtime;
 pub mod serve;
+pub mod stats;
 pub mod system;
 pub mod text;
 pub mod train;

@@ -3,10 +3,10 @@
 //! matrix (rows = truth, columns = prediction), and for two classes ROC-AUC, sensitivity and
 //! specificity with the first class as the positive one.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Precision, recall, F1 and support of one class.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassMetrics {
     pub class: String,
     pub precision: f64,
@@ -16,7 +16,7 @@ pub struct ClassMetrics {
 }
 
 /// An average of per-class precision, recall and F1.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Average {
     pub precision: f64,
     pub recall: f64,
@@ -24,7 +24,7 @@ pub struct Average {
 }
 
 /// Two-class measures, the first class being the positive one.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Binary {
     pub positive_class: String,
     /// Area under the ROC curve of the positive class's probability (ties count one half).
@@ -36,7 +36,7 @@ pub struct Binary {
 }
 
 /// Everything measured on one set of images.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     pub images: usize,
     pub accuracy: f64,

@@ -69,7 +69,7 @@ fn calibration_from(
     config: &TrainConfig,
     data: &std::path::Path,
 ) -> Result<crate::trust::TrustRecord> {
-    let cv = crate::runs::cv::CvSummary::read(dir).context("--calibration-from")?;
+    let cv = crate::runs::cv::CvReport::read(dir).context("--calibration-from")?;
     let Some(trust) = cv.trust else {
         bail!(
             "--calibration-from {}: that cv fitted no calibration ({})",

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use super::stats::{inc_beta, Summary};
-use crate::runs::cv::{CvSummary, MEASURES, OOF};
+use crate::runs::cv::{CvReport, MEASURES, OOF};
+use crate::stats::{inc_beta, Summary};
 
 /// One image of `oof.csv`: its class, whether the model that did not train on it was right,
 /// its fold, and its probability of the first class.
@@ -38,7 +38,7 @@ struct OofRow {
 /// A cv folder as the comparison sees it.
 struct Side {
     dir: PathBuf,
-    cv: CvSummary,
+    cv: CvReport,
     oof: BTreeMap<String, OofRow>,
 }
 
@@ -47,7 +47,7 @@ impl Side {
     fn read(dir: &Path) -> Result<Side> {
         Ok(Side {
             dir: dir.to_path_buf(),
-            cv: CvSummary::read(dir)?,
+            cv: CvReport::read(dir)?,
             oof: BTreeMap::new(),
         })
     }

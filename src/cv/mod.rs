@@ -10,35 +10,30 @@
 //! every image predicted once, by the model that did not train on it (`oof.csv`).
 
 pub mod compare;
-pub mod stats;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
 use tch::Kind;
 
 use crate::checkpoint::record::EpochRecord;
 use crate::checkpoint::write_atomic;
-use crate::config::TrainConfig;
 use crate::data::dataset::Dataset;
 use crate::data::transform::EvalTransform;
 use crate::ensemble::Ensemble;
 use crate::metrics::{evaluate, Evaluation};
 use crate::precision::Compute;
 use crate::runs::cv::{
-    fold_dir, fold_finished, unfinished, FoldResult, Plan, CV_ACCURACY_PNG, CV_JSON, CV_ROC_PNG,
-    MEASURES, OOF, RELIABILITY_PNG,
+    fold_dir, fold_finished, unfinished, Assessment, CvReport, FoldResult, MeasureSummary, Plan,
+    CV_ACCURACY_PNG, CV_JSON, CV_ROC_PNG, MEASURES, OOF, RELIABILITY_PNG,
 };
 use crate::runs::oof::{self, OofRow};
 use crate::runs::run::{BEST, MODEL};
 use crate::runs::RunDir;
+use crate::stats::Summary;
 use crate::train::run_files::read_rows;
 use crate::train::{train, EvalSet, TrainJob};
-use crate::trust::operating::OperatingPoint;
-use crate::trust::{CalibrationReport, ConformalReport, Intervals, TrustRecord};
-use stats::Summary;
 
 /// Trains fold `fold` to its end: from scratch, from its `last.pt` when a run was cut short,
 /// or not at all when its `model.pt` exists. Returns whether it trained.
@@ -85,26 +80,6 @@ impl FoldResult {
     }
 }
 
-/// One measure over the folds.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MeasureSummary {
-    pub measure: String,
-    #[serde(flatten)]
-    pub summary: Summary,
-}
-
-/// A checkpoint of every fold, measured.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Assessment {
-    /// Which checkpoint: `model.pt`, `model.pt + TTA` or `best.pt`.
-    pub checkpoint: String,
-    pub per_fold: Vec<FoldResult>,
-    /// Mean, std and 95 % CI over folds of each measure.
-    pub summary: Vec<MeasureSummary>,
-    /// The metrics of all folds' predictions pooled (each image once).
-    pub pooled: Evaluation,
-}
-
 impl Assessment {
     fn new(checkpoint: String, folds: Vec<FoldEntry>, classes: &[String]) -> Assessment {
         let mut per_fold = vec![];
@@ -131,47 +106,6 @@ impl Assessment {
             pooled: evaluate(classes, &probs, &labels),
         }
     }
-
-    /// The summary of `measure`.
-    pub fn measure(&self, measure: &str) -> Option<&Summary> {
-        self.summary
-            .iter()
-            .find(|m| m.measure == measure)
-            .map(|m| &m.summary)
-    }
-}
-
-/// Everything `cv.json` holds.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CvReport {
-    pub cv: String,
-    pub dataset: String,
-    pub folds: usize,
-    pub classes: Vec<String>,
-    pub config: TrainConfig,
-    /// The views test-time augmentation averaged.
-    pub tta: String,
-    /// `model.pt` of each fold: what the folds ship.
-    pub model: Assessment,
-    /// The same with test-time augmentation.
-    pub model_tta: Assessment,
-    /// `best.pt` of each fold, chosen on its validation images (optimistic).
-    pub best: Option<Assessment>,
-    /// Seconds each fold's training took (the sum of its metrics.csv rows).
-    pub train_seconds: Vec<f64>,
-    /// 95 % intervals of the pooled out-of-fold figures (patients resampled).
-    pub intervals: Intervals,
-    /// The temperature fitted on the out-of-fold logits and its measures before and after.
-    pub calibration: Option<CalibrationReport>,
-    /// Two classes: the screening threshold at the target sensitivity.
-    pub operating_point: Option<OperatingPoint>,
-    /// The conformal prediction sets' thresholds and coverage.
-    pub conformal: Option<ConformalReport>,
-    /// What the shipped model carries (`train --calibration-from`; the cv folder as an
-    /// ensemble): `None` when it could not be fitted, `trust_note` says why.
-    pub trust: Option<TrustRecord>,
-    /// Why nothing, or no temperature, was fitted.
-    pub trust_note: Option<String>,
 }
 
 /// A fold's result with the probabilities and labels it was measured from.

@@ -10,9 +10,10 @@ use serde_json::Value;
 
 use super::gallery::{Kind3, Prediction};
 use super::svg::{esc, line_chart, Chart, Series};
-use super::{headline, Report, Source};
-use crate::metrics::{roc_auc, roc_curve};
-use crate::trust::calibration::{reliability, scored};
+use super::{headline, Calibration, Figures, Operating, Report, Sets, Source};
+use crate::metrics::{roc_auc, roc_curve, Evaluation};
+use crate::runs::cv::{CvReport, MEASURES};
+use crate::trust::calibration::{reliability, scored, Measures};
 
 const STYLE: &str = r#"
 :root{--fg:#1b1b1b;--mute:#5f6368;--line:#d9d9d9;--bad:#b3261e;--good:#1e6b34}
@@ -42,36 +43,41 @@ pre{white-space:pre-wrap;word-break:break-all;background:#f6f6f6;padding:8px;fon
 @media print{body{max-width:none;font-size:11px}h2{break-after:avoid}.charts{grid-template-columns:1fr 1fr}section{break-inside:auto}}
 "#;
 
-/// The figures a set of predictions is measured with, from `eval`'s or cv.json's objects.
-struct Measures<'a> {
+/// A set of predictions and the figures it is measured with.
+struct Measured<'a> {
     /// `cv`, `validation` or `external`: the section's `data-set`.
     set: &'a str,
-    pooled: &'a Value,
-    intervals: &'a Value,
-    calibration: &'a Value,
-    operating_point: &'a Value,
-    conformal: &'a Value,
+    figures: Figures<'a>,
     predictions: &'a [Prediction],
 }
 
+/// A figure, unless it is not a number (NaN: not defined for these images).
+fn known(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
 /// A number with 3 decimals, or a dash.
-fn f3(v: &Value) -> String {
-    v.as_f64().map_or("—".into(), |x| format!("{x:.3}"))
+fn f3(x: f64) -> String {
+    known(x).map_or("—".into(), |x| format!("{x:.3}"))
 }
 
 /// A proportion's interval end shown within 0–1 (a t-interval over few folds can pass them;
 /// the attribute keeps the exact value).
-fn clipped(v: &Value) -> String {
-    v.as_f64()
-        .map_or("—".into(), |x| format!("{:.3}", x.clamp(0.0, 1.0)))
+fn clipped(x: f64) -> String {
+    known(x).map_or("—".into(), |x| format!("{:.3}", x.clamp(0.0, 1.0)))
 }
 
 /// An attribute holding the exact value (JSON's shortest round-trip form).
-fn attr(name: &str, v: &Value) -> String {
-    match v.as_f64() {
+fn attr(name: &str, x: f64) -> String {
+    match known(x) {
         Some(x) => format!(r#" {name}="{}""#, Value::from(x)),
         None => String::new(),
     }
+}
+
+/// An optional figure: [`f3`], and a dash when there is none.
+fn f3o(x: Option<f64>) -> String {
+    x.map_or("—".into(), f3)
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -79,8 +85,8 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 /// A value with its interval: `0.798 (0.734–0.850)`.
-fn with_interval(value: &Value, low: &Value, high: &Value) -> String {
-    match (low.as_f64(), high.as_f64()) {
+fn with_interval(value: f64, low: f64, high: f64) -> String {
+    match (known(low), known(high)) {
         (Some(l), Some(h)) => format!("{} ({l:.3}–{h:.3})", f3(value)),
         _ => f3(value),
     }
@@ -151,12 +157,12 @@ fn headline_boxes(h: &mut String, r: &Report) {
         let _ = write!(
             h,
             r#"<div id="headline-accuracy"{}{}{}>accuracy<b>{}</b>95 % CI {}–{} · {images} held-out images</div>"#,
-            attr("data-value", &acc["value"]),
-            attr("data-low", &acc["low"]),
-            attr("data-high", &acc["high"]),
-            f3(&acc["value"]),
-            f3(&acc["low"]),
-            f3(&acc["high"])
+            attr("data-value", acc.value),
+            attr("data-low", acc.low),
+            attr("data-high", acc.high),
+            f3(acc.value),
+            f3(acc.low),
+            f3(acc.high)
         );
     } else {
         h.push_str("<div>accuracy<b>—</b>no held-out images measured</div>");
@@ -506,21 +512,15 @@ fn evaluation_section(h: &mut String, r: &Report) {
              patients resampled for the bootstrap).</p>",
             r.models.len(),
             r.predictions.len(),
-            cv["intervals"]["accuracy"]["method"]
-                .as_str()
-                .unwrap_or("as recorded")
+            cv.intervals.accuracy.method
         );
         cv_table(h, cv);
         measures(
             h,
             r,
-            &Measures {
+            &Measured {
                 set: "cv",
-                pooled: &cv["model"]["pooled"],
-                intervals: &cv["intervals"],
-                calibration: &cv["calibration"],
-                operating_point: &cv["operating_point"],
-                conformal: &cv["conformal"],
+                figures: Figures::of_cv(cv),
                 predictions: &r.predictions,
             },
         );
@@ -551,51 +551,47 @@ fn evaluation_section(h: &mut String, r: &Report) {
     h.push_str("</section>");
 }
 
-fn eval_measures<'a>(set: &'a str, m: &'a super::Measured) -> Measures<'a> {
-    Measures {
+fn eval_measures<'a>(set: &'a str, m: &'a super::Measured) -> Measured<'a> {
+    Measured {
         set,
-        pooled: &m.eval,
-        intervals: &m.eval["intervals"],
-        calibration: &m.eval["calibration"],
-        operating_point: &m.eval["operating_point"],
-        conformal: &m.eval["conformal"],
+        figures: Figures::of_eval(&m.eval),
         predictions: &m.predictions,
     }
 }
 
-fn cv_table(h: &mut String, cv: &Value) {
+fn cv_table(h: &mut String, cv: &CvReport) {
     h.push_str(r#"<h3>Across folds</h3><div class="scroll"><table id="cv-table"><tr><th>measure</th><th>mean ± std over folds</th><th>95 % CI of the mean (within 0–1)</th>"#);
-    let folds = cv["model"]["per_fold"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for f in &folds {
-        let _ = write!(h, "<th>fold {}</th>", f["fold"]);
+    let folds = &cv.model.per_fold;
+    for f in folds {
+        let _ = write!(h, "<th>fold {}</th>", f.fold);
     }
     h.push_str("</tr>");
-    for m in cv["model"]["summary"].as_array().into_iter().flatten() {
-        let name = m["measure"].as_str().unwrap_or("");
+    for m in &cv.model.summary {
+        let name = m.measure.as_str();
+        let s = &m.summary;
+        let get = MEASURES.iter().find(|(n, _)| *n == name).map(|(_, g)| *g);
         let _ = write!(
             h,
             r#"<tr data-cv-measure="{}"{}{}{}{}><td>{}</td><td class="n">{} ± {}</td><td class="n">{}–{}</td>"#,
             esc(name),
-            attr("data-mean", &m["mean"]),
-            attr("data-std", &m["std"]),
-            attr("data-low", &m["ci95"][0]),
-            attr("data-high", &m["ci95"][1]),
+            attr("data-mean", s.mean),
+            attr("data-std", s.std),
+            attr("data-low", s.ci95[0]),
+            attr("data-high", s.ci95[1]),
             esc(&name.replace('_', " ")),
-            f3(&m["mean"]),
-            f3(&m["std"]),
-            clipped(&m["ci95"][0]),
-            clipped(&m["ci95"][1])
+            f3(s.mean),
+            f3(s.std),
+            clipped(s.ci95[0]),
+            clipped(s.ci95[1])
         );
-        for f in &folds {
+        for f in folds {
+            let v = get.and_then(|g| g(f));
             let _ = write!(
                 h,
                 r#"<td class="n" data-fold="{}"{}>{}</td>"#,
-                f["fold"],
-                attr("data-value", &f[name]),
-                f3(&f[name])
+                f.fold,
+                v.map_or(String::new(), |v| attr("data-value", v)),
+                f3o(v)
             );
         }
         h.push_str("</tr>");
@@ -605,50 +601,29 @@ fn cv_table(h: &mut String, cv: &Value) {
 
 /// The pooled table, the confusion matrix, the curves, calibration, the operating point and
 /// the conformal sets of one set of predictions.
-fn measures(h: &mut String, r: &Report, m: &Measures) {
+fn measures(h: &mut String, r: &Report, m: &Measured) {
     let _ = write!(h, r#"<div data-set="{}">"#, m.set);
     h.push_str(r#"<h3>Pooled, with 95 % intervals</h3><div class="scroll"><table class="pooled"><tr><th>measure</th><th>value (95 % interval)</th><th>method</th></tr>"#);
-    let iv = m.intervals;
-    for (name, shown) in [
-        ("accuracy", "accuracy"),
-        ("balanced_accuracy", "balanced accuracy"),
-        ("macro_f1", "macro-F1"),
-        ("roc_auc", "ROC AUC"),
-        ("sensitivity", "sensitivity"),
-        ("specificity", "specificity"),
-    ] {
-        let v = &iv[name];
-        if v.is_null() {
-            continue;
-        }
-        let (low, high, method) = match v.get("percentile") {
-            Some(p) => (
-                &p[0],
-                &p[1],
-                format!(
-                    "bootstrap over {} patients, {} resamples",
-                    v["groups"], v["resamples"]
-                ),
-            ),
-            None => (
-                &v["low"],
-                &v["high"],
-                v["method"].as_str().unwrap_or("").to_string(),
-            ),
+    for (name, v) in m.figures.intervals() {
+        let shown = match name {
+            "balanced_accuracy" => "balanced accuracy",
+            "macro_f1" => "macro-F1",
+            "roc_auc" => "ROC AUC",
+            other => other,
         };
         let _ = write!(
             h,
             r#"<tr data-interval="{name}"{}{}{}><td>{shown}</td><td class="n">{}</td><td>{}</td></tr>"#,
-            attr("data-value", &v["value"]),
-            attr("data-low", low),
-            attr("data-high", high),
-            with_interval(&v["value"], low, high),
-            esc(&method)
+            attr("data-value", v.value),
+            attr("data-low", v.low),
+            attr("data-high", v.high),
+            with_interval(v.value, v.low, v.high),
+            esc(&v.method)
         );
     }
     h.push_str("</table></div>");
-    per_class(h, m.pooled);
-    confusion(h, r, m.pooled);
+    per_class(h, m.figures.pooled);
+    confusion(h, r, m.figures.pooled);
     h.push_str(r#"<div class="charts">"#);
     for (_, svg) in curve_charts(r, m.set, m.predictions) {
         h.push_str(&svg);
@@ -657,32 +632,36 @@ fn measures(h: &mut String, r: &Report, m: &Measures) {
         h.push_str(&svg);
     }
     h.push_str("</div>");
-    calibration(h, m.calibration);
-    operating_point(h, m.operating_point, m.set);
-    conformal(h, m.conformal);
+    if let Some(c) = &m.figures.calibration {
+        calibration(h, c);
+    }
+    if let Some(op) = &m.figures.operating_point {
+        operating_point(h, op, m.set);
+    }
+    if let Some(c) = &m.figures.conformal {
+        conformal(h, c);
+    }
     h.push_str("</div>");
 }
 
-fn per_class(h: &mut String, pooled: &Value) {
+fn per_class(h: &mut String, pooled: &Evaluation) {
     h.push_str(r#"<div class="scroll"><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>images</th></tr>"#);
-    for c in pooled["per_class"].as_array().into_iter().flatten() {
+    for c in &pooled.per_class {
         let _ = write!(
             h,
             r#"<tr><td>{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td></tr>"#,
-            esc(c["class"].as_str().unwrap_or("")),
-            f3(&c["precision"]),
-            f3(&c["recall"]),
-            f3(&c["f1"]),
-            c["support"]
+            esc(&c.class),
+            f3(c.precision),
+            f3(c.recall),
+            f3(c.f1),
+            c.support
         );
     }
     h.push_str("</table></div>");
 }
 
-fn confusion(h: &mut String, r: &Report, pooled: &Value) {
-    let Some(rows) = pooled["confusion"].as_array() else {
-        return;
-    };
+fn confusion(h: &mut String, r: &Report, pooled: &Evaluation) {
+    let rows = &pooled.confusion;
     h.push_str(r#"<h3>Confusion matrix</h3><div class="scroll"><table class="confusion"><tr><th>true ↓ / predicted →</th>"#);
     for c in &r.classes {
         let _ = write!(h, "<th>{}</th>", esc(c));
@@ -690,7 +669,7 @@ fn confusion(h: &mut String, r: &Report, pooled: &Value) {
     h.push_str("</tr>");
     for (i, row) in rows.iter().enumerate() {
         let _ = write!(h, "<tr><th>{}</th>", esc(&r.classes[i]));
-        for (j, v) in row.as_array().into_iter().flatten().enumerate() {
+        for (j, v) in row.iter().enumerate() {
             let class = if i == j { "n right" } else { "n wrong" };
             let _ = write!(
                 h,
@@ -862,49 +841,59 @@ pub fn reliability_chart(preds: &[Prediction], set: &str) -> Option<String> {
     ))
 }
 
-fn calibration(h: &mut String, c: &Value) {
-    if c.is_null() {
-        return;
-    }
+fn calibration(h: &mut String, c: &Calibration) {
     h.push_str("<h3>Calibration</h3>");
-    let t = &c["temperature"];
     let _ = write!(
         h,
         r#"<p>Temperature scaling: <span data-calibration="temperature"{}>T = {}</span>{}.</p>"#,
-        attr("data-value", t),
-        f3(t),
-        match c["applied"].as_bool() {
-            Some(true) => ", applied to the probabilities the model answers with",
-            Some(false) => ", measured but not applied (it did not lower the cross-fitted loss)",
-            None => "",
+        attr("data-value", c.temperature),
+        f3(c.temperature),
+        if c.applied {
+            ", applied to the probabilities the model answers with"
+        } else {
+            ", measured but not applied (it did not lower the cross-fitted loss)"
         }
     );
     h.push_str(
         r#"<div class="scroll"><table><tr><th>measure</th><th>before</th><th>after</th></tr>"#,
     );
-    for (k, name) in [
+    let rows = |m: &Measures| {
+        [
+            Some(m.ece),
+            Some(m.adaptive_ece),
+            Some(m.brier),
+            Some(m.nll),
+            m.slope,
+            m.intercept,
+        ]
+    };
+    let (before, after) = (rows(c.before), rows(c.after));
+    for (i, (k, name)) in [
         ("ece", "ECE (15 bins)"),
         ("adaptive_ece", "adaptive ECE"),
         ("brier", "Brier score"),
         ("nll", "negative log-likelihood"),
         ("slope", "calibration slope (1 is ideal)"),
         ("intercept", "calibration intercept (0 is ideal)"),
-    ] {
-        let (b, a) = (&c["before"][k], &c["after"][k]);
-        if b.is_null() && a.is_null() {
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (b, a) = (before[i].and_then(known), after[i].and_then(known));
+        if b.is_none() && a.is_none() {
             continue;
         }
         let _ = write!(
             h,
             r#"<tr data-calibration-measure="{k}"{}{}><td>{name}</td><td class="n">{}</td><td class="n">{}</td></tr>"#,
-            attr("data-before", b),
-            attr("data-after", a),
-            f3(b),
-            f3(a)
+            b.map_or(String::new(), |b| attr("data-before", b)),
+            a.map_or(String::new(), |a| attr("data-after", a)),
+            f3o(b),
+            f3o(a)
         );
     }
     h.push_str("</table></div>");
-    if let Some(floor) = c["before"]["ece_noise_floor"].as_f64() {
+    if let Some(floor) = known(c.before.ece_noise_floor) {
         let _ = write!(
             h,
             r#"<p class="sub">An ECE below its noise floor ({floor:.3}: what a perfectly calibrated model shows on this many images) cannot be told from perfect calibration.</p>"#
@@ -912,11 +901,8 @@ fn calibration(h: &mut String, c: &Value) {
     }
 }
 
-fn operating_point(h: &mut String, op: &Value, set: &str) {
-    if op.is_null() {
-        return;
-    }
-    let origin = match (op["target_sensitivity"].as_f64(), set) {
+fn operating_point(h: &mut String, op: &Operating, set: &str) {
+    let origin = match (op.target_sensitivity, set) {
         (None, _) => "the default 0.5: the model carries no screening threshold (a cv fits one; \
                       train --calibration-from ships it)"
             .to_string(),
@@ -929,76 +915,65 @@ fn operating_point(h: &mut String, op: &Value, set: &str) {
     let _ = write!(
         h,
         r#"<h3>Screening operating point</h3><p>Positive class {}: threshold on its probability {origin}.</p><div class="scroll"><table><tr><th>threshold</th><td class="n" data-operating="threshold"{}>{}</td></tr>"#,
-        esc(op["positive_class"].as_str().unwrap_or("")),
-        attr("data-value", &op["threshold"]),
-        f3(&op["threshold"])
+        esc(op.positive_class),
+        attr("data-value", op.threshold),
+        f3(op.threshold)
     );
-    for (k, name) in [
-        ("sensitivity", "sensitivity"),
-        ("specificity", "specificity"),
-        ("ppv", "PPV (at this data's prevalence)"),
-        ("npv", "NPV (at this data's prevalence)"),
+    for (k, name, v) in [
+        ("sensitivity", "sensitivity", op.sensitivity),
+        ("specificity", "specificity", op.specificity),
+        ("ppv", "PPV (at this data's prevalence)", op.ppv),
+        ("npv", "NPV (at this data's prevalence)", op.npv),
     ] {
-        let v = &op[k];
-        if v.is_null() {
-            continue;
-        }
         let _ = write!(
             h,
             r#"<tr><th>{name}</th><td class="n" data-operating="{k}"{}{}{}>{}</td></tr>"#,
-            attr("data-value", &v["value"]),
-            attr("data-low", &v["low"]),
-            attr("data-high", &v["high"]),
-            with_interval(&v["value"], &v["low"], &v["high"])
+            attr("data-value", v.value),
+            attr("data-low", v.low),
+            attr("data-high", v.high),
+            with_interval(v.value, v.low, v.high)
         );
     }
     h.push_str("</table></div>");
 }
 
-fn conformal(h: &mut String, c: &Value) {
-    if c.is_null() {
-        return;
-    }
+fn conformal(h: &mut String, c: &Sets) {
     let _ = write!(
         h,
         r#"<h3>Conformal prediction sets</h3><p>Sets that hold the true class with probability at least {} ({} score{}).</p><div class="scroll"><table><tr><th>coverage</th><td class="n" data-conformal="coverage"{}>{}</td></tr><tr><th>mean set size</th><td class="n" data-conformal="mean_set_size"{}>{}</td></tr>"#,
-        c["alpha"]
-            .as_f64()
-            .map_or("—".into(), |a| format!("{:.2}", 1.0 - a)),
-        esc(c["score"].as_str().unwrap_or("")),
-        if c["class_conditional"].as_bool() == Some(true) {
+        known(c.alpha).map_or("—".into(), |a| format!("{:.2}", 1.0 - a)),
+        esc(c.score.name()),
+        if c.class_conditional {
             ", one threshold per class"
         } else {
             ""
         },
-        attr("data-value", &c["coverage"]),
-        f3(&c["coverage"]),
-        attr("data-value", &c["mean_set_size"]),
-        f3(&c["mean_set_size"])
+        attr("data-value", c.coverage),
+        f3(c.coverage),
+        attr("data-value", c.mean_set_size),
+        f3(c.mean_set_size)
     );
-    if let Some(x) = c["cross_fitted"]["coverage"].as_f64() {
+    if let Some(x) = c.cross_fitted.and_then(|x| known(x.coverage)) {
         let _ = write!(
             h,
             r#"<tr><th>coverage, cross-fitted (thresholds from the other folds)</th><td class="n">{x:.3}</td></tr>"#
         );
     }
-    let d = &c["detail"];
-    for pc in d["per_class"].as_array().into_iter().flatten() {
+    let d = c.detail;
+    for pc in &d.per_class {
         let _ = write!(
             h,
             r#"<tr><th>{}: coverage, mean set size</th><td class="n">{}, {}</td></tr>"#,
-            esc(pc["class"].as_str().unwrap_or("")),
-            f3(&pc["coverage"]),
-            f3(&pc["mean_set_size"])
+            esc(&pc.class),
+            f3(pc.coverage),
+            f3(pc.mean_set_size)
         );
     }
-    if !d["singletons"].is_null() {
-        let _ = write!(
-            h,
-            r#"<tr><th>sets of one class / more / none</th><td class="n">{} / {} / {}</td></tr>"#,
-            d["singletons"], d["ambiguous"], d["empty"]
-        );
-    }
+    let _ = write!(
+        h,
+        r#"<tr><th>sets of one class / more / none</th><td class="n">{} / {} / {}</td></tr>"#,
+        d.singletons, d.ambiguous, d.empty
+    );
     h.push_str("</table></div>");
 }
 

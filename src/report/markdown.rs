@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::gallery::Kind3;
 use super::html::{curve_charts, reliability_chart, title, today, training_charts};
-use super::{headline, Report, Source};
+use super::{headline, Figures, Report, Source};
 
 /// One file the card links to, relative to the card's folder.
 pub type Asset = (String, Vec<u8>);
@@ -41,13 +41,10 @@ pub fn front_matter(r: &Report) -> Value {
         let metrics: Vec<Value> = MEASURES
             .iter()
             .filter_map(|(key, kind, name)| {
-                let m = cv["model"]["summary"]
-                    .as_array()?
-                    .iter()
-                    .find(|m| m["measure"] == *key)?;
+                let m = cv.model.measure(key)?;
                 Some(json!({
                     "type": kind,
-                    "value": m["mean"],
+                    "value": m.mean,
                     "name": format!("{name} (mean over {} folds)", r.models.len()),
                 }))
             })
@@ -74,12 +71,17 @@ pub fn front_matter(r: &Report) -> Value {
         let metrics: Vec<Value> = MEASURES
             .iter()
             .filter_map(|(key, kind, shown)| {
+                let e = &m.eval.evaluation;
+                let binary = e.binary.as_ref();
                 let v = match *key {
-                    "macro_f1" => m.eval["macro_avg"]["f1"].clone(),
-                    "roc_auc" | "sensitivity" | "specificity" => m.eval["binary"][key].clone(),
-                    _ => m.eval[key].clone(),
+                    "accuracy" => Some(e.accuracy),
+                    "macro_f1" => Some(e.macro_avg.f1),
+                    "roc_auc" => binary.map(|b| b.roc_auc),
+                    "sensitivity" => binary.map(|b| b.sensitivity),
+                    "specificity" => binary.map(|b| b.specificity),
+                    _ => None,
                 };
-                v.as_f64()
+                v.filter(|x| x.is_finite())
                     .map(|x| json!({"type": kind, "value": x, "name": shown}))
             })
             .collect();
@@ -176,8 +178,13 @@ fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
-fn f3(v: &Value) -> String {
-    v.as_f64().map_or("—".into(), |x| format!("{x:.3}"))
+/// A number with 3 decimals, or a dash where it is not one (NaN: not defined here).
+fn f3(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.3}")
+    } else {
+        "—".into()
+    }
 }
 
 /// The card and its files; `assets` is the folder name the card links into.
@@ -202,9 +209,9 @@ pub fn render(r: &Report, assets: &str) -> (String, Vec<Asset>) {
         let _ = writeln!(
             md,
             "**Accuracy {} (95 % CI {}–{}) on {images} held-out images.**\n",
-            f3(&acc["value"]),
-            f3(&acc["low"]),
-            f3(&acc["high"])
+            f3(acc.value),
+            f3(acc.low),
+            f3(acc.high)
         );
     }
     md += "## Model details\n\n| | |\n|---|---|\n";
@@ -306,36 +313,40 @@ pub fn render(r: &Report, assets: &str) -> (String, Vec<Asset>) {
     if let Some(cv) = &r.cv {
         md += "Out of fold, mean ± std over folds and the 95 % t-interval of the mean:\n\n\
                | measure | mean ± std | 95 % CI |\n|---|---:|---:|\n";
-        for m in cv["model"]["summary"].as_array().into_iter().flatten() {
+        for m in &cv.model.summary {
+            let s = &m.summary;
             let _ = writeln!(
                 md,
                 "| {} | {} ± {} | {}–{} |",
-                m["measure"].as_str().unwrap_or("").replace('_', " "),
-                f3(&m["mean"]),
-                f3(&m["std"]),
-                f3(&m["ci95"][0]),
-                f3(&m["ci95"][1])
+                m.measure.replace('_', " "),
+                f3(s.mean),
+                f3(s.std),
+                f3(s.ci95[0]),
+                f3(s.ci95[1])
             );
         }
         md += "\n";
     }
-    let sets: Vec<(&str, &Value, &[super::gallery::Prediction])> =
+    let sets: Vec<(&str, Figures, &[super::gallery::Prediction])> =
         r.cv.as_ref()
-            .map(|cv| ("cv", cv, r.predictions.as_slice()))
+            .map(|cv| ("cv", Figures::of_cv(cv), r.predictions.as_slice()))
             .into_iter()
-            .chain(
-                r.validation
-                    .iter()
-                    .map(|m| ("validation", &m.eval, m.predictions.as_slice())),
-            )
-            .chain(
-                r.external
-                    .iter()
-                    .map(|m| ("external", &m.eval, m.predictions.as_slice())),
-            )
+            .chain(r.validation.iter().map(|m| {
+                (
+                    "validation",
+                    Figures::of_eval(&m.eval),
+                    m.predictions.as_slice(),
+                )
+            }))
+            .chain(r.external.iter().map(|m| {
+                (
+                    "external",
+                    Figures::of_eval(&m.eval),
+                    m.predictions.as_slice(),
+                )
+            }))
             .collect();
     for (set, v, preds) in sets {
-        let intervals = &v["intervals"];
         let _ = writeln!(
             md,
             "### {}\n\n| measure | value (95 % interval) |\n|---|---:|",
@@ -348,73 +359,55 @@ pub fn render(r: &Report, assets: &str) -> (String, Vec<Asset>) {
                 ),
             }
         );
-        for key in [
-            "accuracy",
-            "balanced_accuracy",
-            "macro_f1",
-            "roc_auc",
-            "sensitivity",
-            "specificity",
-        ] {
-            let iv = &intervals[key];
-            if iv.is_null() {
-                continue;
-            }
-            let (lo, hi) = match iv.get("percentile") {
-                Some(p) => (&p[0], &p[1]),
-                None => (&iv["low"], &iv["high"]),
-            };
+        for (key, iv) in v.intervals() {
             let _ = writeln!(
                 md,
                 "| {} | {} ({}–{}) |",
                 key.replace('_', " "),
-                f3(&iv["value"]),
-                f3(lo),
-                f3(hi)
+                f3(iv.value),
+                f3(iv.low),
+                f3(iv.high)
             );
         }
-        let op = &v["operating_point"];
-        if !op.is_null() {
+        if let Some(op) = &v.operating_point {
             let _ = writeln!(
                 md,
                 "\n{} {} on P({}): sensitivity {} ({}–{}), specificity {} ({}–{}).",
-                match op["target_sensitivity"].as_f64() {
+                match op.target_sensitivity {
                     Some(t) => format!("Screening threshold (for sensitivity {t})"),
                     None => "No screening threshold fitted: decisions at the default".into(),
                 },
-                f3(&op["threshold"]),
-                op["positive_class"].as_str().unwrap_or(""),
-                f3(&op["sensitivity"]["value"]),
-                f3(&op["sensitivity"]["low"]),
-                f3(&op["sensitivity"]["high"]),
-                f3(&op["specificity"]["value"]),
-                f3(&op["specificity"]["low"]),
-                f3(&op["specificity"]["high"])
+                f3(op.threshold),
+                op.positive_class,
+                f3(op.sensitivity.value),
+                f3(op.sensitivity.low),
+                f3(op.sensitivity.high),
+                f3(op.specificity.value),
+                f3(op.specificity.low),
+                f3(op.specificity.high)
             );
         }
-        let cal = &v["calibration"];
-        if !cal.is_null() {
+        if let Some(cal) = &v.calibration {
             let _ = writeln!(
                 md,
                 "\nCalibration: temperature {} ({}); ECE {} → {}.",
-                f3(&cal["temperature"]),
-                if cal["applied"].as_bool() == Some(true) {
+                f3(cal.temperature),
+                if cal.applied {
                     "applied"
                 } else {
                     "not applied"
                 },
-                f3(&cal["before"]["ece"]),
-                f3(&cal["after"]["ece"])
+                f3(cal.before.ece),
+                f3(cal.after.ece)
             );
         }
-        let conf = &v["conformal"];
-        if !conf.is_null() {
+        if let Some(conf) = &v.conformal {
             let _ = writeln!(
                 md,
                 "\nConformal sets (α {}): coverage {}, mean set size {}.",
-                conf["alpha"],
-                f3(&conf["coverage"]),
-                f3(&conf["mean_set_size"])
+                Value::from(conf.alpha),
+                f3(conf.coverage),
+                f3(conf.mean_set_size)
             );
         }
         md += "\n";

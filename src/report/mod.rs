@@ -13,7 +13,6 @@ pub mod svg;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
 
 use crate::checkpoint::record::EpochRecord;
 use crate::checkpoint::{self, Meta};
@@ -21,16 +20,21 @@ use crate::config::{Card, TrainConfig};
 use crate::data::card::DataCard;
 use crate::data::dataset::Dataset;
 use crate::device;
-use crate::evaluate;
+use crate::evaluate::{self, EvalReport};
+use crate::metrics::Evaluation;
 use crate::model::summary::Summary;
 use crate::model::Model;
 use crate::precision::{Compute, Precision};
-use crate::runs::cv::{self, CvSummary, Plan, CV_JSON, OOF, PLAN};
+use crate::runs::cv::{self, CvReport, Plan, CV_JSON, OOF, PLAN};
 use crate::runs::oof;
 use crate::runs::run::MODEL;
 use crate::runs::run::{CONFIG_JSON, LAST, METRICS_CSV};
 use crate::train::environment::RunEnvironment;
+use crate::trust::calibration::Measures;
+use crate::trust::conformal::{Coverage, ScoreKind};
 use crate::trust::intervals::ProportionMethod;
+use crate::trust::intervals::{BootstrapInterval, Estimate};
+use crate::trust::{Intervals, MethodEstimate};
 use gallery::{Prediction, Tile};
 
 /// What the folder given to `report` is.
@@ -65,8 +69,8 @@ pub struct Measured {
     /// What was measured: `the validation images of …`, `external folder …`.
     pub what: String,
     pub folder: String,
-    /// `eval --json`'s object.
-    pub eval: Value,
+    /// What `eval --json` prints of it.
+    pub eval: EvalReport,
     pub predictions: Vec<Prediction>,
     /// A warning about the set (the training data itself).
     pub note: Option<String>,
@@ -99,7 +103,7 @@ pub struct Report {
     /// A cv: images of each class in each fold's held-out part.
     pub fold_counts: Vec<Vec<usize>>,
     /// A cv's cv.json.
-    pub cv: Option<Value>,
+    pub cv: Option<CvReport>,
     /// A run's measures on its own validation images.
     pub validation: Option<Measured>,
     /// What cannot be shown, and why.
@@ -162,12 +166,6 @@ pub fn source_of(dir: &Path) -> Result<Source> {
     )
 }
 
-fn read_json(path: &Path) -> Result<Value> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))
-}
-
 fn read_curves(dir: &Path, name: String) -> Result<Curves> {
     let path = dir.join(METRICS_CSV);
     let text =
@@ -190,7 +188,7 @@ fn measure(
     classes: &[String],
     opts: &Options,
     clopper_pearson: bool,
-) -> Result<(Value, Vec<Prediction>)> {
+) -> Result<(EvalReport, Vec<Prediction>)> {
     let options = evaluate::Options {
         checkpoints: vec![checkpoint.to_path_buf()],
         tta: false,
@@ -237,7 +235,7 @@ fn measure(
             model: model.clone(),
         })
         .collect();
-    Ok((serde_json::to_value(&m.report)?, preds))
+    Ok((m.report, preds))
 }
 
 /// The data card the run recorded, or one made now from its dataset (runs from before
@@ -272,17 +270,16 @@ pub fn gather(opts: &Options) -> Result<Report> {
     let (config, dataset, classes, run0, cv_json, models) = match source {
         Source::Cv => {
             let plan = Plan::read(dir)?;
-            let classes = CvSummary::read(dir)?.classes;
-            let v = read_json(&dir.join(CV_JSON))?;
+            let report = CvReport::read(dir)?;
             let models: Vec<PathBuf> = (0..plan.folds())
                 .map(|f| cv::fold_dir(dir, f).join(MODEL))
                 .collect();
             (
                 plan.fold_config(0),
                 plan.dataset.clone(),
-                classes,
+                report.classes.clone(),
                 cv::fold_dir(dir, 0),
-                Some(v),
+                Some(report),
                 models,
             )
         }
@@ -381,9 +378,7 @@ pub fn gather(opts: &Options) -> Result<Report> {
                     }
                 })
                 .collect();
-            let seconds = v["train_seconds"]
-                .as_array()
-                .map_or(0.0, |a| a.iter().filter_map(Value::as_f64).sum());
+            let seconds = v.train_seconds.iter().sum();
             (None, predictions, seconds)
         }
         Source::Run => {
@@ -485,17 +480,171 @@ pub fn gather(opts: &Options) -> Result<Report> {
 
 /// The figures a page's headline reads: accuracy with its interval, from the cv's pooled
 /// out-of-fold predictions or a run's validation images.
-pub fn headline(r: &Report) -> Option<(&Value, usize)> {
-    let (v, images) = match (&r.cv, &r.validation) {
-        (Some(cv), _) => (
-            &cv["intervals"]["accuracy"],
-            cv["model"]["pooled"]["images"].as_u64()?,
-        ),
-        (None, Some(m)) => (&m.eval["intervals"]["accuracy"], m.eval["images"].as_u64()?),
-        _ => return None,
-    };
-    v.get("value")?;
-    Some((v, images as usize))
+pub fn headline(r: &Report) -> Option<(&MethodEstimate, usize)> {
+    match (&r.cv, &r.validation) {
+        (Some(cv), _) => Some((&cv.intervals.accuracy, cv.model.pooled.images)),
+        (None, Some(m)) => Some((&m.eval.intervals.accuracy, m.eval.evaluation.images)),
+        _ => None,
+    }
+}
+
+/// One measured set as the page shows it: a cv's pooled out-of-fold figures, or `eval`'s of a
+/// run's validation images or of an external folder (the two hold the same figures in types of
+/// their own).
+pub struct Figures<'a> {
+    pub pooled: &'a Evaluation,
+    pub intervals: &'a Intervals,
+    pub calibration: Option<Calibration<'a>>,
+    pub operating_point: Option<Operating<'a>>,
+    pub conformal: Option<Sets<'a>>,
+}
+
+/// A fitted temperature and the calibration measures before and after it.
+pub struct Calibration<'a> {
+    pub temperature: f64,
+    pub applied: bool,
+    pub before: &'a Measures,
+    pub after: &'a Measures,
+}
+
+/// Two classes: the decision threshold and the figures at it.
+pub struct Operating<'a> {
+    pub positive_class: &'a str,
+    /// The sensitivity the threshold was chosen for (`None`: the default 0.5).
+    pub target_sensitivity: Option<f64>,
+    pub threshold: f64,
+    pub sensitivity: &'a Estimate,
+    pub specificity: &'a Estimate,
+    pub ppv: &'a Estimate,
+    pub npv: &'a Estimate,
+}
+
+/// Conformal prediction sets: their promise and what they did.
+pub struct Sets<'a> {
+    pub alpha: f64,
+    pub score: ScoreKind,
+    pub class_conditional: bool,
+    pub coverage: f64,
+    pub mean_set_size: f64,
+    pub detail: &'a Coverage,
+    /// A cv's: thresholds from the other folds, sets on each fold's images.
+    pub cross_fitted: Option<&'a Coverage>,
+}
+
+impl<'a> Figures<'a> {
+    /// A cv's pooled out-of-fold figures.
+    pub fn of_cv(cv: &'a CvReport) -> Figures<'a> {
+        Figures {
+            pooled: &cv.model.pooled,
+            intervals: &cv.intervals,
+            calibration: cv.calibration.as_ref().map(|c| Calibration {
+                temperature: c.temperature,
+                applied: c.applied,
+                before: &c.before,
+                after: &c.after,
+            }),
+            operating_point: cv.operating_point.as_ref().map(|o| Operating {
+                positive_class: &o.positive_class,
+                target_sensitivity: Some(o.target_sensitivity),
+                threshold: o.threshold,
+                sensitivity: &o.sensitivity,
+                specificity: &o.specificity,
+                ppv: &o.ppv,
+                npv: &o.npv,
+            }),
+            conformal: cv.conformal.as_ref().map(|c| Sets {
+                alpha: c.alpha,
+                score: c.score,
+                class_conditional: c.class_conditional,
+                coverage: c.coverage,
+                mean_set_size: c.mean_set_size,
+                detail: &c.detail,
+                cross_fitted: Some(&c.cross_fitted),
+            }),
+        }
+    }
+
+    /// `eval`'s figures.
+    pub fn of_eval(e: &'a EvalReport) -> Figures<'a> {
+        Figures {
+            pooled: &e.evaluation,
+            intervals: &e.intervals,
+            calibration: e.calibration.as_ref().map(|c| Calibration {
+                temperature: c.temperature,
+                applied: c.applied,
+                before: &c.before,
+                after: &c.after,
+            }),
+            operating_point: e.operating_point.as_ref().map(|o| Operating {
+                positive_class: &o.positive_class,
+                target_sensitivity: o.target_sensitivity,
+                threshold: o.threshold,
+                sensitivity: &o.sensitivity,
+                specificity: &o.specificity,
+                ppv: &o.ppv,
+                npv: &o.npv,
+            }),
+            conformal: e.conformal.as_ref().map(|c| Sets {
+                alpha: c.alpha,
+                score: c.score,
+                class_conditional: c.class_conditional,
+                coverage: c.coverage,
+                mean_set_size: c.mean_set_size,
+                detail: &c.detail,
+                cross_fitted: None,
+            }),
+        }
+    }
+
+    /// The pooled figures with their 95 % intervals, in the page's order: (name, figure).
+    pub fn intervals(&self) -> Vec<(&'static str, Interval)> {
+        let iv = self.intervals;
+        [
+            ("accuracy", Some(Interval::method(&iv.accuracy))),
+            (
+                "balanced_accuracy",
+                iv.balanced_accuracy.as_ref().map(Interval::bootstrap),
+            ),
+            ("macro_f1", Some(Interval::bootstrap(&iv.macro_f1))),
+            ("roc_auc", iv.roc_auc.as_ref().map(Interval::method)),
+            ("sensitivity", iv.sensitivity.as_ref().map(Interval::method)),
+            ("specificity", iv.specificity.as_ref().map(Interval::method)),
+        ]
+        .into_iter()
+        .filter_map(|(name, i)| Some((name, i?)))
+        .collect()
+    }
+}
+
+/// A figure with its interval and how the interval was made.
+pub struct Interval {
+    pub value: f64,
+    pub low: f64,
+    pub high: f64,
+    pub method: String,
+}
+
+impl Interval {
+    fn method(e: &MethodEstimate) -> Interval {
+        Interval {
+            value: e.value,
+            low: e.low,
+            high: e.high,
+            method: e.method.clone(),
+        }
+    }
+
+    fn bootstrap(b: &BootstrapInterval) -> Interval {
+        Interval {
+            value: b.value,
+            low: b.percentile[0],
+            high: b.percentile[1],
+            method: format!(
+                "bootstrap over {} patients, {} resamples",
+                b.groups, b.resamples
+            ),
+        }
+    }
 }
 
 /// How the images were split, in words: a cv's folds, or the run's split as its data card
@@ -571,8 +720,8 @@ fn limits(r: &Report) -> Vec<String> {
             .unwrap_or_default();
         let mut line = format!("{n} images{groups}");
         if let Some((acc, images)) = headline(r) {
-            let (lo, hi) = (acc["low"].as_f64(), acc["high"].as_f64());
-            if let (Some(lo), Some(hi)) = (lo, hi) {
+            let (lo, hi) = (acc.low, acc.high);
+            if lo.is_finite() && hi.is_finite() {
                 line += &format!(
                     "; the 95 % interval on accuracy ({images} held-out images) is {:.3}–{:.3}, \
                      ±{:.1} points",
@@ -612,21 +761,22 @@ fn limits(r: &Report) -> Vec<String> {
                 .into(),
         );
     }
-    let op =
+    let figures =
         r.cv.as_ref()
-            .map(|v| &v["operating_point"])
-            .or_else(|| r.validation.as_ref().map(|m| &m.eval["operating_point"]));
-    if let Some(op) = op.filter(|o| !o.is_null()) {
-        if let (Some(t), Some(spec), false) = (
-            op["threshold"].as_f64(),
-            op["specificity"]["value"].as_f64(),
-            op["target_sensitivity"].is_null(),
+            .map(Figures::of_cv)
+            .or_else(|| r.validation.as_ref().map(|m| Figures::of_eval(&m.eval)));
+    if let Some(op) = figures.and_then(|f| f.operating_point) {
+        let spec = op.specificity.value;
+        if let (Some(target), true) = (
+            op.target_sensitivity,
+            spec.is_finite() && op.threshold.is_finite(),
         ) {
             if spec < 0.5 {
                 out.push(format!(
-                    "At the screening threshold {t:.3} (target sensitivity {}), specificity is \
+                    "At the screening threshold {:.3} (target sensitivity {}), specificity is \
                      {spec:.3}: most photos of other conditions are flagged too.",
-                    op["target_sensitivity"]
+                    op.threshold,
+                    serde_json::Value::from(target)
                 ));
             }
         }

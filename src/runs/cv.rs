@@ -1,6 +1,6 @@
 //! A cross-validation's folder: `plan.json` (the dataset and resolved recipe), one run folder
 //! per fold (`fold-I/`, [`crate::runs::run`]), and once collected `cv.json` (the summary,
-//! [`CvSummary`] as read back), `oof.csv` (the out-of-fold predictions,
+//! [`CvReport`]), `oof.csv` (the out-of-fold predictions,
 //! [`crate::runs::oof`]) and the pictures. Every name here.
 
 use std::fs;
@@ -12,11 +12,14 @@ use serde::{Deserialize, Serialize};
 use super::run::MODEL;
 use crate::checkpoint::write_atomic;
 use crate::config::TrainConfig;
-use crate::trust::TrustRecord;
+use crate::metrics::Evaluation;
+use crate::stats::Summary;
+use crate::trust::operating::OperatingPoint;
+use crate::trust::{CalibrationReport, ConformalReport, Intervals, TrustRecord};
 
 /// What the cv folder was asked to do.
 pub const PLAN: &str = "plan.json";
-/// The summary (`crate::cv::CvReport` as written).
+/// The summary ([`CvReport`]).
 pub const CV_JSON: &str = "cv.json";
 /// The out-of-fold predictions.
 pub const OOF: &str = "oof.csv";
@@ -123,27 +126,74 @@ pub fn members(dir: &Path) -> Result<Vec<PathBuf>> {
         .collect())
 }
 
-/// What is read back from `cv.json`: the one type every reader of it uses (the report's
-/// page, the ensemble's calibration, `train --calibration-from`, `compare`). Fields a summary
-/// gained later are optional, so older summaries still read.
-#[derive(Debug, Clone, Deserialize)]
-pub struct CvSummary {
+/// One measure over the folds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeasureSummary {
+    pub measure: String,
+    #[serde(flatten)]
+    pub summary: Summary,
+}
+
+/// A checkpoint of every fold, measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assessment {
+    /// Which checkpoint: `model.pt`, `model.pt + TTA` or `best.pt`.
+    pub checkpoint: String,
+    pub per_fold: Vec<FoldResult>,
+    /// Mean, std and 95 % CI over folds of each measure.
+    pub summary: Vec<MeasureSummary>,
+    /// The metrics of all folds' predictions pooled (each image once).
+    pub pooled: Evaluation,
+}
+
+impl Assessment {
+    /// The summary of `measure`.
+    pub fn measure(&self, measure: &str) -> Option<&Summary> {
+        self.summary
+            .iter()
+            .find(|m| m.measure == measure)
+            .map(|m| &m.summary)
+    }
+}
+
+/// Everything `cv.json` holds: the one type that writes it and every reader of it reads
+/// (the report's page, the ensemble's calibration, `train --calibration-from`, `compare`).
+/// Fields a summary gained later are optional, so older summaries still read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CvReport {
+    pub cv: String,
     pub dataset: String,
     pub folds: usize,
     pub classes: Vec<String>,
     pub config: TrainConfig,
-    /// What the folds ship (`model.pt`), fold by fold.
-    pub model: FoldResults,
-    /// What the shipped model carries; `None` when nothing was fitted (`trust_note` says why).
-    #[serde(default)]
+    /// The views test-time augmentation averaged.
+    pub tta: String,
+    /// `model.pt` of each fold: what the folds ship.
+    pub model: Assessment,
+    /// The same with test-time augmentation.
+    pub model_tta: Assessment,
+    /// `best.pt` of each fold, chosen on its validation images (optimistic).
+    pub best: Option<Assessment>,
+    /// Seconds each fold's training took (the sum of its metrics.csv rows).
+    pub train_seconds: Vec<f64>,
+    /// 95 % intervals of the pooled out-of-fold figures (patients resampled).
+    pub intervals: Intervals,
+    /// The temperature fitted on the out-of-fold logits and its measures before and after.
+    pub calibration: Option<CalibrationReport>,
+    /// Two classes: the screening threshold at the target sensitivity.
+    pub operating_point: Option<OperatingPoint>,
+    /// The conformal prediction sets' thresholds and coverage.
+    pub conformal: Option<ConformalReport>,
+    /// What the shipped model carries (`train --calibration-from`; the cv folder as an
+    /// ensemble): `None` when it could not be fitted, `trust_note` says why.
     pub trust: Option<TrustRecord>,
-    #[serde(default)]
+    /// Why nothing, or no temperature, was fitted.
     pub trust_note: Option<String>,
 }
 
-impl CvSummary {
-    /// Reads `DIR/cv.json`.
-    pub fn read(dir: &Path) -> Result<CvSummary> {
+impl CvReport {
+    /// Reads `DIR/cv.json` (a figure written as `null`, JSON having no NaN, reads as NaN).
+    pub fn read(dir: &Path) -> Result<CvReport> {
         let path = dir.join(CV_JSON);
         let text = fs::read_to_string(&path).with_context(|| {
             format!(
@@ -152,7 +202,7 @@ impl CvSummary {
                 dir.display()
             )
         })?;
-        serde_json::from_str(&text).with_context(|| {
+        super::json::from_str(&text).with_context(|| {
             format!(
                 "{} is not a cv.json of this tool version (`inception cv --collect {}` \
                  rewrites it)",
@@ -161,12 +211,6 @@ impl CvSummary {
             )
         })
     }
-}
-
-/// The per-fold measures of one checkpoint of every fold, as `cv.json` holds them.
-#[derive(Debug, Clone, Deserialize)]
-pub struct FoldResults {
-    pub per_fold: Vec<FoldResult>,
 }
 
 /// One fold's measures of one checkpoint on the fold's validation images.

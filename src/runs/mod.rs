@@ -1,9 +1,10 @@
 //! The folders the tool writes, each format with its one owner: where they go (`runs/train`,
 //! then `runs/train-2`, `runs/train-3`…, `runs/cv`… for cross-validation, never overwriting
 //! one; this file), a training run's files ([`run`]), a cross-validation's ([`cv`]) and its
-//! out-of-fold predictions ([`oof`]).
+//! out-of-fold predictions ([`oof`]); and reading back the JSON they hold ([`json`]).
 
 pub mod cv;
+pub mod json;
 pub mod oof;
 pub mod run;
 

@@ -36,6 +36,14 @@ pub enum ScoreKind {
 }
 
 impl ScoreKind {
+    /// Its name in configs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScoreKind::Lac => "lac",
+            ScoreKind::Aps => "aps",
+        }
+    }
+
     /// The score of class `y` for probabilities `p`.
     pub fn score(self, p: &[f64], y: usize) -> f64 {
         match self {
