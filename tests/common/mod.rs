@@ -131,9 +131,18 @@ pub fn relative_error(a: &Tensor, b: &Tensor) -> f64 {
     diff / b.abs().max().double_value(&[])
 }
 
+/// The inception binary as the tests run it: libtorch on one thread (OpenMP and MKL), so that
+/// what a test trains is the same on any number of cores and whatever runs beside it, and
+/// several tests can train at once ([`serial`]).
+pub fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_inception"));
+    cmd.env("OMP_NUM_THREADS", "1").env("MKL_NUM_THREADS", "1");
+    cmd
+}
+
 /// Runs the inception binary with `args` in `dir`.
 pub fn inception(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_inception"))
+    bin()
         .args(args)
         .current_dir(dir)
         .output()
@@ -165,7 +174,9 @@ pub fn assert_clean_failure(o: &Output) -> String {
     err
 }
 
-/// A finished cross-validation of the smoke recipe on MSLD (`cv --folds 3 --epochs 2`), made
+/// A finished cross-validation of the smoke recipe on MSLD (`cv --folds 3 --epochs 2 --seed 1`:
+/// the seed whose two-epoch folds, on one thread, are not all at chance, so that a temperature
+/// fits their logits), made
 /// once per test run in `runs/cv` of a folder of its own and shared by the tests that only
 /// read it (a test that changes a cv makes its own): the folder, where `runs/cv` is the latest
 /// finished run, and the cv's output. Callers hold [`serial`] (it trains).
@@ -187,6 +198,8 @@ pub fn smoke_cv() -> (&'static Path, &'static Output) {
                 "3",
                 "--epochs",
                 "2",
+                "--seed",
+                "1",
             ],
         );
         (dir, o)
@@ -194,29 +207,36 @@ pub fn smoke_cv() -> (&'static Path, &'static Output) {
     (dir.path(), out)
 }
 
-/// Held by each test that trains: a turn to use the machine's cores. Two trainings side by side
-/// slow each other far more than twice when each runs libtorch's threads on all the cores
-/// (its OpenMP threads spin waiting for each other), so they take turns; with one thread each
-/// (`OMP_NUM_THREADS=1`, as `make test` runs the tests) as many train at once as there are
-/// cores.
+/// Held by each test that trains: a turn to use one of the machine's cores. The binary
+/// computes on one thread ([`bin`]), so as many tests train at once as there are cores.
 pub fn serial() -> Turn {
-    let (count, freed) = turns();
-    let mut held = count.lock().unwrap_or_else(|e| e.into_inner());
-    while *held >= turns_at_once() {
-        held = freed.wait(held).unwrap_or_else(|e| e.into_inner());
-    }
-    *held += 1;
-    Turn(())
+    take(1)
 }
 
-/// A test's turn to train ([`serial`]), given back when dropped.
-pub struct Turn(());
+/// All the turns at once: for a test whose commands compute on several threads (the docs'
+/// examples run as a user's shell runs them), which would otherwise share cores with others.
+pub fn serial_all() -> Turn {
+    take(cores())
+}
+
+fn take(n: usize) -> Turn {
+    let (count, freed) = turns();
+    let mut held = count.lock().unwrap_or_else(|e| e.into_inner());
+    while *held + n > cores() {
+        held = freed.wait(held).unwrap_or_else(|e| e.into_inner());
+    }
+    *held += n;
+    Turn(n)
+}
+
+/// A test's turns ([`serial`]), given back when dropped.
+pub struct Turn(usize);
 
 impl Drop for Turn {
     fn drop(&mut self) {
         let (count, freed) = turns();
-        *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-        freed.notify_one();
+        *count.lock().unwrap_or_else(|e| e.into_inner()) -= self.0;
+        freed.notify_all();
     }
 }
 
@@ -225,12 +245,8 @@ fn turns() -> &'static (std::sync::Mutex<usize>, std::sync::Condvar) {
     TURNS.get_or_init(Default::default)
 }
 
-/// How many tests train at once: one, or one per core when libtorch runs one thread each.
-fn turns_at_once() -> usize {
-    match std::env::var("OMP_NUM_THREADS").as_deref() {
-        Ok("1") => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        _ => 1,
-    }
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// `inception import --arch ARCH --weights WEIGHTS --classes CLASSES --out OUT EXTRA…` in `dir`.
@@ -377,7 +393,7 @@ pub fn kill_once_written<S: AsRef<std::ffi::OsStr>>(
     limit: std::time::Duration,
 ) {
     use std::process::Stdio;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_inception"))
+    let mut child = bin()
         .args(args)
         .current_dir(dir)
         .stdout(Stdio::null())

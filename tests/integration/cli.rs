@@ -49,7 +49,7 @@ fn predict_on_cpu(dir: &Path, ckpt: &Path, args: &[&str]) -> std::process::Outpu
 fn output_into_a_closed_pipe_ends_the_command_quietly() {
     use std::os::unix::process::ExitStatusExt;
     // The reading end is closed before the command writes: as `inception summary | head -0`.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inception"))
+    let mut child = common::bin()
         .args(["summary", "--json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -6,7 +6,6 @@
 use crate::common;
 
 use std::fs;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{cases, inception, io, relative_error, serial, state_dict, stderr, stdout};
@@ -238,7 +237,7 @@ fn data_parallel_on_cuda_steps_like_one_process_of_the_whole_batch() {
         ];
         args.extend(common::DATA_PARALLEL_EQUIVALENT);
         args.extend(extra);
-        let o = Command::new(env!("CARGO_BIN_EXE_inception"))
+        let o = common::bin()
             .args(&args)
             .env_remove("INCEPTION_DIST_BACKEND")
             .current_dir(dir.path())

@@ -513,6 +513,7 @@ fn run_in(dir: &Path, args: &[&str]) -> (bool, String) {
         .env("ONEDNN_MAX_CPU_ISA", "SSE41")
         .env("MKL_CBWR", "COMPATIBLE")
         .env("OMP_NUM_THREADS", "2")
+        .env_remove("MKL_NUM_THREADS")
         .env_remove("RUST_BACKTRACE")
         .stdin(Stdio::null())
         .stdout(f.try_clone().unwrap())
@@ -526,7 +527,7 @@ fn run_in(dir: &Path, args: &[&str]) -> (bool, String) {
 
 #[test]
 fn every_console_block_runs_as_shown() {
-    let _serial = common::serial();
+    let _serial = common::serial_all();
     let bless = std::env::var("INCEPTION_DOCS_BLESS").is_ok_and(|v| v == "1" || v == "all");
     // `INCEPTION_DOCS_BLESS=all`: every output that differs, for a person to redact again.
     let bless_all = std::env::var("INCEPTION_DOCS_BLESS").is_ok_and(|v| v == "all");

@@ -270,6 +270,8 @@ fn a_model_whose_only_evidence_is_a_square_in_one_corner_looks_there() {
             "none",
             "--batch-size",
             "8",
+            "--seed",
+            "1",
             "--out",
             "run",
         ],

@@ -9,7 +9,6 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -72,7 +71,7 @@ fn run_bounded(dir: &Path, args: &[&str], limit: Duration) -> Finished {
         "stderr-{}",
         dir.file_name().unwrap().to_string_lossy()
     ));
-    let child = Command::new(env!("CARGO_BIN_EXE_inception"))
+    let child = common::bin()
         .args(args)
         .current_dir(dir)
         .stdout(std::process::Stdio::null())

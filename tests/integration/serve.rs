@@ -7,7 +7,7 @@ use common::browser::Browser;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -28,7 +28,7 @@ impl Drop for Server {
 }
 
 fn serve(dir: &std::path::Path, args: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_inception"))
+    let mut child = common::bin()
         .args(["serve", "--port", "0", "--device", "cpu"])
         .args(args)
         .current_dir(dir)

@@ -6,7 +6,6 @@ use crate::common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{assert_clean_failure, inception, repo, serial, stderr, stdout};
@@ -1254,7 +1253,7 @@ fn a_run_killed_at_random_moments_and_during_saves_ends_bit_for_bit_like_an_unin
     let b = dir.path().join("b");
     let (data, config) = (msld(), smoke());
     let spawn = |resume: bool| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_inception"));
+        let mut cmd = common::bin();
         if resume {
             cmd.args(["train", "--resume", b.join("last.pt").to_str().unwrap()]);
         } else {
@@ -1491,7 +1490,7 @@ fn nproc_trains_in_processes_whose_rank_0_writes_the_run_and_a_dead_one_stops_th
     );
     assert_eq!(metric_rows(&dir.path().join("a")).len(), 1 + 3);
     // cv launched as several processes is refused: each would train every fold.
-    let o = Command::new(env!("CARGO_BIN_EXE_inception"))
+    let o = common::bin()
         .args(["cv", "--data", &d, "--config", &config])
         .env("WORLD_SIZE", "2")
         .env("RANK", "0")
@@ -1509,7 +1508,7 @@ fn nproc_trains_in_processes_whose_rank_0_writes_the_run_and_a_dead_one_stops_th
         ("nccl", "INCEPTION_DIST_BACKEND=nccl: NCCL needs CUDA devices, and this process computes on the CPU"),
         ("mpi", "INCEPTION_DIST_BACKEND=\"mpi\": expected gloo or nccl"),
     ] {
-        let o = Command::new(env!("CARGO_BIN_EXE_inception"))
+        let o = common::bin()
             .args(args("2", "c"))
             .env("INCEPTION_DIST_BACKEND", backend)
             .current_dir(dir.path())
@@ -1522,7 +1521,7 @@ fn nproc_trains_in_processes_whose_rank_0_writes_the_run_and_a_dead_one_stops_th
     }
 
     // A long run whose rank 1 is killed: the launcher stops rank 0 and says what happened.
-    let mut launcher = Command::new(env!("CARGO_BIN_EXE_inception"))
+    let mut launcher = common::bin()
         .args(args("500", "b"))
         .current_dir(dir.path())
         .stdout(std::process::Stdio::null())
@@ -1610,7 +1609,7 @@ fn two_ranks_by_hand(dir: &Path, ranks: [Vec<String>; 2]) -> Vec<std::process::O
         .iter()
         .enumerate()
         .map(|(rank, args)| {
-            Command::new(env!("CARGO_BIN_EXE_inception"))
+            common::bin()
                 .args(args)
                 .env("RANK", rank.to_string())
                 .env("WORLD_SIZE", "2")
@@ -1719,7 +1718,7 @@ fn processes_started_with_different_settings_data_or_checkpoints_all_refuse_befo
     assert!(!dir.path().join("run").exists(), "a run folder was started");
     // Each resuming from another run's last.pt (two runs of 1 epoch, other seeds) for a second epoch.
     for (seed, out) in [("0", "r0"), ("1", "r1")] {
-        let mut alone = Command::new(env!("CARGO_BIN_EXE_inception"));
+        let mut alone = common::bin();
         let o = alone
             .args(train(&data, "4", seed, out))
             .current_dir(dir.path())

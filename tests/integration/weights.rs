@@ -10,7 +10,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -640,7 +640,7 @@ fn a_download_is_kept_only_when_whole_and_its_hash_is_right() {
 
 /// The binary with torch.hub's cache in `home` and no proxy from the environment.
 fn with_cache(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_inception"))
+    common::bin()
         .args(args)
         .current_dir(home)
         .env("TORCH_HOME", home.join("torch"))
@@ -714,7 +714,7 @@ fn a_url_is_downloaded_into_torch_hubs_cache_once_and_then_served_from_it() {
 #[test]
 fn the_cache_folder_follows_torch_home_then_xdg_cache_home_then_home() {
     let run = |vars: &[(&str, &str)]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_inception"));
+        let mut cmd = common::bin();
         cmd.env_remove("TORCH_HOME").env_remove("XDG_CACHE_HOME");
         for (k, v) in vars {
             cmd.env(k, v);
