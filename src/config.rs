@@ -53,19 +53,58 @@ pub enum Dedup {
 }
 
 /// Class weights of the loss: `"none"`, `"auto"` (inverse class frequency in the training
-/// split, normalised to mean 1), or one number per class.
+/// split, normalised to mean 1), or one number per class. A config file writes them as those
+/// strings or a list of numbers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(try_from = "WeightsInFile", into = "WeightsInFile")]
 pub enum ClassWeights {
-    Named(String),
+    /// Unweighted.
+    None,
+    /// Inverse class frequency, mean 1.
+    Auto,
+    /// One weight per class, in class order.
     Given(Vec<f64>),
+}
+
+/// [`ClassWeights`] as a config file holds them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum WeightsInFile {
+    Name(String),
+    List(Vec<f64>),
+}
+
+impl TryFrom<WeightsInFile> for ClassWeights {
+    type Error = String;
+
+    fn try_from(w: WeightsInFile) -> std::result::Result<ClassWeights, String> {
+        match w {
+            WeightsInFile::Name(n) if n == "none" => Ok(ClassWeights::None),
+            WeightsInFile::Name(n) if n == "auto" => Ok(ClassWeights::Auto),
+            WeightsInFile::Name(n) => Err(format!(
+                "class_weights {n:?}: expected \"none\", \"auto\" or a list of numbers"
+            )),
+            WeightsInFile::List(w) => Ok(ClassWeights::Given(w)),
+        }
+    }
+}
+
+impl From<ClassWeights> for WeightsInFile {
+    fn from(w: ClassWeights) -> WeightsInFile {
+        match w {
+            ClassWeights::None => WeightsInFile::Name("none".into()),
+            ClassWeights::Auto => WeightsInFile::Name("auto".into()),
+            ClassWeights::Given(w) => WeightsInFile::List(w),
+        }
+    }
 }
 
 impl ClassWeights {
     /// Parses the flag's value: `none`, `auto` or comma-separated numbers.
     pub fn parse(s: &str) -> Result<ClassWeights> {
         match s {
-            "none" | "auto" => Ok(ClassWeights::Named(s.into())),
+            "none" => Ok(ClassWeights::None),
+            "auto" => Ok(ClassWeights::Auto),
             list => list
                 .split(',')
                 .map(|x| {
@@ -81,13 +120,12 @@ impl ClassWeights {
     /// The weights for `counts` training images per class; `None` for unweighted.
     pub fn resolve(&self, counts: &[usize]) -> Result<Option<Vec<f64>>> {
         match self {
-            ClassWeights::Named(n) if n == "none" => Ok(None),
-            ClassWeights::Named(n) if n == "auto" => {
+            ClassWeights::None => Ok(None),
+            ClassWeights::Auto => {
                 let inv: Vec<f64> = counts.iter().map(|&c| 1.0 / c.max(1) as f64).collect();
                 let mean = inv.iter().sum::<f64>() / inv.len() as f64;
                 Ok(Some(inv.iter().map(|w| w / mean).collect()))
             }
-            ClassWeights::Named(n) => bail!("class_weights {n:?}: expected none, auto or a list"),
             ClassWeights::Given(w) if w.len() != counts.len() => {
                 bail!(
                     "class_weights: {} numbers for {} classes",
@@ -231,7 +269,7 @@ settings! {
     /// Label smoothing of the cross-entropy, 0 to below 1 (recipe: 0.1).
     recipe label_smoothing: f64 = 0.1, [long] f64;
     /// none, auto (inverse class frequency) or one number per class, comma-separated.
-    file class_weights: ClassWeights = ClassWeights::Named("auto".into());
+    file class_weights: ClassWeights = ClassWeights::Auto;
     /// Seed of the split, the initial weights, the shuffling, augmentation and dropout.
     recipe seed: u64 = 0, [long] u64;
     /// auto, cpu, cuda or cuda:N.
@@ -241,7 +279,7 @@ settings! {
     /// Group key of the split: auto (the file-name prefix where it looks like a patient key,
     /// else file by file; the scan report says which and why), prefix (file stem up to its
     /// first `_`), none, or a regex whose first capture group is the key.
-    recipe group_by: String = "auto".into(), [long] String;
+    recipe group_by: GroupBy = GroupBy::Auto, [long] GroupBy;
     /// Near-duplicate images (the same photo re-encoded or resized): group (all copies on one
     /// side of the split), drop (keep the first of each set) or off.
     recipe dedup: Dedup = Dedup::Group, [long, value_enum] Dedup;
@@ -520,12 +558,6 @@ impl TrainConfig {
                 self.cache_gib
             );
         }
-        if let ClassWeights::Named(n) = &self.class_weights {
-            if n != "auto" && n != "none" {
-                bail!("class_weights {n:?}: expected \"none\", \"auto\" or a list of numbers");
-            }
-        }
-        GroupBy::parse(&self.group_by)?;
         self.trust.validate().context("trust")?;
         self.augment.validate()?;
         self.normalization.validate()
@@ -771,16 +803,6 @@ mod tests {
                 Box::new(|c| c.cache_gib = 0.0),
             ),
             (
-                "class_weights \"some\"",
-                Box::new(|c| c.class_weights = ClassWeights::Named("some".into())),
-                Box::new(|c| c.class_weights = ClassWeights::Named("none".into())),
-            ),
-            (
-                "is not a valid regex",
-                Box::new(|c| c.group_by = "(".into()),
-                Box::new(|c| c.group_by = "prefix".into()),
-            ),
-            (
                 "trust: alpha 1.5 is outside (0, 1)",
                 Box::new(|c| c.trust.alpha = 1.5),
                 Box::new(|c| c.trust.alpha = 0.05),
@@ -821,5 +843,37 @@ mod tests {
             assert!(got.contains(message), "expected {message:?}, got {got:?}");
             assert_eq!(check(good), "ok", "the good neighbour of {message:?}");
         }
+    }
+
+    /// Class weights in a config file: the two names and a list read as the choices, a name
+    /// that is neither is refused by name, and each writes back as it was given.
+    #[test]
+    fn class_weights_read_and_write_as_names_or_a_list() {
+        for (text, weights) in [
+            (r#""auto""#, ClassWeights::Auto),
+            (r#""none""#, ClassWeights::None),
+            ("[1.0,2.5]", ClassWeights::Given(vec![1.0, 2.5])),
+        ] {
+            let read: ClassWeights = serde_json::from_str(text).unwrap();
+            assert_eq!(read, weights);
+            assert_eq!(serde_json::to_string(&read).unwrap(), text);
+        }
+        let err = serde_json::from_str::<ClassWeights>(r#""some""#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(r#"class_weights "some": expected "none", "auto" or a list"#),
+            "{err}"
+        );
+        let err = TrainConfig::from_json(r#"{"class_weights": "some"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("class_weights \"some\""), "{err}");
+        assert_eq!(
+            ClassWeights::parse("1, 2").unwrap(),
+            ClassWeights::Given(vec![1.0, 2.0])
+        );
+        assert_eq!(ClassWeights::parse("none").unwrap(), ClassWeights::None);
+        assert!(ClassWeights::parse("some").is_err());
     }
 }

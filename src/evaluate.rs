@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::data::dataset::Dataset;
 use crate::data::folder::Sample;
+use crate::data::split::GroupBy;
 use crate::data::transform::EvalTransform;
 use crate::ensemble::{Answer, Ensemble};
 use crate::metrics::{evaluate, Evaluation};
@@ -191,15 +192,13 @@ pub fn measure(a: &Options, started: impl FnOnce()) -> Result<Evaluated> {
     let group_by = meta
         .training
         .as_ref()
-        .map_or("auto", |t| t.config.group_by.as_str());
+        .map_or(GroupBy::Auto, |t| t.config.group_by.clone());
     let good: Vec<Sample> = set
         .good
         .iter()
         .map(|&i| set.loader.samples[i].clone())
         .collect();
-    let groups = crate::data::split::GroupBy::parse(group_by)?
-        .grouping(&good, &meta.classes)?
-        .keys;
+    let groups = group_by.grouping(&good, &meta.classes)?.keys;
     let method = a.method;
     let measured = crate::trust::measure(
         &crate::trust::Model {

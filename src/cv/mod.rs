@@ -226,9 +226,7 @@ pub fn collect(dir: &Path, compute: Compute) -> Result<CvReport> {
             best.push(entry(b));
         }
     }
-    let keys = crate::data::split::GroupBy::parse(&plan.config.group_by)?
-        .grouping(&oof_samples, &classes)?
-        .keys;
+    let keys = plan.config.group_by.grouping(&oof_samples, &classes)?.keys;
     for ((row, key), sample) in rows.iter_mut().zip(keys).zip(&oof_samples) {
         // File by file, the key is the path: written relative, as the path column is.
         row.group = Some(if Path::new(&key) == sample.path {

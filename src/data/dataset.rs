@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::duplicates::{duplicate_sets, Hash};
 use super::folder::{describe_ignored, scan, Folder, Ignored, Layout, Sample};
 use super::loader::{default_threads, prepare, BadFile, Prepared};
-use super::split::{holdout, kfold, largest_groups, GroupBy, Split, MAX_GROUP_SHARE};
+use super::split::{holdout, kfold, largest_groups, Split, MAX_GROUP_SHARE};
 use crate::config::{Dedup, TrainConfig};
 
 /// One file of a split, relative to the dataset folder, with its class name.
@@ -282,7 +282,7 @@ struct SingleSplit {
 }
 
 fn split_single(f: &Folder, cfg: &TrainConfig, hashes: &[Option<Hash>]) -> Result<SingleSplit> {
-    let by = GroupBy::parse(&cfg.group_by)?;
+    let by = &cfg.group_by;
     let grouping = by.grouping(&f.samples, &f.classes)?;
     let mut keys = grouping.keys;
     let mut notes = vec![];

@@ -19,8 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use super::folder::Sample;
 
-/// How files are grouped.
-#[derive(Debug, Clone)]
+/// How files are grouped. A config file and `--group-by` write it as `auto`, `prefix`, `none`
+/// or the regular expression.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum GroupBy {
     /// The file-name prefix where it looks like a grouping key ([`prefix_is_a_key`]), else
     /// every file on its own.
@@ -34,7 +36,51 @@ pub enum GroupBy {
     None,
 }
 
+impl PartialEq for GroupBy {
+    fn eq(&self, other: &GroupBy) -> bool {
+        self.spec() == other.spec()
+    }
+}
+
+impl std::fmt::Display for GroupBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.spec())
+    }
+}
+
+impl std::str::FromStr for GroupBy {
+    type Err = String;
+
+    fn from_str(spec: &str) -> std::result::Result<GroupBy, String> {
+        GroupBy::parse(spec).map_err(|e| format!("{e:#}"))
+    }
+}
+
+impl TryFrom<String> for GroupBy {
+    type Error = String;
+
+    fn try_from(spec: String) -> std::result::Result<GroupBy, String> {
+        spec.parse()
+    }
+}
+
+impl From<GroupBy> for String {
+    fn from(g: GroupBy) -> String {
+        g.spec().to_string()
+    }
+}
+
 impl GroupBy {
+    /// As a config file and `--group-by` write it.
+    pub fn spec(&self) -> &str {
+        match self {
+            GroupBy::Auto => "auto",
+            GroupBy::Prefix => "prefix",
+            GroupBy::None => "none",
+            GroupBy::Regex(re) => re.as_str(),
+        }
+    }
+
     /// `auto` (the default), `prefix`, `none`, or a regular expression with a capture group.
     pub fn parse(spec: &str) -> Result<GroupBy> {
         match spec {
@@ -43,9 +89,9 @@ impl GroupBy {
             "none" => Ok(GroupBy::None),
             re => {
                 let regex = Regex::new(re)
-                    .map_err(|e| anyhow::anyhow!("--group-by {re:?} is not a valid regex: {e}"))?;
+                    .map_err(|e| anyhow::anyhow!("group_by {re:?} is not a valid regex: {e}"))?;
                 if regex.captures_len() < 2 {
-                    bail!("--group-by {re:?} has no capture group; the first one is the key");
+                    bail!("group_by {re:?} has no capture group; the first one is the key");
                 }
                 Ok(GroupBy::Regex(regex))
             }
@@ -70,7 +116,7 @@ impl GroupBy {
             GroupBy::Regex(re) => match re.captures(&name).and_then(|c| c.get(1)) {
                 Some(m) => m.as_str().to_string(),
                 None => bail!(
-                    "--group-by {:?} does not match {}",
+                    "group_by {:?} does not match {}",
                     re.as_str(),
                     path.display()
                 ),
@@ -379,4 +425,32 @@ pub fn kfold(
         train: collect(&g, |i| assigned[i] != fold),
         val: collect(&g, |i| assigned[i] == fold),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `group_by` in a config file: each choice reads as itself and writes back as it was
+    /// given; a regular expression that does not compile, or has no capture group, is refused
+    /// when the file is read.
+    #[test]
+    fn group_by_reads_and_writes_as_its_spec_and_refuses_a_bad_regex() {
+        for spec in ["auto", "prefix", "none", r"^(P\d+)_"] {
+            let text = serde_json::to_string(spec).unwrap();
+            let g: GroupBy = serde_json::from_str(&text).unwrap();
+            assert_eq!(g.spec(), spec);
+            assert_eq!(serde_json::to_string(&g).unwrap(), text);
+        }
+        let g: GroupBy = serde_json::from_str(r#""none""#).unwrap();
+        assert!(matches!(g, GroupBy::None));
+        let g: GroupBy = serde_json::from_str(r#""^(P\\d+)_""#).unwrap();
+        assert_eq!(g.key(Path::new("P13_2.jpg")).unwrap(), "P13");
+        for (spec, message) in [("(", "is not a valid regex"), ("P", "has no capture group")] {
+            let err = serde_json::from_str::<GroupBy>(&serde_json::to_string(spec).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(message), "{spec}: {err}");
+        }
+    }
 }

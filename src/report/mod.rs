@@ -19,6 +19,7 @@ use crate::checkpoint::{self, Meta};
 use crate::config::{Card, TrainConfig};
 use crate::data::card::DataCard;
 use crate::data::dataset::Dataset;
+use crate::data::split::GroupBy;
 use crate::device;
 use crate::evaluate::{self, EvalReport};
 use crate::metrics::Evaluation;
@@ -651,7 +652,7 @@ impl Interval {
 /// recorded it.
 pub fn split_line(r: &Report) -> Option<String> {
     match r.source {
-        Source::Cv if r.config.group_by == "none" => Some(format!(
+        Source::Cv if r.config.group_by == GroupBy::None => Some(format!(
             "{} folds of single images (group_by none), seed {}: every image held out once",
             r.models.len(),
             r.config.seed

@@ -575,7 +575,7 @@ fn auto_grouping_splits_camera_photos_file_by_file_and_msld_by_patient() {
     // The prefix rule on the same folder: one group per class, no split possible, and the error
     // says which flag makes one.
     let cfg = TrainConfig {
-        group_by: "prefix".into(),
+        group_by: inception::data::split::GroupBy::Prefix,
         ..TrainConfig::default()
     };
     let err = format!(
@@ -620,7 +620,9 @@ fn a_group_over_a_fifth_of_a_class_is_warned_about() {
         .map(|(c, n, r)| (*c, n.clone(), r.as_str(), ImageFormat::Jpeg, 1.0))
         .collect();
     dataset_of(dir.path(), &files);
-    let (_, report) = training_split(dir.path(), |c| c.group_by = "prefix".into());
+    let (_, report) = training_split(dir.path(), |c| {
+        c.group_by = inception::data::split::GroupBy::Prefix
+    });
     assert!(
         report.contains("warning: group \"IMG\" holds 4 of the 12 images of class a (33 %)"),
         "{report}"
@@ -681,7 +683,7 @@ fn re_encoded_and_resized_copies_stay_on_one_side_of_every_split_and_fold() {
     let mut in_val = 0;
     for fold in 0..5 {
         let (ds, report) = training_split(dir.path(), |c| {
-            c.group_by = "none".into();
+            c.group_by = inception::data::split::GroupBy::None;
             c.folds = Some(5);
             c.fold = fold;
         });
@@ -699,7 +701,7 @@ fn re_encoded_and_resized_copies_stay_on_one_side_of_every_split_and_fold() {
     assert_eq!(in_val, 1, "the set is in exactly one validation fold");
     for seed in 0..4 {
         let (ds, _) = training_split(dir.path(), |c| {
-            c.group_by = "none".into();
+            c.group_by = inception::data::split::GroupBy::None;
             c.seed = seed;
         });
         let sides = side_of(&ds);

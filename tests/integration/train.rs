@@ -841,7 +841,7 @@ fn camera_named_photos_train_with_the_default_grouping_file_by_file() {
     }
     // The built-in recipe groups automatically.
     let builtin: TrainConfig = serde_json::from_str(inception::config::MONKEYPOX).unwrap();
-    assert_eq!(builtin.group_by, "auto");
+    assert_eq!(builtin.group_by.to_string(), "auto");
     let (data_s, config) = (data.display().to_string(), smoke());
     let o = inception(
         dir.path(),
