@@ -24,6 +24,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+mkdir -p .deps
 deps=.deps/py
 stamp=$deps/.installed
 want=$(sha256sum scripts/requirements.txt | cut -c1-16)
