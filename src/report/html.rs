@@ -56,8 +56,8 @@ fn known(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
 }
 
-/// A number with 3 decimals, or a dash.
-fn f3(x: f64) -> String {
+/// A number with 3 decimals, or a dash (NaN: not defined for these images); the card's too.
+pub(super) fn f3(x: f64) -> String {
     known(x).map_or("—".into(), |x| format!("{x:.3}"))
 }
 

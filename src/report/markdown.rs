@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use serde_json::{json, Value};
 
 use super::gallery::Kind3;
-use super::html::{curve_charts, reliability_chart, title, today, training_charts};
+use super::html::{curve_charts, f3, reliability_chart, title, today, training_charts};
 use super::{headline, Figures, Report, Source};
 
 /// One file the card links to, relative to the card's folder.
@@ -176,15 +176,6 @@ pub fn yaml(v: &Value, indent: usize) -> String {
 
 fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
-}
-
-/// A number with 3 decimals, or a dash where it is not one (NaN: not defined here).
-fn f3(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:.3}")
-    } else {
-        "—".into()
-    }
 }
 
 /// The card and its files; `assets` is the folder name the card links into.

@@ -158,7 +158,9 @@ impl Assessment {
 
 /// Everything `cv.json` holds: the one type that writes it and every reader of it reads
 /// (the report's page, the ensemble's calibration, `train --calibration-from`, `compare`).
-/// Fields a summary gained later are optional, so older summaries still read.
+/// `best`, `calibration`, `operating_point`, `conformal`, `trust` and `trust_note` may be
+/// absent; a summary older than `intervals` (2026-12-04) does not read, and `inception cv
+/// --collect` rewrites it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CvReport {
     pub cv: String,
