@@ -10,7 +10,7 @@ use tch::Device;
 use crate::checkpoint::{self, Meta};
 use crate::cli::{fixed, ImportArgs};
 use crate::data::transform::Normalization;
-use crate::model::{check_image_size, Arch, Model, NetConfig};
+use crate::model::{check_image_size, googlenet, Arch, Model, NetConfig};
 use crate::weights;
 
 /// A validated import.
@@ -56,8 +56,11 @@ impl ImportConfig {
             bail!("--classes: {:?} is named twice", w[0]);
         }
         check_image_size(args.arch, args.image_size)?;
-        if args.transform_input && args.arch != Arch::Googlenet {
-            bail!("--transform-input exists only for --arch googlenet");
+        if args.transform_input && !args.arch.has_googlenet_options() {
+            bail!(
+                "--transform-input exists only for --arch {}",
+                Arch::with_googlenet_options()
+            );
         }
         let published = match args.pretrained {
             true => Some(crate::model::published(args.arch).with_context(|| {
@@ -148,14 +151,12 @@ pub fn import(cfg: &ImportConfig) -> Result<Meta> {
         None => weights::pretrained_path(cfg.arch)?,
     };
     let mut tensors = weights::read_state_dict(&path)?;
-    let has_aux = tensors
-        .keys()
-        .any(|k| k.starts_with("aux1.") || k.starts_with("aux2."));
+    let has_aux = tensors.keys().any(|k| googlenet::is_aux(k));
     // The published GoogLeNet's auxiliary heads are untrained (torchvision says so): left out.
     if cfg.weights.is_none() {
-        tensors.retain(|k, _| !(k.starts_with("aux1.") || k.starts_with("aux2.")));
+        tensors.retain(|k, _| !googlenet::is_aux(k));
     }
-    let aux_logits = cfg.arch == Arch::Googlenet && has_aux && cfg.weights.is_some();
+    let aux_logits = cfg.arch.has_googlenet_options() && has_aux && cfg.weights.is_some();
     let config = NetConfig {
         aux_logits,
         transform_input: cfg.transform_input,

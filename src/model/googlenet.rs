@@ -15,7 +15,8 @@ use tch::{TchError, Tensor};
 use super::inception::{Inception, Style, BLOCKS};
 use super::layers::{ConvBnRelu, Linear, MaxPool, Mode};
 use super::summary::Walker;
-use super::Tap;
+use super::{Network, Spec, Tap};
+use crate::data::transform::Normalization;
 
 /// The smallest input side GoogLeNet accepts: 15 leaves a 1×1 map before `maxpool4`
 /// (checked against the shape walk and a real forward pass in tests/integration/model.rs).
@@ -35,6 +36,40 @@ const POOL4: MaxPool = MaxPool {
 };
 const DROPOUT: f64 = 0.2;
 const AUX_DROPOUT: f64 = 0.7;
+
+/// GoogLeNet's entry in the model's table.
+pub static SPEC: Spec = Spec {
+    name: "googlenet",
+    head_prefixes: &["fc.", "aux1.", "aux2."],
+    class_layer: Some("fc"),
+    default_tap_layer: "inception5b",
+    min_image_size: MIN_IMAGE_SIZE,
+    tap_layers: super::seed::Seed::tap_layers,
+    googlenet_options: true,
+    published: Some(super::Published {
+        file: "googlenet-1378be20.pth",
+        url: Some("https://download.pytorch.org/models/googlenet-1378be20.pth"),
+        what: "torchvision's GoogLeNet IMAGENET1K_V1 (acc@1 69.778)",
+        transform_input: true,
+        normalization: Normalization::IMAGENET,
+    }),
+    build: |root, c| {
+        Box::new(GoogLeNet::new(
+            root,
+            c.num_classes,
+            c.aux_logits,
+            c.transform_input,
+        ))
+    },
+};
+
+/// The state_dict prefixes of the auxiliary heads.
+pub const AUX_HEADS: [&str; 2] = ["aux1.", "aux2."];
+
+/// Whether the state_dict entry `name` belongs to an auxiliary head.
+pub fn is_aux(name: &str) -> bool {
+    AUX_HEADS.iter().any(|p| name.starts_with(p))
+}
 
 /// ImageNet mean and std that `transform_input` undoes (torchvision's `_transform_input`).
 const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
@@ -137,13 +172,8 @@ impl GoogLeNet {
         }
     }
 
-    /// Logits, and in training with auxiliary heads also their logits (aux1, aux2).
-    pub fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<(Tensor, Vec<Tensor>), TchError> {
-        self.forward_tapped(x, mode, &mut Tap::none())
-    }
-
-    /// [`Self::forward_t`], handing the output of the layer `tap` names to the tap and going
-    /// on with what it returns.
+    /// Logits, and in training with auxiliary heads also their logits (aux1, aux2), handing
+    /// the output of the layer `tap` names to the tap and going on with what it returns.
     pub fn forward_tapped(
         &self,
         x: &Tensor,
@@ -182,7 +212,7 @@ impl GoogLeNet {
     }
 
     /// Every conv + BatchNorm unit, auxiliary heads included.
-    pub fn units_mut(&mut self) -> Vec<&mut ConvBnRelu> {
+    fn units_mut(&mut self) -> Vec<&mut ConvBnRelu> {
         let mut units = vec![&mut self.conv1, &mut self.conv2, &mut self.conv3];
         units.extend(self.blocks.iter_mut().flat_map(Inception::units_mut));
         if let Some(aux) = &mut self.aux {
@@ -190,8 +220,26 @@ impl GoogLeNet {
         }
         units
     }
+}
 
-    pub fn describe(&self, w: &mut Walker) -> Result<()> {
+impl Network for GoogLeNet {
+    fn forward(
+        &self,
+        x: &Tensor,
+        mode: Mode,
+        tap: &mut Tap,
+    ) -> Result<(Tensor, Vec<Tensor>), TchError> {
+        self.forward_tapped(x, mode, tap)
+    }
+
+    fn fold_batchnorm(&mut self) -> Result<(), TchError> {
+        for u in self.units_mut() {
+            u.fold()?;
+        }
+        Ok(())
+    }
+
+    fn describe(&self, w: &mut Walker) -> Result<()> {
         w.group("stem");
         w.unit(&self.conv1)?;
         w.pool(&POOL3, "maxpool1")?;
@@ -219,23 +267,11 @@ impl GoogLeNet {
         w.flatten();
         w.linear(&self.fc, false)
     }
-}
 
-/// torchvision's `_transform_input`: x·(std/0.5) + (mean − 0.5)/0.5 per channel.
-fn transform_input(x: &Tensor) -> Result<Tensor, TchError> {
-    let opts = (x.f_kind()?, x.device());
-    let scale = Tensor::f_from_slice(&IMAGENET_STD.map(|s| s / 0.5))?.f_to_kind(opts.0)?;
-    let shift = Tensor::f_from_slice(&IMAGENET_MEAN.map(|m| (m - 0.5) / 0.5))?.f_to_kind(opts.0)?;
-    let scale = scale.f_to_device(opts.1)?.f_view([1, 3, 1, 1])?;
-    let shift = shift.f_to_device(opts.1)?.f_view([1, 3, 1, 1])?;
-    x.f_mul(&scale)?.f_add(&shift)
-}
-
-impl GoogLeNet {
     /// The pooled 1024 features of the eval-mode network in an ONNX graph, `transform_input`'s
     /// affine kept as its own Mul and Add (folding it into conv1 would be wrong at the padded
     /// border, where the affine's shift is not applied to the zeros).
-    pub fn onnx_features(
+    fn onnx_features(
         &self,
         g: &mut crate::onnx::Graph,
         x: &crate::onnx::Value,
@@ -267,11 +303,21 @@ impl GoogLeNet {
     }
 
     /// The class layer `fc` on features.
-    pub fn onnx_head(
+    fn onnx_head(
         &self,
         g: &mut crate::onnx::Graph,
         f: &crate::onnx::Value,
     ) -> Result<crate::onnx::Value> {
         self.fc.onnx(g, f)
     }
+}
+
+/// torchvision's `_transform_input`: x·(std/0.5) + (mean − 0.5)/0.5 per channel.
+fn transform_input(x: &Tensor) -> Result<Tensor, TchError> {
+    let opts = (x.f_kind()?, x.device());
+    let scale = Tensor::f_from_slice(&IMAGENET_STD.map(|s| s / 0.5))?.f_to_kind(opts.0)?;
+    let shift = Tensor::f_from_slice(&IMAGENET_MEAN.map(|m| (m - 0.5) / 0.5))?.f_to_kind(opts.0)?;
+    let scale = scale.f_to_device(opts.1)?.f_view([1, 3, 1, 1])?;
+    let shift = shift.f_to_device(opts.1)?.f_view([1, 3, 1, 1])?;
+    x.f_mul(&scale)?.f_add(&shift)
 }

