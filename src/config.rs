@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::split::GroupBy;
 use crate::data::transform::{Augment, Normalization};
+use crate::device::DeviceChoice;
 use crate::model::{check_image_size, Arch};
 use crate::precision::Precision;
 use crate::trust::TrustConfig;
@@ -195,10 +196,11 @@ macro_rules! settings {
 
         impl RecipeFlags {
             /// Sets each field whose flag was given.
-            pub fn apply(&self, cfg: &mut TrainConfig) {
+            pub fn apply(&self, cfg: &mut TrainConfig) -> Result<()> {
                 $(if let Some(v) = &self.$rfield {
-                    Assign::assign(&mut cfg.$rfield, v.clone());
+                    Assign::assign(&mut cfg.$rfield, v.clone())?;
                 })*
+                Ok(())
             }
         }
 
@@ -211,30 +213,42 @@ macro_rules! settings {
 
         impl RuntimeFlags {
             /// Sets each field whose flag was given.
-            pub fn apply(&self, cfg: &mut TrainConfig) {
+            pub fn apply(&self, cfg: &mut TrainConfig) -> Result<()> {
                 $(if let Some(v) = &self.$ufield {
-                    Assign::assign(&mut cfg.$ufield, v.clone());
+                    Assign::assign(&mut cfg.$ufield, v.clone())?;
                 })*
+                Ok(())
             }
         }
     };
     ($($body:tt)*) => { settings!(@munch [] [] [] $($body)*); };
 }
 
-/// A flag's value put into its field: as it is, or as `Some` of an optional field.
+/// A flag's value put into its field: as it is, as `Some` of an optional field, or read
+/// as the field's type where a wrong value is a job's error rather than a usage error (exit
+/// code 1, as the same value in a config file).
 trait Assign<T> {
-    fn assign(&mut self, v: T);
+    fn assign(&mut self, v: T) -> Result<()>;
 }
 
 impl<T> Assign<T> for T {
-    fn assign(&mut self, v: T) {
+    fn assign(&mut self, v: T) -> Result<()> {
         *self = v;
+        Ok(())
     }
 }
 
 impl<T> Assign<T> for Option<T> {
-    fn assign(&mut self, v: T) {
+    fn assign(&mut self, v: T) -> Result<()> {
         *self = Some(v);
+        Ok(())
+    }
+}
+
+impl Assign<String> for DeviceChoice {
+    fn assign(&mut self, v: String) -> Result<()> {
+        *self = v.parse()?;
+        Ok(())
     }
 }
 
@@ -273,7 +287,7 @@ settings! {
     /// Seed of the split, the initial weights, the shuffling, augmentation and dropout.
     recipe seed: u64 = 0, [long] u64;
     /// auto, cpu, cuda or cuda:N.
-    runtime device: String = "auto".into(), [long] String;
+    runtime device: DeviceChoice = DeviceChoice::Auto, [long] String;
     /// Share of each class for validation when the data has no train/val folders.
     recipe val_fraction: f64 = 0.2, [long] f64;
     /// Group key of the split: auto (the file-name prefix where it looks like a patient key,
@@ -370,7 +384,7 @@ impl TrainConfig {
     /// one data-parallel run may each set for their own machine.
     pub fn recipe(&self) -> TrainConfig {
         TrainConfig {
-            device: String::new(),
+            device: DeviceChoice::Auto,
             precision: Default::default(),
             channels_last: false,
             workers: 0,
@@ -430,7 +444,7 @@ impl TrainConfig {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
         if value.get("aux_logits").is_none() {
-            cfg.aux_logits = cfg.arch == Arch::Googlenet && !cfg.pretrained;
+            cfg.aux_logits = cfg.arch.has_googlenet_options() && !cfg.pretrained;
         }
         Ok(cfg)
     }
@@ -438,8 +452,11 @@ impl TrainConfig {
     /// Checks every field; the error names the field.
     pub fn validate(&self) -> Result<()> {
         check_image_size(self.arch, self.image_size)?;
-        if self.aux_logits && self.arch != Arch::Googlenet {
-            bail!("aux_logits exists only for arch googlenet");
+        if self.aux_logits && !self.arch.has_googlenet_options() {
+            bail!(
+                "aux_logits exists only for arch {}",
+                Arch::with_googlenet_options()
+            );
         }
         if self.epochs == 0 && self.probe_c.is_none() {
             bail!("epochs must be at least 1 (0 only with probe_c: the fitted probe alone)");

@@ -106,9 +106,9 @@ fn refit_flags(a: &CvArgs, dir: &Path, plan: &mut Plan) -> Result<()> {
 }
 
 /// The runtime flags given with --resume or --collect, applied to the plan's config.
-fn with_runtime_flags(a: &CvArgs, mut cfg: TrainConfig) -> TrainConfig {
-    apply_runtime_flags(&mut cfg, &a.recipe.runtime);
-    cfg
+fn with_runtime_flags(a: &CvArgs, mut cfg: TrainConfig) -> Result<TrainConfig> {
+    apply_runtime_flags(&mut cfg, &a.recipe.runtime)?;
+    Ok(cfg)
 }
 
 /// Refuses flags that would change what a cv folder measures.
@@ -178,7 +178,7 @@ fn execute(a: &CvArgs) -> Result<Outcome> {
         only_runtime_flags(a, "--collect", &allowed)?;
         let mut plan = Plan::read(dir)?;
         refit_flags(a, dir, &mut plan)?;
-        let compute = compute_for(&with_runtime_flags(a, plan.config))?;
+        let compute = compute_for(&with_runtime_flags(a, plan.config)?)?;
         return Ok(Outcome::Report(Box::new(cv::collect(dir, compute)?)));
     }
     if let Some(dir) = &a.resume {
@@ -189,7 +189,7 @@ fn execute(a: &CvArgs) -> Result<Outcome> {
         only_runtime_flags(a, "--resume", &allowed)?;
         let mut plan = Plan::read(dir)?;
         refit_flags(a, dir, &mut plan)?;
-        plan.config = with_runtime_flags(a, plan.config);
+        plan.config = with_runtime_flags(a, plan.config)?;
         let compute = compute_for(&plan.config)?;
         println!("resuming cross-validation {}", dir.display());
         run_folds(dir, &plan, compute)?;

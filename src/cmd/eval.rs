@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 
 use crate::cli::EvalArgs;
-use crate::device;
+use crate::device::{self, DeviceChoice};
 use crate::evaluate::{measure, EvalReport, Evaluated, Options};
 use crate::precision::Compute;
 use crate::text::csv_field;
@@ -12,7 +12,8 @@ use crate::trust::intervals::ProportionMethod;
 
 /// Measures the checkpoint as the arguments say, writing the files they ask for.
 pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
-    let device = device::resolve(&a.device)?;
+    let choice: DeviceChoice = a.device.parse()?;
+    let device = choice.resolve()?;
     let compute = Compute::new(device, a.precision, true)?;
     let options = Options {
         checkpoints: a.checkpoint.clone(),
@@ -30,7 +31,7 @@ pub fn eval(a: &EvalArgs) -> Result<EvalReport> {
         batch_size: a.batch_size,
         compute,
     };
-    let m = measure(&options, || device::announce(&a.device, &compute))?;
+    let m = measure(&options, || device::announce(choice, &compute))?;
     if let Some(file) = &a.predictions {
         crate::checkpoint::write_atomic(file, predictions_csv(&m).as_bytes())?;
     }

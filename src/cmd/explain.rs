@@ -13,7 +13,7 @@ use crate::cli::ExplainArgs;
 use crate::cmd::predict::expand;
 use crate::data::image::load_rgb;
 use crate::data::transform::EvalTransform;
-use crate::device;
+use crate::device::{self, DeviceChoice};
 use crate::ensemble::Ensemble;
 use crate::explain::{check_layer, describe, ensemble_maps, title};
 use crate::metrics::argmax;
@@ -32,7 +32,8 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         None => RunDir::Next("explain"),
     };
     out.check()?;
-    let compute = Compute::new(device::resolve(&args.device)?, Precision::Fp32, true)?;
+    let choice: DeviceChoice = args.device.parse()?;
+    let compute = Compute::new(choice.resolve()?, Precision::Fp32, true)?;
     let mut ensemble = Ensemble::load(&checkpoints, compute)?;
     if args.no_calibration {
         ensemble = ensemble.without_calibration();
@@ -60,7 +61,7 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         }
         bail!("no image to explain");
     }
-    device::announce(&args.device, &compute);
+    device::announce(choice, &compute);
     let dir = out.create()?;
     for m in &missing {
         eprintln!("error: {m}");

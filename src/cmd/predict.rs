@@ -11,7 +11,7 @@ use crate::data::folder::{find_images, holds, PassedOver};
 use crate::data::image::load_rgb;
 use crate::data::loader::{default_threads, parallel_map};
 use crate::data::transform::EvalTransform;
-use crate::device;
+use crate::device::{self, DeviceChoice};
 use crate::ensemble::Ensemble;
 use crate::precision::Compute;
 use crate::predict::Prediction;
@@ -36,6 +36,8 @@ pub struct PredictConfig {
     pub top_k: Option<usize>,
     pub format: Format,
     pub batch_size: usize,
+    /// The device asked for (`auto` is said with its reason).
+    pub device: DeviceChoice,
     /// Device, precision and layout.
     pub compute: Compute,
     /// The image files, after expanding folders and globs.
@@ -59,6 +61,7 @@ impl PredictConfig {
             bail!("--top-k must be at least 1");
         }
         let checkpoints = given_or_latest(&args.checkpoint)?;
+        let choice: DeviceChoice = args.device.parse()?;
         let (images, missing) = expand(&args.paths);
         let format = match (args.json, args.csv) {
             (true, _) => Format::Json,
@@ -71,7 +74,8 @@ impl PredictConfig {
             top_k: args.top_k,
             format,
             batch_size: args.batch_size,
-            compute: Compute::new(device::resolve(&args.device)?, args.precision, true)?,
+            device: choice,
+            compute: Compute::new(choice.resolve()?, args.precision, true)?,
             images,
             missing,
             skip_bad: args.skip_bad,
@@ -145,7 +149,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             ensemble.files().join(", ")
         );
     }
-    device::announce(&args.device, &cfg.compute);
+    device::announce(cfg.device, &cfg.compute);
     for m in &cfg.missing {
         eprintln!("error: {m}");
     }

@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use crate::cli::{fixed, RecipeArgs, RuntimeArgs};
 use crate::config::{ClassWeights, TrainConfig};
 use crate::data::transform::Augment;
-use crate::device;
 use crate::precision::Compute;
 
 /// Gets the starting weights a config names into the cache now (`pretrained`, an `init`
@@ -25,8 +24,8 @@ pub fn fetch_weights(cfg: &TrainConfig) -> Result<()> {
 
 /// Applies every flag that was given to `cfg`.
 pub fn apply_flags(cfg: &mut TrainConfig, r: &RecipeArgs) -> Result<()> {
-    r.flags.apply(cfg);
-    apply_runtime_flags(cfg, &r.runtime);
+    r.flags.apply(cfg)?;
+    apply_runtime_flags(cfg, &r.runtime)?;
     let a = &r.more;
     if a.no_folds {
         cfg.folds = None;
@@ -90,7 +89,7 @@ pub fn apply_flags(cfg: &mut TrainConfig, r: &RecipeArgs) -> Result<()> {
         && (a.pretrained
             || r.flags
                 .arch
-                .is_some_and(|arch| arch != crate::model::Arch::Googlenet))
+                .is_some_and(|arch| !arch.has_googlenet_options()))
     {
         cfg.aux_logits = false;
     }
@@ -99,8 +98,8 @@ pub fn apply_flags(cfg: &mut TrainConfig, r: &RecipeArgs) -> Result<()> {
 
 /// Applies the flags that say how to compute, not what (device, precision, layout, loader,
 /// cache, unreadable files, pictures, downloads): the ones a resumed run or cv may change.
-pub fn apply_runtime_flags(cfg: &mut TrainConfig, r: &RuntimeArgs) {
-    r.flags.apply(cfg);
+pub fn apply_runtime_flags(cfg: &mut TrainConfig, r: &RuntimeArgs) -> Result<()> {
+    r.flags.apply(cfg)?;
     if r.skip_bad {
         cfg.skip_bad = true;
     }
@@ -113,15 +112,12 @@ pub fn apply_runtime_flags(cfg: &mut TrainConfig, r: &RuntimeArgs) {
     if r.offline {
         crate::weights::hub::set_offline();
     }
+    Ok(())
 }
 
 /// The device, precision and layout `cfg` asks for, said on stderr.
 pub fn compute_for(cfg: &TrainConfig) -> Result<Compute> {
-    Compute::new(
-        device::resolve(&cfg.device)?,
-        cfg.precision,
-        cfg.channels_last,
-    )
+    Compute::new(cfg.device.resolve()?, cfg.precision, cfg.channels_last)
 }
 
 /// Overwrites `field` with a flag's value when the flag was given.

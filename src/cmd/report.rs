@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::checkpoint::write_atomic;
 use crate::cli::{ReportArgs, ReportFormat};
-use crate::device;
+use crate::device::DeviceChoice;
 use crate::precision::Compute;
 use crate::report::{self, html, markdown, Options};
 
@@ -69,7 +69,8 @@ pub fn run(a: &ReportArgs) -> Result<()> {
         }
         None => None,
     };
-    let device = device::resolve(&a.device)?;
+    let choice: DeviceChoice = a.device.parse()?;
+    let device = choice.resolve()?;
     let compute = Compute::new(device, a.precision, true)?;
     let started = std::time::Instant::now();
     let r = report::gather(&Options {
@@ -78,7 +79,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
         per_kind: a.gallery,
         card,
         compute,
-        device: a.device.clone(),
+        device: choice,
         precision: a.precision,
     })?;
     match (a.format, assets) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::cli::ServeArgs;
-use crate::device;
+use crate::device::{self, DeviceChoice};
 use crate::ensemble::Ensemble;
 use crate::precision::Compute;
 use crate::runs::given_or_latest;
@@ -33,7 +33,8 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         }
     }
     let checkpoints = given_or_latest(&a.checkpoint)?;
-    let compute = Compute::new(device::resolve(&a.device)?, a.precision, true)?;
+    let choice: DeviceChoice = a.device.parse()?;
+    let compute = Compute::new(choice.resolve()?, a.precision, true)?;
     let mut ensemble = Ensemble::load(&checkpoints, compute)?.with_threshold(a.threshold)?;
     if a.no_calibration {
         ensemble = ensemble.without_calibration();
@@ -46,7 +47,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         max_body_bytes: a.max_body_mib << 20,
         read_timeout: Duration::from_secs(a.read_timeout_s),
     };
-    device::announce(&a.device, &compute);
+    device::announce(choice, &compute);
     let members = ensemble.files().join(", ");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

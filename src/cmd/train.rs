@@ -159,7 +159,7 @@ fn resume_config(a: &TrainArgs, last: &std::path::Path) -> Result<(TrainConfig, 
     }
     set_if(&mut cfg.epochs, a.recipe.flags.epochs);
     set_if(&mut cfg.patience, a.recipe.flags.patience);
-    apply_runtime_flags(&mut cfg, &a.recipe.runtime);
+    apply_runtime_flags(&mut cfg, &a.recipe.runtime)?;
     let dir = last
         .parent()
         .map(PathBuf::from)

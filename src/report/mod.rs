@@ -60,7 +60,7 @@ pub struct Options {
     /// The device and precision of the network's passes (Grad-CAM always in fp32).
     pub compute: Compute,
     /// The flags `compute` was made from, for `eval`.
-    pub device: String,
+    pub device: crate::device::DeviceChoice,
     pub precision: Precision,
 }
 
@@ -206,7 +206,7 @@ fn measure(
         batch_size: 32,
         compute: opts.compute,
     };
-    let m = evaluate::measure(&options, || device::announce(&opts.device, &opts.compute))?;
+    let m = evaluate::measure(&options, || device::announce(opts.device, &opts.compute))?;
     if m.classes != classes {
         bail!(
             "{}: its classes {:?} are not the report's {:?}",

@@ -441,7 +441,7 @@ pub fn train(job: &TrainJob) -> Result<RunSummary> {
         false => None,
     };
     if let Some(f) = &files {
-        crate::device::announce(&cfg.device, &job.compute);
+        crate::device::announce(cfg.device, &job.compute);
         if let (Some(w), Some(g)) = (&job.world, &state.group) {
             println!(
                 "data-parallel: {} processes (c10d, {}), {} images per step each, {} in all",
@@ -667,7 +667,7 @@ fn fresh_model(cfg: &TrainConfig, num_classes: i64, device: Device) -> Result<Mo
                     .iter()
                     .map(|(k, t)| (k.clone(), t.shallow_clone()))
                     .collect();
-                sd.retain(|k, _| !(k.starts_with("aux1.") || k.starts_with("aux2.")));
+                sd.retain(|k, _| !crate::model::googlenet::is_aux(k));
                 model.init_from_state_dict(&sd)
             }
             Source::StateDict(sd) => model.init_from_state_dict(sd),
