@@ -853,6 +853,9 @@ fn a_cv_ships_its_calibration_with_the_model_trained_on_every_image_and_refuses_
             "--json",
             "--device",
             "cpu",
+            // fp32 as the TorchScript module below (auto takes bf16 on a CPU that has it).
+            "--precision",
+            "fp32",
             "--checkpoint",
             "all/model.pt",
             &photo,
