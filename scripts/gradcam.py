@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch reference for `inception explain` (tests/explain.rs): Grad-CAM (Selvaraju et al. 2017,
+"""PyTorch reference for `inception explain` (tests/integration/explain.rs): Grad-CAM (Selvaraju et al. 2017,
 arXiv:1610.02391) and Grad-CAM++ (Chattopadhay et al. 2018, arXiv:1710.11063) with forward and
 tensor hooks on the network of scripts/parity.py, written here from the papers (the weighting of
 Grad-CAM++ as pytorch-grad-cam computes it).

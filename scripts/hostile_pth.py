@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Hostile torch.save files for the reader's tests (tests/hostile.rs): one file of each class
+"""Hostile torch.save files for the reader's tests (tests/integration/hostile.rs): one file of each class
 of attack the reader must refuse, in each format where it applies, written byte by byte
 (no torch needed to write them), and a manifest that says what each must be refused for.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch reference for the parity tests (tests/model.rs, tests/cli.rs).
+"""PyTorch reference for the parity tests (tests/integration/model.rs, tests/integration/cli.rs).
 
 Builds each network in PyTorch — the seed's written here from docs/MODEL.md (with its two
 fixes: logits out, adaptive average pool), GoogLeNet from torchvision — randomises its weights

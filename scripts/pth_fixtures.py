@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch's side of the weights tests (tests/weights.rs): torch.save files, good and bad.
+"""PyTorch's side of the weights tests (tests/integration/weights.rs): torch.save files, good and bad.
 
 Writes into OUT:
 

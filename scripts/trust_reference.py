@@ -1,4 +1,4 @@
-"""Reference values for the trust tests (tests/trust.rs), computed by the libraries people
+"""Reference values for the trust tests (tests/integration/trust.rs), computed by the libraries people
 trust for them, from the cases the test writes:
 
     python3 scripts/trust_reference.py CASES.json OUT.json
