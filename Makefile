@@ -24,14 +24,21 @@ train-pretrained: build weights
 	./target/release/inception cv --data "$(DATA)" --config configs/pretrained.json --offline
 	./target/release/inception train --data "$(DATA)" --config configs/pretrained.json --val-fraction 0 --offline --calibration-from "$$(ls -td runs/cv*/ | head -n 1)"
 
-# The tests build every target once, with clippy's lints (warnings as errors) checked as they
+# The tests build what they run once, with clippy's lints (warnings as errors) checked as they
 # compile: clippy-driver as the compiler of this crate's own targets, which is what `cargo
-# clippy` runs, without a second, lint-only pass over the crate and its dependencies. The tests
-# compute on one thread each (the binary's commands too: tests/common's `bin`), several at once.
+# clippy` runs, without a second, lint-only pass over the crate and its dependencies. The
+# benchmarks, which no test runs, are compiled for their lints only (no code, no linking: what
+# `cargo clippy` does with them), on the library the tests built. The tests compute on one
+# thread each (the binary's commands too: tests/common's `bin`), several at once.
 CLIPPY = RUSTC_WORKSPACE_WRAPPER=clippy-driver CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
+BENCHES = $(basename $(notdir $(wildcard benches/*.rs)))
 
 test: deps fmt
-	$(CLIPPY) $(CARGO) build --release --all-targets
+	$(CLIPPY) $(CARGO) test --release --no-run
+	@for b in $(BENCHES); do \
+		echo "lints of benches/$$b.rs"; \
+		$(CLIPPY) $(CARGO) rustc --quiet --release --bench $$b -- --emit=metadata || exit 1; \
+	done
 	$(CLIPPY) OMP_NUM_THREADS=1 $(CARGO) test --release
 
 # The habits a change is held to: rustfmt's layout and clippy's lints, warnings as errors
