@@ -29,7 +29,9 @@ train-pretrained: build weights
 # clippy` runs, without a second, lint-only pass over the crate and its dependencies. The
 # benchmarks, which no test runs, are compiled for their lints only (no code, no linking: what
 # `cargo clippy` does with them), on the library the tests built. The tests compute on one
-# thread each (the binary's commands too: tests/common's `bin`), several at once.
+# thread each (the binary's commands too: tests/common's `bin`), several at once: as many
+# trainings as there are cores (tests/common's `serial`) and one more thread of the harness
+# for the tests that only start processes or wait on them.
 CLIPPY = RUSTC_WORKSPACE_WRAPPER=clippy-driver CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
 BENCHES = $(basename $(notdir $(wildcard benches/*.rs)))
 
@@ -39,7 +41,7 @@ test: deps fmt
 		echo "lints of benches/$$b.rs"; \
 		$(CLIPPY) $(CARGO) rustc --quiet --release --bench $$b -- --emit=metadata || exit 1; \
 	done
-	$(CLIPPY) OMP_NUM_THREADS=1 $(CARGO) test --release
+	$(CLIPPY) OMP_NUM_THREADS=1 RUST_TEST_THREADS=$$(( $$(nproc) + 1 )) $(CARGO) test --release
 
 # The habits a change is held to: rustfmt's layout and clippy's lints, warnings as errors
 # (make test checks both too).

@@ -8,7 +8,7 @@ Grad-CAM++ as pytorch-grad-cam computes it).
         --input X.safetensors --layer inception5b --method gradcam --out MAPS.safetensors
 
 X holds `input` [N, 3, S, S] (normalised, as the tool feeds its network) and `classes` [N] (the
-class to explain per image). MAPS gets `maps` [N, S, S]: ReLU of the weighted sum of the layer's
+class to explain per image). MAPS gets `maps` [N, S, S] (and `maps.METHOD` for each method asked): ReLU of the weighted sum of the layer's
 activations, upsampled bilinearly (align_corners=False) to the input size, then scaled to [0, 1]
 per image ((m - min) / (max - min + 1e-7)), and the network's `logits`.
 """
@@ -64,7 +64,8 @@ def main():
     ap.add_argument("--weights", required=True)
     ap.add_argument("--input", required=True)
     ap.add_argument("--layer", default="inception5b")
-    ap.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++"])
+    ap.add_argument("--method", default="gradcam",
+                    help="gradcam, gradcam++, or both comma-separated (one process, one import)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     model = parity.build(a.arch, a.classes, False)
@@ -73,8 +74,15 @@ def main():
         sys.exit(f"weights lack {missing}")
     model.eval()
     t = load_file(a.input)
-    maps, logits = cam(model, a.arch, t["input"], t["classes"].long(), a.layer, a.method)
-    save_file({"maps": maps.contiguous(), "logits": logits.contiguous()}, a.out)
+    out = {}
+    for method in a.method.split(","):
+        if method not in ("gradcam", "gradcam++"):
+            sys.exit(f"--method {method!r}: gradcam or gradcam++")
+        maps, logits = cam(model, a.arch, t["input"], t["classes"].long(), a.layer, method)
+        out.setdefault("maps", maps.contiguous().clone())
+        out[f"maps.{method}"] = maps.contiguous()
+        out["logits"] = logits.contiguous()
+    save_file(out, a.out)
 
 
 if __name__ == "__main__":

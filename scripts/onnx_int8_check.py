@@ -14,9 +14,10 @@ per-channel, MinMax on the same calibration images) as a reference of the same i
   - the operators ONNX Runtime runs the int8 model with after optimisation (QLinearConv,
     QGemm…: whether it fused the QDQ pairs into int8 kernels).
 
-Usage: onnx_int8_check.py FP32.onnx INT8.onnx IMAGES.f32 LABELS.i64 N S CALIB_N
+Usage: onnx_int8_check.py FP32.onnx INT8.onnx IMAGES.f32 LABELS.i64 N S CALIB_N [INT8.onnx…]
 (IMAGES [N, 3, S, S] float32 little-endian, LABELS [N] int64; the first CALIB_N images are the
-calibration images both quantisations used). Prints one JSON object.
+calibration images both quantisations used). Prints one JSON object per int8 model, one per
+line, in the order given (the fp32 model and the references are run once for all).
 """
 
 import collections
@@ -68,16 +69,11 @@ class Reader(CalibrationDataReader):
 def main():
     fp32, int8, x_file, y_file = sys.argv[1:5]
     n, s, calib = (int(v) for v in sys.argv[5:8])
+    int8s = [int8] + sys.argv[8:]
     x = np.fromfile(x_file, dtype="<f4").reshape(n, 3, s, s)
     y = np.fromfile(y_file, dtype="<i8")
-    onnx.checker.check_model(onnx.load(int8), full_check=True)
     with tempfile.TemporaryDirectory() as tmp:
-        optimized = os.path.join(tmp, "optimized.onnx")
-        a, b = top1(fp32, x), top1(int8, x, optimized)
-        ops = collections.Counter(node.op_type for node in onnx.load(optimized).graph.node)
-        twin = os.path.join(tmp, "twin.onnx")
-        onnx.save(as_u8u8(onnx.load(int8)), twin)
-        t = top1(twin, x)
+        a = top1(fp32, x)
         refs = {}
         for name, weights, extra in [("u8s8", QuantType.QInt8, {}),
                                      ("u8u8", QuantType.QUInt8, {"WeightSymmetric": True})]:
@@ -87,18 +83,26 @@ def main():
                             weight_type=weights, extra_options=extra)
             refs[name] = top1(reference, x)
         r = refs["u8u8"]
-    print(json.dumps({
-        "agreement": float((a == b).mean()),
-        "reference_agreement": float((a == r).mean()),
-        "reference_u8s8_agreement": float((a == refs["u8s8"]).mean()),
-        "twin_equal": float((b == t).mean()),
-        "twin_agreement": float((a == t).mean()),
-        "accuracy_twin": float((t == y).mean()),
-        "accuracy_fp32": float((a == y).mean()),
-        "accuracy_int8": float((b == y).mean()),
-        "accuracy_reference": float((r == y).mean()),
-        "optimized_ops": dict(ops),
-    }))
+        for i, int8 in enumerate(int8s):
+            onnx.checker.check_model(onnx.load(int8), full_check=True)
+            optimized = os.path.join(tmp, f"optimized-{i}.onnx")
+            b = top1(int8, x, optimized)
+            ops = collections.Counter(node.op_type for node in onnx.load(optimized).graph.node)
+            twin = os.path.join(tmp, f"twin-{i}.onnx")
+            onnx.save(as_u8u8(onnx.load(int8)), twin)
+            t = top1(twin, x)
+            print(json.dumps({
+                "agreement": float((a == b).mean()),
+                "reference_agreement": float((a == r).mean()),
+                "reference_u8s8_agreement": float((a == refs["u8s8"]).mean()),
+                "twin_equal": float((b == t).mean()),
+                "twin_agreement": float((a == t).mean()),
+                "accuracy_twin": float((t == y).mean()),
+                "accuracy_fp32": float((a == y).mean()),
+                "accuracy_int8": float((b == y).mean()),
+                "accuracy_reference": float((r == y).mean()),
+                "optimized_ops": dict(ops),
+            }))
 
 
 if __name__ == "__main__":

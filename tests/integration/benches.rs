@@ -45,7 +45,16 @@ fn side_by_side_measures_every_row_on_a_folder_that_also_holds_a_licence_file() 
         .args(["--data", "data"])
         .args(["--bin", env!("CARGO_BIN_EXE_inception")])
         .args([
-            "--steps", "2", "--size", "64", "--batch", "4", "--epochs", "2",
+            "--steps",
+            "2",
+            "--size",
+            "64",
+            "--batch",
+            "4",
+            "--epochs",
+            "2",
+            "--repeats",
+            "1",
         ])
         .output()
         .unwrap();
