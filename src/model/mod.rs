@@ -459,8 +459,8 @@ impl Model {
         Ok(w.finish(arch, self.config.num_classes, image_size, &["aux1", "aux2"]))
     }
 
-    /// Gives every convolution weight channels-last strides (see [`crate::precision`]); the
-    /// values, names and shapes stay as they are.
+    /// Gives every convolution weight channels-last strides (why: the precision module's
+    /// `Compute`); the values, names and shapes stay as they are.
     pub fn to_channels_last(&mut self) -> Result<()> {
         let _guard = tch::no_grad_guard();
         for (_, mut t) in self.vs.variables() {
