@@ -48,10 +48,7 @@ fn main() {
         gloo.join("gloo/context.h").display()
     );
     let mut build = cc::Build::new();
-    // Glue that forwards into libtorch: -O1 compiles it in two thirds of -O3's time (most of it
-    // spent in libtorch's headers), before the crate itself can start compiling.
     build
-        .opt_level(1)
         .cpp(true)
         .file("src/shim/autocast.cpp")
         .file("src/shim/info.cpp")
