@@ -24,9 +24,7 @@ train-pretrained: build weights
 	./target/release/inception cv --data "$(DATA)" --config configs/pretrained.json --offline
 	./target/release/inception train --data "$(DATA)" --config configs/pretrained.json --val-fraction 0 --offline --calibration-from "$$(ls -td runs/cv*/ | head -n 1)"
 
-# What the build needs is installed first (libtorch, gloo's and CUDA's headers); what only the
-# tests need (the statistics and ONNX packages, Chromium, the pretrained weights) installs while
-# it compiles. The tests build what they run once, with clippy's lints (warnings as errors) checked as they
+# The tests build what they run once, with clippy's lints (warnings as errors) checked as they
 # compile: clippy-driver as the compiler of this crate's own targets, which is what `cargo
 # clippy` runs, without a second, lint-only pass over the crate and its dependencies. The
 # benchmarks, which no test runs, are compiled for their lints only (no code, no linking: what
@@ -37,15 +35,12 @@ train-pretrained: build weights
 CLIPPY = RUSTC_WORKSPACE_WRAPPER=clippy-driver CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
 BENCHES = $(basename $(notdir $(wildcard benches/*.rs)))
 
-test: fmt libtorch
-	@scripts/deps.sh --tests & deps=$$!; \
-	$(CLIPPY) $(CARGO) test --release --no-run && \
-	for b in $(BENCHES); do \
+test: deps fmt
+	$(CLIPPY) $(CARGO) test --release --no-run
+	@for b in $(BENCHES); do \
 		echo "lints of benches/$$b.rs"; \
 		$(CLIPPY) $(CARGO) rustc --quiet --release --bench $$b -- --emit=metadata || exit 1; \
-	done; built=$$?; \
-	wait $$deps || { echo "make test: installing the tests' dependencies failed" >&2; exit 1; }; \
-	exit $$built
+	done
 	$(CLIPPY) OMP_NUM_THREADS=1 RUST_TEST_THREADS=$$(( $$(nproc) + 1 )) $(CARGO) test --release
 
 # The habits a change is held to: rustfmt's layout and clippy's lints, warnings as errors

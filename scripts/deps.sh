@@ -21,8 +21,6 @@
 #   scripts/deps.sh --libtorch  only what the build needs: nothing when $LIBTORCH names a
 #                               libtorch already; prints the libtorch folder the build uses
 #   scripts/deps.sh --weights   the Python packages and the pretrained weights in the cache
-#   scripts/deps.sh --tests     what only the tests need, after --libtorch (make test runs it
-#                               while the build compiles)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -190,15 +188,6 @@ if [ "${1:-}" = "--libtorch" ]; then
 elif [ "${1:-}" = "--weights" ]; then
   install
   weights
-elif [ "${1:-}" = "--tests" ]; then
-  stats & stats_pid=$!
-  onnx_deps & onnx_pid=$!
-  browser & debian_pid=$!
-  install
-  weights
-  wait $stats_pid
-  wait $onnx_pid
-  wait $debian_pid
 else
   # The independent parts at once (downloads overlap); what needs torch's wheel after it.
   install & torch_pid=$!
