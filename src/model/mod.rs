@@ -659,3 +659,31 @@ impl Model {
         self.net.onnx_head(g, &f) // [N, classes]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    /// The table's names are the ones configs, flags and checkpoints spell (the enum's serde
+    /// and clap names), and each entry builds the network it names.
+    #[test]
+    fn each_table_entry_is_spelled_as_its_arch_and_builds_that_network() {
+        for arch in Arch::value_variants() {
+            let spec = arch.spec();
+            let json = serde_json::to_string(arch).unwrap();
+            assert_eq!(json, format!("\"{}\"", spec.name));
+            let flag = arch.to_possible_value().unwrap();
+            assert_eq!(flag.get_name(), spec.name);
+            let model = Model::new(NetConfig::new(*arch, 3), Device::Cpu).unwrap();
+            let class = spec.class_layer.map_or("classifier.2", |l| l);
+            let w = &model.state_dict()[&format!("{class}.weight")];
+            assert_eq!(w.size()[0], 3, "{arch}: {class}");
+            assert!(spec
+                .head_prefixes
+                .iter()
+                .any(|p| class.starts_with(p.trim_end_matches('.'))));
+            assert!((spec.tap_layers)().contains(&spec.default_tap_layer.to_string()));
+        }
+    }
+}
